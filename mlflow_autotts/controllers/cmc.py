@@ -1,0 +1,163 @@
+"""CMC, the AutoTTS paper's discovered Confidence Momentum Controller.
+
+A pool of finished answers gives a Beta-majority confidence; an exponential moving
+average of it (the momentum) must be high and not falling before the controller stops.
+Branches that keep disagreeing with the pool's winner are abandoned, branches that agree
+get extra intervals, and new branches are opened while the confidence trend is flat.
+Every knob is a monotone function of the single budget parameter β.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mlflow_autotts.controllers.base import Controller, Episode
+from mlflow_autotts.controllers.registry import register_controller
+from mlflow_autotts.controllers.voting import Tally, plurality
+
+MAX_ROUNDS = 500
+MAX_BRANCHES = 64
+
+
+@dataclass(frozen=True)
+class CMCSchedule:
+    """CMC's knobs at one β (see ``cmc_schedule``)."""
+
+    n_init: int
+    """Branches opened before the first round."""
+    max_branches: int
+    """Most branches ever opened."""
+    warm_up: int
+    """Rounds before pruning, bursts and stopping are allowed."""
+    patience: int
+    """Consecutive disagreeing rounds before a branch is abandoned."""
+    window: int
+    """EMA history length for the confidence trend."""
+    alpha: float
+    """EMA weight of the newest confidence."""
+    conf_thresh: float
+    """EMA level needed to stop."""
+    slack: float
+    """How far the EMA may have fallen over the window and still stop."""
+    burst: int
+    """Intervals per round for branches that agree with the winner."""
+    widen: int
+    """Branches opened per widening."""
+    trend: float
+    """Widen only while the EMA trend is at most this."""
+    min_complete: int
+    """Finished answers needed before stopping."""
+
+
+def cmc_schedule(beta: float) -> CMCSchedule:
+    """CMC's hyperparameters as the published smooth monotone functions of β."""
+    b = max(0.0, min(1.0, float(beta)))
+    return CMCSchedule(
+        n_init=max(2, round(2 + 6 * b)),
+        max_branches=min(MAX_BRANCHES, round(4 + 60 * b)),
+        warm_up=max(2, round(2 + 8 * b)),
+        patience=max(3, round(3 + 9 * b)),
+        window=max(2, round(2 + 6 * b)),
+        alpha=round(0.70 - 0.40 * b, 4),
+        conf_thresh=round(0.85 + 0.12 * b, 4),
+        slack=round(0.04 - 0.03 * b, 4),
+        burst=max(1, round(1 + 2 * b)),
+        widen=max(1, round(1 + 3 * b)),
+        trend=round(0.04 - 0.03 * b, 4),
+        min_complete=max(2, round(2 + 3 * b)),
+    )
+
+
+@register_controller
+class ConfidenceMomentum(Controller):
+    """CMC; β alone sets the budget (higher spends more)."""
+
+    name = "cmc"
+
+    def __init__(self, beta: float = 0.5):
+        super().__init__(beta)
+        self.schedule = cmc_schedule(self.beta)
+
+    def config(self) -> dict:
+        return {"beta": self.beta}
+
+    def describe(self) -> dict:
+        return asdict(self.schedule)
+
+    def solve(self, episode: Episode) -> str | None:  # noqa: C901  (one algorithm, kept in one place)
+        s = self.schedule
+        probe_new, probe_more = episode.probe_new, episode.probe_more
+        alpha, keep = s.alpha, 1.0 - s.alpha
+        index: list[int] = []
+        latest: list[str] = []
+        finished: list[bool] = []
+        abandoned: list[bool] = []
+        probes: list[int] = []
+        disagree: list[int] = []
+        pool = Tally()
+
+        def open_branches(count: int, limit: int) -> None:
+            for _ in range(count):
+                if len(index) >= limit:
+                    return
+                try:
+                    answer, i, done = probe_new()
+                except ValueError:
+                    return
+                index.append(i)
+                latest.append(answer)
+                finished.append(done)
+                abandoned.append(False)
+                probes.append(0)
+                disagree.append(0)
+                if done:
+                    pool.add(answer)
+
+        open_branches(s.n_init, s.n_init)
+        if not index:
+            return None
+        max_open = min(s.max_branches, MAX_BRANCHES)
+        widen_from = max(1, s.warm_up // 2)
+        ema = 0.0
+        history: list[float] = []
+        for r in range(MAX_ROUNDS):
+            winner = pool.winner
+            ema = keep * ema + alpha * pool.confidence()
+            history.append(ema)
+            if len(history) > s.window:
+                history.pop(0)
+            warm = r >= s.warm_up
+            live = [k for k in range(len(index)) if not finished[k] and not abandoned[k]]
+            if warm and winner is not None:
+                for k in live:
+                    disagree[k] = disagree[k] + 1 if latest[k] != winner else 0
+                stale = [k for k in live if disagree[k] >= s.patience]
+                if stale:
+                    stale.sort(key=lambda k: -disagree[k])
+                    for k in stale[: max(0, len(live) - 2)]:
+                        abandoned[k] = True
+                    live = [k for k in live if not abandoned[k]]
+            live.sort(key=lambda k: -probes[k])
+            for k in live:
+                steps = s.burst if warm and latest[k] == winner and winner is not None else 1
+                i = index[k]
+                for _ in range(steps):
+                    answer, done = probe_more(i)
+                    probes[k] += 1
+                    latest[k] = answer
+                    if done:
+                        finished[k] = True
+                        pool.add(answer)
+                        break
+            ema = keep * ema + alpha * pool.confidence()
+            history[-1] = ema
+            delta = history[-1] - history[0] if len(history) >= 2 else 0.0
+            if warm and pool.n >= s.min_complete and ema >= s.conf_thresh and delta >= -s.slack:
+                return pool.winner
+            if all(finished[k] or abandoned[k] for k in range(len(index))):
+                break
+            if len(index) < max_open and delta <= s.trend and r >= widen_from and ema < s.conf_thresh:
+                open_branches(s.widen, max_open)
+        if pool.n:
+            return pool.winner
+        return plurality([latest[k] for k in range(len(index)) if not abandoned[k]])

@@ -1,0 +1,110 @@
+"""Resolving a controller reference: a registered name or a source file ``path.py[:Class]``.
+
+Loading a source file executes it: only do this for trusted code. Explorer-written
+candidates go through ``mlflow_autotts.search.sandbox`` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow_autotts.controllers.base import Controller, build_controller
+from mlflow_autotts.controllers.registry import get_controller_class
+from mlflow_autotts.errors import ControllerError
+
+
+def split_source_ref(ref: str) -> tuple[str, str | None] | None:
+    """``("path.py", "Class" | None)`` if ``ref`` names a source file, else None."""
+    path, _, cls = ref.partition(":") if ref.count(":") == 1 and not ref.startswith(("models:", "runs:")) else (ref, "", "")
+    if path.endswith(".py"):
+        return path, (cls or None)
+    return None
+
+
+def controllers_in_module(module: Any) -> list[type]:
+    """Controller subclasses defined (not merely imported) in ``module``."""
+    return [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Controller) and obj is not Controller
+        and obj.__module__ == module.__name__
+    ]
+
+
+def load_source_module(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ControllerError(f"controller source {str(path)!r} does not exist")
+    source = path.read_bytes()
+    mod_name = f"autotts_controller_{hashlib.sha256(source).hexdigest()[:16]}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the file is the user's: report, don't crash
+        del sys.modules[mod_name]
+        line = ""
+        if isinstance(exc, SyntaxError):
+            line = f" (line {exc.lineno})"
+        raise ControllerError(f"controller source {str(path)!r} failed to import{line}: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def pick_controller_class(module: Any, class_name: str | None, where: str) -> type:
+    if class_name:
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and callable(getattr(cls, "solve", None))):
+            found = ", ".join(c.__name__ for c in controllers_in_module(module)) or "none"
+            raise ControllerError(f"{where}: no controller class {class_name!r} (Controller classes found: {found})")
+        return cls
+    found = controllers_in_module(module)
+    if not found:
+        raise ControllerError(f"{where}: defines no Controller subclass")
+    if len(found) > 1:
+        names = ", ".join(c.__name__ for c in found)
+        raise ControllerError(f"{where}: defines several controllers ({names}); name one as {where}:Class")
+    return found[0]
+
+
+def load_controller_class(ref: str) -> type:
+    """The class a reference names: a registered name or ``path.py[:Class]``."""
+    src = split_source_ref(ref)
+    if src is None:
+        return get_controller_class(ref)
+    path, class_name = src
+    return pick_controller_class(load_source_module(path), class_name, path)
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """A picklable recipe for a controller, rebuilt in each worker process."""
+
+    ref: str
+    """Registered name or ``path.py[:Class]``."""
+    beta: float | None = None
+    """β, or None for the class default."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword parameters of the controller."""
+
+    def controller_class(self) -> type:
+        return load_controller_class(self.ref)
+
+    def build(self) -> Controller:
+        return build_controller(self.controller_class(), self.beta, self.params)
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: the registry name, or the source file's class."""
+        src = split_source_ref(self.ref)
+        if src is None:
+            return self.ref
+        cls = self.controller_class()
+        return getattr(cls, "name", "") or cls.__name__

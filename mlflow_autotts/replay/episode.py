@@ -1,0 +1,215 @@
+"""The replay episode: one question's pre-collected branches behind the controller API.
+
+Cost rules follow the published evaluator exactly (see the data README): a probe step
+reveals the next intermediate answer and costs one interval; once a branch's probes are
+used up, the next step reveals the final answer and costs the rest of the branch,
+``max(0, branch_tokens - interval * probes_taken)``; reading a branch whole costs its full
+length. Branches are opened in a fixed order (the shuffle of the run).
+
+The episode holds only the branches, never the gold answer, and keeps its counters in
+private slots exposed through read-only properties, so a controller cannot lower its own
+bill by assignment.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+from functools import lru_cache
+from typing import Any, Sequence
+
+from mlflow_autotts.data.trajectory import Branches
+
+Action = tuple[str, int]
+"""One recorded action: (``"probe_new"`` | ``"probe_more"`` | ``"read"``, branch index)."""
+
+
+@lru_cache(maxsize=4096)
+def shuffle_order(n_branches: int, seed: int) -> tuple[int, ...]:
+    """The branch visiting order of run ``seed``: ``random.Random(seed).shuffle``.
+
+    ``shuffle`` only depends on the list's length, so shuffling indices gives the same
+    permutation the reference evaluator applies to its branch objects.
+    """
+    order = list(range(n_branches))
+    random.Random(seed).shuffle(order)
+    return tuple(order)
+
+
+class ReplayEpisode:
+    """One question replayed from its branches in a given order.
+
+    Branch indices seen by the controller are positions in the opening order (0 for the
+    first branch opened, 1 for the next, …), as in the published environment.
+    """
+
+    __slots__ = (
+        "_question", "_interval", "_order", "_n", "_probes", "_offsets", "_nprobes", "_btok",
+        "_final", "_signals", "_opened", "_taken", "_done", "_tokens", "_intervals",
+    )
+
+    def __init__(self, branches: Branches, order: Sequence[int] | None = None):
+        self._question = branches.question
+        self._interval = branches.interval_tokens
+        self._order = tuple(range(branches.n_branches)) if order is None else tuple(order)
+        self._n = len(self._order)
+        self._probes = branches.probe_answers
+        self._offsets = branches.probe_offsets
+        self._nprobes = branches.n_probes
+        self._btok = branches.branch_tokens
+        self._final = branches.final_answers
+        self._signals = branches.signals
+        self._opened = 0
+        self._taken: list[int] = []
+        self._done: list[bool] = []
+        self._tokens = 0
+        self._intervals = 0
+
+    # ----------------------------------------------------------------- read-only facts
+    @property
+    def question(self) -> str:
+        return self._question
+
+    @property
+    def max_branches(self) -> int:
+        return self._n
+
+    @property
+    def interval_tokens(self) -> int:
+        return self._interval
+
+    @property
+    def tokens_used(self) -> int:
+        return self._tokens
+
+    @property
+    def branches_opened(self) -> int:
+        return self._opened
+
+    @property
+    def intervals(self) -> int:
+        """Interval steps taken (probe steps, final steps and whole reads)."""
+        return self._intervals
+
+    @property
+    def signals(self):
+        """``signals(i)``: per-interval signals of branch ``i`` so far (absent without data)."""
+        if not self._signals:
+            raise AttributeError("this episode's data carries no per-interval signals")
+        return self._branch_signals
+
+    def _branch_signals(self, i: int) -> dict[str, list[float]]:
+        i = self._check_open(i)
+        b = self._order[i]
+        lo = self._offsets[b]
+        return {k: list(v[lo : lo + self._taken[i]]) for k, v in self._signals.items()}
+
+    def _check_open(self, i: Any) -> int:
+        """``i`` as a plain int if it names an open branch, else ``ValueError``."""
+        if isinstance(i, bool):
+            raise ValueError("branch index must be an int, got bool")
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise ValueError(f"branch index must be an int, got {type(i).__name__}") from None
+        if not 0 <= i < self._opened:
+            raise ValueError(f"branch {i} is not open (open branches: 0..{self._opened - 1})")
+        return i
+
+    # ----------------------------------------------------------------------- actions
+    def probe_new(self) -> tuple[str, int, bool]:
+        """Open the next branch and advance it one interval."""
+        i = self._opened
+        if i >= self._n:
+            raise ValueError("no unopened branch left")
+        self._opened = i + 1
+        self._taken.append(0)
+        self._done.append(False)
+        answer, finished = self.probe_more(i)
+        return answer, i, finished
+
+    def probe_more(self, i: int) -> tuple[str, bool]:
+        """Advance branch ``i`` one interval; a finished branch answers again for free."""
+        if type(i) is not int or not 0 <= i < self._opened:
+            i = self._check_open(i)
+        if self._done[i]:
+            return self._final[self._order[i]], True
+        b = self._order[i]
+        t = self._taken[i]
+        self._intervals += 1
+        if t < self._nprobes[b]:
+            self._taken[i] = t + 1
+            self._tokens += self._interval
+            return self._probes[self._offsets[b] + t], False
+        rest = self._btok[b] - self._interval * t
+        if rest > 0:
+            self._tokens += rest
+        self._done[i] = True
+        return self._final[b], True
+
+    def get_new_branch_final_answer(self) -> str:
+        """Open the next branch and read it whole."""
+        i = self._opened
+        if i >= self._n:
+            raise ValueError("no unopened branch left")
+        b = self._order[i]
+        self._opened = i + 1
+        self._taken.append(self._nprobes[b])
+        self._done.append(True)
+        self._tokens += self._btok[b]
+        self._intervals += 1
+        return self._final[b]
+
+
+class RecordingEpisode(ReplayEpisode):
+    """A replay episode that also keeps the list of actions taken, for traces and audits."""
+
+    __slots__ = ("actions",)
+
+    def __init__(self, branches: Branches, order: Sequence[int] | None = None):
+        super().__init__(branches, order)
+        self.actions: list[Action] = []
+
+    def probe_new(self) -> tuple[str, int, bool]:
+        i = self._opened
+        if i >= self._n:
+            raise ValueError("no unopened branch left")
+        self.actions.append(("probe_new", i))
+        self._opened = i + 1
+        self._taken.append(0)
+        self._done.append(False)
+        answer, finished = ReplayEpisode.probe_more(self, i)
+        return answer, i, finished
+
+    def probe_more(self, i: int) -> tuple[str, bool]:
+        result = super().probe_more(i)
+        self.actions.append(("probe_more", i))
+        return result
+
+    def get_new_branch_final_answer(self) -> str:
+        answer = super().get_new_branch_final_answer()
+        self.actions.append(("read", self._opened - 1))
+        return answer
+
+
+def replay_cost(branches: Branches, order: Sequence[int], actions: Sequence[Action]) -> tuple[int, int, int]:
+    """Recompute (tokens, branches opened, intervals) from an action log.
+
+    The trusted side of the sandbox uses this: a candidate reports what it did, never
+    what it cost. Raises ``ValueError`` on an impossible log.
+    """
+    ep = ReplayEpisode(branches, order)
+    for kind, i in actions:
+        if kind == "probe_new":
+            if i != ep.branches_opened:
+                raise ValueError(f"probe_new opened branch {i}, expected {ep.branches_opened}")
+            ep.probe_new()
+        elif kind == "probe_more":
+            ep.probe_more(int(i))
+        elif kind == "read":
+            if i != ep.branches_opened:
+                raise ValueError(f"read opened branch {i}, expected {ep.branches_opened}")
+            ep.get_new_branch_final_answer()
+        else:
+            raise ValueError(f"unknown action {kind!r}")
+    return ep.tokens_used, ep.branches_opened, ep.intervals

@@ -1,0 +1,192 @@
+"""The replay evaluation protocol (DESIGN §4): shuffles × problems, over a process pool.
+
+Run ``s`` visits every problem's branches in ``random.Random(s).shuffle`` order. Work is
+cut into chunks of consecutive shuffles for one (controller, dataset) pair; workers are
+forked with the datasets already in memory, so nothing large is pickled.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.data.trajectory import TrajectorySet
+from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+
+EPISODE_COLUMNS = ("dataset", "problem", "shuffle", "answer", "correct", "tokens", "branches_opened", "intervals")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to run the replay protocol."""
+
+    shuffles: int = 100
+    """Number of runs; run ``s`` uses seed ``first_seed + s``."""
+    workers: int | None = None
+    """Worker processes; None means all cores, 1 runs in this process."""
+    first_seed: int = 0
+    """Seed of the first run."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+    chunk_shuffles: int | None = None
+    """Shuffles per work item; None picks a size that keeps every worker busy."""
+
+    def __post_init__(self) -> None:
+        if self.shuffles < 1:
+            raise ValueError(f"shuffles must be >= 1, got {self.shuffles}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass
+class EvalResult:
+    """One controller configuration on one dataset."""
+
+    data: str
+    controller: str
+    beta: float | None
+    params: dict[str, Any]
+    shuffles: int
+    n_problems: int
+    accuracy: float
+    """Mean over shuffles of the share answered correctly, in percent (unrounded)."""
+    mean_tokens: float
+    """Mean over shuffles of the mean tokens per problem."""
+    episodes: "Any" = field(default=None, repr=False)
+    """Per-episode table (pandas DataFrame with ``EPISODE_COLUMNS``)."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"data": self.data, "controller": self.controller, "beta": self.beta,
+                "accuracy": self.accuracy, "mean_tokens": self.mean_tokens, "shuffles": self.shuffles}
+
+
+# ---------------------------------------------------------------------------- workers
+_DATASETS: list[TrajectorySet] = []
+_SPECS: list[ControllerSpec] = []
+_BUILT: dict[int, Any] = {}
+
+
+def _init_worker(datasets: list[TrajectorySet] | None, specs: list[ControllerSpec] | None) -> None:
+    global _DATASETS, _SPECS
+    if datasets is not None:
+        _DATASETS, _SPECS = datasets, specs or []
+    _BUILT.clear()
+
+
+def _run_chunk(spec_i: int, data_i: int, seeds: range) -> tuple[int, int, range, list[tuple]]:
+    """Solve every problem of dataset ``data_i`` for each seed; one row per episode."""
+    controller = _BUILT.get(spec_i)
+    if controller is None:
+        controller = _BUILT[spec_i] = _SPECS[spec_i].build()
+    solve = controller.solve
+    ts = _DATASETS[data_i]
+    rows = []
+    for seed in seeds:
+        for p, prob in enumerate(ts.problems):
+            br = prob.branches
+            ep = ReplayEpisode(br, shuffle_order(br.n_branches, seed))
+            try:
+                answer = solve(ep)
+            except Exception as exc:
+                raise ControllerError(
+                    f"controller {_SPECS[spec_i].label!r} raised {type(exc).__name__} on "
+                    f"{ts.name}, problem {p}, shuffle {seed}: {exc}") from None
+            rows.append((p, seed, answer, answer == prob.gold_answer, ep.tokens_used, ep.branches_opened, ep.intervals))
+    return spec_i, data_i, seeds, rows
+
+
+def _chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None) -> list[range]:
+    if size is None:
+        # at least ~4 items per worker overall, but not so small that IPC dominates
+        per_job = max(1, (4 * workers + jobs - 1) // jobs)
+        size = max(1, -(-shuffles // per_job))
+    return [range(first + lo, first + min(lo + size, shuffles)) for lo in range(0, shuffles, size)]
+
+
+def _pool(workers: int, datasets: list[TrajectorySet], specs: list[ControllerSpec]) -> ProcessPoolExecutor:
+    if "fork" in mp.get_all_start_methods():
+        _init_worker(datasets, specs)  # inherited by the forked workers
+        return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                                   initargs=(None, None))
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(datasets, specs))
+
+
+def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[TrajectorySet],
+                  config: EvalConfig = EvalConfig(), keep_episodes: bool = True) -> list[EvalResult]:
+    """Every spec on every dataset; results in (spec, dataset) order."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    specs, datasets = list(specs), list(datasets)
+    labels = []
+    for spec in specs:  # fail fast, in this process, on a bad spec
+        built = spec.build()
+        labels.append((spec.label, built.config()))
+    workers = config.workers or os.cpu_count() or 1
+    jobs = [(si, di) for si in range(len(specs)) for di in range(len(datasets))]
+    seeds = _chunks(config.shuffles, config.first_seed, workers, len(jobs), config.chunk_shuffles)
+    tasks = [(si, di, r) for si, di in jobs for r in seeds]
+    total = sum(len(r) * len(datasets[di]) for _, di, r in tasks)
+    collected: dict[tuple[int, int], list[tuple[range, list[tuple]]]] = {j: [] for j in jobs}
+    bar = tqdm(total=total, unit="ep", disable=not config.progress, desc="replay", leave=False)
+    try:
+        if workers == 1 or len(tasks) == 1:
+            _init_worker(datasets, specs)
+            for t in tasks:
+                si, di, r, rows = _run_chunk(*t)
+                collected[(si, di)].append((r, rows))
+                bar.update(len(rows))
+        else:
+            with _pool(min(workers, len(tasks)), datasets, specs) as pool:
+                futures = [pool.submit(_run_chunk, *t) for t in tasks]
+                try:
+                    for fut in as_completed(futures):
+                        si, di, r, rows = fut.result()
+                        collected[(si, di)].append((r, rows))
+                        bar.update(len(rows))
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        bar.close()
+        _init_worker([], [])
+
+    results = []
+    for si, di in jobs:
+        ts = datasets[di]
+        n = len(ts)
+        parts = sorted(collected[(si, di)], key=lambda x: x[0].start)
+        rows = [row for _, rs in parts for row in rs]
+        accs, costs = [], []
+        for k in range(0, len(rows), n):  # rows are grouped by shuffle, problems in order
+            block = rows[k : k + n]
+            accs.append(sum(1 for r in block if r[3]) / n)
+            costs.append(sum(r[4] for r in block) / n)
+        label, cfg = labels[si]
+        episodes = None
+        if keep_episodes:
+            episodes = pd.DataFrame(rows, columns=EPISODE_COLUMNS[1:])
+            episodes.insert(0, "dataset", ts.name)
+            episodes["answer"] = episodes["answer"].map(lambda a: a if a is None or isinstance(a, str) else repr(a))
+        beta = cfg.get("beta") if specs[si].controller_class().uses_beta else None
+        params = {k: v for k, v in cfg.items() if k != "beta"}
+        results.append(EvalResult(
+            data=ts.name, controller=label, beta=beta, params=params, shuffles=config.shuffles, n_problems=n,
+            accuracy=100 * float(np.mean(accs)) if n else 0.0,
+            mean_tokens=sum(costs) / len(costs) if n else 0.0, episodes=episodes))
+    return results
+
+
+def evaluate(spec: ControllerSpec, datasets: Sequence[TrajectorySet], config: EvalConfig = EvalConfig(),
+             keep_episodes: bool = True) -> list[EvalResult]:
+    """One controller on each dataset."""
+    return evaluate_many([spec], datasets, config, keep_episodes)
