@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from mlflow_autotts.controllers.base import Controller, Episode
 from mlflow_autotts.controllers.registry import register_controller
-from mlflow_autotts.controllers.voting import Tally, plurality
+from mlflow_autotts.controllers.voting import Tally, beta_confidence, plurality
 
 MAX_ROUNDS = 500
 MAX_BRANCHES = 64
@@ -88,13 +88,15 @@ class ConfidenceMomentum(Controller):
         s = self.schedule
         probe_new, probe_more = episode.probe_new, episode.probe_more
         alpha, keep = s.alpha, 1.0 - s.alpha
-        index: list[int] = []
-        latest: list[str] = []
+        burst, patience, window = s.burst, s.patience, s.window
+        index: list[int] = []  # episode branch index of each opened branch k
+        latest: list[str] = []  # its latest answer
         finished: list[bool] = []
         abandoned: list[bool] = []
-        probes: list[int] = []
-        disagree: list[int] = []
-        pool = Tally()
+        probes: list[int] = []  # probe_more steps it has received
+        disagree: list[int] = []  # consecutive rounds it disagreed with the pool's winner
+        live: list[int] = []  # unfinished, unabandoned branches, in opening order
+        pool = Tally()  # final answers of finished branches
 
         def open_branches(count: int, limit: int) -> None:
             for _ in range(count):
@@ -104,6 +106,7 @@ class ConfidenceMomentum(Controller):
                     answer, i, done = probe_new()
                 except ValueError:
                     return
+                k = len(index)
                 index.append(i)
                 latest.append(answer)
                 finished.append(done)
@@ -112,6 +115,8 @@ class ConfidenceMomentum(Controller):
                 disagree.append(0)
                 if done:
                     pool.add(answer)
+                else:
+                    live.append(k)
 
         open_branches(s.n_init, s.n_init)
         if not index:
@@ -122,39 +127,47 @@ class ConfidenceMomentum(Controller):
         history: list[float] = []
         for r in range(MAX_ROUNDS):
             winner = pool.winner
-            ema = keep * ema + alpha * pool.confidence()
+            ema = keep * ema + alpha * beta_confidence(pool.top1, pool.top2)
             history.append(ema)
-            if len(history) > s.window:
-                history.pop(0)
+            if len(history) > window:
+                del history[0]
             warm = r >= s.warm_up
-            live = [k for k in range(len(index)) if not finished[k] and not abandoned[k]]
-            if warm and winner is not None:
+            aligned = warm and winner is not None
+            if aligned:
+                stale = []
                 for k in live:
-                    disagree[k] = disagree[k] + 1 if latest[k] != winner else 0
-                stale = [k for k in live if disagree[k] >= s.patience]
+                    if latest[k] != winner:
+                        disagree[k] += 1
+                        if disagree[k] >= patience:
+                            stale.append(k)
+                    else:
+                        disagree[k] = 0
                 if stale:
-                    stale.sort(key=lambda k: -disagree[k])
+                    stale.sort(key=disagree.__getitem__, reverse=True)
                     for k in stale[: max(0, len(live) - 2)]:
                         abandoned[k] = True
                     live = [k for k in live if not abandoned[k]]
-            live.sort(key=lambda k: -probes[k])
-            for k in live:
-                steps = s.burst if warm and latest[k] == winner and winner is not None else 1
+            any_finished = False
+            # most-probed first; reverse=True keeps opening order among equals (stable)
+            for k in sorted(live, key=probes.__getitem__, reverse=True):
                 i = index[k]
-                for _ in range(steps):
+                for _ in range(burst if aligned and latest[k] == winner else 1):
                     answer, done = probe_more(i)
                     probes[k] += 1
                     latest[k] = answer
                     if done:
-                        finished[k] = True
                         pool.add(answer)
+                        finished[k] = True
+                        any_finished = True
                         break
-            ema = keep * ema + alpha * pool.confidence()
+            if any_finished:
+                live = [k for k in live if not finished[k]]
+            ema = keep * ema + alpha * beta_confidence(pool.top1, pool.top2)
             history[-1] = ema
             delta = history[-1] - history[0] if len(history) >= 2 else 0.0
             if warm and pool.n >= s.min_complete and ema >= s.conf_thresh and delta >= -s.slack:
                 return pool.winner
-            if all(finished[k] or abandoned[k] for k in range(len(index))):
+            if not live:
                 break
             if len(index) < max_open and delta <= s.trend and r >= widen_from and ema < s.conf_thresh:
                 open_branches(s.widen, max_open)

@@ -41,11 +41,15 @@ class ReplayEpisode:
 
     Branch indices seen by the controller are positions in the opening order (0 for the
     first branch opened, 1 for the next, …), as in the published environment.
+
+    The hot path (``probe_more`` on an unfinished branch) only moves a cursor; tokens and
+    intervals are derived from the cursors when asked for, which is what keeps a replay
+    step near the cost of a list lookup.
     """
 
     __slots__ = (
         "_question", "_interval", "_order", "_n", "_probes", "_offsets", "_nprobes", "_btok",
-        "_final", "_signals", "_opened", "_taken", "_done", "_tokens", "_intervals",
+        "_final", "_signals", "_opened", "_pos", "_end", "_read",
     )
 
     def __init__(self, branches: Branches, order: Sequence[int] | None = None):
@@ -60,10 +64,12 @@ class ReplayEpisode:
         self._final = branches.final_answers
         self._signals = branches.signals
         self._opened = 0
-        self._taken: list[int] = []
-        self._done: list[bool] = []
-        self._tokens = 0
-        self._intervals = 0
+        # Per opened branch: a cursor into the flat probe list and the end of its probes.
+        # pos < end: probes remain; pos == end: the next step is the finishing one;
+        # pos == end + 1: finished.
+        self._pos: list[int] = []
+        self._end: list[int] = []
+        self._read: set[int] = set()  # branches read whole (charged their full length)
 
     # ----------------------------------------------------------------- read-only facts
     @property
@@ -79,17 +85,30 @@ class ReplayEpisode:
         return self._interval
 
     @property
-    def tokens_used(self) -> int:
-        return self._tokens
-
-    @property
     def branches_opened(self) -> int:
         return self._opened
 
     @property
+    def tokens_used(self) -> int:
+        """Tokens charged so far, by the published cost rules."""
+        total = 0
+        interval, offsets, btok, order, read = self._interval, self._offsets, self._btok, self._order, self._read
+        for i, (pos, end) in enumerate(zip(self._pos, self._end)):
+            b = order[i]
+            if pos > end:
+                total += btok[b] if i in read else max(interval * (end - offsets[b]), btok[b])
+            else:
+                total += interval * (pos - offsets[b])
+        return total
+
+    @property
     def intervals(self) -> int:
-        """Interval steps taken (probe steps, final steps and whole reads)."""
-        return self._intervals
+        """Steps taken: probe steps, finishing steps and whole reads."""
+        total = 0
+        offsets, order = self._offsets, self._order
+        for i, (pos, end) in enumerate(zip(self._pos, self._end)):
+            total += 1 if i in self._read else pos - offsets[order[i]]
+        return total
 
     @property
     def signals(self):
@@ -100,9 +119,9 @@ class ReplayEpisode:
 
     def _branch_signals(self, i: int) -> dict[str, list[float]]:
         i = self._check_open(i)
-        b = self._order[i]
-        lo = self._offsets[b]
-        return {k: list(v[lo : lo + self._taken[i]]) for k, v in self._signals.items()}
+        lo = self._offsets[self._order[i]]
+        hi = min(self._pos[i], self._end[i])
+        return {k: list(v[lo:hi]) for k, v in self._signals.items()}
 
     def _check_open(self, i: Any) -> int:
         """``i`` as a plain int if it names an open branch, else ``ValueError``."""
@@ -122,9 +141,10 @@ class ReplayEpisode:
         i = self._opened
         if i >= self._n:
             raise ValueError("no unopened branch left")
+        b = self._order[i]
         self._opened = i + 1
-        self._taken.append(0)
-        self._done.append(False)
+        self._pos.append(self._offsets[b])
+        self._end.append(self._offsets[b + 1])
         answer, finished = self.probe_more(i)
         return answer, i, finished
 
@@ -132,20 +152,13 @@ class ReplayEpisode:
         """Advance branch ``i`` one interval; a finished branch answers again for free."""
         if type(i) is not int or not 0 <= i < self._opened:
             i = self._check_open(i)
-        if self._done[i]:
-            return self._final[self._order[i]], True
-        b = self._order[i]
-        t = self._taken[i]
-        self._intervals += 1
-        if t < self._nprobes[b]:
-            self._taken[i] = t + 1
-            self._tokens += self._interval
-            return self._probes[self._offsets[b] + t], False
-        rest = self._btok[b] - self._interval * t
-        if rest > 0:
-            self._tokens += rest
-        self._done[i] = True
-        return self._final[b], True
+        pos = self._pos[i]
+        if pos < self._end[i]:
+            self._pos[i] = pos + 1
+            return self._probes[pos], False
+        if pos == self._end[i]:  # the finishing step reveals the final answer
+            self._pos[i] = pos + 1
+        return self._final[self._order[i]], True
 
     def get_new_branch_final_answer(self) -> str:
         """Open the next branch and read it whole."""
@@ -154,10 +167,9 @@ class ReplayEpisode:
             raise ValueError("no unopened branch left")
         b = self._order[i]
         self._opened = i + 1
-        self._taken.append(self._nprobes[b])
-        self._done.append(True)
-        self._tokens += self._btok[b]
-        self._intervals += 1
+        self._pos.append(self._offsets[b + 1] + 1)
+        self._end.append(self._offsets[b + 1])
+        self._read.add(i)
         return self._final[b]
 
 
@@ -175,9 +187,10 @@ class RecordingEpisode(ReplayEpisode):
         if i >= self._n:
             raise ValueError("no unopened branch left")
         self.actions.append(("probe_new", i))
+        b = self._order[i]
         self._opened = i + 1
-        self._taken.append(0)
-        self._done.append(False)
+        self._pos.append(self._offsets[b])
+        self._end.append(self._offsets[b + 1])
         answer, finished = ReplayEpisode.probe_more(self, i)
         return answer, i, finished
 
