@@ -1,0 +1,273 @@
+"""Logging an ``autotts evaluate`` result to MLflow (DESIGN §7).
+
+One run per evaluation. Layout:
+
+- params: ``controller``, ``beta`` (the β values, sorted, comma-separated; absent for
+  controllers that ignore β), ``shuffles``, ``data`` (dataset names, comma-separated),
+  ``controller.<name>`` per controller parameter, then the caller's ``params``. A key the
+  run already holds with another value (``mlflow run`` logs its ``-P`` values first, e.g.
+  ``data`` as URIs) is kept, and ours is logged as ``<key>.resolved``.
+- metrics, per dataset ``<model>/<benchmark>`` (key part ``<model>.<benchmark>``, see
+  ``naming``) and for the mean over datasets (key part ``mean``): ``accuracy`` (%),
+  ``mean_tokens`` (per problem), ``token_reduction_vs_sc64`` (% fewer tokens than SC@64
+  on the same data; the mean is over datasets that have SC@64).
+  With several β, each base key holds one value per β with ``step`` = index of β in
+  ascending order (so MLflow's "latest" value is the largest β, and the step chart is the
+  β sweep), a ``beta`` metric maps step to β, and every β also gets its own suffixed key,
+  ``accuracy.<model>.<benchmark>.beta_0.5``, so runs can be compared or searched at one β.
+  The suffixed keys are logged whenever β applies, even for a single β, so that queries
+  work the same across runs.
+- artifacts: ``results.json`` (``mlflow.log_table``: one summary row per result, with a
+  ``role`` column: ``evaluated``, ``sc64`` or ``reference``), ``episodes.parquet`` (all
+  per-episode rows, with ``role``, ``controller`` and ``beta`` columns), and with several β
+  ``accuracy_vs_tokens.png``.
+- tags: ``autotts.command=evaluate`` plus the caller's ``tags``.
+
+Everything goes through ``MlflowClient`` batches: one call per kind, not per value.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.replay.report import EvaluationReport, token_reduction
+from mlflow_autotts.tracking.naming import MEAN_KEY, dataset_keys, metric_key
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlflow_autotts.replay.runner import EvalResult
+
+METRICS = ("accuracy", "mean_tokens", "token_reduction_vs_sc64")
+RESULTS_TABLE = "results.json"
+EPISODES_FILE = "episodes.parquet"
+PLOT_FILE = "accuracy_vs_tokens.png"
+COMMAND_TAG = "autotts.command"
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+_BATCH_METRICS = 1000
+_BATCH_PARAMS_TAGS = 100
+
+
+def log_evaluation(
+    report: EvaluationReport,
+    *,
+    experiment: str = "autotts",
+    run_name: str | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+) -> str:
+    """Log ``report`` to one MLflow run and return its id.
+
+    The run is the active one if there is one (the caller's ``with mlflow.start_run()``),
+    else the run ``mlflow run`` handed over in ``MLFLOW_RUN_ID``, else a new run in
+    ``experiment`` (created if missing). A run started or resumed here is ended here
+    (FAILED if logging raised); an already-active run is left active.
+    """
+    betas = _check(report)
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    with _target_run(client, experiment, run_name) as run_id:
+        _log_params_and_tags(client, run_id, report, betas, params or {}, tags or {})
+        _log_metrics(client, run_id, report, betas)
+        _log_tables(client, run_id, report)
+        if sum(b is not None for b in betas) > 1:
+            from mlflow_autotts.tracking import plots
+
+            fig = plots.accuracy_tokens_figure(report)
+            client.log_figure(run_id, fig, PLOT_FILE)
+    return run_id
+
+
+# ---------------------------------------------------------------------------- the run
+def _check(report: EvaluationReport) -> list[float | None]:
+    """β levels in ascending order (None first); rejects reports the run layout cannot hold."""
+    if not report.results:
+        raise ValueError("the evaluation report has no results to log")
+    controllers = sorted({r.controller for r in report.results})
+    if len(controllers) > 1:
+        raise ValueError(f"one evaluated controller per run, the report has {controllers}")
+    seen: set[tuple[str, float | None]] = set()
+    for r in report.results:
+        if (r.data, r.beta) in seen:
+            raise ValueError(f"the report has two results for {r.data} at beta={r.beta}")
+        seen.add((r.data, r.beta))
+    return sorted({r.beta for r in report.results}, key=lambda b: (b is not None, b or 0.0))
+
+
+def _experiment_id(client: "MlflowClient", name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException as exc:  # created concurrently
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        raise AutoTTSError(f"MLflow experiment {name!r} is deleted; restore it "
+                           f"(`mlflow experiments restore`) or choose another experiment")
+    return exp.experiment_id
+
+
+@contextmanager
+def _target_run(client: "MlflowClient", experiment: str, run_name: str | None) -> Iterator[str]:
+    import mlflow
+    from mlflow.entities import RunStatus
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+
+    active = mlflow.active_run()
+    if active is not None:
+        if run_name:
+            client.update_run(active.info.run_id, name=run_name)
+        yield active.info.run_id
+        return
+    if MLFLOW_RUN_ID.get():  # under `mlflow run`: start_run resumes the project's run
+        run = mlflow.start_run(run_name=run_name)
+    else:
+        run = mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=run_name)
+    try:
+        yield run.info.run_id
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run()
+
+
+# ---------------------------------------------------------------------------- params, tags
+def _fmt(value: Any) -> str:
+    s = str(value)
+    return s if len(s) <= MAX_PARAM_VALUE else s[: MAX_PARAM_VALUE - 1] + "…"
+
+
+def _wanted_params(report: EvaluationReport, betas: list[float | None], extra: dict[str, Any]) -> dict[str, str]:
+    first = report.results[0]
+    out = {"controller": first.controller}
+    real = [b for b in betas if b is not None]
+    if real:
+        out["beta"] = ",".join(repr(float(b)) for b in real)
+    out["shuffles"] = ",".join(str(s) for s in dict.fromkeys(r.shuffles for r in report.results))
+    out["data"] = ",".join(report.datasets)
+    for k, v in first.params.items():
+        out[f"controller.{k}"] = v
+    out.update(extra)
+    return {k: _fmt(v) for k, v in out.items()}
+
+
+def _log_params_and_tags(client: "MlflowClient", run_id: str, report: EvaluationReport,
+                         betas: list[float | None], extra: dict[str, Any], tags: dict[str, Any]) -> None:
+    from mlflow.entities import Param, RunTag
+
+    existing = client.get_run(run_id).data.params
+    new: dict[str, str] = {}
+    for key, value in _wanted_params(report, betas, extra).items():
+        if key in existing and existing[key] != value:
+            key = f"{key}.resolved"
+            if key in existing and existing[key] != value:
+                raise AutoTTSError(f"MLflow run {run_id} already has param {key}={existing[key]!r}; "
+                                   f"cannot log {value!r} (log each evaluation to its own run)")
+        if existing.get(key) != value:
+            new[key] = value
+    param_list = [Param(k, v) for k, v in new.items()]
+    tag_list = [RunTag(k, str(v)) for k, v in {COMMAND_TAG: "evaluate", **tags}.items()]
+    for lo in range(0, max(len(param_list), len(tag_list)), _BATCH_PARAMS_TAGS):
+        client.log_batch(run_id, params=param_list[lo : lo + _BATCH_PARAMS_TAGS],
+                         tags=tag_list[lo : lo + _BATCH_PARAMS_TAGS])
+
+
+# ---------------------------------------------------------------------------- metrics
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _metric_values(report: EvaluationReport, betas: list[float | None]) -> list[tuple[str, float, int]]:
+    """(key, value, step) for every metric of the layout in the module docstring."""
+    keys = dataset_keys(report.datasets)
+    several = sum(b is not None for b in betas) > 1
+    out: list[tuple[str, float, int]] = []
+    for step, beta in enumerate(betas):
+        per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
+        for r in report.results:
+            if r.beta != beta:
+                continue
+            values = {"accuracy": r.accuracy, "mean_tokens": r.mean_tokens,
+                      "token_reduction_vs_sc64": report.reduction_vs_sc64(r)}
+            for m, v in values.items():
+                if v is None:
+                    continue
+                per_metric[m].append(v)
+                out.append((metric_key(m, keys[r.data]), v, step))
+                if beta is not None:
+                    out.append((metric_key(m, keys[r.data], beta), v, 0))
+        for m, vs in per_metric.items():
+            mean = _mean(vs)
+            if mean is None:
+                continue
+            out.append((metric_key(m, MEAN_KEY), mean, step))
+            if beta is not None:
+                out.append((metric_key(m, MEAN_KEY, beta), mean, 0))
+        if several:
+            out.append(("beta", float(beta), step))
+    return out
+
+
+def _log_metrics(client: "MlflowClient", run_id: str, report: EvaluationReport, betas: list[float | None]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for k, v, step in _metric_values(report, betas)
+               if math.isfinite(v)]
+    for lo in range(0, len(metrics), _BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[lo : lo + _BATCH_METRICS])
+
+
+# ---------------------------------------------------------------------------- artifacts
+def _roles(report: EvaluationReport) -> list[tuple[str, "EvalResult"]]:
+    """Every result once (by identity), with its role in the report."""
+    out, seen = [], set()
+    for role, rs in (("evaluated", report.results), ("sc64", report.sc64.values()), ("reference", report.references)):
+        for r in rs:
+            if id(r) not in seen:
+                seen.add(id(r))
+                out.append((role, r))
+    return out
+
+
+def summary_rows(report: EvaluationReport) -> list[dict[str, Any]]:
+    """The results table: one row per result, evaluated controller first, then baselines."""
+    rows = []
+    for role, r in _roles(report):
+        base = report.sc64.get(r.data)
+        rows.append({"role": role, **r.summary(), "n_problems": r.n_problems,
+                     "token_reduction_vs_sc64": None if base is None else token_reduction(r, base)})
+    return rows
+
+
+def _log_tables(client: "MlflowClient", run_id: str, report: EvaluationReport) -> None:
+    import pandas as pd
+
+    client.log_table(run_id, pd.DataFrame(summary_rows(report)), RESULTS_TABLE)
+    parts = []
+    for role, r in _roles(report):
+        if r.episodes is None or len(r.episodes) == 0:
+            continue
+        df = r.episodes.copy()
+        df.insert(0, "beta", float("nan") if r.beta is None else float(r.beta))
+        df.insert(0, "controller", r.controller)
+        df.insert(0, "role", role)
+        parts.append(df)
+    if not parts:
+        return
+    episodes = pd.concat(parts, ignore_index=True)
+    with tempfile.TemporaryDirectory(prefix="autotts-episodes-") as tmp:
+        path = Path(tmp) / EPISODES_FILE
+        episodes.to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path))
