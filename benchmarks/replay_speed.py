@@ -1,0 +1,70 @@
+"""Replay speed: cmc β=0.5 on Qwen3-4B/aime24 (30 problems × 100 shuffles = 3,000 episodes)
+with one worker and with all cores, then the whole reference matrix (4 files × 9
+configurations × 100 shuffles).
+
+    AUTOTTS_DATA_DIR=../shared/data/autotts-replay python benchmarks/replay_speed.py
+
+The paper's reference evaluator takes about 16 s for the 3,000 episodes on one core of
+this machine (per-step trace dictionaries and a scipy ``beta.cdf`` call per check); pass
+``--reference-seconds`` to compare against your own measurement of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.voting import beta_confidence
+from mlflow_autotts.data.uris import load_datasets
+from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+
+MODELS = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]
+MATRIX = [ControllerSpec("sc", None, {"n": 64}), ControllerSpec("asc"), ControllerSpec("esc"),
+          ControllerSpec("parallel_probe")] + [ControllerSpec("cmc", b) for b in (0.0, 0.25, 0.5, 0.75, 1.0)]
+
+
+def timed(specs, datasets, workers: int, repeat: int) -> tuple[float, list]:
+    best, results = float("inf"), []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        results = evaluate_many(specs, datasets, EvalConfig(workers=workers, progress=False), keep_episodes=False)
+        best = min(best, time.perf_counter() - t)
+    return best, results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reference-seconds", type=float, default=16.0,
+                    help="the reference evaluator's time for the 3,000 episodes on one core")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    ap.add_argument("--skip-matrix", action="store_true")
+    args = ap.parse_args()
+
+    cores = os.cpu_count() or 1
+    beta_confidence(1, 1)  # build the confidence table once, outside the timings
+    qwen4b = load_datasets(["autotts:Qwen3-4B/aime24"])
+    spec = [ControllerSpec("cmc", 0.5)]
+    evaluate_many(spec, qwen4b, EvalConfig(workers=1, shuffles=2, progress=False), keep_episodes=False)
+
+    episodes = 100 * len(qwen4b[0])
+    t1, r1 = timed(spec, qwen4b, 1, args.repeat)
+    tn, rn = timed(spec, qwen4b, cores, args.repeat)
+    same = (r1[0].accuracy, r1[0].mean_tokens) == (rn[0].accuracy, rn[0].mean_tokens)
+    print(f"cmc beta=0.5 on Qwen3-4B/aime24: {episodes} episodes, accuracy {r1[0].accuracy:.2f}%, "
+          f"mean tokens {r1[0].mean_tokens:,.0f}")
+    print(f"{'workers':>8} {'seconds':>8} {'episodes/s':>11} {'vs reference':>13}")
+    for w, t in ((1, t1), (cores, tn)):
+        print(f"{w:>8} {t:>8.3f} {episodes / t:>11,.0f} {args.reference_seconds / t:>12.1f}x")
+    print(f"identical numbers with 1 and {cores} workers: {same}")
+
+    if not args.skip_matrix:
+        datasets = load_datasets([f"autotts:{m}/aime24" for m in MODELS])
+        tm, _ = timed(MATRIX, datasets, cores, 1)
+        print(f"full matrix ({len(datasets)} files x {len(MATRIX)} configurations x 100 shuffles, "
+              f"{cores} workers): {tm:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Small synthetic trajectory sets for fast unit tests."""
+
+from __future__ import annotations
+
+import random
+
+from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
+
+
+def make_branches(specs: list[tuple[list[str], int, str]], question: str = "q", interval: int = 500) -> Branches:
+    """Branches from ``(probe_answers, branch_tokens, final_answer)`` triples."""
+    return Branches.from_lists(question, interval, [s[0] for s in specs], [s[1] for s in specs], [s[2] for s in specs])
+
+
+def random_set(n_problems: int = 6, n_branches: int = 16, seed: int = 0, name: str = "Synth/toy") -> TrajectorySet:
+    """Problems whose branches drift toward a right or wrong answer, like real trajectories."""
+    rng = random.Random(seed)
+    problems = []
+    for p in range(n_problems):
+        gold = str(p)
+        specs = []
+        for _ in range(n_branches):
+            final = gold if rng.random() < 0.6 else rng.choice(["x", "y", "ERR"])
+            n_probes = rng.randint(0, 12)
+            probes = [final if rng.random() < (k + 1) / (n_probes + 1) else rng.choice(["ERR", "x", gold])
+                      for k in range(n_probes)]
+            tokens = max(0, 500 * n_probes + rng.randint(-400, 700))
+            specs.append((probes, tokens, final))
+        problems.append(Problem(make_branches(specs, question=f"question {p}"), gold))
+    model, _, bench = name.partition("/")
+    return TrajectorySet(problems, Provenance(model, bench, source=name))
