@@ -1,0 +1,32 @@
+"""The MLproject entry points, run for real with ``mlflow run --env-manager local``."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_mlflow_run_evaluate(mlflow_store, data_dir):
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "AUTOTTS_DATA_DIR": str(data_dir),
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    mlflow = Path(sys.executable).with_name("mlflow")
+    p = subprocess.run(
+        [str(mlflow), "run", str(ROOT), "-e", "evaluate", "--env-manager", "local", "--experiment-name", "autotts",
+         "-P", "data=autotts:Qwen3-4B/aime24,autotts:Qwen3-8B/aime24", "-P", "beta=0.25,0.5", "-P", "shuffles=5"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("autotts").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    metrics = runs[0].data.metrics
+    assert 70 < metrics["accuracy.Qwen3-4B.aime24.beta_0.5"] <= 100
+    assert metrics["token_reduction_vs_sc64.Qwen3-8B.aime24.beta_0.25"] > 50
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"results.json", "episodes.parquet", "accuracy_vs_tokens.png"} <= artifacts
