@@ -201,7 +201,7 @@ def user_prompt(
         parts.append(f"### {name}\n```python\n{src.rstrip()}\n```")
     parts.append("## Leaderboard (search data)\n" + format_leaderboard(archive, leaderboard_size))
     if parent is not None:
-        parts.append(f"## Parent: {_label(parent)}\n```python\n{parent.proposal.source.rstrip()}\n```")
+        parts.append(f"## Parent: {_label(parent)}\n```python\n{parent.proposal.source.strip(chr(10)).rstrip()}\n```")
         if parent.feedback.strip():
             parts.append("### Where the parent loses\n" + _clip(parent.feedback, feedback_chars))
     if previous_failure:
