@@ -1,0 +1,104 @@
+"""``autotts data``: validate trajectory sets and convert between JSON and Parquet.
+
+The root ``autotts`` group turns :class:`~mlflow_autotts.errors.AutoTTSError` into one
+``error: …`` line with exit status 2; these commands raise it for input they cannot read,
+and exit 1 when data reads but fails validation, so scripts can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from mlflow_autotts.errors import AutoTTSError, DataError
+
+FORMATS = (".json", ".parquet")
+
+
+class _Warnings:
+    """Collects :class:`DataWarning`s raised while loading and prints them as
+    ``warning: …`` lines instead of Python's file:line warning format."""
+
+    def __enter__(self) -> "_Warnings":
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+        from mlflow_autotts.data.json_io import DataWarning
+
+        for w in self._caught:
+            if issubclass(w.category, DataWarning):
+                click.echo(f"warning: {w.message}", err=True)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@click.group("data")
+def data_group() -> None:
+    """Trajectory data: validate it, convert between the published JSON and Parquet."""
+
+
+def _expand(uris: tuple[str, ...]) -> Iterator[str]:
+    from mlflow_autotts.data.uris import expand_dataset_uri
+
+    for uri in uris:
+        yield from expand_dataset_uri(uri)
+
+
+@data_group.command("validate")
+@click.argument("uris", nargs=-1, required=True)
+def validate_cmd(uris: tuple[str, ...]) -> None:
+    """Check every dataset in URIS (files, folders, autotts:<model>/<benchmark>) and print a
+    report per dataset. Exit 0 when all pass, 1 when a check fails, 2 when input is unreadable."""
+    from mlflow_autotts.data.validate import validate_uri
+
+    failed = unreadable = 0
+    for uri in _expand(uris):
+        try:
+            report = validate_uri(uri)
+        except AutoTTSError as exc:
+            if len(uris) == 1 and uri == uris[0]:
+                raise  # a single unreadable input: the root group prints it, exit 2
+            click.echo(f"error: {exc}", err=True)
+            unreadable += 1
+            continue
+        click.echo(report.format())
+        failed += not report.passed
+    if unreadable:
+        raise click.exceptions.Exit(2)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@data_group.command("convert")
+@click.argument("src")
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+def convert_cmd(src: str, dst: str, force: bool) -> None:
+    """Convert SRC (a dataset URI) to DST; the format follows DST's extension (.json or .parquet).
+
+    Trajectories convert losslessly both ways; the JSON form has no room for provenance
+    (sampling settings), which only Parquet keeps.
+    """
+    from mlflow_autotts.data.json_io import write_json
+    from mlflow_autotts.data.parquet_io import write_parquet
+    from mlflow_autotts.data.uris import load_dataset
+
+    out = Path(dst)
+    if out.suffix not in FORMATS:
+        raise DataError(dst, f"unknown output format {out.suffix or '(none)'!r}; use a .json or .parquet file name")
+    if out.exists() and not force:
+        raise DataError(dst, "already exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise DataError(dst, f"folder {out.parent} does not exist")
+    with _Warnings():
+        ts = load_dataset(src)
+    (write_json if out.suffix == ".json" else write_parquet)(ts, out)
+    n_branches = sum(p.branches.n_branches for p in ts.problems)
+    click.echo(f"wrote {out} ({ts.name}: {len(ts)} problems, {n_branches} branches)")
