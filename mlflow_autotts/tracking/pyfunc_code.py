@@ -1,0 +1,9 @@
+"""Models-from-code entry file: MLflow copies it into every logged controller model and
+executes it at load time. The controller itself is data (``model_config`` and the source
+artifact), read by ``ControllerModel.load_context``."""
+
+import mlflow
+
+from mlflow_autotts.tracking.model import ControllerModel
+
+mlflow.models.set_model(ControllerModel())
