@@ -1,0 +1,209 @@
+"""Registered controllers: log, register, alias, load in a fresh process, evaluate by URI, errors.
+
+Real sqlite MLflow store (``mlflow_store``), real subprocesses, the published Qwen3-1.7B/aime24.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlflow_autotts.cli import main
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.data.json_io import read_json
+from mlflow_autotts.data.trajectory import Provenance
+from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+from mlflow_autotts.replay.runner import EvalConfig, evaluate
+from mlflow_autotts.tracking.resolve import spec_from_model_uri
+
+NAME = "autotts-controller"
+SEED = 5
+
+PROBE_VOTE = '''\
+"""A small probing controller: open a few branches, probe each a little, vote."""
+from collections import Counter
+
+from mlflow_autotts.controllers.base import Controller
+
+
+class ProbeVote(Controller):
+    name = "probe_vote"
+
+    def __init__(self, beta: float = 0.5, depth: int = 6):
+        super().__init__(beta, depth=depth)
+        self.depth = int(depth)
+
+    def solve(self, episode):
+        latest = []
+        for _ in range(2 + round(6 * self.beta)):
+            try:
+                answer, i, done = episode.probe_new()
+            except ValueError:
+                break
+            for _ in range(self.depth):
+                if done:
+                    break
+                answer, done = episode.probe_more(i)
+            latest.append(answer)
+        return Counter(latest).most_common(1)[0][0] if latest else None
+'''
+
+FRESH_PROCESS = '''\
+import json, sys
+import mlflow, pandas as pd
+uri, data, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+records = json.load(open(data))
+df = pd.DataFrame({"question": [r["question"] for r in records], "trajectory": [r["each_branch"] for r in records]})
+out = mlflow.pyfunc.load_model(uri).predict(df, params={"shuffle_seed": seed})
+import mlflow_autotts
+print(json.dumps({"rows": [[a, int(t), int(b), int(i)] for a, t, b, i in
+                           zip(out["answer"], out["tokens"], out["branches_opened"], out["intervals"])],
+                  "errors": [e for e in out["error"] if e is not None],
+                  "package": mlflow_autotts.__file__}))
+'''
+
+
+@pytest.fixture(scope="module")
+def aime_1p7(data_dir) -> tuple[Path, object]:
+    path = data_dir / "Qwen3-1.7B" / "aime24.json"
+    return path, read_json(path, Provenance("Qwen3-1.7B", "aime24"))
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def direct_rows(spec: ControllerSpec, ts, seed: int) -> list[list]:
+    controller = spec.build()
+    rows = []
+    for p in ts.problems:
+        ep = ReplayEpisode(p.branches, shuffle_order(p.branches.n_branches, seed))
+        answer = controller.solve(ep)
+        rows.append([answer, ep.tokens_used, ep.branches_opened, ep.intervals])
+    return rows
+
+
+def fresh_predict(tmp_path: Path, uri: str, data: Path, seed: int) -> dict:
+    script = tmp_path / "fresh_predict.py"
+    script.write_text(FRESH_PROCESS)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run([sys.executable, str(script), uri, str(data), str(seed)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_registered_controllers_load_by_alias_in_a_fresh_process(mlflow_store, tmp_path, aime_1p7):
+    from mlflow.tracking import MlflowClient
+
+    data, ts = aime_1p7
+    src = tmp_path / "probe_vote.py"
+    src.write_text(PROBE_VOTE)
+
+    r1 = invoke("register", "cmc", "--beta", "0.5", "--alias", "champion")
+    assert r1.exit_code == 0, r1.output
+    assert "version 1" in r1.output and f"models:/{NAME}@champion" in r1.output
+    r2 = invoke("register", str(src), "--beta", "0.25", "--param", "depth=4", "--alias", "challenger")
+    assert r2.exit_code == 0, r2.output
+    assert "version 2" in r2.output
+
+    client = MlflowClient()
+    assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()} == {"champion": "1", "challenger": "2"}
+    v2 = client.get_model_version(NAME, "2")
+    assert v2.tags["autotts.controller"] == "probe_vote"
+    assert v2.tags["autotts.source_sha256"] == hashlib.sha256(PROBE_VOTE.encode()).hexdigest()
+    assert json.loads(v2.tags["autotts.params"]) == {"depth": 4}
+    assert client.get_model_version(NAME, "1").tags["autotts.controller"] == "cmc"
+
+    for alias, spec in (("champion", ControllerSpec("cmc", 0.5)),
+                        ("challenger", ControllerSpec(f"{src}:ProbeVote", 0.25, {"depth": 4}))):
+        got = fresh_predict(tmp_path, f"models:/{NAME}@{alias}", data, SEED)
+        assert got["errors"] == []
+        assert got["rows"] == direct_rows(spec, ts, SEED), alias
+        # the model carries its own copy of the package: it loads where mlflow_autotts is not installed
+        assert "/code/mlflow_autotts/" in got["package"]
+
+    # the logged source is the readable file itself
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@challenger"))
+    assert (local / "artifacts" / "probe_vote.py").read_text() == PROBE_VOTE
+
+
+def test_evaluate_by_model_uri_gives_the_in_process_numbers(mlflow_store, tmp_path, aime_1p7):
+    _, ts = aime_1p7
+    assert invoke("register", "cmc", "--beta", "0.5", "--alias", "champion").exit_code == 0
+    config = EvalConfig(shuffles=4, workers=1, progress=False)
+    spec = spec_from_model_uri(f"models:/{NAME}@champion")
+    assert (spec.ref, spec.beta) == ("cmc", 0.5)
+    (via_model,) = evaluate(spec, [ts], config)
+    (in_process,) = evaluate(ControllerSpec("cmc", 0.5), [ts], config)
+    assert (via_model.accuracy, via_model.mean_tokens) == (in_process.accuracy, in_process.mean_tokens)
+
+    out = tmp_path / "results.json"
+    r = invoke("evaluate", str(aime_1p7[0]), "--controller", f"models:/{NAME}@champion",
+               "--shuffles", "4", "--workers", "1", "--no-progress", "--no-mlflow", "--output-json", str(out))
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["controller"], row["beta"]) == ("cmc", 0.5)
+    assert (row["accuracy"], row["mean_tokens"]) == (in_process.accuracy, in_process.mean_tokens)
+
+
+def _log_foreign_model(tmp_path: Path) -> None:
+    """A registered pyfunc that is not an autotts controller."""
+    import mlflow
+
+    code = tmp_path / "echo_model.py"
+    code.write_text(textwrap.dedent('''\
+        import mlflow
+        import pandas as pd
+
+        class Echo(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input: pd.DataFrame, params=None):
+                return model_input
+
+        mlflow.models.set_model(Echo())
+    '''))
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="echo", python_model=str(code), pip_requirements=["mlflow"],
+                                registered_model_name="foreign")
+    mlflow.tracking.MlflowClient().set_registered_model_alias("foreign", "prod", "1")
+
+
+def test_bad_model_uris_are_one_line_errors(mlflow_store, tmp_path, aime_1p7):
+    data = str(aime_1p7[0])
+    assert invoke("register", "cmc", "--alias", "champion").exit_code == 0
+    _log_foreign_model(tmp_path)
+    cases = {
+        "models:/nope@champion": "registered model 'nope' does not exist",
+        f"models:/{NAME}@staging": f"alias 'staging' is not set on registered model '{NAME}' (aliases set: champion -> v1)",
+        f"models:/{NAME}/9": f"version 9 of registered model '{NAME}' does not exist",
+        "models:/foreign@prod": "is not an autotts controller model",
+        "runs:/0123456789abcdef/controller": "run '0123456789abcdef' does not exist",
+    }
+    for uri, message in cases.items():
+        r = invoke("evaluate", data, "--controller", uri, "--shuffles", "1", "--no-mlflow", "--no-progress")
+        assert r.exit_code == 2, (uri, r.output)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (uri, r.stderr)
+    r = invoke("promote", "--from", "staging", "--gate", data)
+    assert r.exit_code == 2 and "alias 'staging' is not set" in r.stderr
+    r = invoke("register", "models:/foreign@prod")
+    assert r.exit_code == 2 and "is not an autotts controller model" in r.stderr
+
+
+def test_error_through_the_real_console_entry_is_one_line(mlflow_store, aime_1p7):
+    proc = subprocess.run([sys.executable, "-m", "mlflow_autotts.cli", "evaluate", str(aime_1p7[0]), "--controller",
+                           f"models:/{NAME}@champion", "--no-mlflow"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: model URI models:/{NAME}@champion: registered model '{NAME}' does not exist"
+    assert "Traceback" not in proc.stdout + proc.stderr
