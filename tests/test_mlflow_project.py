@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_mlflow_run_evaluate(mlflow_store, data_dir):
     from mlflow.tracking import MlflowClient
 
+    bin_dir = Path(sys.executable).parent  # the console scripts of this environment
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "AUTOTTS_DATA_DIR": str(data_dir),
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    mlflow = Path(sys.executable).with_name("mlflow")
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow = bin_dir / "mlflow"
     p = subprocess.run(
         [str(mlflow), "run", str(ROOT), "-e", "evaluate", "--env-manager", "local", "--experiment-name", "autotts",
          "-P", "data=autotts:Qwen3-4B/aime24,autotts:Qwen3-8B/aime24", "-P", "beta=0.25,0.5", "-P", "shuffles=5"],
