@@ -491,7 +491,9 @@ def log_controller_model(spec: ControllerSpec, name: str = "controller", metrics
     is); returns MLflow's ``ModelInfo``. ``metrics`` are replay metrics to record as tags."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp:
+    from mlflow_autotts.tracking.resolve import quiet_downloads
+
+    with tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp, quiet_downloads():
         kwargs, config = _model_kwargs(spec, Path(tmp))
         return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
                                        tags={**controller_tags(config, metrics), **dict(tags or {})}, **kwargs)

@@ -143,8 +143,9 @@ def locate(uri: str) -> ModelRef:
 
 
 @contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No progress bars for the two small files fetched here (they would break one-line errors)."""
+def quiet_downloads() -> Iterator[None]:
+    """No artifact progress bars: the files fetched here are tiny, and a bar on stderr would
+    break the one-line error contract."""
     key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     old = os.environ.get(key)
     os.environ[key] = "false"
@@ -163,7 +164,7 @@ def _download(artifact_uri: str, what: str, uri: str) -> Path:
 
     dst = tempfile.mkdtemp(dir=_downloads())
     try:
-        with _quiet_downloads():
+        with quiet_downloads():
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst))
     except (MlflowException, OSError) as exc:
         raise ControllerError(f"model URI {uri}: cannot download {what}: {_first_line(exc)}") from None
