@@ -207,3 +207,20 @@ def test_error_through_the_real_console_entry_is_one_line(mlflow_store, aime_1p7
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: model URI models:/{NAME}@champion: registered model '{NAME}' does not exist"
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_replay_metrics_are_tagged_on_the_logged_model_and_the_version(mlflow_store):
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.tracking.registry import register
+
+    metrics = {"accuracy.Qwen3-1.7B.aime24": 68.5, "mean_tokens.Qwen3-1.7B.aime24": 276267.0}
+    reg = register(ControllerSpec("asc", None, {"threshold": 0.9}), aliases=["challenger"], metrics=metrics)
+    client = MlflowClient()
+    version = client.get_model_version(reg.name, reg.version)
+    logged = client.get_logged_model(reg.model_id)
+    for tags in (version.tags, logged.tags):
+        assert tags["autotts.controller"] == "asc" and tags["autotts.registry_name"] == "asc"
+        assert json.loads(tags["autotts.params"]) == {"max_samples": 64, "threshold": 0.9}
+        assert {k: float(tags[f"autotts.metric.{k}"]) for k in metrics} == metrics
+    assert client.get_run(reg.run_id).data.metrics == metrics

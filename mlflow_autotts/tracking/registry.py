@@ -45,6 +45,8 @@ class RegisteredController:
     """The model's ``model_config``."""
     aliases: tuple[str, ...] = ()
     """Aliases set on this version by ``register``."""
+    model_id: str | None = None
+    """The MLflow logged model behind the version (``models:/<model_id>``)."""
 
     @property
     def model_uri(self) -> str:
@@ -97,7 +99,8 @@ def register(spec: ControllerSpec, name: str = DEFAULT_NAME, aliases: Sequence[s
         client.update_model_version(name, version.version, description=description)
     for a in aliases:
         client.set_registered_model_alias(name, a, version.version)
-    return RegisteredController(name, str(version.version), run.info.run_id, source.label, config, tuple(aliases))
+    return RegisteredController(name, str(version.version), run.info.run_id, source.label, config, tuple(aliases),
+                                getattr(info, "model_id", None))
 
 
 def version_by_alias(name: str, alias: str):
