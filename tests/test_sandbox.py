@@ -340,14 +340,15 @@ def test_hostile_candidate_fails_and_the_next_one_scores(body, kind, message, ho
 
 
 def test_failure_names_the_episode_and_the_candidate_line():
-    src = HONEST.replace("finals = []", "if episode.question == 'question 2':\n            raise KeyError('bad')\n"
-                                        "        finals = []")
+    src = HONEST.replace("finals = []", "if self.beta > 0.5 and episode.question == 'question 2':\n"
+                                        "            raise KeyError('bad')\n        finals = []")
     out = run_candidate(src, SMALL, [0.25, 0.75], range(3), LIMITS)
     assert out.failure.kind == "exception"
-    assert out.failure.where == {"beta": 0.25, "data": "Toy/a", "problem": 2, "shuffle": 0}
+    assert out.failure.where == {"beta": 0.75, "data": "Toy/a", "problem": 2, "shuffle": 0}
     assert 'File "<candidate>", line' in out.failure.traceback and "raise KeyError('bad')" in out.failure.traceback
-    # the finished (β, dataset) groups before the failure are not reported as results
-    assert not out.results and len(out.episodes) == 0
+    # what was finished before the failure is kept (partial), the gate is ``ok``
+    assert not out.ok and [(r.beta, r.data) for r in out.results] == [(0.25, "Toy/a"), (0.25, "Toy/b")]
+    assert len(out.episodes) == 3 * (5 + 4)
 
 
 def test_unrevealed_answer_is_counted_wrong():

@@ -37,6 +37,21 @@ Threat model and defences, outermost first:
 
 A failure (see ``FAILURE_KINDS``) is the candidate's, with a message and a traceback
 excerpt; nothing is raised to the caller for anything the candidate does.
+
+Use (the search loop)::
+
+    outcome = run_candidate(source, search_sets, betas, seeds, SandboxLimits(wall_seconds=120))
+    if outcome.ok:
+        outcome.results            # CandidateResult per (β, dataset): accuracy %, mean tokens
+        outcome.as_eval_results()  # the same as replay.runner.EvalResult, for reports/MLflow
+    else:
+        outcome.failure            # kind, message, traceback excerpt, episode; log it, feed it back
+    outcome.output                 # the start of what the candidate printed
+
+``run_candidate`` is thread-safe: score several candidates from a thread pool, each gets
+its own child. Pass the same ``TrajectorySet`` objects and seeds every time: their
+encoding is cached. Traces: ``candidate_actions`` (sandboxed, one episode) or
+``controller_actions`` (trusted controller objects, in this process).
 """
 
 from __future__ import annotations
@@ -528,6 +543,9 @@ class _Run:
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     pass_fds=(w_fd,), start_new_session=True, cwd=_empty_dir(), env=_child_env())
+        except BaseException:
+            os.close(r_fd)
+            raise
         finally:
             os.close(w_fd)
         deadline = t0 + lim.wall_seconds

@@ -433,8 +433,8 @@ def _lock_down(limits: dict, chroot_dir: str | None) -> list[str]:
             applied.append("setuid")
         except OSError:
             pass
-    if limit(resource.RLIMIT_NPROC, 0):
-        applied.append("rlimit_nproc" if os.geteuid() != 0 else "rlimit_nproc(root: not enforced)")
+    if limit(resource.RLIMIT_NPROC, 0) and os.geteuid() != 0:  # root ignores RLIMIT_NPROC
+        applied.append("rlimit_nproc")
     # no Python-level signal handlers (they receive the interrupted frame)
     sig = sys.modules.pop("_signal", None)
     if sig is not None:
