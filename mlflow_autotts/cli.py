@@ -137,24 +137,18 @@ def evaluate(data: tuple[str, ...], controller: str, betas: tuple[str, ...], par
         click.echo(f"MLflow run: {run_id}", err=True)
 
 
-def _attach_optional_commands() -> None:
-    """Subcommands that live beside their own concern (data/, tracking/, search/)."""
-    import importlib
+def _attach_commands() -> None:
+    """Subcommands that live beside their own concern (data/, tracking/, search/); their
+    modules import heavy libraries lazily, so ``autotts --help`` stays instant."""
+    from mlflow_autotts.data.cli import data_group
+    from mlflow_autotts.search.cli import search_cmd
+    from mlflow_autotts.tracking.cli import promote_cmd, register_cmd
 
-    for module, attr in (("mlflow_autotts.data.cli", "data_group"), ("mlflow_autotts.tracking.cli", "register_cmd"),
-                         ("mlflow_autotts.tracking.cli", "promote_cmd"), ("mlflow_autotts.search.cli", "search_cmd")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        cmd = getattr(mod, attr, None)
-        if cmd is not None:
-            main.add_command(cmd)
+    for cmd in (data_group, search_cmd, register_cmd, promote_cmd):
+        main.add_command(cmd)
 
 
-_attach_optional_commands()
+_attach_commands()
 
 if __name__ == "__main__":
     sys.exit(main())

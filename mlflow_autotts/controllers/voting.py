@@ -31,6 +31,25 @@ def _grow_conf_table(n: int) -> None:
     _CONF_SIZE = size
 
 
+def confidence_table(size: int) -> list[list[float]]:
+    """The tabulated ``beta_confidence`` values for counts below ``size`` (rows: top1)."""
+    if size > _CONF_SIZE:
+        _grow_conf_table(size)
+    return [row[:size] for row in _CONF[:size]]
+
+
+def install_confidence_table(table: list[list[float]]) -> None:
+    """Use ``table`` (from ``confidence_table``) and never grow it: for processes that must
+    not load scipy (the sandbox). Larger counts then raise ``ValueError``."""
+    global _CONF, _CONF_SIZE, _grow_conf_table
+    size = len(table)
+
+    def _fixed(n: int) -> None:
+        raise ValueError(f"beta_confidence supports vote counts below {size} here")
+
+    _CONF, _CONF_SIZE, _grow_conf_table = table, size, _fixed
+
+
 def beta_confidence(top1: int, top2: int) -> float:
     """Posterior probability that the leading answer is the true majority (ASC's rule).
 

@@ -376,8 +376,7 @@ class _Prepared:
             self.tables.append(tables)
             enc_sets.append(enc)
         size = max([130] + [n + 2 for n in ns])
-        voting.beta_confidence(size - 1, size - 1)  # tabulate with scipy, as in-process runs do
-        conf = [row[:size] for row in voting._CONF[:size]]
+        conf = voting.confidence_table(size)  # tabulated with scipy, as in-process runs do
         self.blob = json.dumps({"datasets": enc_sets, "orders": {str(n): v for n, v in self.orders.items()},
                                 "conf": conf}, ensure_ascii=True, separators=(",", ":")).encode("utf-8")
 

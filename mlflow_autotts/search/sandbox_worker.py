@@ -570,14 +570,7 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
 
     # the confidence table voting.beta_confidence uses, computed by the parent with scipy
     # (keeps numpy/scipy, and the ctypes they load, out of this process)
-    conf = data["conf"]
-    _voting._CONF = conf
-    _voting._CONF_SIZE = len(conf)
-
-    def _no_growth(n):
-        raise ValueError(f"sandbox: beta_confidence supports vote counts below {len(conf)}")
-
-    _voting._grow_conf_table = _no_growth
+    _voting.install_confidence_table(data["conf"])
     # registration is meaningless in this throwaway process; allow re-registering names
     _registry.register_controller = lambda cls: cls
     for module_name in sorted(ALLOWED_IMPORTS):
