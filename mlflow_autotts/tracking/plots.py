@@ -137,3 +137,20 @@ def accuracy_tokens_figure(report: "EvaluationReport") -> "Figure":
     # the legend names each reference's marker shape; text beside every point would overlap
     return tradeoff_figure(curves, points, label_points=False,
                            title=f"{controllers} across β (lines) and reference controllers (points)")
+
+
+def progress_figure(steps: Sequence[int], values: Sequence[float], *, ylabel: str, title: str = "") -> "Figure":
+    """A search's best-so-far value against candidates scored."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    if steps:
+        ax.step(list(steps), list(values), where="post", color="tab:blue")
+        ax.plot(list(steps), list(values), "o", color="tab:blue", markersize=3)
+    ax.set_xlabel("candidates scored")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.35)
+    return fig

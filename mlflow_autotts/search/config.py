@@ -1,0 +1,138 @@
+"""Search settings: one dataclass, loadable from YAML, overridable from the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow_autotts.errors import AutoTTSError
+
+PUBLISHED_AIME24 = tuple(f"autotts:Qwen3-{m}/aime24" for m in ("0.6B", "1.7B", "4B", "8B"))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search run depends on; logged as the parent run's params."""
+
+    data: tuple[str, ...] = PUBLISHED_AIME24
+    """Dataset URIs to search on (split into search/validation unless ``validation`` is set)."""
+    validation: tuple[str, ...] = ()
+    """Separate validation datasets; empty means a fixed-seed 1/3 split of ``data``."""
+    split_seed: int = 0
+    """Seed of the search/validation split."""
+    explorer: str = "evolve"
+    """``evolve`` (offline, no LLM) or ``openai:<model>`` (any OpenAI-compatible endpoint)."""
+    seed: int = 0
+    """Seed of the explorer's random choices."""
+    max_candidates: int = 48
+    """Stop after this many candidates (failed ones count)."""
+    time_budget_minutes: float = 20.0
+    """Stop proposing once this much time has passed since the search started."""
+    budget_usd: float | None = None
+    """Stop proposing once the explorer has cost this much (LLM explorers)."""
+    budget_tokens: int | None = None
+    """Stop proposing once the explorer has used this many tokens (input + output)."""
+    price_input: float = 0.0
+    """Explorer price, USD per million input tokens."""
+    price_output: float = 0.0
+    """Explorer price, USD per million output tokens."""
+    population: int = 8
+    """Proposals per generation; the archive is updated between generations, which keeps
+    a seeded search reproducible whatever the number of workers."""
+    workers: int = 0
+    """Candidates scored at once, each in its own sandbox process; 0 means all cores."""
+    betas: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    """β sweep each candidate is scored over."""
+    search_shuffles: int = 20
+    """Shuffles per candidate on the search split."""
+    final_shuffles: int = 100
+    """Shuffles for finalists on the validation data."""
+    finalists: int = 4
+    """Best candidates (by search objective) re-scored on validation."""
+    candidate_timeout_s: float = 300.0
+    """Wall-clock limit of one candidate's sandbox."""
+    candidate_memory_mb: int = 1024
+    """Memory limit of one candidate's sandbox."""
+    experiment: str = "autotts"
+    """MLflow experiment."""
+    model_name: str = "autotts-controller"
+    """Registered model the winner becomes a version of."""
+    alias: str = "challenger"
+    """Alias set on the winner's version."""
+    log_models: bool = True
+    """Log every scored candidate as a pyfunc model in its child run."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> AutoTTSError:
+            return AutoTTSError(f"search config: {name} {why}, got {getattr(self, name)!r}")
+
+        if not self.data:
+            raise bad("data", "needs at least one dataset URI")
+        for name in ("max_candidates", "population", "search_shuffles", "final_shuffles", "finalists"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "must be >= 1")
+        if self.workers < 0:
+            raise bad("workers", "must be >= 0")
+        if not self.time_budget_minutes > 0:
+            raise bad("time_budget_minutes", "must be > 0")
+        for name in ("budget_usd", "budget_tokens"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise bad(name, "must be > 0 when set")
+        if min(self.price_input, self.price_output) < 0:
+            raise AutoTTSError("search config: prices must be >= 0")
+        if not self.betas or any(not 0.0 <= b <= 1.0 for b in self.betas):
+            raise bad("betas", "must be values in [0, 1]")
+        if not (self.explorer == "evolve" or (self.explorer.startswith("openai:") and len(self.explorer) > 7)):
+            raise bad("explorer", "must be 'evolve' or 'openai:<model>'")
+
+    def params(self) -> dict[str, Any]:
+        """Flat, string-friendly form for MLflow params."""
+        out = {}
+        for k, v in asdict(self).items():
+            out[k] = ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v
+        return out
+
+
+_TUPLES = {"data", "validation", "betas"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _TUPLES:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", ",").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise AutoTTSError(f"search config: {name} must be a list, got {value!r}")
+        return tuple(float(v) for v in value) if name == "betas" else tuple(str(v) for v in value)
+    return value
+
+
+def build_config(file: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
+    """Defaults, then the YAML ``file``, then ``overrides`` (CLI / ``-P`` values; None = unset)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(SearchConfig)}
+    if file:
+        path = Path(file)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise AutoTTSError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            raise AutoTTSError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise AutoTTSError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise AutoTTSError(f"{path}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        values = {k: _coerce(k, v) for k, v in values.items()}
+        return replace(SearchConfig(), **values)
+    except (TypeError, ValueError) as exc:
+        raise AutoTTSError(f"search config: {exc}") from None
+
+
+__all__ = ["SearchConfig", "build_config", "PUBLISHED_AIME24"]

@@ -1,0 +1,128 @@
+"""Choosing the winner on data the explorer never saw.
+
+The best ``finalists`` candidates (by their search-split objective) are re-scored in the
+sandbox on the validation data with the full shuffles; SC@64 and CMC are replayed
+in-process on the same data. The winner is the (candidate, β) with the fewest mean
+tokens among those whose validation accuracy (mean over datasets) is at least SC@64's;
+ties go to higher accuracy. When none reaches it, the most accurate point is chosen and
+the selection says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.data.trajectory import TrajectorySet
+from mlflow_autotts.replay.runner import EvalConfig, EvalResult, evaluate_many
+from mlflow_autotts.search.archive import Archive
+from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.sandbox import CandidateOutcome, SandboxLimits, run_candidate
+from mlflow_autotts.search.types import Candidate
+
+COMPARISON_BETAS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A controller at one β, averaged over the validation datasets."""
+
+    label: str
+    beta: float | None
+    accuracy: float
+    mean_tokens: float
+    per_data: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """dataset -> (accuracy, mean tokens)."""
+
+
+@dataclass
+class Selection:
+    winner: Candidate | None
+    winner_point: Point | None
+    reached_sc64: bool
+    sc64: Point
+    baselines: list[Point]
+    """CMC at several β, ASC and ESC on the validation data, for the comparison table."""
+    finalists: dict[str, list[Point]]
+    """candidate id -> its validation points by β."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Finalists whose validation run failed."""
+
+
+def _mean_points(label: str, results: Sequence[EvalResult]) -> list[Point]:
+    by_beta: dict[float | None, list[EvalResult]] = {}
+    for r in results:
+        by_beta.setdefault(r.beta, []).append(r)
+    out = []
+    for beta, rs in by_beta.items():
+        out.append(Point(label, beta, sum(r.accuracy for r in rs) / len(rs), sum(r.mean_tokens for r in rs) / len(rs),
+                         {r.data: (r.accuracy, r.mean_tokens) for r in rs}))
+    return out
+
+
+def outcome_points(label: str, outcome: CandidateOutcome) -> list[Point]:
+    by_beta: dict[float, list] = {}
+    for r in outcome.results:
+        by_beta.setdefault(r.beta, []).append(r)
+    return [Point(label, b, sum(r.accuracy for r in rs) / len(rs), sum(r.mean_tokens for r in rs) / len(rs),
+                  {r.data: (r.accuracy, r.mean_tokens) for r in rs}) for b, rs in sorted(by_beta.items())]
+
+
+def pick(points: Sequence[Point], threshold: float) -> tuple[Point | None, bool]:
+    """The cheapest point at or above ``threshold`` (ties: more accurate), else the most accurate."""
+    ok = [p for p in points if p.accuracy >= threshold]
+    if ok:
+        return min(ok, key=lambda p: (p.mean_tokens, -p.accuracy)), True
+    if not points:
+        return None, False
+    return max(points, key=lambda p: (p.accuracy, -p.mean_tokens)), False
+
+
+def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int | None,
+              progress: bool = False) -> tuple[Point, list[Point]]:
+    """SC@64 and the comparison baselines on the validation data (trusted, in-process)."""
+    specs = [ControllerSpec("sc", None, {"n": 64}), ControllerSpec("asc"), ControllerSpec("esc")] + [
+        ControllerSpec("cmc", b) for b in COMPARISON_BETAS]
+    results = evaluate_many(specs, validation, EvalConfig(shuffles=shuffles, workers=workers, progress=progress),
+                            keep_episodes=False)
+    n = len(validation)
+    groups = [results[i * n:(i + 1) * n] for i in range(len(specs))]
+    sc64 = _mean_points("sc@64", groups[0])[0]
+    rest = _mean_points("asc", groups[1]) + _mean_points("esc", groups[2])
+    for g in groups[3:]:
+        rest += _mean_points("cmc", g)
+    return sc64, rest
+
+
+def select(config: SearchConfig, archive: Archive, validation: Sequence[TrajectorySet],
+           progress: bool = False) -> Selection:
+    """Re-score the finalists on ``validation`` and pick the winner."""
+    sc64, base = baselines(validation, config.final_shuffles, config.workers or None, progress)
+    ranked = [archive.candidates[cid] for cid in archive.ranked()][: config.finalists]
+    limits = SandboxLimits(wall_seconds=config.candidate_timeout_s * 5, cpu_seconds=config.candidate_timeout_s * 5,
+                           memory_mb=config.candidate_memory_mb)
+    seeds = list(range(config.final_shuffles))
+    finalists: dict[str, list[Point]] = {}
+    failures: dict[str, str] = {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    def score(c: Candidate) -> tuple[Candidate, CandidateOutcome]:
+        return c, run_candidate(c.proposal.source, validation, config.betas, seeds, limits, c.proposal.class_name)
+
+    with ThreadPoolExecutor(max_workers=max(1, config.workers or _cores())) as pool:
+        for c, outcome in pool.map(score, ranked):
+            if outcome.ok:
+                finalists[c.id] = outcome_points(c.id, outcome)
+            else:
+                failures[c.id] = str(outcome.failure)
+    all_points = [p for pts in finalists.values() for p in pts]
+    best, reached = pick(all_points, sc64.accuracy)
+    winner = archive.candidates[best.label] if best else None
+    return Selection(winner, best, reached, sc64, base, finalists, failures)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
