@@ -1,0 +1,150 @@
+"""The search loop without MLflow: budgets, reproducibility, failures, LLM explorer end to end."""
+
+from __future__ import annotations
+
+import pytest
+from openai_stub import (  # noqa: F401  (openai_stub is a fixture)
+    BROKEN_CONTROLLER,
+    HOSTILE_CONTROLLER,
+    LOOPING_CONTROLLER,
+    VALID_CONTROLLER,
+    StubReply,
+    fenced,
+    openai_stub,
+)
+
+from mlflow_autotts.search.archive import Archive
+from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.evolve import EvolveExplorer
+from mlflow_autotts.search.llm_explorer import LLMExplorer
+from mlflow_autotts.search.loop import Scorer, run_search
+from mlflow_autotts.search.types import Proposal, Usage
+from tests.helpers import random_set
+
+DATA = [random_set(4, 12, seed=1, name="Synth/a"), random_set(4, 12, seed=2, name="Synth/b")]
+
+
+class MemoryRecorder:
+    def __init__(self, recorded=()):
+        self._recorded = list(recorded)
+        self.created_ids, self.scored_ids, self.progress_steps = [], [], []
+
+    def recorded(self):
+        return self._recorded
+
+    def created(self, c):
+        self.created_ids.append(c.id)
+
+    def scored(self, c, outcome):
+        self.scored_ids.append(c.id)
+
+    def progress(self, p):
+        self.progress_steps.append(p.done)
+
+
+class Scripted:
+    """An explorer that proposes fixed sources with fixed usage figures."""
+
+    name = "scripted"
+
+    def __init__(self, sources, usage=Usage()):
+        self.sources, self.usage, self.calls = list(sources), usage, 0
+
+    def propose(self, archive, n, generation):
+        out = []
+        for _ in range(n):
+            src = self.sources[self.calls % len(self.sources)]
+            self.calls += 1
+            out.append(Proposal(src, explorer=self.name, generation=generation, usage=self.usage))
+        return out
+
+
+def config(**kw):
+    base = dict(data=("x",), max_candidates=6, population=3, workers=2, search_shuffles=2, betas=(0.0, 1.0),
+                candidate_timeout_s=20)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def search(cfg, explorer, recorder=None, **kw):
+    recorder = recorder or MemoryRecorder()
+    out = run_search(cfg, explorer, Scorer(cfg, DATA), recorder, lambda cs: Archive.from_candidates(cs),
+                     progress_bar=False, **kw)
+    return out, recorder
+
+
+def test_evolve_search_is_reproducible_whatever_the_workers():
+    runs = []
+    for workers in (1, 2):
+        out, rec = search(config(workers=workers), EvolveExplorer(seed=3))
+        assert out.stop_reason.startswith("max_candidates")
+        assert len(out.candidates) == 6 and rec.created_ids == [f"c{k:04d}" for k in range(6)]
+        assert sorted(rec.scored_ids) == rec.created_ids and rec.progress_steps == list(range(1, 7))
+        assert all(c.ok for c in out.candidates), [c.failure for c in out.candidates]
+        runs.append([(c.proposal.source, [(s.data, s.beta, s.accuracy, s.mean_tokens) for s in c.scores])
+                     for c in out.candidates])
+    assert runs[0] == runs[1]
+    assert out.candidates[3].proposal.generation == 1  # population 3: second generation
+
+
+def test_failures_are_recorded_and_the_search_goes_on():
+    cfg = config(max_candidates=4, candidate_timeout_s=2)
+    out, _ = search(cfg, Scripted([BROKEN_CONTROLLER, HOSTILE_CONTROLLER, LOOPING_CONTROLLER, VALID_CONTROLLER]))
+    failures = [c.failure for c in out.candidates]
+    assert failures[0].startswith("syntax")
+    assert failures[1].startswith("check") and "open" in failures[1]
+    assert failures[2].startswith("timeout")
+    assert failures[3] is None and out.candidates[3].ok
+    assert "beta=" in out.candidates[3].feedback
+
+
+@pytest.mark.parametrize("budget, expected", [
+    (dict(budget_usd=0.25), 3),  # 0.1 per proposal: stops once 0.3 >= 0.25
+    (dict(budget_tokens=2500), 3),  # 1000 tokens per proposal
+])
+def test_cost_budgets_stop_at_the_candidate_that_spends_them(budget, expected):
+    out, _ = search(config(max_candidates=10, **budget),
+                    Scripted([VALID_CONTROLLER], Usage(600, 400, 0.1)))
+    assert len(out.candidates) == expected
+    assert "budget" in out.stop_reason
+
+
+def test_time_budget_uses_the_clock():
+    ticks = iter(range(0, 10_000, 50))  # every clock read advances 50 s
+    out, _ = search(config(max_candidates=50, time_budget_minutes=3), Scripted([VALID_CONTROLLER]),
+                    clock=lambda: float(next(ticks)))
+    assert out.stop_reason.startswith("time budget")
+    assert 1 <= len(out.candidates) < 50
+
+
+def test_resume_scores_only_unfinished_candidates():
+    first, _ = search(config(max_candidates=3), EvolveExplorer(seed=1))
+    finished = first.candidates[:2]
+    unfinished = first.candidates[2]
+    from mlflow_autotts.search.types import Candidate
+
+    pending = Candidate(unfinished.id, unfinished.proposal)
+    rec = MemoryRecorder(finished + [pending])
+    out, rec = search(config(max_candidates=5), EvolveExplorer(seed=1), rec)
+    assert rec.scored_ids[0] == pending.id and set(rec.scored_ids) == {"c0002", "c0003", "c0004"}
+    assert rec.created_ids == ["c0003", "c0004"]
+    assert [c.id for c in out.candidates] == [f"c{k:04d}" for k in range(5)]
+
+
+@pytest.mark.slow
+def test_llm_explorer_drives_the_loop_and_its_budget(openai_stub):
+    openai_stub.push(StubReply(fenced(BROKEN_CONTROLLER), prompt_tokens=1000, completion_tokens=200))
+    openai_stub.push(StubReply(fenced(VALID_CONTROLLER), prompt_tokens=1000, completion_tokens=200))
+    openai_stub.push(StubReply(fenced(HOSTILE_CONTROLLER), prompt_tokens=1000, completion_tokens=200))
+    openai_stub.push(StubReply(fenced(VALID_CONTROLLER), prompt_tokens=1000, completion_tokens=200))
+    # $1/M input, $5/M output: 0.002 per reply; the budget is spent by the third reply
+    explorer = LLMExplorer("stub-model", base_url=openai_stub.base_url, api_key="test", max_retries=0,
+                           price_input=1.0, price_output=5.0)
+    out, _ = search(config(max_candidates=10, population=1, budget_usd=0.005), explorer)
+    assert len(out.candidates) == 3 and "USD budget" in out.stop_reason
+    assert out.candidates[0].failure.startswith("syntax")
+    assert out.candidates[1].ok
+    assert out.candidates[2].failure.startswith("check")
+    prompts = [r.prompt for r in openai_stub.chat_requests]
+    assert "syntax" in prompts[1]  # the broken proposal's error is fed back
+    assert explorer.total_usage.usd == pytest.approx(0.006)
