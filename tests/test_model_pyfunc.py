@@ -189,3 +189,56 @@ def test_saved_model_loads_through_pyfunc_and_matches(tmp_path):
     assert _rows(out) == _direct(ControllerSpec("cmc", 0.25), SET.problems, 4)
     with pytest.raises(MlflowException, match="missing inputs"):
         loaded.predict(pd.DataFrame({"trajectory": [[]]}))
+
+
+PROBE_SOURCE = '''\
+from mlflow_autotts.controllers.base import Controller
+
+
+class ProbeTwo(Controller):
+    name = "probe_two"
+
+    def __init__(self, beta: float = 0.5, depth: int = 3):
+        super().__init__(beta, depth=depth)
+        self.depth = int(depth)
+
+    def solve(self, episode):
+        answer, i, done = episode.probe_new()
+        for _ in range(self.depth):
+            if done:
+                break
+            answer, done = episode.probe_more(i)
+        return answer
+'''
+
+
+def test_candidate_config_equals_the_trusted_config_of_the_same_source(tmp_path):
+    from mlflow_autotts.tracking.model import candidate_config
+
+    path = tmp_path / "ProbeTwo.py"
+    path.write_text(PROBE_SOURCE)
+    trusted, _ = model_config_for(ControllerSpec(f"{path}:ProbeTwo", 0.25, {"depth": 3}))
+    assert candidate_config(PROBE_SOURCE, "ProbeTwo", "probe_two", 0.25, {"depth": 3}) == trusted
+    # a blank label falls back to the class name; the source file is always named after the class
+    assert candidate_config(PROBE_SOURCE, "ProbeTwo", "  ", 0.25)["controller"] == "ProbeTwo"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"source": "class ProbeTwo(:\n"}, "candidate source does not parse (line 1)"),
+    ({"class_name": "Other"}, "candidate source defines no top-level class 'Other'"),
+    ({"class_name": "../../etc/x"}, "candidate class name must be a Python identifier"),
+    ({"label": "x" * 201}, "candidate label must be a string of at most 200 characters"),
+    ({"label": None}, "candidate label must be a string"),
+    ({"beta": 2.0}, "invalid beta 2.0"),
+    ({"params": {"f": object()}}, "candidate params must be plain JSON values"),
+    ({"params": {"f": float("nan")}}, "candidate params must be plain JSON values"),
+    ({"source": b"class ProbeTwo: pass"}, "candidate source must be a string"),
+])
+def test_candidate_config_rejects_bad_facts(kwargs, message):
+    from mlflow_autotts.errors import ControllerError
+    from mlflow_autotts.tracking.model import candidate_config
+
+    args = {"source": PROBE_SOURCE, "class_name": "ProbeTwo", "label": "probe_two", "beta": 0.5, **kwargs}
+    with pytest.raises(ControllerError) as err:
+        candidate_config(**args)
+    assert message in str(err.value)

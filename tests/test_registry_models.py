@@ -56,6 +56,15 @@ class ProbeVote(Controller):
         return Counter(latest).most_common(1)[0][0] if latest else None
 '''
 
+# PROBE_VOTE with side effects at import, in __init__ and in solve: each writes a marker file
+MARKED_VOTE = (
+    "import os\nfrom pathlib import Path\n\n"
+    "MARKS = Path(os.environ['AUTOTTS_TEST_MARKS'])\n(MARKS / f'import-{os.getpid()}').touch()\n"
+    + PROBE_VOTE.replace("class ProbeVote", "class MarkedVote").replace('name = "probe_vote"', 'name = "marked_vote"')
+    .replace("        super().__init__(beta, depth=depth)\n",
+             "        (MARKS / f'init-{os.getpid()}').touch()\n        super().__init__(beta, depth=depth)\n")
+    .replace("        latest = []\n", "        (MARKS / f'solve-{os.getpid()}').touch()\n        latest = []\n"))
+
 FRESH_PROCESS = '''\
 import json, sys
 import mlflow, pandas as pd
@@ -224,3 +233,87 @@ def test_replay_metrics_are_tagged_on_the_logged_model_and_the_version(mlflow_st
         assert json.loads(tags["autotts.params"]) == {"max_samples": 64, "threshold": 0.9}
         assert {k: float(tags[f"autotts.metric.{k}"]) for k in metrics} == metrics
     assert client.get_run(reg.run_id).data.metrics == metrics
+
+
+def _no_candidate_module_loaded(source: str) -> bool:
+    return f"autotts_controller_{hashlib.sha256(source.encode()).hexdigest()[:16]}" not in sys.modules
+
+
+def test_candidate_is_logged_and_registered_without_running_it(mlflow_store, tmp_path, aime_1p7, monkeypatch):
+    """An untrusted candidate's source becomes a registered model with no line of it run in
+    this process; loaded in a fresh process it replays like the same class run in-process."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.tracking.model import log_candidate_model
+    from mlflow_autotts.tracking.registry import register_logged_model
+
+    data, ts = aime_1p7
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("AUTOTTS_TEST_MARKS", str(marks))
+    assert "MarkedVote" in MARKED_VOTE and MARKED_VOTE.count(".touch()") == 3
+    metrics = {"accuracy.search": 61.5, "mean_tokens.search": 123456.0}
+    sys_path = list(sys.path)
+
+    with mlflow.start_run(run_name="candidate-7") as run:
+        info = log_candidate_model(MARKED_VOTE, "MarkedVote", "marked_vote", 0.25, {"depth": 4}, uses_beta=True,
+                                   metrics=metrics, tags={"autotts.candidate": "7"})
+    reg = register_logged_model(info.model_uri, aliases=["challenger"], description="search winner",
+                                tags={"autotts.validation.accuracy": "70.0"})
+    assert list(marks.iterdir()) == [] and _no_candidate_module_loaded(MARKED_VOTE)
+    assert sys.path == sys_path  # no model was loaded here (loading prepends its code folder)
+
+    client = MlflowClient()
+    assert (reg.name, reg.version, reg.run_id, reg.model_id) == (NAME, "1", run.info.run_id, info.model_id)
+    assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()} == {"challenger": "1"}
+    version = client.get_model_version(NAME, "1")
+    assert version.description == "search winner"
+    tags = version.tags
+    assert tags["autotts.controller"] == "marked_vote" and tags["autotts.candidate"] == "7"
+    assert tags["autotts.source_sha256"] == hashlib.sha256(MARKED_VOTE.encode()).hexdigest()
+    assert {k: float(tags[f"autotts.metric.{k}"]) for k in metrics} == metrics  # carried over from the logged model
+    assert tags["autotts.validation.accuracy"] == "70.0" and json.loads(tags["autotts.params"]) == {"depth": 4}
+    assert reg.config["beta"] == 0.25 and reg.config["registry_name"] is None
+
+    got = fresh_predict(tmp_path, f"models:/{NAME}@challenger", data, SEED)
+    assert got["errors"] == []
+    ran = sorted(m.name.split("-")[0] for m in marks.iterdir())
+    assert ran == ["import", "init", "solve"]  # the markers work: the fresh process ran the candidate
+
+    trusted = tmp_path / "trusted" / "MarkedVote.py"
+    trusted.parent.mkdir()
+    trusted.write_text(MARKED_VOTE)
+    assert got["rows"] == direct_rows(ControllerSpec(f"{trusted}:MarkedVote", 0.25, {"depth": 4}), ts, SEED)
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    assert (local / "artifacts" / "MarkedVote.py").read_text() == MARKED_VOTE
+
+
+def test_loading_is_refused_while_logging_even_if_mlflow_validates(mlflow_store, tmp_path, monkeypatch, caplog):
+    """Should a future MLflow ignore ``validate_serving_input=False``, the model refuses to load
+    while it is being logged, so the candidate still does not run."""
+    import mlflow
+    from mlflow.models import Model
+
+    from mlflow_autotts.tracking.model import log_candidate_model
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("AUTOTTS_TEST_MARKS", str(marks))
+    log = Model.log.__func__
+    monkeypatch.setattr(Model, "log", classmethod(lambda cls, *a, **kw: log(cls, *a, **{**kw, "validate_serving_input": True})))
+    source = MARKED_VOTE + "# a source no other test loads in-process\n"
+    with mlflow.start_run():
+        info = log_candidate_model(source, "MarkedVote", "marked_vote", 0.5)
+    assert list(marks.iterdir()) == [] and _no_candidate_module_loaded(source)
+    assert "refusing to load a controller model while logging it" in caplog.text  # MLflow did try
+    assert info.model_uri.startswith("models:/m-")
+
+
+def test_register_logged_model_refuses_a_foreign_model(mlflow_store, tmp_path):
+    from mlflow_autotts.errors import ControllerError
+    from mlflow_autotts.tracking.registry import register_logged_model
+
+    _log_foreign_model(tmp_path)
+    with pytest.raises(ControllerError, match="is not an autotts controller model"):
+        register_logged_model("models:/foreign/1", aliases=["challenger"])

@@ -16,6 +16,8 @@ No ``from __future__ import annotations`` here: MLflow reads ``predict``'s type 
 class creation, and ``pd.DataFrame`` must be a real type for it to skip hint-based checks.
 """
 
+import ast
+import contextvars
 import hashlib
 import inspect
 import json
@@ -94,22 +96,62 @@ def controller_source(spec: ControllerSpec) -> ControllerSource:
 
 
 def model_config_for(spec: ControllerSpec) -> tuple[dict[str, Any], ControllerSource]:
-    """The ``model_config`` of a logged controller, and where its source is."""
+    """The ``model_config`` of a logged controller, and where its source is.
+
+    Imports and builds the controller (validating β and the parameters): trusted code only;
+    see ``candidate_config`` for explorer-written sources."""
     source = controller_source(spec)
     controller = spec.build()  # validates β and the parameters before anything is logged
     cfg = controller.config()
-    config = {
-        "autotts": MODEL_FORMAT,
-        "controller": source.label,
-        "class_name": source.cls.__name__,
-        "registry_name": source.registry_name,
-        "source_file": source.path.name,
-        "source_sha256": source_sha256(source.text),
-        "beta": float(cfg.get("beta", controller.beta)),
-        "uses_beta": bool(getattr(source.cls, "uses_beta", True)),
-        "params": {k: v for k, v in cfg.items() if k != "beta"},
-    }
+    config = _config(label=source.label, class_name=source.cls.__name__, registry_name=source.registry_name,
+                     source_file=source.path.name, text=source.text, beta=float(cfg.get("beta", controller.beta)),
+                     uses_beta=bool(getattr(source.cls, "uses_beta", True)),
+                     params={k: v for k, v in cfg.items() if k != "beta"})
     return config, source
+
+
+def candidate_config(source: str, class_name: str, label: str, beta: float, params: Mapping[str, Any] | None = None,
+                     uses_beta: bool = True) -> dict[str, Any]:
+    """The ``model_config`` of an untrusted candidate, from facts, without executing it.
+
+    ``label`` and ``uses_beta`` are what the sandbox reported; the source is only parsed
+    (to check that it defines ``class_name``), never imported. The source file is named
+    after the class, so a hostile label cannot choose a path."""
+    if not isinstance(source, str):
+        raise ControllerError(f"candidate source must be a string, got {type(source).__name__}")
+    if not (isinstance(class_name, str) and class_name.isidentifier()):
+        raise ControllerError(f"candidate class name must be a Python identifier, got {class_name!r}")
+    if not (isinstance(label, str) and len(label) <= 200):
+        raise ControllerError(f"candidate label must be a string of at most 200 characters, got {label!r:.250}")
+    label = label.strip() or class_name
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ControllerError(f"candidate source does not parse (line {exc.lineno}): {exc.msg}") from None
+    if not any(isinstance(node, ast.ClassDef) and node.name == class_name for node in tree.body):
+        raise ControllerError(f"candidate source defines no top-level class {class_name!r}")
+    params = dict(params or {})
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ControllerError(f"candidate params must be plain JSON values: {exc}") from None
+    return _config(label=label, class_name=class_name, registry_name=None, source_file=f"{class_name}.py",
+                   text=source, beta=check_beta(beta), uses_beta=bool(uses_beta), params=params)
+
+
+def _config(*, label: str, class_name: str, registry_name: str | None, source_file: str, text: str, beta: float,
+            uses_beta: bool, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "autotts": MODEL_FORMAT,
+        "controller": label,
+        "class_name": class_name,
+        "registry_name": registry_name,
+        "source_file": source_file,
+        "source_sha256": source_sha256(text),
+        "beta": beta,
+        "uses_beta": uses_beta,
+        "params": params,
+    }
 
 
 def is_controller_config(config: Any) -> bool:
@@ -275,6 +317,9 @@ class ControllerModel(PythonModel):
 
     # ------------------------------------------------------------------ loading
     def load_context(self, context) -> None:
+        if _LOADING_REFUSED.get():
+            raise MlflowException("refusing to load a controller model while logging it: that would run its source "
+                                  "in the logging process")
         config = dict(context.model_config or {})
         if not is_controller_config(config):
             raise MlflowException("this model's model_config does not describe an autotts controller")
@@ -464,48 +509,102 @@ def controller_tags(config: Mapping[str, Any], metrics: Mapping[str, float] | No
     return tags
 
 
-def _model_kwargs(spec: ControllerSpec, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What ``log_model`` and ``save_model`` both take, with the source and the package
-    staged in ``workdir``; also returns the model config."""
-    config, source = model_config_for(spec)
-    staged_source = workdir / "source" / source.path.name
+def _model_kwargs(config: Mapping[str, Any], source_text: str, workdir: Path) -> dict[str, Any]:
+    """What ``save_model`` takes for a controller model, with its source and the package
+    staged in ``workdir``."""
+    staged_source = workdir / "source" / config["source_file"]
     staged_source.parent.mkdir()
-    staged_source.write_text(source.text, encoding="utf-8")
+    staged_source.write_text(source_text, encoding="utf-8")
     package = _package_copy(workdir)
-    kwargs = dict(
+    return dict(
         python_model=str(CODE_FILE),
         artifacts={SOURCE_ARTIFACT: str(staged_source)},
-        model_config=config,
+        model_config=dict(config),
         code_paths=[str(package)],
         signature=model_signature(config["beta"]),
         input_example=input_example(),
         pip_requirements=pinned_requirements(),
         metadata={"autotts_controller": config["controller"], "autotts_format": MODEL_FORMAT},
     )
-    return kwargs, config
+
+
+_LOADING_REFUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("autotts_loading_refused", default=False)
+
+
+class _PyfuncFlavor:
+    """``mlflow.pyfunc`` as the flavor of ``Model.log``, taking ``validate_serving_input``.
+
+    ``Model.log`` checks the input example by *loading the model and predicting with it in
+    this process* (``mlflow.models.utils._validate_serving_input``): that would import the
+    controller's source and run its ``__init__`` and ``solve``. For explorer-written
+    candidates, logged by a search process that holds the gold answers, this must not
+    happen, so ``_log_model`` passes ``validate_serving_input=False`` (the switch the
+    ``transformers`` flavor uses), which ``mlflow.pyfunc.save_model`` itself does not take.
+    The example is still validated against the signature by ``save_model``, without the model.
+    """
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(validate_serving_input: bool = True, **kwargs: Any) -> Any:
+        import mlflow
+
+        return mlflow.pyfunc.save_model(**kwargs)
+
+
+def _log_model(config: Mapping[str, Any], source_text: str, name: str, metrics: Mapping[str, float] | None,
+               tags: Mapping[str, str] | None, registered_model_name: str | None):
+    """Log a controller model from its config and source text, never executing the source
+    here; the one code path behind ``log_controller_model`` and ``log_candidate_model``."""
+    import mlflow
+    from mlflow.models import Model
+
+    from mlflow_autotts.tracking.resolve import quiet_downloads
+
+    token = _LOADING_REFUSED.set(True)  # belt and braces: should MLflow load it anyway, refuse
+    try:
+        with tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp, quiet_downloads():
+            kwargs = _model_kwargs(config, source_text, Path(tmp))
+            return Model.log(artifact_path=None, name=name, flavor=_PyfuncFlavor, flavor_name="pyfunc.ModelFromCode",
+                             registered_model_name=registered_model_name, validate_serving_input=False,
+                             tags={**controller_tags(config, metrics), **dict(tags or {})}, **kwargs)
+    finally:
+        _LOADING_REFUSED.reset(token)
 
 
 def log_controller_model(spec: ControllerSpec, name: str = "controller", metrics: Mapping[str, float] | None = None,
                          tags: Mapping[str, str] | None = None, registered_model_name: str | None = None):
-    """Log ``spec`` as a models-from-code pyfunc in the active run (one is started if none
-    is); returns MLflow's ``ModelInfo``. ``metrics`` are replay metrics to record as tags."""
-    import mlflow
+    """Log ``spec`` as a models-from-code pyfunc (a logged model, linked to the active run
+    if there is one); returns MLflow's ``ModelInfo``. ``metrics`` are replay metrics to record as tags.
 
-    from mlflow_autotts.tracking.resolve import quiet_downloads
+    Imports and builds the controller to validate it: trusted controllers only (built-ins,
+    the user's own files); explorer-written candidates go through ``log_candidate_model``."""
+    config, source = model_config_for(spec)
+    return _log_model(config, source.text, name, metrics, tags, registered_model_name)
 
-    with tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp, quiet_downloads():
-        kwargs, config = _model_kwargs(spec, Path(tmp))
-        return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
-                                       tags={**controller_tags(config, metrics), **dict(tags or {})}, **kwargs)
+
+def log_candidate_model(source: str, class_name: str, label: str, beta: float, params: dict | None = None,
+                        uses_beta: bool = True, metrics: Mapping[str, float] | None = None,
+                        tags: Mapping[str, str] | None = None, name: str = "controller",
+                        registered_model_name: str | None = None):
+    """Log an untrusted candidate's source as a controller model without importing or
+    running it in this process; returns MLflow's ``ModelInfo``.
+
+    ``label`` and ``uses_beta`` are what the sandbox reported for the class; ``params`` and
+    ``beta`` are what the candidate was scored with. The model is the same as one logged by
+    ``log_controller_model`` (same config layout, artifacts, signature, tags); it runs the
+    source only where it is loaded (a fresh process, ``mlflow models serve``)."""
+    config = candidate_config(source, class_name, label, beta, params, uses_beta)
+    return _log_model(config, source, name, metrics, tags, registered_model_name)
 
 
 def save_controller_model(spec: ControllerSpec, path: str | Path) -> Path:
     """Write the same model to a local folder (no tracking server), e.g. for benchmarks."""
     import mlflow
 
+    config, source = model_config_for(spec)
     with tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp:
-        kwargs, _ = _model_kwargs(spec, Path(tmp))
-        mlflow.pyfunc.save_model(path=str(path), **kwargs)
+        mlflow.pyfunc.save_model(path=str(path), **_model_kwargs(config, source.text, Path(tmp)))
     return Path(path)
 
 
@@ -524,7 +623,8 @@ def load_controller_model(model_uri: str):
 
 
 __all__ = [
-    "ControllerModel", "TrajectoryError", "parse_trajectory", "log_controller_model", "save_controller_model",
+    "ControllerModel", "TrajectoryError", "parse_trajectory", "log_controller_model", "log_candidate_model",
+    "save_controller_model", "candidate_config",
     "load_controller_model",
     "model_signature", "input_example", "controller_tags", "model_config_for", "spec_from_config",
     "is_controller_config",

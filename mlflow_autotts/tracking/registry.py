@@ -76,31 +76,87 @@ def register(spec: ControllerSpec, name: str = DEFAULT_NAME, aliases: Sequence[s
              experiment: str = DEFAULT_EXPERIMENT, metrics: Mapping[str, float] | None = None,
              run_name: str | None = None, description: str | None = None) -> RegisteredController:
     """Log ``spec`` as a controller model in a new run (nested when a run is active) and
-    register it as a new version of ``name``, with the controller's tags; set ``aliases``."""
+    register it as a new version of ``name``, with the controller's tags; set ``aliases``.
+
+    Imports the controller: trusted code only. A search candidate is logged with
+    ``tracking.model.log_candidate_model`` and registered with ``register_logged_model``."""
     import mlflow
 
-    from mlflow_autotts.tracking.model import controller_tags, log_controller_model, model_config_for
+    from mlflow_autotts.tracking.model import log_controller_model, model_config_for
 
-    _check_name("registered model name", name)
-    for a in aliases:
-        _check_name("alias", a)
+    _check_names(name, aliases)
     config, source = model_config_for(spec)  # validates before a run is created
     active = mlflow.active_run()
     run_kwargs: dict[str, Any] = {"nested": True} if active else {"experiment_id": _experiment_id(experiment)}
-    with mlflow.start_run(run_name=run_name or f"register-{source.label}", **run_kwargs) as run:
+    with mlflow.start_run(run_name=run_name or f"register-{source.label}", **run_kwargs):
         mlflow.log_params({"controller": source.label, "beta": config["beta"],
                            **{f"param.{k}": v for k, v in config["params"].items()}})
         if metrics:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         info = log_controller_model(spec, metrics=metrics)
-        version = mlflow.register_model(info.model_uri, name, tags=controller_tags(config, metrics))
+        return _register(info.model_uri, config, name, aliases, description, metrics, {})
+
+
+def register_logged_model(model_uri: str, name: str = DEFAULT_NAME, aliases: Sequence[str] = (),
+                          description: str | None = None, tags: Mapping[str, str] | None = None,
+                          metrics: Mapping[str, float] | None = None) -> RegisteredController:
+    """Register an already logged controller model as a new version of ``name``; set ``aliases``.
+
+    ``model_uri`` is typically ``ModelInfo.model_uri`` (``models:/<model id>``) of a
+    ``log_candidate_model`` call. Nothing is loaded or executed: only the ``MLmodel`` file
+    is read, to check that the model is an autotts controller (else a one-line
+    ``ControllerError``) and to take its ``model_config``. The version's tags are the logged
+    model's ``autotts.*`` tags (controller, source hash, β, parameters, the metrics it was
+    logged with), then ``controller_tags(config, metrics)``, then ``tags``, later ones winning."""
+    from mlflow_autotts.tracking.resolve import describe_model_uri
+
+    _check_names(name, aliases)
+    config = describe_model_uri(model_uri).config
+    return _register(model_uri, config, name, aliases, description, metrics, tags or {})
+
+
+def _check_names(name: str, aliases: Sequence[str]) -> None:
+    _check_name("registered model name", name)
+    for a in aliases:
+        _check_name("alias", a)
+
+
+def _model_id(model_uri: str) -> str | None:
+    """The logged model id of a ``models:/<model id>`` URI (else None)."""
+    model_id = model_uri[len("models:/"):].strip("/") if model_uri.startswith("models:/m-") else ""
+    return model_id if model_id and "/" not in model_id and "@" not in model_id else None
+
+
+def _logged_model_tags(model_id: str | None) -> dict[str, str]:
+    """The ``autotts.*`` tags of a logged model (none without one)."""
+    from mlflow.exceptions import MlflowException
+
+    if model_id is None:
+        return {}
+    try:
+        tags = _client().get_logged_model(model_id).tags
+    except MlflowException:
+        return {}
+    return {k: v for k, v in tags.items() if k.startswith("autotts.")}
+
+
+def _register(model_uri: str, config: Mapping[str, Any], name: str, aliases: Sequence[str],
+              description: str | None, metrics: Mapping[str, float] | None,
+              tags: Mapping[str, str]) -> RegisteredController:
+    import mlflow
+
+    from mlflow_autotts.tracking.model import controller_tags
+
+    model_id = _model_id(model_uri)
+    version_tags = {**_logged_model_tags(model_id), **controller_tags(config, metrics), **dict(tags)}
+    version = mlflow.register_model(model_uri, name, tags=version_tags)
     client = _client()
     if description:
         client.update_model_version(name, version.version, description=description)
     for a in aliases:
         client.set_registered_model_alias(name, a, version.version)
-    return RegisteredController(name, str(version.version), run.info.run_id, source.label, config, tuple(aliases),
-                                getattr(info, "model_id", None))
+    return RegisteredController(name, str(version.version), version.run_id, str(config["controller"]), dict(config),
+                                tuple(aliases), getattr(version, "model_id", None) or model_id)
 
 
 def version_by_alias(name: str, alias: str):
