@@ -164,11 +164,14 @@ def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Sele
     refs = [plots.Point("sc@64", sc64_point[0], sc64_point[1], group="sc@64", kind="sc@64")]
     fig = plots.tradeoff_figure([front, cmc], pts + refs, title="search split: candidates across β", label_points=False)
     mlflow.log_figure(fig, "pareto.png")
-    history = mlflow.tracking.MlflowClient().get_metric_history(parent_id, "best_tokens_at_target")
-    if history:
-        fig = plots.progress_figure([m.step for m in history], [m.value for m in history],
-                                    ylabel="fewest tokens reaching SC@64 (search split)")
-        mlflow.log_figure(fig, "progress.png")
+    client = mlflow.tracking.MlflowClient()
+    history = client.get_metric_history(parent_id, "best_tokens_at_target")
+    ylabel = "fewest tokens reaching SC@64 accuracy (search split)"
+    if not history:  # no candidate reached the target: show the best accuracy instead
+        history, ylabel = client.get_metric_history(parent_id, "best_accuracy"), "best accuracy % (search split)"
+    history = sorted(history, key=lambda m: m.step)
+    mlflow.log_figure(plots.progress_figure([m.step for m in history], [m.value for m in history], ylabel=ylabel),
+                      "progress.png")
     sel = selection
     summary = {"validation.sc64.accuracy": sel.sc64.accuracy, "validation.sc64.mean_tokens": sel.sc64.mean_tokens}
     if sel.winner_point is not None:

@@ -121,7 +121,7 @@ class MlflowRecorder:
             self.client.set_tag(run_id, STATE, "failed")
             self.client.set_terminated(run_id, "FAILED")
             return
-        keys = dict(zip(sorted({s.data for s in c.scores}), dataset_keys(sorted({s.data for s in c.scores}))))
+        keys = dataset_keys(sorted({s.data for s in c.scores}))
         metrics = []
         for s in c.scores:
             for name, value in (("accuracy", s.accuracy), ("mean_tokens", s.mean_tokens)):

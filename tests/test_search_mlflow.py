@@ -1,0 +1,113 @@
+"""The search recorded in MLflow: end to end with a challenger, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlflow_autotts.search.config import build_config
+
+SMALL = {"data": ["autotts:Qwen3-1.7B/aime24", "autotts:Qwen3-4B/aime24"], "max_candidates": 5, "population": 3,
+         "search_shuffles": 2, "final_shuffles": 3, "finalists": 2, "betas": [0.0, 0.5, 1.0], "workers": 2}
+
+
+def children(client, parent_id):
+    exp = client.get_run(parent_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.data.tags["autotts.candidate_id"]: r for r in runs}
+
+
+def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_store, data_dir, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.tracking.search_job import run_search_job
+
+    monkeypatch.setenv("AUTOTTS_DATA_DIR", str(data_dir))
+    result = run_search_job(build_config(None, SMALL), progress=False)
+    client = MlflowClient()
+    parent = client.get_run(result.run_id)
+    assert parent.data.params["explorer"] == "evolve" and parent.data.params["max_candidates"] == "5"
+    assert client.get_metric_history(result.run_id, "candidates_done")[-1].value == 5
+    assert {"pareto.png", "progress.png", "selection.json", "archive.json", "search_config.json"} <= {
+        a.path for a in client.list_artifacts(result.run_id)}
+    kids = children(client, result.run_id)
+    assert sorted(kids) == [f"c{k:04d}" for k in range(5)]
+    for cid, run in kids.items():
+        assert run.data.tags["autotts.state"] in ("scored", "failed")
+        assert run.data.tags["autotts.explorer"] == "evolve" and "autotts.generation" in run.data.tags
+        assert "candidate/controller.py" in {a.path for a in client.list_artifacts(run.info.run_id, "candidate")}
+        if run.data.tags["autotts.state"] == "scored":
+            assert any(k.startswith("accuracy.Qwen3-4B.aime24") for k in run.data.metrics)
+            models = client.search_logged_models([run.info.experiment_id],
+                                                 filter_string=f"source_run_id = '{run.info.run_id}'")
+            assert len(models) == 1
+    version = client.get_model_version_by_alias("autotts-controller", "challenger")
+    assert str(version.version) == result.challenger_version
+    assert version.tags["autotts.search_run"] == result.run_id
+    assert float(version.tags["autotts.validation.accuracy"]) == pytest.approx(result.selection.winner_point.accuracy)
+    assert version.tags["autotts.candidate_id"] == result.selection.winner.id
+    rows = json.loads(client.download_artifacts(result.run_id, "selection.json") and
+                      Path(client.download_artifacts(result.run_id, "selection.json")).read_text())
+    assert {"sc@64", "cmc", "asc", "esc"} <= {r["controller"] for r in rows}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_nothing_and_scores_nothing_twice(mlflow_store, data_dir, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg = dict(SMALL, max_candidates=7, population=2, workers=1, log_models=False)
+    cfg_file = tmp_path / "search.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "AUTOTTS_DATA_DIR": str(data_dir),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "mlflow_autotts.cli", "search", "--config", str(cfg_file), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    client = MlflowClient(mlflow_store)
+    parent_id, before = None, {}
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            exp = client.get_experiment_by_name("autotts")
+            if exp is None:
+                continue
+            parents = client.search_runs([exp.experiment_id], filter_string="tags.`autotts.command` = 'search'")
+            if not parents:
+                continue
+            parent_id = parents[0].info.run_id
+            kids = children(client, parent_id)
+            scored = {k: r for k, r in kids.items() if r.data.tags.get("autotts.state") == "scored"}
+            if len(scored) >= 3:
+                before = {k: r.info.end_time for k, r in scored.items()}
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert parent_id and len(before) >= 3, "the search did not get far enough to be killed mid-way"
+    assert len(before) < 7
+
+    done = subprocess.run([sys.executable, "-m", "mlflow_autotts.cli", "search", "--resume", parent_id,
+                           "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kids = children(client, parent_id)
+    assert sorted(kids) == [f"c{k:04d}" for k in range(7)]  # one run per candidate: none lost, none doubled
+    for cid, end_time in before.items():
+        assert kids[cid].info.end_time == end_time  # finished candidates were not scored again
+    for cid, run in kids.items():
+        assert run.data.tags["autotts.state"] in ("scored", "failed")
+        if run.data.tags["autotts.state"] == "scored":
+            history = client.get_metric_history(run.info.run_id, "accuracy.mean")
+            assert len(history) == 3  # one value per β, logged once
+    assert client.get_model_version_by_alias("autotts-controller", "challenger")
