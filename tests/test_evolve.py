@@ -1,0 +1,141 @@
+"""The offline evolve explorer: seeds, mutation, crossover, reproducibility."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import pytest
+
+from mlflow_autotts.search.evolve import (
+    EvolveExplorer, crossover, genome_of, mutate, perturb_knob, random_genome, swap_block,
+)
+from mlflow_autotts.search.genome import KNOBS, SEEDS, SLOTS, Genome
+from mlflow_autotts.search.render import class_name, render
+from mlflow_autotts.search.types import Candidate, Proposal, Score
+
+
+def fake_scores(proposal: Proposal) -> list[Score]:
+    """Deterministic made-up scores, so archives can be built without replaying."""
+    h = int(hashlib.sha256(proposal.source.encode()).hexdigest()[:8], 16)
+    out = []
+    for i, beta in enumerate((0.0, 0.5, 1.0)):
+        out.append(Score("m/b", beta, 40 + (h % 200) / 10 + 3 * i, 1e5 * (1 + i) + h % 50000))
+    return out
+
+
+def grow(explorer: EvolveExplorer, generations: int, per_gen: int = 5, fail_every: int = 0) -> list[Candidate]:
+    archive: list[Candidate] = []
+    for gen in range(generations):
+        for p in explorer.propose(archive, per_gen, gen):
+            i = len(archive)
+            if fail_every and i % fail_every == fail_every - 1:
+                archive.append(Candidate(f"c{i}", p, [], "timeout: too slow"))
+            else:
+                archive.append(Candidate(f"c{i}", p, fake_scores(p)))
+    return archive
+
+
+def test_generation_zero_proposes_the_seeds_in_order():
+    props = EvolveExplorer(seed=0).propose([], 3, 0)
+    names = list(SEEDS)[:3]
+    assert [p.meta["seed_name"] for p in props] == names
+    for p, name in zip(props, names):
+        assert p.explorer == "evolve" and p.parents == () and p.generation == 0
+        assert p.meta["op"] == "seed"
+        assert Genome.from_dict(p.meta["genome"]) == SEEDS[name]
+        assert p.source == render(SEEDS[name]) and p.class_name == class_name(SEEDS[name])
+        json.dumps(p.meta)
+    assert EvolveExplorer(seed=0).propose([], 0, 0) == []
+
+
+def test_same_seed_same_proposals_other_seed_other_proposals():
+    a = grow(EvolveExplorer(seed=7, budget_tokens=2e5), 5)
+    b = grow(EvolveExplorer(seed=7, budget_tokens=2e5), 5)
+    c = grow(EvolveExplorer(seed=8, budget_tokens=2e5), 5)
+    assert [x.proposal for x in a] == [x.proposal for x in b]
+    assert [x.proposal.source for x in a] != [x.proposal.source for x in c]
+
+
+def test_resume_reproduces_the_next_batch():
+    ex = EvolveExplorer(seed=3, target_accuracy=50.0)
+    archive = grow(ex, 4)
+    again = [Candidate(c.id, c.proposal, list(c.scores), c.failure) for c in archive]  # as rebuilt from MLflow
+    assert ex.propose(archive, 6, 4) == EvolveExplorer(seed=3, target_accuracy=50.0).propose(again, 6, 4)
+
+
+def test_offspring_have_parents_from_the_archive_and_are_new():
+    archive = grow(EvolveExplorer(seed=1), 6, fail_every=4)
+    ids = {c.id for c in archive}
+    failed = {c.id for c in archive if not c.ok}
+    keys = [genome_of(c).key() for c in archive]
+    assert len(keys) == len(set(keys))  # never the same behaviour twice
+    later = [c.proposal for c in archive if c.proposal.generation > 0]
+    assert later and any(p.meta["op"] == "mutate" for p in later)
+    for p in later:
+        assert set(p.parents) <= ids - failed
+        assert len(p.parents) == {"mutate": 1, "crossover": 2, "random": 0, "seed": 0}[p.meta["op"]]
+
+
+def test_foreign_candidates_are_ignored_as_parents():
+    llm = Candidate("llm1", Proposal(source="class X: pass", explorer="openai:x"),
+                    [Score("m/b", 0.5, 99.0, 10.0)])
+    props = EvolveExplorer(seed=0).propose([llm], 8, 1)
+    assert len(props) == 8
+    assert all("llm1" not in p.parents for p in props)
+
+
+def test_mutation_keeps_genomes_valid_and_usually_changes_behaviour():
+    rng = random.Random(0)
+    changed = 0
+    for i in range(300):
+        g = random_genome(rng) if i % 2 else rng.choice(list(SEEDS.values()))
+        child = mutate(g, rng)
+        assert Genome.from_dict(child.to_dict()) == child  # in range, in direction
+        changed += child.key() != g.key()
+    assert changed >= 270
+
+
+def test_perturb_and_swap_touch_only_what_they_say():
+    rng = random.Random(2)
+    g = SEEDS["cmc"]
+    for name in g.active_knobs():
+        child = perturb_knob(g, name, rng)
+        diff = [n for (n, lo, hi), (_, lo2, hi2) in zip(g.knobs, child.knobs) if (lo, hi) != (lo2, hi2)]
+        assert diff == [name]
+        assert child.blocks == g.blocks
+    for slot in SLOTS:
+        child = swap_block(g, rng, slot)
+        assert child.block(slot) != g.block(slot)
+        assert [s for (s, o), (_, o2) in zip(g.blocks, child.blocks) if o != o2] == [slot]
+        assert child.knobs == g.knobs
+
+
+def test_crossover_takes_each_slot_with_its_knobs_from_one_parent():
+    rng = random.Random(4)
+    a, b = SEEDS["cmc"], SEEDS["contest_race"].with_knobs(n_init=(5, 9), threshold=(0.6, 0.7))
+    seen = set()
+    for _ in range(40):
+        child = crossover(a, b, rng)
+        for slot in SLOTS:
+            src = a if child.block(slot) == a.block(slot) and child.block(slot) != b.block(slot) else None
+            src = src or (b if child.block(slot) == b.block(slot) and child.block(slot) != a.block(slot) else None)
+            owned = [n for n, spec in KNOBS.items() if spec.slot == slot]
+            if src is not None:
+                assert all(child.line(n) == src.line(n) for n in owned)
+            else:  # same option in both: knobs come whole from one of them
+                assert all(child.line(n) == a.line(n) for n in owned) or all(
+                    child.line(n) == b.line(n) for n in owned)
+        seen.add(child.key())
+    assert len(seen) > 4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seeds": ("cmc", "nope")}, "unknown seed genome"),
+    ({"crossover_rate": 1.5}, "crossover_rate"),
+    ({"immigrant_rate": -0.1}, "immigrant_rate"),
+])
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EvolveExplorer(**kwargs)

@@ -1,0 +1,194 @@
+"""The evolve explorer's genome and its rendering to controller source."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import sys
+import types
+
+import pytest
+
+from mlflow_autotts.controllers.base import Controller, build_controller
+from mlflow_autotts.controllers.cmc import ConfidenceMomentum
+from mlflow_autotts.controllers.loading import controllers_in_module, load_controller_class
+from mlflow_autotts.data.json_io import read_json
+from mlflow_autotts.data.trajectory import Branches, Provenance
+from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+from mlflow_autotts.search.evolve import random_genome
+from mlflow_autotts.search.genome import CMC, KNOBS, SEEDS, SLOTS, Genome, GenomeError
+from mlflow_autotts.search.render import class_name, render
+
+BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def synthetic_branches(seed: int, n: int = 70) -> Branches:
+    """A question whose branches mostly end on "7", with noisy intermediate answers."""
+    rng = random.Random(seed)
+    probes, tokens, finals = [], [], []
+    for _ in range(n):
+        final = rng.choice(["7", "7", "7", "12", "ERR", str(rng.randrange(100))])
+        k = rng.randrange(0, 14)
+        probes.append([rng.choice([final, "ERR", str(rng.randrange(20))]) for _ in range(k)])
+        tokens.append(500 * k + rng.randrange(1, 500))
+        finals.append(final)
+    return Branches.from_lists(f"q{seed}", 500, probes, tokens, finals)
+
+
+def load(genome: Genome) -> type:
+    source = render(genome)
+    module = types.ModuleType(f"rendered_{genome.key()}")
+    exec(compile(source, f"<{class_name(genome)}>", "exec"), module.__dict__)
+    (cls,) = [c for c in vars(module).values()
+              if isinstance(c, type) and issubclass(c, Controller) and c is not Controller]
+    return cls
+
+
+def run_checked(cls: type, beta: float, branches: Branches, seed: int) -> tuple[str | None, int]:
+    ep = ReplayEpisode(branches, shuffle_order(branches.n_branches, seed))
+    answer = cls(beta).solve(ep)
+    assert answer is None or isinstance(answer, str)
+    assert ep.branches_opened <= 64
+    assert ep.tokens_used <= sum(branches.branch_tokens)
+    return answer, ep.tokens_used
+
+
+# ---------------------------------------------------------------------------- genome
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_seed_round_trips_through_json(name):
+    g = SEEDS[name]
+    again = Genome.from_dict(json.loads(json.dumps(g.to_dict())))
+    assert again == g
+    assert again.key() == g.key()
+
+
+def test_every_slot_and_knob_is_in_every_genome():
+    for g in SEEDS.values():
+        assert [s for s, _ in g.blocks] == list(SLOTS)
+        assert [n for n, _, _ in g.knobs] == list(KNOBS)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["blocks"].update(open="sometimes"), "slot 'open' has no option 'sometimes'"),
+    (lambda d: d["blocks"].update(colour="red"), "unknown slot 'colour'"),
+    (lambda d: d["blocks"].pop("stop"), "lacks slot"),
+    (lambda d: d["knobs"].update(speed=[1, 2]), "unknown knob 'speed'"),
+    (lambda d: d["knobs"].update(n_init=[0, 4]), "knob 'n_init': 0"),
+    (lambda d: d["knobs"].update(threshold=[0.9, "high"]), "knob 'threshold'"),
+    (lambda d: d["knobs"].update(n_init=[8, 2]), "higher β spends more"),
+    (lambda d: d["knobs"].update(slack=[0.01, 0.04]), "higher β spends more"),
+    (lambda d: d.update(version=99), "version 99"),
+])
+def test_bad_genomes_are_refused_with_a_reason(change, message):
+    d = CMC.to_dict()
+    change(d)
+    with pytest.raises(GenomeError, match=message.replace("(", r"\(").replace("'", "'")):
+        Genome.from_dict(d)
+
+
+def test_knob_values_stay_in_range_and_move_one_way():
+    rng = random.Random(5)
+    for g in [*SEEDS.values(), *(random_genome(rng) for _ in range(40))]:
+        for name, spec in KNOBS.items():
+            values = [g.value(name, b) for b in BETAS]
+            assert all(spec.low <= v <= spec.high for v in values), (name, values)
+            assert all(isinstance(v, int) for v in values) if spec.integer else True
+            up = values == sorted(values)
+            down = values == sorted(values, reverse=True)
+            assert up or down, (name, values)
+            if spec.direction > 0:
+                assert up, (name, values)
+            elif spec.direction < 0:
+                assert down, (name, values)
+
+
+def test_key_ignores_dormant_knobs():
+    g = SEEDS["sequential_beta"]
+    assert "patience" not in g.active_knobs()
+    assert g.with_knobs(patience=(5, 20)).key() == g.key()
+    assert g.with_knobs(threshold=(0.8, 0.9)).key() != g.key()
+
+
+# ---------------------------------------------------------------------------- render
+def test_render_is_deterministic_and_documented():
+    g = SEEDS["short_race"]
+    source = render(g)
+    assert render(Genome.from_dict(g.to_dict())) == source
+    for slot, option in g.blocks:
+        assert f"- {slot}: {option}" in source
+    for name in g.active_knobs():
+        assert f"self.{name} = " in source
+    assert "patience" not in source  # dormant knobs are not rendered
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_rendered_knobs_match_the_genome(name):
+    g = SEEDS[name]
+    cls = load(g)
+    for b in BETAS:
+        assert cls(b).knobs() == {k: g.value(k, b) for k in g.active_knobs()}
+
+
+def test_every_block_combination_renders_and_runs():
+    episodes = [synthetic_branches(s) for s in range(2)] + [synthetic_branches(9, n=3)]
+    base = Genome.make({}, {"n_init": (2, 6), "max_open": (8, 64), "warm_up": (0, 3), "min_done": (1, 3),
+                            "cap": (20, 64), "futile_after": (6, 20), "futile_share": (0.3, 0.2)})
+    for options in itertools.product(*(sorted(opts) for opts in SLOTS.values())):
+        g = base.with_blocks(**dict(zip(SLOTS, options)))
+        cls = load(g)
+        assert cls.name.startswith("evolved_") and cls.__doc__
+        for b, (i, br) in itertools.product((0.0, 1.0), enumerate(episodes)):
+            run_checked(cls, b, br, seed=i)
+
+
+def test_random_genomes_render_and_run():
+    rng = random.Random(11)
+    br = synthetic_branches(3)
+    for _ in range(30):
+        cls = load(random_genome(rng))
+        for b in (0.0, 0.5, 1.0):
+            run_checked(cls, b, br, seed=1)
+
+
+def test_more_beta_spends_more_on_average_for_the_seeds():
+    episodes = [synthetic_branches(s) for s in range(6)]
+    for name, g in SEEDS.items():
+        cls = load(g)
+        spent = [sum(run_checked(cls, b, br, seed=s)[1] for s, br in enumerate(episodes)) for b in (0.0, 1.0)]
+        assert spent[0] <= spent[1], name
+
+
+def test_cmc_seed_is_cmc_on_synthetic_episodes():
+    cls = load(CMC)
+    for s in range(8):
+        br = synthetic_branches(100 + s)
+        for b in BETAS:
+            order = shuffle_order(br.n_branches, s)
+            ours, ref = ReplayEpisode(br, order), ReplayEpisode(br, order)
+            assert cls(b).solve(ours) == ConfidenceMomentum(b).solve(ref)
+            assert ours.tokens_used == ref.tokens_used
+
+
+def test_cmc_seed_is_cmc_on_published_data(data_dir):
+    cls = load(CMC)
+    for model in ("Qwen3-0.6B", "Qwen3-8B"):
+        ts = read_json(data_dir / model / "aime24.json", Provenance(model, "aime24"))
+        for prob in ts.problems[:4]:
+            for b, seed in itertools.product((0.0, 0.5, 1.0), range(2)):
+                order = shuffle_order(prob.branches.n_branches, seed)
+                ours, ref = ReplayEpisode(prob.branches, order), ReplayEpisode(prob.branches, order)
+                assert cls(b).solve(ours) == ConfidenceMomentum(b).solve(ref)
+                assert ours.tokens_used == ref.tokens_used
+
+
+def test_rendered_source_loads_like_any_controller_file(tmp_path):
+    g = SEEDS["contest_race"]
+    path = tmp_path / "candidate.py"
+    path.write_text(render(g), encoding="utf-8")
+    cls = load_controller_class(f"{path}:{class_name(g)}")
+    module = sys.modules[cls.__module__]
+    assert controllers_in_module(module) == [cls]
+    ctrl = build_controller(cls, beta=0.3)
+    assert ctrl.config() == {"beta": 0.3}
+    assert isinstance(ctrl.solve(ReplayEpisode(synthetic_branches(4))), str)
