@@ -317,3 +317,29 @@ def test_register_logged_model_refuses_a_foreign_model(mlflow_store, tmp_path):
     _log_foreign_model(tmp_path)
     with pytest.raises(ControllerError, match="is not an autotts controller model"):
         register_logged_model("models:/foreign/1", aliases=["challenger"])
+
+
+def test_candidates_log_into_a_given_run_from_a_worker_thread(mlflow_store, tmp_path, monkeypatch, caplog):
+    """The search logs from worker threads into child runs it does not activate; a run may
+    hold several controllers and its own params, which the models leave alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.tracking.model import log_candidate_model
+
+    monkeypatch.setenv("AUTOTTS_TEST_MARKS", str(tmp_path))
+    client = MlflowClient()
+    run_id = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id
+    client.log_param(run_id, "beta", "sweep")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        infos = list(pool.map(lambda b: log_candidate_model(MARKED_VOTE, "MarkedVote", "marked_vote", b, run_id=run_id),
+                              (0.25, 0.75)))
+    assert mlflow.active_run() is None
+    assert client.get_run(run_id).data.params == {"beta": "sweep"}
+    assert "Failed to log model config" not in caplog.text
+    models = [client.get_logged_model(i.model_id) for i in infos]
+    assert [m.source_run_id for m in models] == [run_id, run_id]
+    assert [m.tags["autotts.beta"] for m in models] == ["0.25", "0.75"]
+    assert not list(tmp_path.glob("import-*"))

@@ -534,31 +534,34 @@ _LOADING_REFUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("autotts
 
 
 class _PyfuncFlavor:
-    """``mlflow.pyfunc`` as the flavor of ``Model.log``, taking ``validate_serving_input``.
+    """``mlflow.pyfunc`` as the flavor of ``Model.log``, with two of its side effects removed.
 
-    ``Model.log`` checks the input example by *loading the model and predicting with it in
-    this process* (``mlflow.models.utils._validate_serving_input``): that would import the
-    controller's source and run its ``__init__`` and ``solve``. For explorer-written
-    candidates, logged by a search process that holds the gold answers, this must not
-    happen, so ``_log_model`` passes ``validate_serving_input=False`` (the switch the
-    ``transformers`` flavor uses), which ``mlflow.pyfunc.save_model`` itself does not take.
-    The example is still validated against the signature by ``save_model``, without the model.
+    1. ``Model.log`` checks the input example by *loading the model and predicting with it
+       in this process* (``mlflow.models.utils._validate_serving_input``): that would import
+       the controller's source and run its ``__init__`` and ``solve``. For explorer-written
+       candidates, logged by a search process that holds the gold answers, this must not
+       happen, so ``_log_model`` passes ``validate_serving_input=False`` (the switch the
+       ``transformers`` flavor uses), which ``mlflow.pyfunc.save_model`` does not take. The
+       example is still checked against the signature by ``save_model``, without the model.
+    2. ``Model.log`` copies a ``model_config`` argument into the run's params, which fails
+       (a warning, nothing logged) once a run holds two controllers or its own ``beta``; the
+       config travels as ``controller_config`` instead, so the run's params stay the caller's.
     """
 
     __name__ = "mlflow.pyfunc"
 
     @staticmethod
-    def save_model(validate_serving_input: bool = True, **kwargs: Any) -> Any:
+    def save_model(validate_serving_input: bool = True, controller_config: Mapping[str, Any] | None = None,
+                   **kwargs: Any) -> Any:
         import mlflow
 
-        return mlflow.pyfunc.save_model(**kwargs)
+        return mlflow.pyfunc.save_model(model_config=controller_config, **kwargs)
 
 
 def _log_model(config: Mapping[str, Any], source_text: str, name: str, metrics: Mapping[str, float] | None,
-               tags: Mapping[str, str] | None, registered_model_name: str | None):
+               tags: Mapping[str, str] | None, registered_model_name: str | None, run_id: str | None):
     """Log a controller model from its config and source text, never executing the source
     here; the one code path behind ``log_controller_model`` and ``log_candidate_model``."""
-    import mlflow
     from mlflow.models import Model
 
     from mlflow_autotts.tracking.resolve import quiet_downloads
@@ -567,37 +570,41 @@ def _log_model(config: Mapping[str, Any], source_text: str, name: str, metrics: 
     try:
         with tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp, quiet_downloads():
             kwargs = _model_kwargs(config, source_text, Path(tmp))
+            kwargs["controller_config"] = kwargs.pop("model_config")
             return Model.log(artifact_path=None, name=name, flavor=_PyfuncFlavor, flavor_name="pyfunc.ModelFromCode",
-                             registered_model_name=registered_model_name, validate_serving_input=False,
+                             run_id=run_id, registered_model_name=registered_model_name, validate_serving_input=False,
                              tags={**controller_tags(config, metrics), **dict(tags or {})}, **kwargs)
     finally:
         _LOADING_REFUSED.reset(token)
 
 
 def log_controller_model(spec: ControllerSpec, name: str = "controller", metrics: Mapping[str, float] | None = None,
-                         tags: Mapping[str, str] | None = None, registered_model_name: str | None = None):
-    """Log ``spec`` as a models-from-code pyfunc (a logged model, linked to the active run
-    if there is one); returns MLflow's ``ModelInfo``. ``metrics`` are replay metrics to record as tags.
+                         tags: Mapping[str, str] | None = None, registered_model_name: str | None = None,
+                         run_id: str | None = None):
+    """Log ``spec`` as a models-from-code pyfunc (a logged model, linked to ``run_id`` or
+    else the active run, if any); returns MLflow's ``ModelInfo``. ``metrics`` are replay
+    metrics to record as tags.
 
     Imports and builds the controller to validate it: trusted controllers only (built-ins,
     the user's own files); explorer-written candidates go through ``log_candidate_model``."""
     config, source = model_config_for(spec)
-    return _log_model(config, source.text, name, metrics, tags, registered_model_name)
+    return _log_model(config, source.text, name, metrics, tags, registered_model_name, run_id)
 
 
 def log_candidate_model(source: str, class_name: str, label: str, beta: float, params: dict | None = None,
                         uses_beta: bool = True, metrics: Mapping[str, float] | None = None,
                         tags: Mapping[str, str] | None = None, name: str = "controller",
-                        registered_model_name: str | None = None):
+                        registered_model_name: str | None = None, run_id: str | None = None):
     """Log an untrusted candidate's source as a controller model without importing or
     running it in this process; returns MLflow's ``ModelInfo``.
 
     ``label`` and ``uses_beta`` are what the sandbox reported for the class; ``params`` and
     ``beta`` are what the candidate was scored with. The model is the same as one logged by
     ``log_controller_model`` (same config layout, artifacts, signature, tags); it runs the
-    source only where it is loaded (a fresh process, ``mlflow models serve``)."""
+    source only where it is loaded (a fresh process, ``mlflow models serve``). ``run_id``
+    links it to that run without making it active (safe from worker threads)."""
     config = candidate_config(source, class_name, label, beta, params, uses_beta)
-    return _log_model(config, source, name, metrics, tags, registered_model_name)
+    return _log_model(config, source, name, metrics, tags, registered_model_name, run_id)
 
 
 def save_controller_model(spec: ControllerSpec, path: str | Path) -> Path:
