@@ -142,16 +142,14 @@ class MlflowRecorder:
         self.client.set_terminated(run_id, "FINISHED")
 
     def _log_model(self, run_id: str, c: Candidate, outcome: CandidateOutcome) -> None:
-        import mlflow
-
         from mlflow_autotts.search.extract import check_source
         from mlflow_autotts.tracking.model import log_candidate_model
 
         class_name = c.proposal.class_name or check_source(c.proposal.source).class_name
-        best_beta = _cheapest_beta(c)
-        with mlflow.start_run(run_id=run_id, nested=True):
-            log_candidate_model(c.proposal.source, class_name, outcome.controller_name or class_name, best_beta,
-                                uses_beta=outcome.uses_beta, metrics=_curve_metrics(c))
+        best_beta = _most_accurate_beta(c)
+        info = log_candidate_model(c.proposal.source, class_name, outcome.controller_name or class_name, best_beta,
+                                   uses_beta=outcome.uses_beta, metrics=_curve_metrics(c), run_id=run_id)
+        self.client.set_tag(run_id, "autotts.model_uri", info.model_uri)
         self.client.set_tag(run_id, "autotts.model_class", class_name)
 
     def progress(self, p: Progress) -> None:
@@ -171,7 +169,9 @@ def _params(d: dict[str, Any]):
     return [Param(k, str(v)[:6000]) for k, v in d.items()]
 
 
-def _cheapest_beta(c: Candidate) -> float:
+def _most_accurate_beta(c: Candidate) -> float:
+    """The β a candidate's model is logged with (its served default): the most accurate on
+    the search split; the challenger is logged again at its validated β."""
     curve = c.curve()
     best = max(curve, key=lambda x: (x[1], -x[2]))
     return best[0]
