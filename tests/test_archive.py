@@ -129,6 +129,15 @@ def test_select_parents_is_seeded_and_respects_eligibility():
     assert set(arch.select_parents(random.Random(4), 5, tournament=200, elite_share=1.0)) == {arch.best()}
 
 
+def test_distinct_ranking_drops_behavioural_duplicates():
+    a = cand("a", [(0.5, 60.0, 100.0)])
+    twin = cand("twin", [(0.5, 60.0, 100.0)], genome="contest_race")
+    b = cand("b", [(0.5, 59.0, 100.0)])
+    arch = Archive.from_candidates([a, twin, b], budget_tokens=100.0)
+    assert arch.ranked() == ["a", "twin", "b"]
+    assert arch.ranked(distinct=True) == ["a", "b"]
+
+
 def test_objective_of_an_unscored_candidate_ranks_last():
     o = objective(cand("x", [], failure="crash: boom"), target=60.0, budget=100.0)
     assert o.key < objective(cand("y", [(0.5, 1.0, 1e9)]), target=60.0, budget=100.0).key

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from mlflow_autotts.search.evolve import (
-    EvolveExplorer, crossover, genome_of, mutate, perturb_knob, random_genome, swap_block,
+    DEFAULT_SEEDS, EvolveExplorer, crossover, genome_of, mutate, perturb_knob, random_genome, swap_block,
 )
 from mlflow_autotts.search.genome import KNOBS, SEEDS, SLOTS, Genome
 from mlflow_autotts.search.render import class_name, render
@@ -39,7 +39,7 @@ def grow(explorer: EvolveExplorer, generations: int, per_gen: int = 5, fail_ever
 
 def test_generation_zero_proposes_the_seeds_in_order():
     props = EvolveExplorer(seed=0).propose([], 3, 0)
-    names = list(SEEDS)[:3]
+    names = list(DEFAULT_SEEDS)[:3]
     assert [p.meta["seed_name"] for p in props] == names
     for p, name in zip(props, names):
         assert p.explorer == "evolve" and p.parents == () and p.generation == 0
@@ -48,6 +48,12 @@ def test_generation_zero_proposes_the_seeds_in_order():
         assert p.source == render(SEEDS[name]) and p.class_name == class_name(SEEDS[name])
         json.dumps(p.meta)
     assert EvolveExplorer(seed=0).propose([], 0, 0) == []
+
+
+def test_generation_zero_fills_up_with_seed_mutants():
+    props = EvolveExplorer(seed=0, immigrant_rate=0.0).propose([], 9, 0)
+    assert [p.meta["op"] for p in props] == ["seed"] * len(DEFAULT_SEEDS) + ["seed_mutant"] * (9 - len(DEFAULT_SEEDS))
+    assert len({p.meta["genome_key"] for p in props}) == 9
 
 
 def test_same_seed_same_proposals_other_seed_other_proposals():
@@ -75,7 +81,7 @@ def test_offspring_have_parents_from_the_archive_and_are_new():
     assert later and any(p.meta["op"] == "mutate" for p in later)
     for p in later:
         assert set(p.parents) <= ids - failed
-        assert len(p.parents) == {"mutate": 1, "crossover": 2, "random": 0, "seed": 0}[p.meta["op"]]
+        assert len(p.parents) == {"mutate": 1, "crossover": 2, "random": 0, "seed": 0, "seed_mutant": 0}[p.meta["op"]]
 
 
 def test_foreign_candidates_are_ignored_as_parents():

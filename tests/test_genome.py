@@ -103,11 +103,16 @@ def test_knob_values_stay_in_range_and_move_one_way():
                 assert down, (name, values)
 
 
-def test_key_ignores_dormant_knobs():
+def test_key_ignores_dormant_and_switched_off_knobs():
     g = SEEDS["sequential_beta"]
     assert "patience" not in g.active_knobs()
     assert g.with_knobs(patience=(5, 20)).key() == g.key()
     assert g.with_knobs(threshold=(0.8, 0.9)).key() != g.key()
+    # a cap of 64 and a futility rule that never fires are active but unused
+    assert {"cap", "futile_after", "futile_share"} <= set(g.active_knobs()) - set(g.used_knobs())
+    assert g.with_knobs(futile_share=(0.0, 0.0), futile_after=(5, 9)).key() == g.key()
+    assert g.with_knobs(cap=(20, 40)).key() != g.key()
+    assert "cap = " in render(g.with_knobs(cap=(20, 40))) and "cap = " not in render(g)
 
 
 # ---------------------------------------------------------------------------- render
@@ -117,7 +122,7 @@ def test_render_is_deterministic_and_documented():
     assert render(Genome.from_dict(g.to_dict())) == source
     for slot, option in g.blocks:
         assert f"- {slot}: {option}" in source
-    for name in g.active_knobs():
+    for name in g.used_knobs():
         assert f"self.{name} = " in source
     assert "patience" not in source  # dormant knobs are not rendered
 
@@ -127,7 +132,7 @@ def test_rendered_knobs_match_the_genome(name):
     g = SEEDS[name]
     cls = load(g)
     for b in BETAS:
-        assert cls(b).knobs() == {k: g.value(k, b) for k in g.active_knobs()}
+        assert cls(b).knobs() == {k: g.value(k, b) for k in g.used_knobs()}
 
 
 def test_every_block_combination_renders_and_runs():

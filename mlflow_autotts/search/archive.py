@@ -216,10 +216,23 @@ class Archive:
         return improved
 
     # ------------------------------------------------------------------------ queries
-    def ranked(self) -> list[str]:
-        """Scored candidate ids, best objective first (ties: earlier candidate first)."""
+    def ranked(self, distinct: bool = False) -> list[str]:
+        """Scored candidate ids, best objective first (ties: earlier candidate first).
+
+        ``distinct`` drops candidates whose scores equal a better-ranked one's (mutants
+        that changed only knobs without effect), e.g. when picking finalists.
+        """
         order = {cid: i for i, cid in enumerate(self.candidates)}
-        return sorted(self.objectives, key=lambda c: (self.objectives[c].key, -order[c]), reverse=True)
+        ids = sorted(self.objectives, key=lambda c: (self.objectives[c].key, -order[c]), reverse=True)
+        if not distinct:
+            return ids
+        seen, out = set(), []
+        for cid in ids:
+            sig = tuple(sorted((s.data, s.beta, s.accuracy, s.mean_tokens) for s in self.candidates[cid].scores))
+            if sig not in seen:
+                seen.add(sig)
+                out.append(cid)
+        return out
 
     def best(self) -> str | None:
         ranked = self.ranked()

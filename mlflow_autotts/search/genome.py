@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 GENOME_VERSION = 1
+MAX_BRANCHES = 64
+"""The most branches a controller may open (the paper's limit)."""
 
 
 @dataclass(frozen=True)
@@ -237,16 +239,32 @@ class Genome:
         return float(min(spec.high, max(spec.low, round(x, 4))))
 
     def active_knobs(self) -> list[str]:
-        """Knobs the chosen options read, in ``KNOBS`` order."""
+        """Knobs the chosen options read, in ``KNOBS`` order (what mutation may nudge)."""
         used: set[str] = set()
         for slot, opt in self.blocks:
             used.update(ACTIVE[(slot, opt)])
         return [n for n in KNOBS if n in used]
 
+    def switched_off(self) -> set[str]:
+        """Active knobs whose lines disable their rule at every β (e.g. a cap of 64)."""
+        off = set()
+        if min(self.line("cap")) >= MAX_BRANCHES:
+            off.add("cap")
+        if min(self.line("futile_after")) >= MAX_BRANCHES or max(self.line("futile_share")) <= 0:
+            off.update(("futile_after", "futile_share"))
+        if self.line("warm_up") == (0.0, 0.0) and "warm_up" in self.active_knobs():
+            off.add("warm_up")
+        return off
+
+    def used_knobs(self) -> list[str]:
+        """Knobs the rendered controller actually uses: active ones not switched off."""
+        off = self.switched_off()
+        return [n for n in self.active_knobs() if n not in off]
+
     def key(self) -> str:
-        """Identity of the behaviour: blocks and *active* knob lines (dormant ones ignored)."""
-        active = set(self.active_knobs())
-        payload = {"blocks": dict(self.blocks), "knobs": {n: [lo, hi] for n, lo, hi in self.knobs if n in active}}
+        """Identity of the behaviour: blocks and *used* knob lines (dormant ones ignored)."""
+        used = set(self.used_knobs())
+        payload = {"blocks": dict(self.blocks), "knobs": {n: [lo, hi] for n, lo, hi in self.knobs if n in used}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_blocks(self, **blocks: str) -> "Genome":
@@ -295,21 +313,28 @@ CMC = Genome.make(
      "alpha": (0.7, 0.3), "window": (2, 8), "slack": (0.04, 0.01), "cap": (64, 64)})
 """The paper's Confidence Momentum Controller, block for block (same answers and costs)."""
 
+_SHORT_RACE = DEFAULT.with_blocks(open="refill", stop="beta", vote="short_weighted").with_knobs(
+    n_init=(2, 4), max_open=(16, 64), threshold=(0.8, 0.95), min_done=(2, 3), warm_up=(0, 0), power=(2, 2))
+
 SEEDS: dict[str, Genome] = {
+    # a few branches race (refilled as they finish); each finished answer votes with weight
+    # (shortest length / its length) ** 2, since shorter reasoning is more often right; stop on
+    # the Beta-majority confidence of those weighted votes
+    "short_race": _SHORT_RACE,
+    # the same, with a bounded spend on hopeless questions: give up when answers stay scattered
+    "short_race_capped": _SHORT_RACE.with_knobs(max_open=(12, 40), futile_after=(10, 20), futile_share=(0.3, 0.2)),
+    # only answers not much longer than the median finished one vote; stop on a lead of `margin`
+    "shorter_margin": DEFAULT.with_blocks(open="refill", stop="margin", vote="shorter").with_knobs(
+        n_init=(2, 3), max_open=(32, 40), margin=(2, 4), min_done=(2, 3), warm_up=(0, 0), cap=(50, 50),
+        cut=(1.0, 1.3)),
     "cmc": CMC,
-    # ASC over branches read one at a time (a probe-by-probe read costs what a whole read costs)
-    "sequential_beta": DEFAULT.with_blocks(open="refill", stop="beta").with_knobs(
-        n_init=(1, 1), max_open=(16, 64), threshold=(0.85, 0.97), min_done=(2, 3), warm_up=(0, 0)),
-    # a few branches race; the shorter (earlier finished) answers vote with more weight
-    "short_race": DEFAULT.with_blocks(open="refill", stop="beta", vote="short_weighted").with_knobs(
-        n_init=(2, 4), max_open=(16, 64), threshold=(0.8, 0.95), min_done=(2, 3), warm_up=(0, 0), power=(2, 2)),
-    # a few branches race; only answers not longer than the median finished length vote
-    "shorter_race": DEFAULT.with_blocks(open="refill", stop="beta", vote="shorter").with_knobs(
-        n_init=(2, 4), max_open=(32, 64), threshold=(0.85, 0.95), min_done=(2, 3), warm_up=(0, 0), cut=(1.0, 1.3)),
     # the race widens while finished answers disagree
     "contest_race": DEFAULT.with_blocks(open="contest", stop="beta", vote="shorter").with_knobs(
         n_init=(2, 3), widen=(2, 4), max_open=(24, 48), threshold=(0.85, 0.95), min_done=(2, 3), warm_up=(0, 0),
         cut=(1.0, 1.3)),
+    # ASC over branches read one at a time (a probe-by-probe read costs what a whole read costs)
+    "sequential_beta": DEFAULT.with_blocks(open="refill", stop="beta").with_knobs(
+        n_init=(1, 1), max_open=(16, 64), threshold=(0.85, 0.97), min_done=(2, 3), warm_up=(0, 0)),
     # finished votes plus settled intermediate answers of running branches
     "probe_mix": DEFAULT.with_blocks(open="refill", stop="probe_mix").with_knobs(
         n_init=(4, 8), max_open=(16, 64), threshold=(0.85, 0.97), min_done=(1, 3), warm_up=(0, 0),

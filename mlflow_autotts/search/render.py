@@ -40,11 +40,11 @@ def _uses_momentum(g: Genome) -> bool:
 
 
 def _caps(g: Genome) -> bool:
-    return min(g.line("cap")) < MAX_BRANCHES
+    return "cap" in g.used_knobs()
 
 
 def _gives_up(g: Genome) -> bool:
-    return min(g.line("futile_after")) < MAX_BRANCHES and max(g.line("futile_share")) > 0
+    return "futile_after" in g.used_knobs()
 
 
 def _docstring(g: Genome) -> str:
@@ -52,7 +52,7 @@ def _docstring(g: Genome) -> str:
     for slot, opt in g.blocks:
         lines.append(f"- {slot}: {opt} -- {SLOTS[slot][opt]}")
     lines += ["", "Knobs, straight lines in b = beta (higher beta spends more):", ""]
-    for name in g.active_knobs():
+    for name in g.used_knobs():
         lines.append(f"- {name} = {knob_expression(g, name)}: {KNOBS[name].doc}")
     wrapped = []
     for ln in lines:
@@ -66,9 +66,12 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     cls = class_name(g)
     op, al, pr, st, vo = (g.block(s) for s in ("open", "alloc", "prune", "stop", "vote"))
     momentum = _uses_momentum(g)
-    knobs = g.active_knobs()
+    knobs = g.used_knobs()
+    warmed = "warm_up" in knobs  # else every round is warm
+    W = "warm and " if warmed else ""
     lengths = vo in ("short_weighted", "shorter") or pr in ("overlong", "disagree_overlong")
     disagree = pr in ("disagree", "disagree_overlong")
+    needs_winner = disagree or al == "leader_burst"
     # the tally that decisions (stop, give up, widen) look at
     V = "pool" if vo == "plurality" else "votes"
     out: list[str] = []
@@ -182,9 +185,9 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("")
     if vo == "shorter":
         w("        def counted() -> Tally:")
-        w('            """The votes: finished answers at most `cut` times the median finished length."""')
+        w('            """The votes: finished answers at most `cut` times the median finished length (and the shortest)."""')
         w("            if recount[0] != pool.n:  # recount only when a branch has finished since")
-        w("                limit = cut * median_length() if lengths else 0")
+        w("                limit = max(cut * median_length(), min(n for _, n in lengths)) if lengths else 0")
         w("                recount[:] = [pool.n, Tally(answer for answer, n in lengths if n <= limit)]")
         w("            return recount[1]")
         w("")
@@ -206,7 +209,11 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("")
     w("        def final() -> str | None:")
     w("            if pool.n:")
-    w("                return leader()")
+    if vo == "plurality":
+        w("                return leader()")
+    else:
+        w("                winner = leader()")
+        w("                return pool.winner if winner is None else winner")
     w("            return plurality([latest[k] for k in range(len(index)) if not dropped[k]])")
     w("")
     if st == "probe_mix":
@@ -227,27 +234,27 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("        open_branches(n_init, max_open)")
     if op == "plateau":
         w("        max_open = min(max_open, MAX_BRANCHES)")
-        w("        widen_from = max(1, warm_up // 2)")
+        w("        widen_from = max(1, warm_up // 2)" if warmed else "        widen_from = 1")
     w("        if not index:")
     w("            return None")
     if momentum:
         w("        ema = 0.0  # momentum: EMA of the votes' Beta confidence")
         w("        history: list[float] = []  # its last `window` values")
     w("        for r in range(MAX_ROUNDS):")
-    if vo != "plurality":
+    if vo != "plurality" and (needs_winner or momentum):
         w("            votes = counted()")
-        w("            winner = votes.winner")
-    else:
-        w("            winner = leader()")
+    if needs_winner:
+        w(f"            winner = {'votes.winner' if vo != 'plurality' else 'leader()'}")
     if momentum:
         w(f"            ema = (1.0 - alpha) * ema + alpha * {V}.confidence()")
         w("            history.append(ema)")
         w("            if len(history) > window:")
         w("                history.pop(0)")
-    w("            warm = r >= warm_up")
+    if warmed:
+        w("            warm = r >= warm_up")
     w("            live = [k for k in range(len(index)) if not finished[k] and not dropped[k]]")
     if disagree:
-        w("            if warm and winner is not None:  # prune branches that keep disagreeing")
+        w(f"            if {W}winner is not None:  # prune branches that keep disagreeing")
         w("                for k in live:")
         w("                    disagree[k] = disagree[k] + 1 if latest[k] != winner else 0")
         w("                stale = [k for k in live if disagree[k] >= patience]")
@@ -268,7 +275,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     if al == "leader_burst":
         w("            live.sort(key=lambda k: -probes[k])  # most-probed first")
         w("            for k in live:")
-        w("                steps = burst if warm and winner is not None and latest[k] == winner else 1")
+        w(f"                steps = burst if {W}winner is not None and latest[k] == winner else 1")
         w("                for _ in range(steps):")
         w("                    answer, done = probe_more(index[k])")
         w("                    probes[k] += 1")
@@ -294,13 +301,13 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("            history[-1] = ema")
         w("            delta = history[-1] - history[0] if len(history) >= 2 else 0.0")
     if st == "beta":
-        w(f"            if warm and pool.n >= min_done and {V}.confidence() >= threshold:")
+        w(f"            if {W}pool.n >= min_done and {V}.confidence() >= threshold:")
     elif st == "momentum":
-        w(f"            if warm and pool.n >= min_done and ema >= threshold and delta >= -slack:")
+        w(f"            if {W}pool.n >= min_done and ema >= threshold and delta >= -slack:")
     elif st == "margin":
-        w(f"            if warm and pool.n >= min_done and {V}.top1 - {V}.top2 >= margin:")
+        w(f"            if {W}pool.n >= min_done and {V}.top1 - {V}.top2 >= margin:")
     else:
-        w(f"            if warm and pool.n >= min_done and confidence({V}) >= threshold:")
+        w(f"            if {W}pool.n >= min_done and confidence({V}) >= threshold:")
     w("                return final()")
     if _caps(g):
         w("            if pool.n >= cap:  # budget cap: enough finished answers, however split")
