@@ -49,7 +49,11 @@ class SearchConfig:
     final_shuffles: int = 100
     """Shuffles for finalists on the validation data."""
     finalists: int = 4
-    """Best candidates (by search objective) re-scored on validation."""
+    """Best distinct candidates (by search objective) re-scored on validation."""
+    select_margin: float = 0.5
+    """Points above SC@64's validation accuracy a winner must reach (falling back to no
+    margin when none does): with ~10 validation problems per model a point that merely
+    ties SC@64 is often luck, and a margin favours winners that hold on new data."""
     candidate_timeout_s: float = 300.0
     """Wall-clock limit of one candidate's sandbox."""
     candidate_memory_mb: int = 1024
@@ -79,6 +83,8 @@ class SearchConfig:
         for name in ("budget_usd", "budget_tokens"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "must be > 0 when set")
+        if not 0.0 <= self.select_margin <= 100.0:
+            raise bad("select_margin", "must be in [0, 100]")
         if min(self.price_input, self.price_output) < 0:
             raise AutoTTSError("search config: prices must be >= 0")
         if not self.betas or any(not 0.0 <= b <= 1.0 for b in self.betas):

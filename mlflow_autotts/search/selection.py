@@ -3,9 +3,9 @@
 The best ``finalists`` candidates (by their search-split objective) are re-scored in the
 sandbox on the validation data with the full shuffles; SC@64 and CMC are replayed
 in-process on the same data. The winner is the (candidate, β) with the fewest mean
-tokens among those whose validation accuracy (mean over datasets) is at least SC@64's;
-ties go to higher accuracy. When none reaches it, the most accurate point is chosen and
-the selection says so.
+tokens among those whose validation accuracy (mean over datasets) is at least SC@64's plus
+``select_margin`` (without the margin if none reaches that); ties go to higher accuracy.
+When none reaches SC@64 at all, the most accurate point is chosen and the selection says so.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
            progress: bool = False) -> Selection:
     """Re-score the finalists on ``validation`` and pick the winner."""
     sc64, base = baselines(validation, config.final_shuffles, config.workers or None, progress)
-    ranked = [archive.candidates[cid] for cid in archive.ranked()][: config.finalists]
+    ranked = [archive.candidates[cid] for cid in archive.ranked(distinct=True)][: config.finalists]
     limits = SandboxLimits(wall_seconds=config.candidate_timeout_s * 5, cpu_seconds=config.candidate_timeout_s * 5,
                            memory_mb=config.candidate_memory_mb)
     seeds = list(range(config.final_shuffles))
@@ -117,7 +117,9 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
             else:
                 failures[c.id] = str(outcome.failure)
     all_points = [p for pts in finalists.values() for p in pts]
-    best, reached = pick(all_points, sc64.accuracy)
+    best, reached = pick(all_points, sc64.accuracy + config.select_margin)
+    if not reached and config.select_margin > 0:
+        best, reached = pick(all_points, sc64.accuracy)
     winner = archive.candidates[best.label] if best else None
     return Selection(winner, best, reached, sc64, base, finalists, failures)
 

@@ -24,6 +24,10 @@ from mlflow_autotts.search.split import split_problems
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder
 
 
+BUDGET_SHARE_OF_CMC = 0.8
+"""The search chases SC@64's accuracy within this share of CMC β=0.5's tokens."""
+
+
 @dataclass
 class SearchJobResult:
     run_id: str
@@ -43,11 +47,11 @@ def split_data(config: SearchConfig) -> tuple[list[TrajectorySet], list[Trajecto
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def make_explorer(config: SearchConfig, target_accuracy: float):
+def make_explorer(config: SearchConfig, target_accuracy: float, budget_tokens: float):
     if config.explorer == "evolve":
         from mlflow_autotts.search.evolve import EvolveExplorer
 
-        return EvolveExplorer(seed=config.seed, target_accuracy=target_accuracy)
+        return EvolveExplorer(seed=config.seed, target_accuracy=target_accuracy, budget_tokens=budget_tokens)
     from mlflow_autotts.search.llm_explorer import LLMExplorer
 
     return LLMExplorer(config.explorer.split(":", 1)[1], price_input=config.price_input,
@@ -102,22 +106,25 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
             mlflow.log_params({k: str(v)[:6000] for k, v in config.params().items()})
             mlflow.log_text(json.dumps(asdict(config), indent=2), CONFIG_FILE)
             mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.explorer})
-        # the target every candidate is measured against: SC@64 on the search split
-        refs = evaluate_many([ControllerSpec("sc", None, {"n": 64})] + [ControllerSpec("cmc", b) for b in config.betas],
+        # what every candidate is measured against on the search split: SC@64's accuracy,
+        # reached within the token budget of the goal (80% of CMC at β=0.5)
+        cmc_betas = sorted(set(config.betas) | {0.5})
+        refs = evaluate_many([ControllerSpec("sc", None, {"n": 64})] + [ControllerSpec("cmc", b) for b in cmc_betas],
                              search_sets, EvalConfig(shuffles=config.search_shuffles, workers=config.workers or None,
                                                      progress=False), keep_episodes=False)
         n = len(search_sets)
-        sc64_search = _mean(refs[:n], "accuracy")
-        cmc_curve = [(b, _mean(refs[n * (i + 1): n * (i + 2)], "accuracy"), _mean(refs[n * (i + 1): n * (i + 2)], "mean_tokens"))
-                     for i, b in enumerate(config.betas)]
-        sc64_tokens = _mean(refs[:n], "mean_tokens")
+        groups = [refs[i * n:(i + 1) * n] for i in range(len(refs) // n)]
+        sc64_search, sc64_tokens = _mean(groups[0], "accuracy"), _mean(groups[0], "mean_tokens")
+        cmc_curve = [(b, _mean(g, "accuracy"), _mean(g, "mean_tokens")) for b, g in zip(cmc_betas, groups[1:])]
+        budget = BUDGET_SHARE_OF_CMC * next(t for b, _, t in cmc_curve if b == 0.5)
         client.log_batch(parent_id, metrics=_metrics({"sc64.search.accuracy": sc64_search,
-                                                      "sc64.search.mean_tokens": sc64_tokens}))
-        explorer = make_explorer(config, sc64_search)
+                                                      "sc64.search.mean_tokens": sc64_tokens,
+                                                      "search.token_budget": budget}))
+        explorer = make_explorer(config, sc64_search, budget)
         if config.explorer.startswith("openai:"):
             mlflow.openai.autolog()
         archive_of = (explorer.archive if hasattr(explorer, "archive") else
-                      lambda cands: Archive.from_candidates(cands, target_accuracy=sc64_search))
+                      lambda cands: Archive.from_candidates(cands, target_accuracy=sc64_search, budget_tokens=budget))
         recorder = MlflowRecorder(config, parent_id, log_models=config.log_models)
         outcome = run_search(config, explorer, Scorer(config, search_sets), recorder, archive_of,
                              progress_bar=progress)
