@@ -150,9 +150,9 @@ class ConfidenceMomentum(Controller):
             any_finished = False
             # most-probed first; reverse=True keeps opening order among equals (stable)
             for k in sorted(live, key=probes.__getitem__, reverse=True):
-                i = index[k]
-                for _ in range(burst if aligned and latest[k] == winner else 1):
-                    answer, done = probe_more(i)
+                steps = burst if aligned and latest[k] == winner else 1
+                while steps:  # (a plain loop: this is the replay's innermost path)
+                    answer, done = probe_more(index[k])
                     probes[k] += 1
                     latest[k] = answer
                     if done:
@@ -160,6 +160,7 @@ class ConfidenceMomentum(Controller):
                         finished[k] = True
                         any_finished = True
                         break
+                    steps -= 1
             if any_finished:
                 live = [k for k in live if not finished[k]]
             ema = keep * ema + alpha * beta_confidence(pool.top1, pool.top2)

@@ -103,7 +103,9 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
         parent_id = run.info.run_id
         client = mlflow.tracking.MlflowClient()
         if not resume:
-            mlflow.log_params({k: str(v)[:6000] for k, v in config.params().items()})
+            # under `mlflow run` the -P values are already params (e.g. "20" for 20.0): keep them
+            given = client.get_run(parent_id).data.params
+            mlflow.log_params({k: str(v)[:6000] for k, v in config.params().items() if k not in given})
             mlflow.log_text(json.dumps(asdict(config), indent=2), CONFIG_FILE)
             mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.explorer})
         # what every candidate is measured against on the search split: SC@64's accuracy,
