@@ -125,10 +125,8 @@ def evaluate(data: tuple[str, ...], controller: str, betas: tuple[str, ...], par
         ("accuracy", "accuracy %", ".2f"), ("mean_tokens", "mean tokens", ",.0f"),
         ("token_reduction_vs_sc64", "vs SC@64 %", "+.1f")]))
     if output_json:
-        write_json_atomic(output_json, {"results": [{k: r[k] for k in
-                                                     ("data", "controller", "beta", "accuracy", "mean_tokens", "shuffles")}
-                                                    | {"token_reduction_vs_sc64": r.get("token_reduction_vs_sc64")}
-                                                    for r in rows]})
+        keys = ("data", "controller", "beta", "accuracy", "mean_tokens", "shuffles", "token_reduction_vs_sc64")
+        write_json_atomic(output_json, {"results": [{k: r.get(k) for k in keys} for r in rows]})
     if use_mlflow:
         from mlflow_autotts.tracking.evaluate_run import log_evaluation
 

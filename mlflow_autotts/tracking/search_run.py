@@ -18,7 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Progress
 from mlflow_autotts.search.sandbox import CandidateOutcome
@@ -31,12 +30,6 @@ PROPOSAL_FILE = "candidate/proposal.json"
 SOURCE_FILE = "candidate/controller.py"
 SCORES_FILE = "candidate/scores.json"
 CONFIG_FILE = "search_config.json"
-
-
-def _metric_safe(text: str) -> str:
-    from mlflow_autotts.tracking.naming import sanitize_key
-
-    return sanitize_key(text)
 
 
 class MlflowRecorder:
@@ -185,4 +178,4 @@ def _curve_metrics(c: Candidate) -> dict[str, float]:
     return out
 
 
-__all__ = ["MlflowRecorder", "AutoTTSError", "CONFIG_FILE"]
+__all__ = ["MlflowRecorder", "CONFIG_FILE"]
