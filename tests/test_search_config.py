@@ -41,3 +41,19 @@ def test_pick_takes_the_cheapest_point_that_reaches_the_bar():
     best, reached = pick(pts, 80.0)
     assert not reached and (best.label, best.beta) == ("a", 1.0)  # none reaches: most accurate
     assert pick([], 50.0) == (None, False)
+
+
+def test_validation_data_is_a_separate_set_or_a_fixed_split(tmp_path):
+    from mlflow_autotts.data.json_io import write_json
+    from mlflow_autotts.tracking.search_job import split_data
+    from tests.helpers import random_set
+
+    a, b = tmp_path / "M" / "a.json", tmp_path / "M" / "b.json"
+    a.parent.mkdir()
+    write_json(random_set(9, 4, seed=1), a)
+    write_json(random_set(3, 4, seed=2), b)
+    search, validation = split_data(SearchConfig(data=(str(a),)))
+    assert [len(search[0]), len(validation[0])] == [6, 3]
+    assert {p.question for p in search[0].problems}.isdisjoint(p.question for p in validation[0].problems)
+    search, validation = split_data(SearchConfig(data=(str(a),), validation=(str(b),)))
+    assert [len(search[0]), len(validation[0])] == [9, 3] and validation[0].name == "M/b"
