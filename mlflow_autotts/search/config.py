@@ -92,6 +92,12 @@ class SearchConfig:
         if not (self.explorer == "evolve" or (self.explorer.startswith("openai:") and len(self.explorer) > 7)):
             raise bad("explorer", "must be 'evolve' or 'openai:<model>'")
 
+    def worker_count(self) -> int:
+        """``workers``, with 0 meaning every core."""
+        import os
+
+        return self.workers or os.cpu_count() or 1
+
     def params(self) -> dict[str, Any]:
         """Flat, string-friendly form for MLflow params."""
         out = {}

@@ -166,7 +166,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
     for c in candidates:
         budget.charge(c.proposal.usage)
     stats = Progress()
-    workers = config.workers or _cores()
+    workers = config.worker_count()
     bar = tqdm(total=config.max_candidates, initial=sum(1 for c in candidates if c.ok or c.failure),
                unit="cand", desc="search", disable=not progress_bar)
     generation = max((c.proposal.generation for c in candidates), default=-1) + 1
@@ -247,8 +247,3 @@ def _drain(running: dict[Future, Candidate], finished: Callable, betas: Sequence
         if not wait_all:
             return
 
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1

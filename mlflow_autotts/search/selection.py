@@ -18,7 +18,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.runner import EvalConfig, EvalResult, evaluate_many
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
-from mlflow_autotts.search.sandbox import CandidateOutcome, SandboxLimits, run_candidate
+from mlflow_autotts.search.sandbox import CandidateOutcome, CandidateResult, SandboxLimits, run_candidate
 from mlflow_autotts.search.types import Candidate
 
 COMPARISON_BETAS = (0.25, 0.5, 0.75, 1.0)
@@ -50,23 +50,14 @@ class Selection:
     """Finalists whose validation run failed."""
 
 
-def _mean_points(label: str, results: Sequence[EvalResult]) -> list[Point]:
-    by_beta: dict[float | None, list[EvalResult]] = {}
+def mean_points(label: str, results: Sequence[EvalResult] | Sequence[CandidateResult]) -> list[Point]:
+    """Per-(dataset, β) results averaged over datasets: one point per β, by β (None first)."""
+    by_beta: dict[float | None, list] = {}
     for r in results:
         by_beta.setdefault(r.beta, []).append(r)
-    out = []
-    for beta, rs in by_beta.items():
-        out.append(Point(label, beta, sum(r.accuracy for r in rs) / len(rs), sum(r.mean_tokens for r in rs) / len(rs),
-                         {r.data: (r.accuracy, r.mean_tokens) for r in rs}))
-    return out
-
-
-def outcome_points(label: str, outcome: CandidateOutcome) -> list[Point]:
-    by_beta: dict[float, list] = {}
-    for r in outcome.results:
-        by_beta.setdefault(r.beta, []).append(r)
-    return [Point(label, b, sum(r.accuracy for r in rs) / len(rs), sum(r.mean_tokens for r in rs) / len(rs),
-                  {r.data: (r.accuracy, r.mean_tokens) for r in rs}) for b, rs in sorted(by_beta.items())]
+    return [Point(label, beta, sum(r.accuracy for r in rs) / len(rs), sum(r.mean_tokens for r in rs) / len(rs),
+                  {r.data: (r.accuracy, r.mean_tokens) for r in rs})
+            for beta, rs in sorted(by_beta.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0.0))]
 
 
 def pick(points: Sequence[Point], threshold: float) -> tuple[Point | None, bool]:
@@ -88,10 +79,10 @@ def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int |
                             keep_episodes=False)
     n = len(validation)
     groups = [results[i * n:(i + 1) * n] for i in range(len(specs))]
-    sc64 = _mean_points("sc@64", groups[0])[0]
-    rest = _mean_points("asc", groups[1]) + _mean_points("esc", groups[2])
+    sc64 = mean_points("sc@64", groups[0])[0]
+    rest = mean_points("asc", groups[1]) + mean_points("esc", groups[2])
     for g in groups[3:]:
-        rest += _mean_points("cmc", g)
+        rest += mean_points("cmc", g)
     return sc64, rest
 
 
@@ -110,10 +101,10 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
     def score(c: Candidate) -> tuple[Candidate, CandidateOutcome]:
         return c, run_candidate(c.proposal.source, validation, config.betas, seeds, limits, c.proposal.class_name)
 
-    with ThreadPoolExecutor(max_workers=max(1, config.workers or _cores())) as pool:
+    with ThreadPoolExecutor(max_workers=config.worker_count()) as pool:
         for c, outcome in pool.map(score, ranked):
             if outcome.ok:
-                finalists[c.id] = outcome_points(c.id, outcome)
+                finalists[c.id] = mean_points(c.id, outcome.results)
             else:
                 failures[c.id] = str(outcome.failure)
     all_points = [p for pts in finalists.values() for p in pts]
@@ -123,8 +114,3 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
     winner = archive.candidates[best.label] if best else None
     return Selection(winner, best, reached, sc64, base, finalists, failures)
 
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1

@@ -87,10 +87,9 @@ def stored_config(run_id: str) -> SearchConfig:
     except Exception as exc:
         raise AutoTTSError(f"run {run_id!r} is not a search run (no {CONFIG_FILE}): "
                            f"{str(exc).splitlines()[0]}") from None
-    values = json.loads(raw)
-    for k in ("data", "validation", "betas"):
-        values[k] = tuple(values.get(k) or ())
-    return replace(SearchConfig(), **values)
+    from mlflow_autotts.search.config import build_config
+
+    return build_config(None, json.loads(raw))
 
 
 def run_search_job(config: SearchConfig, resume: str | None = None, progress: bool = True) -> SearchJobResult:
