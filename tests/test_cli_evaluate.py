@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mlflow_autotts.cli import main
+from mlflow_autotts.cli.main import main
 from mlflow_autotts.data.json_io import write_json
 from tests.helpers import random_set
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_autotts.data import read_parquet, write_json, write_parquet
-from mlflow_autotts.data.cli import data_group
+from mlflow_autotts.cli.data import data_group
 from mlflow_autotts.data.validate import ValidationReport, validate_uri, validate_uris
 from mlflow_autotts.errors import AutoTTSError, DataError
 from tests.helpers import random_set

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from mlflow_autotts.cli import main
+from mlflow_autotts.cli.main import main
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance

@@ -24,8 +24,8 @@ from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost, shuffle_order
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
-from mlflow_autotts.search import sandbox
-from mlflow_autotts.search.sandbox import (
+from mlflow_autotts.sandbox import parent as sandbox
+from mlflow_autotts.sandbox.parent import (
     EPISODE_COLUMNS, FAILURE_KINDS, SandboxLimits, candidate_actions, controller_actions, run_candidate,
     summary_cost, summary_from_actions,
 )

@@ -1,7 +1,7 @@
 """Resolving a controller reference: a registered name or a source file ``path.py[:Class]``.
 
 Loading a source file executes it: only do this for trusted code. Explorer-written
-candidates go through ``mlflow_autotts.search.sandbox`` instead.
+candidates go through ``mlflow_autotts.sandbox.parent`` instead.
 """
 
 from __future__ import annotations

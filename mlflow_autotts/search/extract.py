@@ -5,7 +5,7 @@ reflection builtins, dunder and frame attributes, reaching modules through other
 modules, private attributes of anything but ``self``) so the explorer LLM gets a precise
 message to fix on its next proposal instead of a sandbox crash. It is a first filter
 only: a static check of Python can always be evaded, and the sandbox
-(``mlflow_autotts.search.sandbox``) is the real guard.
+(``mlflow_autotts.sandbox.parent``) is the real guard.
 """
 
 from __future__ import annotations

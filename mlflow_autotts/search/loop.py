@@ -21,7 +21,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.extract import ProposalError, check_source
-from mlflow_autotts.search.sandbox import CandidateOutcome, SandboxLimits, run_candidate
+from mlflow_autotts.sandbox.parent import CandidateOutcome, SandboxLimits, run_candidate
 from mlflow_autotts.search.types import Candidate, Explorer, Proposal, Score, Usage
 
 

@@ -18,7 +18,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.runner import EvalConfig, EvalResult, evaluate_many
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
-from mlflow_autotts.search.sandbox import CandidateOutcome, CandidateResult, SandboxLimits, run_candidate
+from mlflow_autotts.sandbox.parent import CandidateOutcome, CandidateResult, SandboxLimits, run_candidate
 from mlflow_autotts.search.types import Candidate
 
 COMPARISON_BETAS = (0.25, 0.5, 0.75, 1.0)

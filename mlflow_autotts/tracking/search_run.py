@@ -20,7 +20,7 @@ from typing import Any
 
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Progress
-from mlflow_autotts.search.sandbox import CandidateOutcome
+from mlflow_autotts.sandbox.parent import CandidateOutcome
 from mlflow_autotts.search.types import Candidate, Proposal, Score, Usage
 from mlflow_autotts.tracking.naming import beta_label, dataset_keys
 

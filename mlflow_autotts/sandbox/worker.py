@@ -1,7 +1,7 @@
 """The sandbox child: scores one untrusted controller on branches it cannot peek at.
 
-Started by ``mlflow_autotts.search.sandbox`` as ``python -s -P -m
-mlflow_autotts.search.sandbox_worker RESULT_FD`` in a fresh interpreter (never forked from a
+Started by ``mlflow_autotts.sandbox.parent`` as ``python -s -P -m
+mlflow_autotts.sandbox.worker RESULT_FD`` in a fresh interpreter (never forked from a
 process that holds gold answers). It reads, from stdin, a 32-byte MAC key and then one JSON
 message: a header line (source, class name, β values, limits) and the branches of every
 problem (question, interval, probe and final answers, token counts, optional signals; never
@@ -627,7 +627,7 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
         out = []
         for filename, lineno, func in rows[-12:]:
             filename, func = _safe_str(filename, 200), _safe_str(func, 200)
-            if filename.endswith("sandbox_worker.py"):
+            if filename.endswith("sandbox/worker.py"):
                 continue
             out.append(f'  File "{filename}", line {lineno}, in {func}')
             if filename == CANDIDATE_FILE and 0 < lineno <= len(source_lines):

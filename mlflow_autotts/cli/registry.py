@@ -25,7 +25,7 @@ def register_cmd(controller: str, beta: float | None, params: tuple[str, ...], n
     MLflow model and register it as a new version."""
     from dataclasses import replace
 
-    from mlflow_autotts.cli import parse_params, split_multi
+    from mlflow_autotts.cli.common import parse_params, split_multi
     from mlflow_autotts.controllers.loading import ControllerSpec
     from mlflow_autotts.tracking.registry import register
     from mlflow_autotts.tracking.resolve import is_model_uri, spec_from_model_uri
@@ -65,7 +65,7 @@ def promote_cmd(ctx: click.Context, from_alias: str, to_alias: str, gate: tuple[
                 max_accuracy_drop: float, max_token_ratio: float, name: str, progress: bool) -> None:
     """Replay the --from and --to versions on the gate data; move --to to the candidate only if
     it keeps accuracy and tokens within the limits (exit 1 when refused)."""
-    from mlflow_autotts.cli import split_multi
+    from mlflow_autotts.cli.common import split_multi
     from mlflow_autotts.tracking.registry import GateConfig, gate_table, promote
 
     config = GateConfig(max_accuracy_drop=max_accuracy_drop, max_token_ratio=max_token_ratio, shuffles=shuffles,

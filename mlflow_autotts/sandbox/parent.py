@@ -1,7 +1,7 @@
 """Scoring untrusted controller source in replay, in a separate locked-down process (DESIGN §8).
 
 ``run_candidate(source, datasets, betas, seeds, limits)`` starts one fresh interpreter per
-candidate (``python -m mlflow_autotts.search.sandbox_worker``, never a fork of this process,
+candidate (``python -m mlflow_autotts.sandbox.worker``, never a fork of this process,
 which holds the gold answers), sends it the branches of every problem and the shuffle orders
 as compact JSON over stdin, and reads JSON lines back from a separate pipe. The child runs
 all β values and shuffles in one go. The gold answers, file paths and this process's
@@ -537,7 +537,7 @@ class _Run:
         lim = self.limits
         prefix = _netns_prefix() if lim.isolate_network else ()
         r_fd, w_fd = os.pipe()
-        cmd = [*prefix, sys.executable, "-s", "-P", "-B", "-m", "mlflow_autotts.search.sandbox_worker", str(w_fd)]
+        cmd = [*prefix, sys.executable, "-s", "-P", "-B", "-m", "mlflow_autotts.sandbox.worker", str(w_fd)]
         t0 = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -32,7 +32,7 @@ def search_cmd(config_file, data, validation, explorer, seed, max_candidates, ti
                budget_tokens, price_input, price_output, population, workers, betas, search_shuffles, final_shuffles,
                finalists, experiment, model_name, log_models, resume, progress) -> None:
     """Discover a controller: propose, score in sandboxed replay, keep the best, register it as challenger."""
-    from mlflow_autotts.cli import split_multi
+    from mlflow_autotts.cli.common import split_multi
     from mlflow_autotts.search.config import build_config
     from mlflow_autotts.tracking.search_job import run_search_job, selection_rows
 
@@ -44,7 +44,7 @@ def search_cmd(config_file, data, validation, explorer, seed, max_candidates, ti
         finalists=finalists, experiment=experiment, model_name=model_name, log_models=log_models)
     config = build_config(config_file, overrides)
     result = run_search_job(config, resume=resume, progress=progress)
-    from mlflow_autotts.cli import format_table
+    from mlflow_autotts.cli.common import format_table
 
     click.echo(f"search run {result.run_id}: {len(result.outcome.candidates)} candidates "
                f"({sum(1 for c in result.outcome.candidates if not c.ok)} failed); stopped: {result.outcome.stop_reason}")

@@ -1,0 +1,79 @@
+"""Option parsing and output helpers shared by every command module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlflow_autotts.controllers.base import check_beta
+from mlflow_autotts.errors import AutoTTSError
+
+
+class AutoTTSGroup(click.Group):
+    """A click group that turns ``AutoTTSError`` into a one-line message and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AutoTTSError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+# ------------------------------------------------------------------------- parsing
+def split_multi(values: tuple[str, ...] | list[str]) -> list[str]:
+    """Values given repeatedly and/or comma-separated (MLproject passes lists as one string)."""
+    out: list[str] = []
+    for v in values:
+        out.extend(x.strip() for x in str(v).replace(" ", ",").split(",") if x.strip())
+    return out
+
+
+def parse_betas(values: tuple[str, ...]) -> list[float] | None:
+    items = split_multi(values)
+    return [check_beta(v) for v in items] if items else None
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, Any]:
+    """``k=v`` pairs; values are read as JSON where they parse (numbers, true/false), else strings."""
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """A plain aligned text table; ``columns`` are (key, header, format spec)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, spec in columns:
+            v = r.get(key)
+            line.append("-" if v is None else format(v, spec) if spec else str(v))
+        cells.append(line)
+    widths = [max(len(row[c]) for row in cells) for c in range(len(columns))]
+    out = []
+    for n, row in enumerate(cells):
+        out.append("  ".join(s.rjust(w) if n and columns[c][2] else s.ljust(w) for c, (s, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
