@@ -10,11 +10,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.reference import REFERENCE_POINTS, SC64
 from mlflow_autotts.replay.report import EvaluationReport
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
 
-SC64 = ControllerSpec("sc", None, {"n": 64})
-REFERENCE_POINTS = (ControllerSpec("asc"), ControllerSpec("esc"), ControllerSpec("parallel_probe"))
 MODEL_URI_PREFIXES = ("models:/", "runs:/", "models:", "runs:")
 
 

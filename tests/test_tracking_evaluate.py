@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from mlflow_autotts.replay.report import EvaluationReport, token_reduction
-from mlflow_autotts.replay.runner import EPISODE_COLUMNS, EvalResult
+from mlflow_autotts.replay.results import EvalResult
+from mlflow_autotts.replay.runner import EPISODE_COLUMNS
 from mlflow_autotts.tracking import naming, plots
 from mlflow_autotts.tracking.evaluate_run import EPISODES_FILE, PLOT_FILE, RESULTS_TABLE, log_evaluation
 

@@ -8,6 +8,10 @@ from typing import Any, ClassVar, Protocol
 
 from mlflow_autotts.errors import ControllerError
 
+MAX_BRANCHES = 64
+"""The reference protocol's branch budget: SC@64 reads 64 branches, CMC and generated
+controllers open at most 64."""
+
 
 class Episode(Protocol):
     """What a controller may call; replay and live episodes both provide it."""

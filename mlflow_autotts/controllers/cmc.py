@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mlflow_autotts.controllers.base import Controller, Episode
+from mlflow_autotts.controllers.base import MAX_BRANCHES, Controller, Episode
 from mlflow_autotts.controllers.registry import register_controller
 from mlflow_autotts.controllers.voting import Tally, beta_confidence, plurality
 
 MAX_ROUNDS = 500
-MAX_BRANCHES = 64
 
 
 @dataclass(frozen=True)

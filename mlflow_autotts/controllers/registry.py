@@ -1,4 +1,7 @@
-"""Named controllers: ``@register_controller`` rejects duplicates, a miss lists valid names."""
+"""Named controllers: ``@register_controller`` rejects duplicates, a miss lists valid names.
+
+The registry imports no implementation: the ``controllers`` package registers the built-ins
+when it is imported, which any import of this module does first."""
 
 from __future__ import annotations
 
@@ -20,12 +23,7 @@ def register_controller(cls: T) -> T:
     return cls
 
 
-def _ensure_builtins() -> None:
-    from mlflow_autotts.controllers import reference  # noqa: F401  (registers on import)
-
-
 def get_controller_class(name: str) -> type:
-    _ensure_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -34,12 +32,10 @@ def get_controller_class(name: str) -> type:
 
 
 def controller_names() -> list[str]:
-    _ensure_builtins()
     return sorted(_REGISTRY)
 
 
 def is_registered(name: str) -> bool:
-    _ensure_builtins()
     return name in _REGISTRY
 
 

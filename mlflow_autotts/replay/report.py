@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_autotts.replay.runner import EvalResult
+from mlflow_autotts.replay.results import EvalResult
 
 
 def token_reduction(result: EvalResult, baseline: EvalResult) -> float:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
-
-import numpy as np
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+from mlflow_autotts.replay.results import EvalResult, shuffle_means
 
 EPISODE_COLUMNS = ("dataset", "problem", "shuffle", "answer", "correct", "tokens", "branches_opened", "intervals")
 
@@ -43,28 +42,6 @@ class EvalConfig:
             raise ValueError(f"shuffles must be >= 1, got {self.shuffles}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-
-
-@dataclass
-class EvalResult:
-    """One controller configuration on one dataset."""
-
-    data: str
-    controller: str
-    beta: float | None
-    params: dict[str, Any]
-    shuffles: int
-    n_problems: int
-    accuracy: float
-    """Mean over shuffles of the share answered correctly, in percent (unrounded)."""
-    mean_tokens: float
-    """Mean over shuffles of the mean tokens per problem."""
-    episodes: "Any" = field(default=None, repr=False)
-    """Per-episode table (pandas DataFrame with ``EPISODE_COLUMNS``)."""
-
-    def summary(self) -> dict[str, Any]:
-        return {"data": self.data, "controller": self.controller, "beta": self.beta,
-                "accuracy": self.accuracy, "mean_tokens": self.mean_tokens, "shuffles": self.shuffles}
 
 
 # ---------------------------------------------------------------------------- workers
@@ -166,11 +143,9 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
         n = len(ts)
         parts = sorted(collected[(si, di)], key=lambda x: x[0].start)
         rows = [row for _, rs in parts for row in rs]
-        accs, costs = [], []
-        for k in range(0, len(rows), n):  # rows are grouped by shuffle, problems in order
-            block = rows[k : k + n]
-            accs.append(sum(1 for r in block if r[3]) / n)
-            costs.append(sum(r[4] for r in block) / n)
+        per_shuffle = [(sum(1 for r in rows[k:k + n] if r[3]), sum(r[4] for r in rows[k:k + n]))
+                       for k in range(0, len(rows), n)]  # rows are grouped by shuffle, problems in order
+        accuracy, mean_tokens = shuffle_means(per_shuffle, n)
         label, cfg = labels[si]
         episodes = None
         if keep_episodes:
@@ -181,8 +156,7 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
         params = {k: v for k, v in cfg.items() if k != "beta"}
         results.append(EvalResult(
             data=ts.name, controller=label, beta=beta, params=params, shuffles=config.shuffles, n_problems=n,
-            accuracy=100 * float(np.mean(accs)) if n else 0.0,
-            mean_tokens=sum(costs) / len(costs) if n else 0.0, episodes=episodes))
+            accuracy=accuracy, mean_tokens=mean_tokens, episodes=episodes))
     return results
 
 

@@ -79,6 +79,7 @@ from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay.episode import Action, RecordingEpisode, replay_cost, shuffle_order
+from mlflow_autotts.replay.results import shuffle_means
 
 FAILURE_KINDS = ("import_error", "exception", "bad_return", "timeout", "memory", "crash", "exit",
                  "forbidden", "output_limit")
@@ -240,7 +241,7 @@ class CandidateOutcome:
 
     def as_eval_results(self, label: str | None = None) -> list:
         """``results`` as ``replay.runner.EvalResult`` objects (for reports and tracking)."""
-        from mlflow_autotts.replay.runner import EvalResult
+        from mlflow_autotts.replay.results import EvalResult
 
         frame = self.episodes_frame()
         out = []
@@ -818,15 +819,9 @@ class _Run:
             self._close_group(bi, di, n)
 
     def _close_group(self, bi: int, di: int, n: int) -> None:
-        import numpy as np
-
-        # the runner's formulas (replay/runner.py), in the same order, for identical floats
-        accs = [c / n for c, _ in self.group] if n else []
-        costs = [t / n for _, t in self.group] if n else []
+        accuracy, mean_tokens = shuffle_means(self.group, n)  # the runner's formula, identical floats
         self.results.append(CandidateResult(
-            data=self.prep.names[di], beta=self.betas[bi],
-            accuracy=100 * float(np.mean(accs)) if n else 0.0,
-            mean_tokens=sum(costs) / len(costs) if n else 0.0,
+            data=self.prep.names[di], beta=self.betas[bi], accuracy=accuracy, mean_tokens=mean_tokens,
             n_problems=n, shuffles=len(self.prep.seeds)))
         self.group = []
 

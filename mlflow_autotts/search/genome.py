@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from mlflow_autotts.controllers.base import MAX_BRANCHES
+
 GENOME_VERSION = 1
-MAX_BRANCHES = 64
-"""The most branches a controller may open (the paper's limit)."""
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import textwrap
 
+from mlflow_autotts.controllers.base import MAX_BRANCHES
 from mlflow_autotts.search.genome import KNOBS, SLOTS, Genome, slope
 
 MAX_ROUNDS = 500
-MAX_BRANCHES = 64
 
 
 def class_name(genome: Genome) -> str:

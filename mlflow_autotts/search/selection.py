@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
-from mlflow_autotts.replay.runner import EvalConfig, EvalResult, evaluate_many
+from mlflow_autotts.replay.results import EvalResult
+from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.sandbox.parent import CandidateOutcome, CandidateResult, SandboxLimits, run_candidate
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
-from mlflow_autotts.sandbox.parent import CandidateOutcome, CandidateResult, SandboxLimits, run_candidate
 from mlflow_autotts.search.types import Candidate
 
 COMPARISON_BETAS = (0.25, 0.5, 0.75, 1.0)
@@ -73,7 +75,7 @@ def pick(points: Sequence[Point], threshold: float) -> tuple[Point | None, bool]
 def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int | None,
               progress: bool = False) -> tuple[Point, list[Point]]:
     """SC@64 and the comparison baselines on the validation data (trusted, in-process)."""
-    specs = [ControllerSpec("sc", None, {"n": 64}), ControllerSpec("asc"), ControllerSpec("esc")] + [
+    specs = [SC64, ControllerSpec("asc"), ControllerSpec("esc")] + [
         ControllerSpec("cmc", b) for b in COMPARISON_BETAS]
     results = evaluate_many(specs, validation, EvalConfig(shuffles=shuffles, workers=workers, progress=progress),
                             keep_episodes=False)

@@ -42,7 +42,7 @@ from mlflow_autotts.tracking.naming import MEAN_KEY, dataset_keys, metric_key
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mlflow_autotts.replay.runner import EvalResult
+    from mlflow_autotts.replay.results import EvalResult
 
 METRICS = ("accuracy", "mean_tokens", "token_reduction_vs_sc64")
 RESULTS_TABLE = "results.json"

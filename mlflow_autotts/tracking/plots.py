@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # matplotlib is imported lazily: it costs ~0.5 s
     from matplotlib.figure import Figure
 
     from mlflow_autotts.replay.report import EvaluationReport
-    from mlflow_autotts.replay.runner import EvalResult
+    from mlflow_autotts.replay.results import EvalResult
 
 _MARKERS = ("s", "^", "D", "v", "P", "X", "*", "p", "h", "<", ">")
 

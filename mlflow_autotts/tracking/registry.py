@@ -20,7 +20,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import AutoTTSError, ControllerError
 
 if TYPE_CHECKING:
-    from mlflow_autotts.replay.runner import EvalResult
+    from mlflow_autotts.replay.results import EvalResult
 
 DEFAULT_NAME = "autotts-controller"
 DEFAULT_EXPERIMENT = "autotts"

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
@@ -22,7 +23,6 @@ from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
 from mlflow_autotts.search.selection import Selection, select
 from mlflow_autotts.search.split import split_problems
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder
-
 
 BUDGET_SHARE_OF_CMC = 0.8
 """The search chases SC@64's accuracy within this share of CMC β=0.5's tokens."""
@@ -110,7 +110,7 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
         # what every candidate is measured against on the search split: SC@64's accuracy,
         # reached within the token budget of the goal (80% of CMC at β=0.5)
         cmc_betas = sorted(set(config.betas) | {0.5})
-        refs = evaluate_many([ControllerSpec("sc", None, {"n": 64})] + [ControllerSpec("cmc", b) for b in cmc_betas],
+        refs = evaluate_many([SC64] + [ControllerSpec("cmc", b) for b in cmc_betas],
                              search_sets, EvalConfig(shuffles=config.search_shuffles, workers=config.workers or None,
                                                      progress=False), keep_episodes=False)
         n = len(search_sets)
