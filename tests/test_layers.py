@@ -1,0 +1,37 @@
+"""The package's layers, as declared to import-linter in pyproject.toml, hold; and the
+contracts do catch an upward import (checked on a copy of the package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT = str(Path(sys.executable).with_name("lint-imports"))
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run([LINT, "--no-cache", "--config", str(cwd / "pyproject.toml")], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_import_contracts_are_kept():
+    proc = _lint(ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "broken" not in proc.stdout.splitlines()[-1].lower()
+
+
+def test_an_upward_import_breaks_the_layers_contract(tmp_path):
+    shutil.copytree(ROOT / "mlflow_autotts", tmp_path / "mlflow_autotts",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    base = tmp_path / "mlflow_autotts" / "replay" / "results.py"
+    base.write_text(base.read_text() + "\nfrom mlflow_autotts.tracking import naming  # upward\n")
+    proc = _lint(tmp_path)
+    assert proc.returncode != 0
+    assert "mlflow_autotts.replay is not allowed to import mlflow_autotts.tracking" in proc.stdout
+    assert "mlflow_autotts.replay.results -> mlflow_autotts.tracking.naming" in proc.stdout
