@@ -45,7 +45,7 @@ def test_pick_takes_the_cheapest_point_that_reaches_the_bar():
 
 def test_validation_data_is_a_separate_set_or_a_fixed_split(tmp_path):
     from mlflow_autotts.data.json_io import write_json
-    from mlflow_autotts.tracking.search_job import split_data
+    from mlflow_autotts.search.job import split_data
     from tests.helpers import random_set
 
     a, b = tmp_path / "M" / "a.json", tmp_path / "M" / "b.json"
