@@ -146,6 +146,7 @@ def names(cls: type) -> list[str]:
 # ------------------------------------------------------------------------- conversion
 _WHAT = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
          "mapping": "a mapping of name: value (or name=value pairs)"}
+_PLURAL = {"str": "strings", "int": "integers", "float": "numbers"}
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
@@ -209,11 +210,11 @@ def coerce(cls: type, name: str, value: Any, where: str | None = None) -> Any:
     if value is None:
         if s.optional:
             return None
-        raise bad(_WHAT.get(s.kind, "a list"), value)
+        raise bad(_WHAT.get(s.kind) or f"a list of {_PLURAL[s.item]}", value)
     if s.kind == "tuple":
         items = split_list(value) if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise bad(f"a list of {_WHAT[s.item]}s", value)
+            raise bad(f"a list of {_PLURAL[s.item]}", value)
         flat: list[Any] = []
         for v in items:  # click gives each repetition of an option as one string: "a,b"
             flat.extend(split_list(v) if isinstance(v, str) else [v])
