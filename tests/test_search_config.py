@@ -11,11 +11,11 @@ def test_yaml_then_overrides(tmp_path):
     cfg = build_config(f, {"max_candidates": 9, "seed": None})
     assert cfg.max_candidates == 9 and cfg.betas == (0.0, 0.5) and cfg.data == ("a.json", "b.json")
     assert build_config(None, {"betas": "0,1"}).betas == (0.0, 1.0)
+    assert build_config(f, {"max_candidates": ""}).max_candidates == 7  # "" (an unset -P) is not given
 
 
 @pytest.mark.parametrize("text, message", [
     ("max_candidates: 0\n", "max_candidates must be >= 1"),
-    ("bogus: 1\n", "unknown setting(s) bogus"),
     ("- a\n- b\n", "expected a mapping"),
     ("explorer: gpt\n", "explorer must be 'evolve' or 'openai:<model>'"),
     ("betas: [0, 2]\n", "betas must be values in [0, 1]"),

@@ -19,9 +19,8 @@ from mlflow_autotts.search.config import SearchConfig, build_config
 from mlflow_autotts.search.job import References, archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
 from mlflow_autotts.search.selection import Selection, select
+from mlflow_autotts.tracking.evaluate_run import MAX_PARAM_VALUE
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder
-
-MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 
 
 @dataclass
