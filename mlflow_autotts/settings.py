@@ -113,7 +113,8 @@ def _kind(name: str, annotation: Any) -> tuple[str, str | None, bool]:
 
 @functools.cache
 def describe(cls: type) -> tuple[Setting, ...]:
-    """The settings of dataclass ``cls`` in declaration order."""
+    """The settings of dataclass ``cls`` in declaration order; a field without a docstring or
+    of a type no front end can take is a ``TypeError`` (a bug in the declaration)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     out = []
@@ -121,6 +122,8 @@ def describe(cls: type) -> tuple[Setting, ...]:
         if not f.init:
             continue
         kind, item, optional = _kind(f.name, hints[f.name])
+        if not docs.get(f.name, "").strip():
+            raise TypeError(f"setting {cls.__name__}.{f.name} has no docstring: its help text comes from it")
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -128,7 +131,7 @@ def describe(cls: type) -> tuple[Setting, ...]:
         else:
             default = dataclasses.MISSING
         out.append(Setting(f.name, kind, item, optional, default is dataclasses.MISSING, default,
-                           " ".join(docs.get(f.name, "").split())))
+                           " ".join(docs[f.name].split())))
     return tuple(out)
 
 

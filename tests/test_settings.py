@@ -197,14 +197,20 @@ def test_generated_command_builds_the_dataclass_and_keeps_its_own_options():
     assert "Integers, as a list. Repeatable or comma-separated. [default: 1, 2]" in " ".join(help_text.split())
 
 
-def test_unsupported_annotations_are_declaration_errors():
+def test_unsupported_annotations_and_undocumented_fields_are_declaration_errors():
     @dataclass(frozen=True)
     class Bad:
         when: list[str] = field(default_factory=list)
         """A list is not a frozen value: use tuple[str, ...]."""
 
+    @dataclass(frozen=True)
+    class Silent:
+        size: int = 1
+
     with pytest.raises(TypeError, match="setting when: unsupported type"):
         settings.describe(Bad)
+    with pytest.raises(TypeError, match="setting Silent.size has no docstring"):
+        settings.describe(Silent)
 
 
 def test_coerce_reads_mlproject_strings_like_yaml_values():
