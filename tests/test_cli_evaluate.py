@@ -100,3 +100,14 @@ def test_real_console_script_prints_no_traceback(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+def test_evaluate_runs_from_a_config_file_with_options_over_it(toy_json, tmp_path):
+    cfg = tmp_path / "evaluate.yaml"
+    cfg.write_text(f"data: [{toy_json}]\ncontroller: asc\nbeta: [0.5]\nparams: {{max_samples: 8}}\nshuffles: 9\n"
+                   "mlflow: false\nprogress: false\n")
+    out = tmp_path / "res.json"
+    r = run(["evaluate", "--config", str(cfg), "--shuffles", "2", "--workers", "1", "--output-json", str(out)])
+    assert r.exit_code == 0, r.output
+    [row] = json.loads(out.read_text())["results"]
+    assert (row["data"], row["controller"], row["shuffles"]) == ("Synth/toy", "asc", 2)

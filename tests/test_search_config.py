@@ -11,11 +11,11 @@ def test_yaml_then_overrides(tmp_path):
     cfg = build_config(f, {"max_candidates": 9, "seed": None})
     assert cfg.max_candidates == 9 and cfg.betas == (0.0, 0.5) and cfg.data == ("a.json", "b.json")
     assert build_config(None, {"betas": "0,1"}).betas == (0.0, 1.0)
+    assert build_config(f, {"max_candidates": ""}).max_candidates == 7  # "" (an unset -P) is not given
 
 
 @pytest.mark.parametrize("text, message", [
     ("max_candidates: 0\n", "max_candidates must be >= 1"),
-    ("bogus: 1\n", "unknown setting(s) bogus"),
     ("- a\n- b\n", "expected a mapping"),
     ("explorer: gpt\n", "explorer must be 'evolve' or 'openai:<model>'"),
     ("betas: [0, 2]\n", "betas must be values in [0, 1]"),
@@ -45,7 +45,7 @@ def test_pick_takes_the_cheapest_point_that_reaches_the_bar():
 
 def test_validation_data_is_a_separate_set_or_a_fixed_split(tmp_path):
     from mlflow_autotts.data.json_io import write_json
-    from mlflow_autotts.tracking.search_job import split_data
+    from mlflow_autotts.search.job import split_data
     from tests.helpers import random_set
 
     a, b = tmp_path / "M" / "a.json", tmp_path / "M" / "b.json"

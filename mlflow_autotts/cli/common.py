@@ -1,4 +1,5 @@
-"""Option parsing and output helpers shared by every command module."""
+"""The root group's error handling and the output helpers every command module shares
+(options come from the settings dataclasses: ``cli/options.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import click
 
-from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.errors import AutoTTSError
 
 
@@ -23,34 +23,7 @@ class AutoTTSGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
-# ------------------------------------------------------------------------- parsing
-def split_multi(values: tuple[str, ...] | list[str]) -> list[str]:
-    """Values given repeatedly and/or comma-separated (MLproject passes lists as one string)."""
-    out: list[str] = []
-    for v in values:
-        out.extend(x.strip() for x in str(v).replace(" ", ",").split(",") if x.strip())
-    return out
-
-
-def parse_betas(values: tuple[str, ...]) -> list[float] | None:
-    items = split_multi(values)
-    return [check_beta(v) for v in items] if items else None
-
-
-def parse_params(values: tuple[str, ...]) -> dict[str, Any]:
-    """``k=v`` pairs; values are read as JSON where they parse (numbers, true/false), else strings."""
-    params: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
-    return params
-
-
+# ------------------------------------------------------------------------- output
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,5 +48,3 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
-
-

@@ -2,8 +2,9 @@
 
 Every error caused by the user's input is printed as one line (``error: …``) with exit
 status 2; a refused promotion or failed validation exits 1. Each command group lives in
-its own module; heavy libraries are imported inside the commands so ``autotts --help``
-stays instant.
+its own module, and each command's options are generated from its settings dataclass
+(``cli/options.py``). MLflow, pandas and the like are imported where they are used, so
+``autotts --help`` stays fast.
 """
 
 from __future__ import annotations

@@ -1,82 +1,118 @@
 """``autotts register`` and ``autotts promote`` (attached to the root group in ``mlflow_autotts.cli``).
 
-Errors from the user's input raise ``AutoTTSError`` and the root group prints them as one
-line with exit status 2; a promotion refused by the gate prints why and exits 1.
+Each command's settings are one dataclass here (``RegisterConfig``, ``PromoteConfig``; the
+defaults come from ``tracking.registry``), from which their options are generated. Errors
+from the user's input raise ``AutoTTSError`` and the root group prints them as one line
+with exit status 2; a promotion refused by the gate prints why and exits 1.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+from typing import Any
+
 import click
 
-from mlflow_autotts.tracking.registry import DEFAULT_EXPERIMENT, DEFAULT_NAME
+from mlflow_autotts.cli.options import settings_options
+from mlflow_autotts.controllers.base import check_beta
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.tracking.registry import DEFAULT_EXPERIMENT, DEFAULT_NAME, GateConfig, gate_table, promote, register
+from mlflow_autotts.tracking.resolve import is_model_uri, spec_from_model_uri
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """The settings of ``autotts register``."""
+
+    controller: str
+    """A registered name, path.py[:Class], or a model URI to re-register."""
+    beta: float | None = None
+    """β in [0, 1]; unset means the controller's own (or the model's)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Controller parameters as key=value, added to the model's when re-registering."""
+    name: str = DEFAULT_NAME
+    """Registered model name."""
+    aliases: tuple[str, ...] = ()
+    """Aliases to set on the new version."""
+    experiment: str = DEFAULT_EXPERIMENT
+    """MLflow experiment of the run the model is logged in."""
+    description: str | None = None
+    """Description of the new version."""
+
+    def __post_init__(self) -> None:
+        if self.beta is not None:
+            check_beta(self.beta)
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """The settings of ``autotts promote``."""
+
+    gate: tuple[str, ...]
+    """Gate dataset URIs: files, folders, autotts:<model>/<benchmark>."""
+    from_alias: str = "challenger"
+    """Alias of the candidate."""
+    to_alias: str = "champion"
+    """Alias to move to the candidate if the gate passes."""
+    shuffles: int = 100
+    """Replay runs per dataset."""
+    workers: int = 0
+    """Worker processes; 0 means all cores."""
+    max_accuracy_drop: float = 0.0
+    """Points of mean accuracy the candidate may lose against the incumbent."""
+    max_token_ratio: float = 1.0
+    """Largest candidate/incumbent ratio of mean tokens."""
+    name: str = DEFAULT_NAME
+    """Registered model name."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.shuffles < 1:
+            raise AutoTTSError(f"promote config: shuffles must be >= 1, got {self.shuffles}")
+        if self.workers < 0:
+            raise AutoTTSError(f"promote config: workers must be >= 0, got {self.workers}")
+
+    def gate_config(self) -> GateConfig:
+        return GateConfig(max_accuracy_drop=self.max_accuracy_drop, max_token_ratio=self.max_token_ratio,
+                          shuffles=self.shuffles, workers=self.workers or None, progress=self.progress)
 
 
 @click.command("register")
-@click.argument("controller")
-@click.option("--beta", type=float, default=None, help="β in [0, 1] (default: the controller's own).")
-@click.option("--param", "params", multiple=True, help="Controller parameter k=v (repeatable).")
-@click.option("--name", default=DEFAULT_NAME, show_default=True, help="Registered model name.")
-@click.option("--alias", "aliases", multiple=True, help="Alias to set on the new version (repeatable).")
-@click.option("--experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="MLflow experiment of the run.")
-@click.option("--description", default=None, help="Description of the new version.")
-def register_cmd(controller: str, beta: float | None, params: tuple[str, ...], name: str, aliases: tuple[str, ...],
-                 experiment: str, description: str | None) -> None:
+@settings_options(RegisterConfig, flags={"params": "--param", "aliases": "--alias"}, arguments=("controller",))
+def register_cmd(config: RegisterConfig) -> None:
     """Log CONTROLLER (a registered name, path.py[:Class], or a model URI to re-register) as an
     MLflow model and register it as a new version."""
-    from dataclasses import replace
-
-    from mlflow_autotts.cli.common import parse_params, split_multi
-    from mlflow_autotts.controllers.loading import ControllerSpec
-    from mlflow_autotts.tracking.registry import register
-    from mlflow_autotts.tracking.resolve import is_model_uri, spec_from_model_uri
-
-    extra = parse_params(params)
-    if is_model_uri(controller):
-        base = spec_from_model_uri(controller)
-        spec = replace(base, beta=base.beta if beta is None else beta, params={**base.params, **extra})
+    if is_model_uri(config.controller):
+        base = spec_from_model_uri(config.controller)
+        spec = replace(base, beta=base.beta if config.beta is None else config.beta,
+                       params={**base.params, **config.params})
     else:
-        spec = ControllerSpec(controller, beta, extra)
-    reg = register(spec, name=name, aliases=split_multi(aliases), experiment=experiment, description=description)
-    settings = ([f"beta {reg.config['beta']:g}"] if reg.config.get("uses_beta", True) else []) + \
+        spec = ControllerSpec(config.controller, config.beta, config.params)
+    reg = register(spec, name=config.name, aliases=config.aliases, experiment=config.experiment,
+                   description=config.description)
+    shown = ([f"beta {reg.config['beta']:g}"] if reg.config.get("uses_beta", True) else []) + \
         [f"{k}={v}" for k, v in reg.config["params"].items()]
     click.echo(f"registered {reg.name} version {reg.version}: {reg.controller}"
-               + (f" ({', '.join(settings)})" if settings else ""))
+               + (f" ({', '.join(shown)})" if shown else ""))
     click.echo(f"  {reg.model_uri}  (run {reg.run_id})")
     for a in reg.aliases:
         click.echo(f"  models:/{reg.name}@{a}")
 
 
 @click.command("promote")
-@click.option("--from", "from_alias", default="challenger", show_default=True, help="Alias of the candidate.")
-@click.option("--to", "to_alias", default="champion", show_default=True, help="Alias to move if the gate passes.")
-@click.option("--gate", "gate", multiple=True, required=True,
-              help="Gate dataset URI (repeatable or comma-separated): files, folders, autotts:<model>/<benchmark>.")
-@click.option("--shuffles", default=100, show_default=True, type=click.IntRange(min=1), help="Replay runs per dataset.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Worker processes (0 = all cores).")
-@click.option("--max-accuracy-drop", default=0.0, show_default=True, type=float,
-              help="Points of mean accuracy the candidate may lose against the incumbent.")
-@click.option("--max-token-ratio", default=1.0, show_default=True, type=float,
-              help="Largest candidate/incumbent ratio of mean tokens.")
-@click.option("--name", default=DEFAULT_NAME, show_default=True, help="Registered model name.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.pass_context
-def promote_cmd(ctx: click.Context, from_alias: str, to_alias: str, gate: tuple[str, ...], shuffles: int, workers: int,
-                max_accuracy_drop: float, max_token_ratio: float, name: str, progress: bool) -> None:
+@settings_options(PromoteConfig, flags={"from_alias": "--from", "to_alias": "--to"})
+def promote_cmd(config: PromoteConfig) -> None:
     """Replay the --from and --to versions on the gate data; move --to to the candidate only if
     it keeps accuracy and tokens within the limits (exit 1 when refused)."""
-    from mlflow_autotts.cli.common import split_multi
-    from mlflow_autotts.tracking.registry import GateConfig, gate_table, promote
-
-    config = GateConfig(max_accuracy_drop=max_accuracy_drop, max_token_ratio=max_token_ratio, shuffles=shuffles,
-                        workers=workers or None, progress=progress)
-    decision = promote(name, from_alias, to_alias, split_multi(gate), config)
+    decision = promote(config.name, config.from_alias, config.to_alias, list(config.gate), config.gate_config())
     click.echo(gate_table(decision))
     c = decision.candidate
     if decision.passed:
-        click.echo(f"promoted: {name} v{c.version} is now @{to_alias}: {decision.reason}")
+        click.echo(f"promoted: {config.name} v{c.version} is now @{config.to_alias}: {decision.reason}")
         return
     inc = decision.incumbent
-    click.echo(f"refused: {name} v{c.version} (@{from_alias}) does not replace v{inc.version if inc else '?'} "
-               f"(@{to_alias}): {decision.reason}")
-    ctx.exit(1)
+    click.echo(f"refused: {config.name} v{c.version} (@{config.from_alias}) does not replace "
+               f"v{inc.version if inc else '?'} (@{config.to_alias}): {decision.reason}")
+    click.get_current_context().exit(1)

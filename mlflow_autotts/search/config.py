@@ -1,11 +1,14 @@
-"""Search settings: one dataclass, loadable from YAML, overridable from the CLI."""
+"""Search settings: one dataclass, the single source of the search's CLI options, YAML
+files and MLproject parameters (derived by ``mlflow_autotts.settings``)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from mlflow_autotts import settings
 from mlflow_autotts.errors import AutoTTSError
 
 PUBLISHED_AIME24 = tuple(f"autotts:Qwen3-{m}/aime24" for m in ("0.6B", "1.7B", "4B", "8B"))
@@ -94,57 +97,17 @@ class SearchConfig:
 
     def worker_count(self) -> int:
         """``workers``, with 0 meaning every core."""
-        import os
-
         return self.workers or os.cpu_count() or 1
 
     def params(self) -> dict[str, Any]:
         """Flat, string-friendly form for MLflow params."""
-        out = {}
-        for k, v in asdict(self).items():
-            out[k] = ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v
-        return out
-
-
-_TUPLES = {"data", "validation", "betas"}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if name in _TUPLES:
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", ",").split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise AutoTTSError(f"search config: {name} must be a list, got {value!r}")
-        return tuple(float(v) for v in value) if name == "betas" else tuple(str(v) for v in value)
-    return value
+        return {k: settings.flat(v) for k, v in settings.to_dict(self).items()}
 
 
 def build_config(file: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
-    """Defaults, then the YAML ``file``, then ``overrides`` (CLI / ``-P`` values; None = unset)."""
-    import yaml
-
-    values: dict[str, Any] = {}
-    known = {f.name for f in fields(SearchConfig)}
-    if file:
-        path = Path(file)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise AutoTTSError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-        except yaml.YAMLError as exc:
-            raise AutoTTSError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise AutoTTSError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        unknown = sorted(set(loaded) - known)
-        if unknown:
-            raise AutoTTSError(f"{path}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        values.update(loaded)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        values = {k: _coerce(k, v) for k, v in values.items()}
-        return replace(SearchConfig(), **values)
-    except (TypeError, ValueError) as exc:
-        raise AutoTTSError(f"search config: {exc}") from None
+    """Defaults, then the YAML ``file``, then ``overrides`` (values given on a command line;
+    None or "" = not given)."""
+    return settings.build(SearchConfig, file, overrides)
 
 
 __all__ = ["SearchConfig", "build_config", "PUBLISHED_AIME24"]

@@ -1,7 +1,8 @@
-"""``autotts search`` end to end: data split, explorer, loop, selection, challenger.
+"""``autotts search``'s MLflow parent run: start or resume it, log the settings and the
+references, run the search, log the selection and register the challenger.
 
-Lives in ``tracking/`` because it owns the MLflow parent run; the search logic itself is
-in ``search/`` and does not log.
+The search itself (data split, references, explorer, loop, selection) is in ``search/`` and
+does not log; this module is where it meets MLflow (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,20 +13,14 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.controllers.reference import SC64
-from mlflow_autotts.data.trajectory import TrajectorySet
+from mlflow_autotts import settings
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
-from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.config import SearchConfig, build_config
+from mlflow_autotts.search.job import References, archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
 from mlflow_autotts.search.selection import Selection, select
-from mlflow_autotts.search.split import split_problems
+from mlflow_autotts.tracking.evaluate_run import MAX_PARAM_VALUE
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder
-
-BUDGET_SHARE_OF_CMC = 0.8
-"""The search chases SC@64's accuracy within this share of CMC β=0.5's tokens."""
 
 
 @dataclass
@@ -34,32 +29,6 @@ class SearchJobResult:
     outcome: SearchOutcome
     selection: Selection
     challenger_version: str | None
-
-
-def split_data(config: SearchConfig) -> tuple[list[TrajectorySet], list[TrajectorySet]]:
-    """(search, validation) datasets: a fixed-seed split, or ``config.validation`` whole."""
-    from mlflow_autotts.data.uris import load_datasets
-
-    data = load_datasets(list(config.data))
-    if config.validation:
-        return data, load_datasets(list(config.validation))
-    pairs = [split_problems(ts, config.split_seed) for ts in data]
-    return [s for s, _ in pairs], [v for _, v in pairs]
-
-
-def make_explorer(config: SearchConfig, target_accuracy: float, budget_tokens: float):
-    if config.explorer == "evolve":
-        from mlflow_autotts.search.evolve import EvolveExplorer
-
-        return EvolveExplorer(seed=config.seed, target_accuracy=target_accuracy, budget_tokens=budget_tokens)
-    from mlflow_autotts.search.llm_explorer import LLMExplorer
-
-    return LLMExplorer(config.explorer.split(":", 1)[1], price_input=config.price_input,
-                       price_output=config.price_output, seed=config.seed)
-
-
-def _mean(results, attr: str) -> float:
-    return sum(getattr(r, attr) for r in results) / len(results)
 
 
 def _start_parent(config: SearchConfig, resume: str | None):
@@ -87,8 +56,6 @@ def stored_config(run_id: str) -> SearchConfig:
     except Exception as exc:
         raise AutoTTSError(f"run {run_id!r} is not a search run (no {CONFIG_FILE}): "
                            f"{str(exc).splitlines()[0]}") from None
-    from mlflow_autotts.search.config import build_config
-
     return build_config(None, json.loads(raw))
 
 
@@ -102,37 +69,49 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
         parent_id = run.info.run_id
         client = mlflow.tracking.MlflowClient()
         if not resume:
-            # under `mlflow run` the -P values are already params (e.g. "20" for 20.0): keep them
-            given = client.get_run(parent_id).data.params
-            mlflow.log_params({k: str(v)[:6000] for k, v in config.params().items() if k not in given})
+            _log_settings(client, parent_id, config)
             mlflow.log_text(json.dumps(asdict(config), indent=2), CONFIG_FILE)
             mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.explorer})
-        # what every candidate is measured against on the search split: SC@64's accuracy,
-        # reached within the token budget of the goal (80% of CMC at β=0.5)
-        cmc_betas = sorted(set(config.betas) | {0.5})
-        refs = evaluate_many([SC64] + [ControllerSpec("cmc", b) for b in cmc_betas],
-                             search_sets, EvalConfig(shuffles=config.search_shuffles, workers=config.workers or None,
-                                                     progress=False), keep_episodes=False)
-        n = len(search_sets)
-        groups = [refs[i * n:(i + 1) * n] for i in range(len(refs) // n)]
-        sc64_search, sc64_tokens = _mean(groups[0], "accuracy"), _mean(groups[0], "mean_tokens")
-        cmc_curve = [(b, _mean(g, "accuracy"), _mean(g, "mean_tokens")) for b, g in zip(cmc_betas, groups[1:])]
-        budget = BUDGET_SHARE_OF_CMC * next(t for b, _, t in cmc_curve if b == 0.5)
-        client.log_batch(parent_id, metrics=_metrics({"sc64.search.accuracy": sc64_search,
-                                                      "sc64.search.mean_tokens": sc64_tokens,
-                                                      "search.token_budget": budget}))
-        explorer = make_explorer(config, sc64_search, budget)
+        refs = measure_references(config, search_sets)
+        client.log_batch(parent_id, metrics=_metrics({"sc64.search.accuracy": refs.sc64_accuracy,
+                                                      "sc64.search.mean_tokens": refs.sc64_tokens,
+                                                      "search.token_budget": refs.token_budget}))
+        explorer = make_explorer(config, refs)
         if config.explorer.startswith("openai:"):
             mlflow.openai.autolog()
-        archive_of = (explorer.archive if hasattr(explorer, "archive") else
-                      lambda cands: Archive.from_candidates(cands, target_accuracy=sc64_search, budget_tokens=budget))
         recorder = MlflowRecorder(config, parent_id, log_models=config.log_models)
-        outcome = run_search(config, explorer, Scorer(config, search_sets), recorder, archive_of,
-                             progress_bar=progress)
+        outcome = run_search(config, explorer, Scorer(config, search_sets), recorder,
+                             archive_factory(explorer, refs), progress_bar=progress)
         mlflow.set_tag("autotts.stop_reason", outcome.stop_reason)
         selection = select(config, outcome.archive, validation_sets)
-        version = _log_selection(config, outcome, selection, cmc_curve, (sc64_tokens, sc64_search), parent_id)
+        version = _log_selection(config, outcome, selection, refs, parent_id)
     return SearchJobResult(parent_id, outcome, selection, version)
+
+
+def _log_settings(client, run_id: str, config: SearchConfig) -> None:
+    """The settings as params. Under ``mlflow run`` the run already holds the ``-P`` values as
+    MLflow logged them ('' for a parameter not given): a key whose value means the same
+    setting is kept, and where it differs the effective value goes to ``<key>.resolved``, as
+    evaluate runs do."""
+    from mlflow.entities import Param
+
+    existing = client.get_run(run_id).data.params
+    params = []
+    for key, value in config.params().items():
+        text = str(value)[:MAX_PARAM_VALUE]
+        if key not in existing:
+            params.append(Param(key, text))
+        elif not _same_setting(key, existing[key], getattr(config, key)):
+            params.append(Param(f"{key}.resolved", text))
+    client.log_batch(run_id, params=params)
+
+
+def _same_setting(key: str, logged: str, value: Any) -> bool:
+    """Whether a param MLflow logged (e.g. "20" for 20.0) gives the setting ``value``."""
+    try:
+        return settings.coerce(SearchConfig, key, logged) == value
+    except AutoTTSError:
+        return False
 
 
 def _metrics(values: dict[str, float]):
@@ -155,7 +134,7 @@ def selection_rows(selection: Selection) -> list[dict[str, Any]]:
 
 
 def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Selection,
-                   cmc_curve, sc64_point, parent_id: str) -> str | None:
+                   refs: References, parent_id: str) -> str | None:
     import mlflow
 
     from mlflow_autotts.tracking import plots
@@ -167,10 +146,10 @@ def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Sele
     pts = [plots.Point(c.id, tok, acc, group="candidates", kind="candidate")
            for c in outcome.candidates if c.ok for _, acc, tok in c.curve()]
     front = plots.Curve("Pareto front", [(f.tokens, f.accuracy) for f in outcome.archive.front], group="front")
-    cmc = plots.Curve("cmc (β sweep)", [(t, a) for _, a, t in cmc_curve], group="cmc",
-                      point_labels=[f"β={b:g}" for b, _, _ in cmc_curve])
-    refs = [plots.Point("sc@64", sc64_point[0], sc64_point[1], group="sc@64", kind="sc@64")]
-    fig = plots.tradeoff_figure([front, cmc], pts + refs, title="search split: candidates across β", label_points=False)
+    cmc = plots.Curve("cmc (β sweep)", [(t, a) for _, a, t in refs.cmc_curve], group="cmc",
+                      point_labels=[f"β={b:g}" for b, _, _ in refs.cmc_curve])
+    sc64 = [plots.Point("sc@64", refs.sc64_tokens, refs.sc64_accuracy, group="sc@64", kind="sc@64")]
+    fig = plots.tradeoff_figure([front, cmc], pts + sc64, title="search split: candidates across β", label_points=False)
     mlflow.log_figure(fig, "pareto.png")
     client = mlflow.tracking.MlflowClient()
     history = client.get_metric_history(parent_id, "best_tokens_at_target")
