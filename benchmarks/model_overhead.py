@@ -34,7 +34,8 @@ import pandas as pd
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
-from mlflow_autotts.tracking.model import input_example, model_signature, parse_trajectory, save_controller_model
+from mlflow_autotts.serving.payload import parse_trajectory
+from mlflow_autotts.tracking.model import input_example, model_signature, save_controller_model
 
 LEVELS = ("direct", "direct+parse", "ControllerModel", "pyfunc", "mlflow floor")
 TARGET = 0.05

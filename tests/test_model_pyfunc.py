@@ -14,9 +14,10 @@ from helpers import random_set
 from mlflow_autotts.controllers import cmc as cmc_module
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.replay.episode import ReplayEpisode, replay_cost, shuffle_order
-from mlflow_autotts.tracking.model import (
-    ControllerModel, TrajectoryError, model_config_for, parse_trajectory, save_controller_model,
-)
+from mlflow_autotts.serving.model_config import candidate_config, model_config_for
+from mlflow_autotts.serving.payload import TrajectoryError, parse_trajectory
+from mlflow_autotts.serving.pyfunc import ControllerModel
+from mlflow_autotts.tracking.model import save_controller_model
 
 SET = random_set(n_problems=5, n_branches=24, seed=3)
 
@@ -213,8 +214,6 @@ class ProbeTwo(Controller):
 
 
 def test_candidate_config_equals_the_trusted_config_of_the_same_source(tmp_path):
-    from mlflow_autotts.tracking.model import candidate_config
-
     path = tmp_path / "ProbeTwo.py"
     path.write_text(PROBE_SOURCE)
     trusted, _ = model_config_for(ControllerSpec(f"{path}:ProbeTwo", 0.25, {"depth": 3}))
@@ -236,7 +235,6 @@ def test_candidate_config_equals_the_trusted_config_of_the_same_source(tmp_path)
 ])
 def test_candidate_config_rejects_bad_facts(kwargs, message):
     from mlflow_autotts.errors import ControllerError
-    from mlflow_autotts.tracking.model import candidate_config
 
     args = {"source": PROBE_SOURCE, "class_name": "ProbeTwo", "label": "probe_two", "beta": 0.5, **kwargs}
     with pytest.raises(ControllerError) as err:

@@ -198,6 +198,8 @@ def test_bad_model_uris_are_one_line_errors(mlflow_store, tmp_path, aime_1p7):
         f"models:/{NAME}/9": f"version 9 of registered model '{NAME}' does not exist",
         "models:/foreign@prod": "is not an autotts controller model",
         "runs:/0123456789abcdef/controller": "run '0123456789abcdef' does not exist",
+        f"models:{NAME}": f"invalid model URI 'models:{NAME}': expected models:/<name>@<alias>, "
+                          "models:/<name>/<version>, models:/<model id> or runs:/<run id>/<path>",
     }
     for uri, message in cases.items():
         r = invoke("evaluate", data, "--controller", uri, "--shuffles", "1", "--no-mlflow", "--no-progress")
@@ -343,3 +345,19 @@ def test_candidates_log_into_a_given_run_from_a_worker_thread(mlflow_store, tmp_
     assert [m.source_run_id for m in models] == [run_id, run_id]
     assert [m.tags["autotts.beta"] for m in models] == ["0.25", "0.75"]
     assert not list(tmp_path.glob("import-*"))
+
+
+def test_model_uris_are_recognised_by_scheme_in_one_place():
+    """``models:name`` without the slash is routed to MLflow resolution (which refuses it,
+    naming the accepted forms) rather than looked up as a registry name or a file."""
+    from mlflow_autotts.controllers.loading import is_model_uri, split_source_ref
+    from mlflow_autotts.tracking import resolve
+
+    assert resolve.is_model_uri is is_model_uri
+    for ref in ("models:/x@champion", "models:/x/3", "models:/m-abc", "runs:/abc/controller", "models:x", "runs:abc"):
+        assert is_model_uri(ref) and split_source_ref(ref) is None, ref
+    for ref in ("cmc", "ctrl.py", "ctrl.py:Mine", "dir/models.py", "./models:x.py"):
+        assert not is_model_uri(ref), ref
+    assert resolve.logged_model_id("models:/m-abc") == "m-abc"
+    assert [resolve.logged_model_id(u) for u in ("models:/m-abc/1", "models:/m-abc@x", "models:/abc", "runs:/m-a/b")] \
+        == [None] * 4

@@ -17,10 +17,24 @@ from mlflow_autotts.controllers.base import Controller, build_controller
 from mlflow_autotts.controllers.registry import get_controller_class
 from mlflow_autotts.errors import ControllerError
 
+MODEL_URI_SCHEMES = ("models:", "runs:")
+"""Schemes of the MLflow model URIs a controller reference may be."""
+
+
+def is_model_uri(ref: str) -> bool:
+    """True when ``ref`` is meant as an MLflow model URI (``models:…``, ``runs:…``), the one
+    check every layer uses to route a controller reference (pure string: no MLflow here).
+
+    The scheme decides, not the form: ``models:name`` (no slash) counts as a model URI, so
+    that it reaches ``tracking.resolve``, which refuses it and names the forms MLflow takes
+    (``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<model id>``,
+    ``runs:/<run id>/<path>``), instead of being looked up as a registry name or a file."""
+    return ref.startswith(MODEL_URI_SCHEMES)
+
 
 def split_source_ref(ref: str) -> tuple[str, str | None] | None:
     """``("path.py", "Class" | None)`` if ``ref`` names a source file, else None."""
-    path, _, cls = ref.partition(":") if ref.count(":") == 1 and not ref.startswith(("models:", "runs:")) else (ref, "", "")
+    path, _, cls = ref.partition(":") if ref.count(":") == 1 and not is_model_uri(ref) else (ref, "", "")
     if path.endswith(".py"):
         return path, (cls or None)
     return None

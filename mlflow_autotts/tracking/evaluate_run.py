@@ -1,4 +1,4 @@
-"""Logging an ``autotts evaluate`` result to MLflow (DESIGN §7).
+"""Logging an ``autotts evaluate`` result to MLflow (``docs/architecture.md``, "MLflow conventions").
 
 One run per evaluation. Layout:
 
@@ -23,7 +23,9 @@ One run per evaluation. Layout:
   ``accuracy_vs_tokens.png``.
 - tags: ``autotts.command=evaluate`` plus the caller's ``tags``.
 
-Everything goes through ``MlflowClient`` batches: one call per kind, not per value.
+Everything goes through ``MlflowClient.log_batch`` (which splits into MLflow's batch
+limits itself): one call per kind, not per value. MLflow is imported inside the functions:
+the CLI imports this module at start-up.
 """
 
 from __future__ import annotations
@@ -37,27 +39,25 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.report import EvaluationReport, token_reduction
+from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
+from mlflow_autotts.tracking import plots
+from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, client, experiment_id, param_value
 from mlflow_autotts.tracking.naming import MEAN_KEY, dataset_keys, metric_key
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-    from mlflow_autotts.replay.results import EvalResult
 
 METRICS = ("accuracy", "mean_tokens", "token_reduction_vs_sc64")
 RESULTS_TABLE = "results.json"
 EPISODES_FILE = "episodes.parquet"
 PLOT_FILE = "accuracy_vs_tokens.png"
 COMMAND_TAG = "autotts.command"
-MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-_BATCH_METRICS = 1000
-_BATCH_PARAMS_TAGS = 100
 
 
 def log_evaluation(
     report: EvaluationReport,
     *,
-    experiment: str = "autotts",
+    experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     params: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
@@ -70,18 +70,13 @@ def log_evaluation(
     (FAILED if logging raised); an already-active run is left active.
     """
     betas = _check(report)
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    with _target_run(client, experiment, run_name) as run_id:
-        _log_params_and_tags(client, run_id, report, betas, params or {}, tags or {})
-        _log_metrics(client, run_id, report, betas)
-        _log_tables(client, run_id, report)
+    c = client()
+    with _target_run(c, experiment, run_name) as run_id:
+        _log_params_and_tags(c, run_id, report, betas, params or {}, tags or {})
+        _log_metrics(c, run_id, report, betas)
+        _log_tables(c, run_id, report)
         if sum(b is not None for b in betas) > 1:
-            from mlflow_autotts.tracking import plots
-
-            fig = plots.accuracy_tokens_figure(report)
-            client.log_figure(run_id, fig, PLOT_FILE)
+            c.log_figure(run_id, plots.accuracy_tokens_figure(report), PLOT_FILE)
     return run_id
 
 
@@ -101,26 +96,9 @@ def _check(report: EvaluationReport) -> list[float | None]:
     return sorted({r.beta for r in report.results}, key=lambda b: (b is not None, b or 0.0))
 
 
-def _experiment_id(client: "MlflowClient", name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name)
-        except MlflowException as exc:  # created concurrently
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            exp = client.get_experiment_by_name(name)
-    if exp.lifecycle_stage == "deleted":
-        raise AutoTTSError(f"MLflow experiment {name!r} is deleted; restore it "
-                           f"(`mlflow experiments restore`) or choose another experiment")
-    return exp.experiment_id
-
-
 @contextmanager
 def _target_run(client: "MlflowClient", experiment: str, run_name: str | None) -> Iterator[str]:
-    import mlflow
+    import mlflow  # lazy: see the module docstring
     from mlflow.entities import RunStatus
     from mlflow.environment_variables import MLFLOW_RUN_ID
 
@@ -133,7 +111,7 @@ def _target_run(client: "MlflowClient", experiment: str, run_name: str | None) -
     if MLFLOW_RUN_ID.get():  # under `mlflow run`: start_run resumes the project's run
         run = mlflow.start_run(run_name=run_name)
     else:
-        run = mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=run_name)
+        run = mlflow.start_run(experiment_id=experiment_id(experiment, client), run_name=run_name)
     try:
         yield run.info.run_id
     except BaseException:
@@ -143,11 +121,6 @@ def _target_run(client: "MlflowClient", experiment: str, run_name: str | None) -
 
 
 # ---------------------------------------------------------------------------- params, tags
-def _fmt(value: Any) -> str:
-    s = str(value)
-    return s if len(s) <= MAX_PARAM_VALUE else s[: MAX_PARAM_VALUE - 1] + "…"
-
-
 def _wanted_params(report: EvaluationReport, betas: list[float | None], extra: dict[str, Any]) -> dict[str, str]:
     first = report.results[0]
     out = {"controller": first.controller}
@@ -159,12 +132,12 @@ def _wanted_params(report: EvaluationReport, betas: list[float | None], extra: d
     for k, v in first.params.items():
         out[f"controller.{k}"] = v
     out.update(extra)
-    return {k: _fmt(v) for k, v in out.items()}
+    return {k: param_value(v) for k, v in out.items()}
 
 
 def _log_params_and_tags(client: "MlflowClient", run_id: str, report: EvaluationReport,
                          betas: list[float | None], extra: dict[str, Any], tags: dict[str, Any]) -> None:
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param, RunTag  # lazy: see the module docstring
 
     existing = client.get_run(run_id).data.params
     new: dict[str, str] = {}
@@ -176,39 +149,32 @@ def _log_params_and_tags(client: "MlflowClient", run_id: str, report: Evaluation
                                    f"cannot log {value!r} (log each evaluation to its own run)")
         if existing.get(key) != value:
             new[key] = value
-    param_list = [Param(k, v) for k, v in new.items()]
-    tag_list = [RunTag(k, str(v)) for k, v in {COMMAND_TAG: "evaluate", **tags}.items()]
-    for lo in range(0, max(len(param_list), len(tag_list)), _BATCH_PARAMS_TAGS):
-        client.log_batch(run_id, params=param_list[lo : lo + _BATCH_PARAMS_TAGS],
-                         tags=tag_list[lo : lo + _BATCH_PARAMS_TAGS])
+    client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()],
+                     tags=[RunTag(k, str(v)) for k, v in {COMMAND_TAG: "evaluate", **tags}.items()])
 
 
 # ---------------------------------------------------------------------------- metrics
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def _metric_values(report: EvaluationReport, betas: list[float | None]) -> list[tuple[str, float, int]]:
     """(key, value, step) for every metric of the layout in the module docstring."""
     keys = dataset_keys(report.datasets)
     several = sum(b is not None for b in betas) > 1
     out: list[tuple[str, float, int]] = []
     for step, beta in enumerate(betas):
-        per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
-        for r in report.results:
-            if r.beta != beta:
-                continue
+        at_beta = [r for r in report.results if r.beta == beta]
+        for r in at_beta:
             values = {"accuracy": r.accuracy, "mean_tokens": r.mean_tokens,
                       "token_reduction_vs_sc64": report.reduction_vs_sc64(r)}
             for m, v in values.items():
                 if v is None:
                     continue
-                per_metric[m].append(v)
                 out.append((metric_key(m, keys[r.data]), v, step))
                 if beta is not None:
                     out.append((metric_key(m, keys[r.data], beta), v, 0))
-        for m, vs in per_metric.items():
-            mean = _mean(vs)
+        accuracy, mean_tokens = mean_over_datasets(at_beta)
+        reductions = [v for v in map(report.reduction_vs_sc64, at_beta) if v is not None]
+        means = {"accuracy": accuracy, "mean_tokens": mean_tokens,
+                 "token_reduction_vs_sc64": sum(reductions) / len(reductions) if reductions else None}
+        for m, mean in means.items():
             if mean is None:
                 continue
             out.append((metric_key(m, MEAN_KEY), mean, step))
@@ -220,17 +186,15 @@ def _metric_values(report: EvaluationReport, betas: list[float | None]) -> list[
 
 
 def _log_metrics(client: "MlflowClient", run_id: str, report: EvaluationReport, betas: list[float | None]) -> None:
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # lazy: see the module docstring
 
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, step) for k, v, step in _metric_values(report, betas)
-               if math.isfinite(v)]
-    for lo in range(0, len(metrics), _BATCH_METRICS):
-        client.log_batch(run_id, metrics=metrics[lo : lo + _BATCH_METRICS])
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v, step in _metric_values(report, betas)
+                                      if math.isfinite(v)])
 
 
 # ---------------------------------------------------------------------------- artifacts
-def _roles(report: EvaluationReport) -> list[tuple[str, "EvalResult"]]:
+def _roles(report: EvaluationReport) -> list[tuple[str, EvalResult]]:
     """Every result once (by identity), with its role in the report."""
     out, seen = [], set()
     for role, rs in (("evaluated", report.results), ("sc64", report.sc64.values()), ("reference", report.references)):
@@ -252,7 +216,7 @@ def summary_rows(report: EvaluationReport) -> list[dict[str, Any]]:
 
 
 def _log_tables(client: "MlflowClient", run_id: str, report: EvaluationReport) -> None:
-    import pandas as pd
+    import pandas as pd  # lazy: see the module docstring
 
     client.log_table(run_id, pd.DataFrame(summary_rows(report)), RESULTS_TABLE)
     parts = []

@@ -1,4 +1,5 @@
-"""MLflow metric names for evaluations (DESIGN §7): ``<metric>.<model>.<benchmark>[.beta_<β>]``.
+"""MLflow metric names for evaluations: ``<metric>.<model>.<benchmark>[.beta_<β>]``
+(``docs/architecture.md``, "MLflow conventions").
 
 MLflow accepts letters, digits, ``_ - . / space`` (and ``:`` except on Windows) in a key, at
 most 250 characters, and no path tricks (``..``, leading ``/``). Dataset names are paths or

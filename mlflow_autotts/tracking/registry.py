@@ -1,12 +1,15 @@
 """The model registry side: register controllers, move aliases, and the promotion gate.
 
-Names (DESIGN §7): registered model ``autotts-controller``; alias ``challenger`` for the
-best candidate of a search, ``champion`` for the one promoted behind the gate. The gate
+Names (``docs/architecture.md``, "MLflow conventions"): registered model
+``autotts-controller``; alias ``challenger`` for the best candidate of a search,
+``champion`` for the one promoted behind the gate. The gate
 replays both aliased versions on the same data in one process pool and moves the target
 alias only when the candidate keeps accuracy (within ``max_accuracy_drop`` points) and
 spends no more than ``max_token_ratio`` times the incumbent's tokens. Its numbers are
 written to both versions as ``autotts.gate.*`` tags, so the registry UI shows why a
 version holds its alias.
+
+MLflow is imported inside the functions: the CLI imports this module at start-up.
 """
 
 from __future__ import annotations
@@ -14,16 +17,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.data.trajectory import TrajectorySet
+from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError, ControllerError
+from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
+from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.serving.model_config import model_config_for
+from mlflow_autotts.tracking.mlflow_utils import (
+    DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME, client, experiment_id, first_line, is_not_found,
+)
+from mlflow_autotts.tracking.model import controller_tags, log_controller_model
+from mlflow_autotts.tracking.naming import dataset_keys
+from mlflow_autotts.tracking.resolve import describe_model_uri, logged_model_id, spec_from_model_uri
 
-if TYPE_CHECKING:
-    from mlflow_autotts.replay.results import EvalResult
-
-DEFAULT_NAME = "autotts-controller"
-DEFAULT_EXPERIMENT = "autotts"
+DEFAULT_NAME = DEFAULT_MODEL_NAME  # what the CLI imports (a light import: tracking.mlflow_utils)
 GATE_TAG = "autotts.gate"
 _EPS = 1e-9  # float slack so that equal numbers never fail a gate by rounding
 
@@ -53,19 +63,6 @@ class RegisteredController:
         return f"models:/{self.name}/{self.version}"
 
 
-def _client():
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient()
-
-
-def _experiment_id(name: str) -> str:
-    import mlflow
-
-    exp = mlflow.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else mlflow.create_experiment(name)
-
-
 def _check_name(kind: str, value: str) -> str:
     if not value or not value.strip() or "/" in value or "@" in value:
         raise AutoTTSError(f"invalid {kind} {value!r}: must be non-empty, without '/' or '@'")
@@ -80,14 +77,12 @@ def register(spec: ControllerSpec, name: str = DEFAULT_NAME, aliases: Sequence[s
 
     Imports the controller: trusted code only. A search candidate is logged with
     ``tracking.model.log_candidate_model`` and registered with ``register_logged_model``."""
-    import mlflow
-
-    from mlflow_autotts.tracking.model import log_controller_model, model_config_for
+    import mlflow  # lazy: see the module docstring
 
     _check_names(name, aliases)
     config, source = model_config_for(spec)  # validates before a run is created
     active = mlflow.active_run()
-    run_kwargs: dict[str, Any] = {"nested": True} if active else {"experiment_id": _experiment_id(experiment)}
+    run_kwargs: dict[str, Any] = {"nested": True} if active else {"experiment_id": experiment_id(experiment)}
     with mlflow.start_run(run_name=run_name or f"register-{source.label}", **run_kwargs):
         mlflow.log_params({"controller": source.label, "beta": config["beta"],
                            **{f"param.{k}": v for k, v in config["params"].items()}})
@@ -108,8 +103,6 @@ def register_logged_model(model_uri: str, name: str = DEFAULT_NAME, aliases: Seq
     ``ControllerError``) and to take its ``model_config``. The version's tags are the logged
     model's ``autotts.*`` tags (controller, source hash, β, parameters, the metrics it was
     logged with), then ``controller_tags(config, metrics)``, then ``tags``, later ones winning."""
-    from mlflow_autotts.tracking.resolve import describe_model_uri
-
     _check_names(name, aliases)
     config = describe_model_uri(model_uri).config
     return _register(model_uri, config, name, aliases, description, metrics, tags or {})
@@ -121,20 +114,14 @@ def _check_names(name: str, aliases: Sequence[str]) -> None:
         _check_name("alias", a)
 
 
-def _model_id(model_uri: str) -> str | None:
-    """The logged model id of a ``models:/<model id>`` URI (else None)."""
-    model_id = model_uri[len("models:/"):].strip("/") if model_uri.startswith("models:/m-") else ""
-    return model_id if model_id and "/" not in model_id and "@" not in model_id else None
-
-
 def _logged_model_tags(model_id: str | None) -> dict[str, str]:
     """The ``autotts.*`` tags of a logged model (none without one)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy: see the module docstring
 
     if model_id is None:
         return {}
     try:
-        tags = _client().get_logged_model(model_id).tags
+        tags = client().get_logged_model(model_id).tags
     except MlflowException:
         return {}
     return {k: v for k, v in tags.items() if k.startswith("autotts.")}
@@ -143,38 +130,36 @@ def _logged_model_tags(model_id: str | None) -> dict[str, str]:
 def _register(model_uri: str, config: Mapping[str, Any], name: str, aliases: Sequence[str],
               description: str | None, metrics: Mapping[str, float] | None,
               tags: Mapping[str, str]) -> RegisteredController:
-    import mlflow
+    import mlflow  # lazy: see the module docstring
 
-    from mlflow_autotts.tracking.model import controller_tags
-
-    model_id = _model_id(model_uri)
+    model_id = logged_model_id(model_uri)
     version_tags = {**_logged_model_tags(model_id), **controller_tags(config, metrics), **dict(tags)}
     version = mlflow.register_model(model_uri, name, tags=version_tags)
-    client = _client()
+    c = client()
     if description:
-        client.update_model_version(name, version.version, description=description)
+        c.update_model_version(name, version.version, description=description)
     for a in aliases:
-        client.set_registered_model_alias(name, a, version.version)
+        c.set_registered_model_alias(name, a, version.version)
     return RegisteredController(name, str(version.version), version.run_id, str(config["controller"]), dict(config),
                                 tuple(aliases), getattr(version, "model_id", None) or model_id)
 
 
 def version_by_alias(name: str, alias: str):
     """The ``ModelVersion`` holding ``alias``, or a ``ControllerError`` saying what is missing."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy: see the module docstring
 
-    client = _client()
+    c = client()
     try:
-        registered = client.get_registered_model(name)
+        registered = c.get_registered_model(name)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if is_not_found(exc):
             raise ControllerError(f"registered model {name!r} does not exist") from None
-        raise ControllerError(f"registered model {name!r}: {exc.message.splitlines()[0]}") from None
+        raise ControllerError(f"registered model {name!r}: {first_line(exc)}") from None
     version = registered.aliases.get(alias)
     if version is None:
         set_ = ", ".join(f"{a} -> v{v}" for a, v in sorted(registered.aliases.items())) or "none"
         raise ControllerError(f"alias {alias!r} is not set on registered model {name!r} (aliases set: {set_})")
-    return client.get_model_version(name, str(version))
+    return c.get_model_version(name, str(version))
 
 
 # ---------------------------------------------------------------------------- gate
@@ -207,23 +192,23 @@ class GateConfig:
 
 @dataclass
 class GateSide:
-    """One version's replay results on the gate data."""
+    """One version's replay results on the gate data (one ``EvalResult`` per dataset)."""
 
     name: str
     version: str
     alias: str
     controller: str
-    results: list["EvalResult"]
+    results: list[EvalResult]
 
     @property
     def accuracy(self) -> float:
         """Mean over datasets of accuracy (%)."""
-        return sum(r.accuracy for r in self.results) / len(self.results)
+        return mean_over_datasets(self.results)[0]
 
     @property
     def mean_tokens(self) -> float:
         """Mean over datasets of mean tokens per problem."""
-        return sum(r.mean_tokens for r in self.results) / len(self.results)
+        return mean_over_datasets(self.results)[1]
 
     @property
     def label(self) -> str:
@@ -261,13 +246,9 @@ def decide(candidate: GateSide, incumbent: GateSide | None, config: GateConfig) 
     return False, "; ".join(t for ok, t in ((acc_ok, acc_txt), (tok_ok, tok_txt)) if not ok)
 
 
-def _load_gate_data(data: Sequence[Any]) -> list[Any]:
-    from mlflow_autotts.data.trajectory import TrajectorySet
-
+def _load_gate_data(data: Sequence[Any]) -> list[TrajectorySet]:
     if all(isinstance(d, TrajectorySet) for d in data):
         return list(data)
-    from mlflow_autotts.data.uris import load_datasets
-
     return load_datasets([str(d) for d in data])
 
 
@@ -277,8 +258,6 @@ def _fmt(x: float) -> str:
 
 def gate_tags(side: GateSide, other: GateSide | None, decision: GateDecision, role: str) -> dict[str, str]:
     """``autotts.gate.*`` tags: the latest gate this version took part in."""
-    from mlflow_autotts.tracking.naming import dataset_keys
-
     keys = dataset_keys([r.data for r in side.results])
     tags = {
         f"{GATE_TAG}.role": role,
@@ -336,17 +315,14 @@ def promote(name: str = DEFAULT_NAME, from_alias: str = "challenger", to_alias: 
             gate_data: Sequence[Any] = (), config: GateConfig = GateConfig()) -> GateDecision:
     """Replay the ``from_alias`` version (and the ``to_alias`` one, if set) on ``gate_data``
     and move ``to_alias`` when the rule passes. Tags go on both versions either way."""
-    from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
-    from mlflow_autotts.tracking.resolve import spec_from_model_uri
-
     if not gate_data:
         raise AutoTTSError("the gate needs data: pass at least one dataset URI with --gate")
     _check_name("alias", to_alias)
     cand_v = version_by_alias(name, from_alias)
-    client = _client()
-    registered = client.get_registered_model(name)
+    c = client()
+    registered = c.get_registered_model(name)
     inc_version = registered.aliases.get(to_alias)
-    inc_v = client.get_model_version(name, str(inc_version)) if inc_version is not None else None
+    inc_v = c.get_model_version(name, str(inc_version)) if inc_version is not None else None
     same = inc_v is not None and str(inc_v.version) == str(cand_v.version)
 
     cand_spec = spec_from_model_uri(f"models:/{name}/{cand_v.version}")
@@ -365,11 +341,11 @@ def promote(name: str = DEFAULT_NAME, from_alias: str = "challenger", to_alias: 
     decision = GateDecision(passed, reason, candidate, incumbent, to_alias, config, [d.name for d in datasets])
 
     for key, value in gate_tags(candidate, incumbent, decision, "candidate").items():
-        client.set_model_version_tag(name, candidate.version, key, value)
+        c.set_model_version_tag(name, candidate.version, key, value)
     if incumbent is not None and not same:
         for key, value in gate_tags(incumbent, candidate, decision, "incumbent").items():
-            client.set_model_version_tag(name, incumbent.version, key, value)
+            c.set_model_version_tag(name, incumbent.version, key, value)
     if passed:
-        client.set_registered_model_alias(name, to_alias, candidate.version)
-        client.update_model_version(name, candidate.version, description=_description(decision))
+        c.set_registered_model_alias(name, to_alias, candidate.version)
+        c.update_model_version(name, candidate.version, description=_description(decision))
     return decision

@@ -6,34 +6,43 @@ downloaded (not the shipped package), and the result is an ordinary ``Controller
 a model is replayed by the very code path that replays in-process controllers, in the same
 process pool, with the same numbers.
 
-Every way a URI can fail (no such registered model, version, alias, logged model or run;
-a model that is not an autotts controller) is one ``ControllerError`` line.
+Every way a URI can fail (a malformed URI, such as ``models:name`` without the slash that
+MLflow requires; no such registered model, version, alias, logged model or run; a model
+that is not an autotts controller) is one ``ControllerError`` line. Whether a reference is
+a model URI at all is ``controllers.loading.is_model_uri`` (re-exported here).
+
+MLflow is imported inside the functions: the CLI imports this module at start-up.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
-import os
 import re
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.serving.model_config import SOURCE_ARTIFACT, is_controller_config, spec_from_config
+from mlflow_autotts.tracking.mlflow_utils import client, first_line, is_not_found, quiet_downloads
 
-MODEL_URI_PREFIXES = ("models:/", "runs:/")
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
+_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, models:/<model id> or runs:/<run id>/<path>"
 _DOWNLOADS: Path | None = None
 
+__all__ = ["describe_model_uri", "is_model_uri", "locate", "logged_model_id", "spec_from_model_uri"]
 
-def is_model_uri(ref: str) -> bool:
-    """True for the controller references this module resolves (``models:/…``, ``runs:/…``)."""
-    return ref.startswith(MODEL_URI_PREFIXES)
+
+def logged_model_id(uri: str) -> str | None:
+    """The logged model id of a ``models:/<model id>`` URI (ids start with ``m-``), else None."""
+    m = _MODELS.match(uri)
+    if m is None or m.group("alias") is not None or m.group("version") is not None:
+        return None
+    return m.group("name") if m.group("name").startswith("m-") else None
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class ResolvedController:
 
     ref: ModelRef
     config: dict[str, Any]
-    """The model's ``model_config`` (see ``tracking.model.model_config_for``)."""
+    """The model's ``model_config`` (layout in ``serving.model_config``)."""
     source_relpath: str
     """The controller source artifact, relative to the model directory."""
 
@@ -70,56 +79,38 @@ def _downloads() -> Path:
     return _DOWNLOADS
 
 
-def _first_line(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-
-
-def _not_found(exc: Exception) -> bool:
-    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-
-
-def _client():
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient()
-
-
 def locate(uri: str) -> ModelRef:
     """Resolve names, versions and aliases of ``uri`` against the registry."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy: see the module docstring
 
-    client = _client()
-    m = _MODELS.match(uri)
-    if not uri.startswith(MODEL_URI_PREFIXES):
-        raise ControllerError(f"invalid model URI {uri!r}: expected models:/… or runs:/…")
-    if uri.startswith("models:/") and m is None:
-        raise ControllerError(f"invalid model URI {uri!r}: expected models:/<name>@<alias>, "
-                              "models:/<name>/<version> or models:/<model id>")
-    if m is None:  # runs:/<run id>/<path>: the run's artifact path is the model directory
+    c = client()
+    if uri.startswith("runs:/"):  # runs:/<run id>/<path>: the run's artifact path is the model directory
         run_id = uri[len("runs:/"):].split("/", 1)[0]
         try:
-            client.get_run(run_id)
+            c.get_run(run_id)
         except MlflowException as exc:
-            if _not_found(exc):
+            if is_not_found(exc):
                 raise ControllerError(f"model URI {uri}: run {run_id!r} does not exist") from None
-            raise ControllerError(f"model URI {uri}: {_first_line(exc)}") from None
+            raise ControllerError(f"model URI {uri}: {first_line(exc)}") from None
         return ModelRef(uri, uri.rstrip("/"))
+    m = _MODELS.match(uri)
+    if m is None:  # also models:name without the slash, which MLflow does not take either
+        raise ControllerError(f"invalid model URI {uri!r}: expected {_FORMS}")
     name, alias, version = m.group("name"), m.group("alias"), m.group("version")
     if alias is None and version is None and name.startswith("m-"):  # a logged model id
         try:
-            return ModelRef(uri, client.get_logged_model(name).artifact_location)
+            return ModelRef(uri, c.get_logged_model(name).artifact_location)
         except MlflowException as exc:
-            if not _not_found(exc):
-                raise ControllerError(f"model URI {uri}: {_first_line(exc)}") from None
+            if not is_not_found(exc):
+                raise ControllerError(f"model URI {uri}: {first_line(exc)}") from None
     try:
-        registered = client.get_registered_model(name)
+        registered = c.get_registered_model(name)
     except MlflowException as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             what = "logged model or registered model" if alias is None and version is None and name.startswith("m-") \
                 else "registered model"
             raise ControllerError(f"model URI {uri}: {what} {name!r} does not exist") from None
-        raise ControllerError(f"model URI {uri}: {_first_line(exc)}") from None
+        raise ControllerError(f"model URI {uri}: {first_line(exc)}") from None
     if alias is not None:
         version = registered.aliases.get(alias)
         if version is None:
@@ -127,39 +118,23 @@ def locate(uri: str) -> ModelRef:
             raise ControllerError(f"model URI {uri}: alias {alias!r} is not set on registered model {name!r} "
                                   f"(aliases set: {set_})")
     elif version is None or version == "latest":
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = c.search_model_versions(f"name = '{name}'")
         if not versions:
             raise ControllerError(f"model URI {uri}: registered model {name!r} has no versions")
         version = str(max(int(v.version) for v in versions))
     try:
-        client.get_model_version(name, str(version))
-        artifact_uri = client.get_model_version_download_uri(name, str(version))
+        c.get_model_version(name, str(version))
+        artifact_uri = c.get_model_version_download_uri(name, str(version))
     except MlflowException as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             raise ControllerError(f"model URI {uri}: version {version} of registered model {name!r} "
                                   "does not exist") from None
-        raise ControllerError(f"model URI {uri}: {_first_line(exc)}") from None
+        raise ControllerError(f"model URI {uri}: {first_line(exc)}") from None
     return ModelRef(uri, artifact_uri.rstrip("/"), name, str(version))
 
 
-@contextmanager
-def quiet_downloads() -> Iterator[None]:
-    """No artifact progress bars: the files fetched here are tiny, and a bar on stderr would
-    break the one-line error contract."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 def _download(artifact_uri: str, what: str, uri: str) -> Path:
-    import mlflow
+    import mlflow  # lazy: see the module docstring
     from mlflow.exceptions import MlflowException
 
     dst = tempfile.mkdtemp(dir=_downloads())
@@ -167,22 +142,20 @@ def _download(artifact_uri: str, what: str, uri: str) -> Path:
         with quiet_downloads():
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst))
     except (MlflowException, OSError) as exc:
-        raise ControllerError(f"model URI {uri}: cannot download {what}: {_first_line(exc)}") from None
+        raise ControllerError(f"model URI {uri}: cannot download {what}: {first_line(exc)}") from None
 
 
 def describe_model_uri(uri: str) -> ResolvedController:
     """Locate ``uri`` and read its ``MLmodel``; a model that is not an autotts controller is
     a ``ControllerError`` naming what it is instead."""
-    from mlflow.models import Model
-
-    from mlflow_autotts.tracking.model import SOURCE_ARTIFACT, is_controller_config
+    from mlflow.models import Model  # lazy: see the module docstring
 
     ref = locate(uri)
     mlmodel = _download(f"{ref.artifact_uri}/MLmodel", "its MLmodel file (is it an MLflow model?)", uri)
     try:
         model = Model.load(str(mlmodel))
     except Exception as exc:  # a corrupt or foreign file: say so in one line
-        raise ControllerError(f"model URI {uri}: unreadable MLmodel file: {_first_line(exc)}") from None
+        raise ControllerError(f"model URI {uri}: unreadable MLmodel file: {first_line(exc)}") from None
     pyfunc = model.flavors.get("python_function") or {}
     config = pyfunc.get("config")
     if not is_controller_config(config):
@@ -202,8 +175,6 @@ def spec_from_model_uri(uri: str) -> ControllerSpec:
     checked against the sha256 recorded at logging; a built-in's spec is its registry
     name, with β and the parameters from ``model_config`` in both cases.
     """
-    from mlflow_autotts.tracking.model import spec_from_config
-
     resolved = describe_model_uri(uri)
     config = resolved.config
     source = _download(f"{resolved.ref.artifact_uri}/{resolved.source_relpath}", "the controller source", uri)

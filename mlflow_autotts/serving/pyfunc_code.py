@@ -4,6 +4,6 @@ artifact), read by ``ControllerModel.load_context``."""
 
 import mlflow
 
-from mlflow_autotts.tracking.model import ControllerModel
+from mlflow_autotts.serving.pyfunc import ControllerModel
 
 mlflow.models.set_model(ControllerModel())

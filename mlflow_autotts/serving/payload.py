@@ -1,0 +1,251 @@
+"""Parsing a request to a served controller: its rows (question, trajectory, interval) and
+its params, free of MLflow and pandas-agnostic.
+
+Two kinds of failure, kept apart because they are answered differently:
+``TrajectoryError`` is one row's bad input (that row's ``error``; the other rows are still
+answered), ``RequestError`` is the request's (a missing column, a bad param: the whole
+call is refused, HTTP 400). Each message names what is wrong and where ("branch 4:
+branch_tokens must be >= 0"), and no input makes the parser raise anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from functools import reduce
+from itertools import accumulate
+from operator import iadd
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mlflow_autotts.controllers.base import check_beta
+from mlflow_autotts.data.trajectory import Branches
+from mlflow_autotts.errors import ControllerError
+
+DEFAULT_INTERVAL = 500
+"""``interval_tokens`` of a row that does not give one (the published data's probe_freq)."""
+QUESTION, TRAJECTORY, INTERVAL = "question", "trajectory", "interval_tokens"
+"""The request's input columns; only ``question`` is always required."""
+TRIPLE_FIELDS = ("probe_answers", "branch_tokens", "final_answer")
+DEFAULT_BACKEND = "replay"
+_SEQ = (list, tuple, np.ndarray)
+
+
+class TrajectoryError(ValueError):
+    """One row's input cannot be used; the message says what and where."""
+
+
+class RequestError(ValueError):
+    """The request as a whole is malformed (a missing column, a bad param)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One question of a request, as sent (parsed by the backend that answers it)."""
+
+    question: Any
+    trajectory: Any = None
+    interval_tokens: Any = None
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    """The request's params, checked."""
+
+    backend: str = DEFAULT_BACKEND
+    """Which backend answers (``replay``; ``live`` with issue 8)."""
+    beta: float | None = None
+    """β for this request; None means the model's logged β."""
+    shuffle_seed: int = -1
+    """Branch order: ``random.Random(seed).shuffle``; negative keeps the given order."""
+    return_actions: bool = False
+    """Also return each row's actions (JSON), to audit or replay its bill."""
+
+
+# ------------------------------------------------------------------------ params, columns
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters, so an error line stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is an integer number (not a bool), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_params(params: Mapping[str, Any] | None) -> RequestParams:
+    """The request's params (MLflow has already applied the signature's types and defaults
+    when called through pyfunc; direct calls get the same checks here)."""
+    params = params or {}
+    backend = params.get("backend") or DEFAULT_BACKEND
+    if not isinstance(backend, str):
+        raise RequestError(f"param backend must be a string, got {_show(backend)}")
+    beta = params.get("beta")
+    if beta is not None:
+        try:
+            beta = check_beta(beta)
+        except ControllerError as exc:
+            raise RequestError(str(exc)) from None
+    seed = params.get("shuffle_seed")
+    if seed is None:
+        seed = -1
+    elif (seed := _integer(seed)) is None:
+        raise RequestError(f"param shuffle_seed must be an integer, got {_show(params['shuffle_seed'])}")
+    record = params.get("return_actions", False)
+    if record is None:
+        record = False
+    if not isinstance(record, (bool, np.bool_)):
+        raise RequestError(f"param return_actions must be true or false, got {_show(record)}")
+    return RequestParams(backend, beta, seed, bool(record))
+
+
+def request_rows(columns: Mapping[str, Sequence[Any]], n_rows: int, required: Mapping[str, str],
+                 backend: str) -> list[Row]:
+    """The request's rows from its columns (``DataFrame`` column name -> values).
+
+    ``required`` maps the columns the answering backend needs beyond ``question`` to what
+    they hold, for the error message."""
+    if QUESTION not in columns:
+        raise RequestError(f"input is missing the column {QUESTION!r} (one row per question)")
+    for col, what in required.items():
+        if col not in columns:
+            raise RequestError(f"the {backend} backend needs the column {col!r} ({what})")
+    none = [None] * n_rows
+    questions = list(columns[QUESTION])
+    trajectories = list(columns[TRAJECTORY]) if TRAJECTORY in columns else none
+    intervals = list(columns[INTERVAL]) if INTERVAL in columns else none
+    return [Row(q, t, i) for q, t, i in zip(questions, trajectories, intervals)]
+
+
+# ------------------------------------------------------------------------ one row
+def parse_question(value: Any) -> str:
+    """The row's question text; a missing one is the empty string (replay needs none)."""
+    if _is_missing(value):
+        return ""
+    if type(value) is not str:
+        raise TrajectoryError(f"question must be a string, got {type(value).__name__}")
+    return value
+
+
+def parse_interval(value: Any) -> int:
+    """The row's ``interval_tokens``, ``DEFAULT_INTERVAL`` when absent."""
+    if _is_missing(value):
+        return DEFAULT_INTERVAL
+    tokens = _integer(value)
+    if tokens is None or tokens <= 0:
+        raise TrajectoryError(f"interval_tokens must be a positive integer, got {_show(value)}")
+    return tokens
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, _SEQ) and not (isinstance(value, np.ndarray) and value.ndim != 1)
+
+
+def _as_tokens(value: Any, b: int) -> int:
+    tokens = _integer(value)
+    if tokens is None:
+        raise TrajectoryError(f"branch {b}: branch_tokens must be an integer, got {_show(value)}")
+    if tokens < 0:
+        raise TrajectoryError(f"branch {b}: branch_tokens must be >= 0, got {tokens}")
+    return tokens
+
+
+def _triples(value: Any) -> Any:
+    """The branch list of a trajectory in triple form, from any accepted encoding."""
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise TrajectoryError(f"trajectory is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if isinstance(value, Mapping):
+        finals_key = "final_answer" if "final_answer" in value else "final_answers"
+        missing = [k for k in ("probe_answers", "branch_tokens", finals_key) if k not in value]
+        if missing:
+            raise TrajectoryError(f"trajectory columns miss {', '.join(missing)} "
+                                  f"(expected {', '.join(TRIPLE_FIELDS)})")
+        cols = [value["probe_answers"], value["branch_tokens"], value[finals_key]]
+        for key, col in zip(TRIPLE_FIELDS, cols):
+            if not _is_seq(col):
+                raise TrajectoryError(f"trajectory column {key} must be a list, got {type(col).__name__}")
+        lengths = {len(c) for c in cols}
+        if len(lengths) != 1:
+            raise TrajectoryError("trajectory columns have different lengths: "
+                                  + ", ".join(f"{k}={len(c)}" for k, c in zip(TRIPLE_FIELDS, cols)))
+        return list(zip(*cols))
+    if not _is_seq(value):
+        raise TrajectoryError("trajectory must be a list of [probe_answers, branch_tokens, final_answer] "
+                              f"triples or a dict of those columns, got {type(value).__name__}")
+    return value
+
+
+def _fast_columns(triples: Any) -> tuple[list[str], list[int], list[int], list[str]] | None:
+    """The flat arrays in a few C-speed passes, for the common well-formed case (JSON lists
+    of str/int); None sends anything else to the checking loop, which names the problem."""
+    if type(triples) is not list or set(map(type, triples)) != {list} or set(map(len, triples)) != {3}:
+        return None
+    probes, tokens, finals = zip(*triples)
+    if set(map(type, probes)) != {list} or not set(map(type, tokens)) <= {int} or min(tokens) < 0:
+        return None
+    flat = reduce(iadd, probes, [])  # list.extend per branch: twice as fast as chain.from_iterable
+    try:  # str.join is the cheapest "all strings" check there is
+        "".join(flat)
+        "".join(finals)
+    except TypeError:
+        return None
+    return flat, [0, *accumulate(map(len, probes))], list(tokens), list(finals)
+
+
+def _checked_columns(triples: Any) -> tuple[list[str], list[int], list[int], list[str]]:
+    flat: list[Any] = []
+    offsets = [0]
+    tokens: list[int] = []
+    finals: list[str] = []
+    for b, br in enumerate(triples):
+        if not _is_seq(br) or len(br) != 3:
+            got = f"{len(br)} fields" if _is_seq(br) else type(br).__name__
+            raise TrajectoryError(f"branch {b}: expected 3 fields [probe_answers, branch_tokens, final_answer], "
+                                  f"got {got}")
+        probes, tok, final = br
+        if not _is_seq(probes):
+            raise TrajectoryError(f"branch {b}: probe_answers must be a list of strings, got {type(probes).__name__}")
+        for k, a in enumerate(probes):
+            if type(a) is not str:
+                raise TrajectoryError(f"branch {b}: probe_answers[{k}] must be a string, got {_show(a)}")
+        if type(final) is not str:
+            raise TrajectoryError(f"branch {b}: final_answer must be a string, got {_show(final)}")
+        flat.extend(probes)
+        offsets.append(len(flat))
+        tokens.append(_as_tokens(tok, b))
+        finals.append(final)
+    return flat, offsets, tokens, finals
+
+
+def parse_trajectory(value: Any, question: str, interval_tokens: int = DEFAULT_INTERVAL) -> Branches:
+    """One question's branches from a request cell.
+
+    Accepted: a list of ``[probe_answers, branch_tokens, final_answer]`` triples (the
+    published form), a dict of the columns ``probe_answers``, ``branch_tokens``,
+    ``final_answer`` (the Parquet form), or a JSON string of either. Sequences may be
+    lists, tuples or one-dimensional numpy arrays (as pandas gives them from Parquet).
+    """
+    if _is_missing(value):
+        raise TrajectoryError("trajectory is missing")
+    triples = _triples(value)
+    if len(triples) == 0:
+        raise TrajectoryError("trajectory has no branches")
+    flat, offsets, tokens, finals = _fast_columns(triples) or _checked_columns(triples)
+    return Branches(question, interval_tokens, flat, offsets, tokens, finals)

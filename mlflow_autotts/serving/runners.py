@@ -1,0 +1,115 @@
+"""The one seam between a served model and its controller's code: a *controller runner*.
+
+``ControllerModel`` never builds or calls a controller itself. At load time it asks
+``make_runner`` for the runner that fits where the code came from, and at request time it
+asks the runner for a ``BoundController`` at the request's β, whose ``solve(episode)`` is
+the only way a backend reaches the controller. So the trust boundary is one decision here:
+
+- ``builtin`` (a registered controller shipped with the package): run in process;
+- ``source`` (a user's file or a search candidate): today also in process; the sandbox
+  runner (``sandbox.SandboxedController(source, class_name, beta, params, limits)``, whose
+  ``solve(episode)`` runs the code in the sandbox while this process keeps the episode's
+  bookkeeping) takes this slot in ``RUNNERS``, see ``docs/architecture.md``, "Trust".
+
+A runner raises ``ControllerFailed`` for anything the controller does wrong, so a backend
+turns exactly that into the row's error and lets its own bugs surface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+from mlflow_autotts.controllers.base import Controller, build_controller, check_beta
+from mlflow_autotts.serving.model_config import is_builtin, spec_from_config
+
+
+class ControllerFailed(Exception):
+    """The controller raised (or, in the sandbox, crashed or timed out) on one episode; the
+    message names the controller and what happened."""
+
+
+class BoundController(Protocol):
+    """A controller at one β, ready to solve episodes."""
+
+    label: str
+    beta: float
+
+    def solve(self, episode: Any) -> Any:
+        """The controller's answer on ``episode``; ``ControllerFailed`` when it fails."""
+
+
+class ControllerRunner(Protocol):
+    """Where and how a model's controller runs; chosen once per loaded model."""
+
+    label: str
+    """The controller's label, for messages."""
+    default_beta: float
+    """The logged β (what a request without ``beta`` gets)."""
+
+    def bind(self, beta: float) -> BoundController:
+        """The controller at ``beta`` (already checked to be in [0, 1])."""
+
+
+class InProcessController:
+    """A controller object built in this process."""
+
+    __slots__ = ("beta", "controller", "label")
+
+    def __init__(self, controller: Controller, label: str):
+        self.controller = controller
+        self.label = label
+        self.beta = controller.beta
+
+    def solve(self, episode: Any) -> Any:
+        try:
+            return self.controller.solve(episode)
+        except Exception as exc:  # the controller's failure is this row's, not the request's
+            raise ControllerFailed(f"controller {self.label!r} raised {type(exc).__name__}: {exc}") from exc
+
+
+class InProcessRunner:
+    """Builds the controller in this process, once per β."""
+
+    def __init__(self, config: Mapping[str, Any], source_path: str | Path | None):
+        self.label = str(config.get("controller", "?"))
+        self.spec = spec_from_config(config, source_path)
+        self._cls = self.spec.controller_class()
+        default = build_controller(self._cls, self.spec.beta, self.spec.params)
+        self.default_beta = default.beta
+        self._bound: dict[float, InProcessController] = {default.beta: InProcessController(default, self.label)}
+
+    def bind(self, beta: float) -> InProcessController:
+        bound = self._bound.get(beta)
+        if bound is None:
+            controller = build_controller(self._cls, check_beta(beta), self.spec.params)
+            bound = self._bound[beta] = InProcessController(controller, self.label)
+        return bound
+
+
+RunnerFactory = Callable[[Mapping[str, Any], "str | Path | None"], ControllerRunner]
+
+RUNNERS: dict[str, RunnerFactory] = {
+    "builtin": InProcessRunner,
+    "source": InProcessRunner,  # until the sandbox runner lands (see the module docstring)
+}
+"""The runner for each kind of code (``runner_kind``)."""
+
+RUNNER_ROOTS: dict[str, tuple[str, ...]] = {
+    "builtin": (),
+    "source": ("mlflow_autotts.sandbox.worker",),
+}
+"""Modules each kind's runner starts by name (``python -m mlflow_autotts.sandbox.worker``)
+rather than imports, which a logged model of that kind must ship beside the import closure
+of its entry (``serving.shipping.code_roots``). Built-in models never meet the sandbox, so
+they do not carry it."""
+
+
+def runner_kind(config: Mapping[str, Any]) -> str:
+    """``builtin`` for a registered built-in controller, ``source`` for any other code."""
+    return "builtin" if is_builtin(config) else "source"
+
+
+def make_runner(config: Mapping[str, Any], source_path: str | Path | None) -> ControllerRunner:
+    """The runner for a model's ``model_config`` and its downloaded source file."""
+    return RUNNERS[runner_kind(config)](config, source_path)

@@ -1,0 +1,84 @@
+"""The one home for small MLflow helpers every tracking module needs.
+
+MLflow itself is imported inside each helper: ``tracking`` modules are imported by the CLI
+at start-up, and ``import mlflow`` costs about a second that ``autotts --help`` should not pay.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mlflow_autotts.errors import AutoTTSError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+DEFAULT_EXPERIMENT = "autotts"
+"""The MLflow experiment of every command unless ``--experiment`` says otherwise."""
+DEFAULT_MODEL_NAME = "autotts-controller"
+"""The registered model name of controllers unless ``--name`` says otherwise."""
+MAX_PARAM_VALUE = 6000
+"""MLflow's longest param value (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``)."""
+
+
+def client() -> "MlflowClient":
+    """A client for the current tracking and registry URIs."""
+    from mlflow import MlflowClient  # lazy: see the module docstring
+
+    return MlflowClient()
+
+
+def experiment_id(name: str, mlflow_client: "MlflowClient | None" = None) -> str:
+    """The id of experiment ``name``, created if missing (safe when another process creates
+    it at the same time); a deleted experiment is an ``AutoTTSError`` saying how to restore
+    it, rather than MLflow's refusal to start a run in it."""
+    from mlflow.exceptions import MlflowException  # lazy: see the module docstring
+
+    c = mlflow_client or client()
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return c.create_experiment(name)
+        except MlflowException as exc:  # created concurrently
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = c.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        raise AutoTTSError(f"MLflow experiment {name!r} is deleted; restore it "
+                           f"(`mlflow experiments restore`) or choose another experiment")
+    return exp.experiment_id
+
+
+def param_value(value: Any) -> str:
+    """``value`` as a param string within MLflow's length limit (cut with an ellipsis)."""
+    s = str(value)
+    return s if len(s) <= MAX_PARAM_VALUE else s[: MAX_PARAM_VALUE - 1] + "…"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an (MLflow) error's message, for one-line errors."""
+    text = getattr(exc, "message", None) or str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """True for MLflow's "no such entity" errors (any store)."""
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No artifact progress bars: the files fetched here are tiny, and a bar on stderr would
+    break the one-line error contract."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
