@@ -10,10 +10,10 @@ import click
 
 from mlflow_autotts.cli.common import format_table, write_json_atomic
 from mlflow_autotts.cli.options import settings_options
-from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.evaluation import EvaluateConfig, local_controller, run_evaluation
 from mlflow_autotts.tracking.evaluate_run import log_evaluation
-from mlflow_autotts.tracking.resolve import is_model_uri, spec_from_model_uri
+from mlflow_autotts.tracking.resolve import spec_from_model_uri
 
 
 def resolve_controller(ref: str) -> ControllerSpec:

@@ -15,10 +15,11 @@ import click
 
 from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.controllers.base import check_beta
-from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.tracking.registry import DEFAULT_EXPERIMENT, DEFAULT_NAME, GateConfig, gate_table, promote, register
-from mlflow_autotts.tracking.resolve import is_model_uri, spec_from_model_uri
+from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
+from mlflow_autotts.tracking.registry import GateConfig, gate_table, promote, register
+from mlflow_autotts.tracking.resolve import spec_from_model_uri
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class RegisterConfig:
     """β in [0, 1]; unset means the controller's own (or the model's)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Controller parameters as key=value, added to the model's when re-registering."""
-    name: str = DEFAULT_NAME
+    name: str = DEFAULT_MODEL_NAME
     """Registered model name."""
     aliases: tuple[str, ...] = ()
     """Aliases to set on the new version."""
@@ -63,7 +64,7 @@ class PromoteConfig:
     """Points of mean accuracy the candidate may lose against the incumbent."""
     max_token_ratio: float = 1.0
     """Largest candidate/incumbent ratio of mean tokens."""
-    name: str = DEFAULT_NAME
+    name: str = DEFAULT_MODEL_NAME
     """Registered model name."""
     progress: bool = True
     """Show a progress bar."""

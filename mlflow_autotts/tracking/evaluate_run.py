@@ -37,11 +37,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.report import EvaluationReport, token_reduction
 from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
 from mlflow_autotts.tracking import plots
-from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, client, experiment_id, param_value
+from mlflow_autotts.tracking.mlflow_utils import (
+    DEFAULT_EXPERIMENT,
+    client,
+    experiment_id,
+    param_value,
+    params_beside,
+)
 from mlflow_autotts.tracking.naming import MEAN_KEY, dataset_keys, metric_key
 
 if TYPE_CHECKING:
@@ -139,16 +144,7 @@ def _log_params_and_tags(client: "MlflowClient", run_id: str, report: Evaluation
                          betas: list[float | None], extra: dict[str, Any], tags: dict[str, Any]) -> None:
     from mlflow.entities import Param, RunTag  # lazy: see the module docstring
 
-    existing = client.get_run(run_id).data.params
-    new: dict[str, str] = {}
-    for key, value in _wanted_params(report, betas, extra).items():
-        if key in existing and existing[key] != value:
-            key = f"{key}.resolved"
-            if key in existing and existing[key] != value:
-                raise AutoTTSError(f"MLflow run {run_id} already has param {key}={existing[key]!r}; "
-                                   f"cannot log {value!r} (log each evaluation to its own run)")
-        if existing.get(key) != value:
-            new[key] = value
+    new = params_beside(client.get_run(run_id).data.params, _wanted_params(report, betas, extra))
     client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()],
                      tags=[RunTag(k, str(v)) for k, v in {COMMAND_TAG: "evaluate", **tags}.items()])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from mlflow_autotts.errors import AutoTTSError
 
@@ -49,6 +49,26 @@ def experiment_id(name: str, mlflow_client: "MlflowClient | None" = None) -> str
         raise AutoTTSError(f"MLflow experiment {name!r} is deleted; restore it "
                            f"(`mlflow experiments restore`) or choose another experiment")
     return exp.experiment_id
+
+
+def params_beside(existing: Mapping[str, str], wanted: Mapping[str, str],
+                  same: Callable[[str, str, str], bool] | None = None) -> dict[str, str]:
+    """The params to log into a run that already holds ``existing`` (under ``mlflow run``,
+    the ``-P`` values as MLflow logged them): a key already holding the same setting is
+    skipped, a different value goes to ``<key>.resolved``. ``same(key, logged, value)``
+    decides sameness (default: equal text); a ``.resolved`` clash is an ``AutoTTSError``."""
+    new: dict[str, str] = {}
+    for key, value in wanted.items():
+        if key in existing:
+            if (same or (lambda _k, a, b: a == b))(key, existing[key], value):
+                continue
+            key = f"{key}.resolved"
+            if key in existing and existing[key] != value:
+                raise AutoTTSError(f"the MLflow run already has param {key}={existing[key]!r}; cannot log "
+                                   f"{value!r} (log each command to its own run)")
+        if existing.get(key) != value:
+            new[key] = value
+    return new
 
 
 def param_value(value: Any) -> str:

@@ -27,13 +27,17 @@ from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
 from mlflow_autotts.serving.model_config import model_config_for
 from mlflow_autotts.tracking.mlflow_utils import (
-    DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME, client, experiment_id, first_line, is_not_found,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_MODEL_NAME,
+    client,
+    experiment_id,
+    first_line,
+    is_not_found,
 )
 from mlflow_autotts.tracking.model import controller_tags, log_controller_model
 from mlflow_autotts.tracking.naming import dataset_keys
 from mlflow_autotts.tracking.resolve import describe_model_uri, logged_model_id, spec_from_model_uri
 
-DEFAULT_NAME = DEFAULT_MODEL_NAME  # what the CLI imports (a light import: tracking.mlflow_utils)
 GATE_TAG = "autotts.gate"
 _EPS = 1e-9  # float slack so that equal numbers never fail a gate by rounding
 
@@ -69,7 +73,7 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-def register(spec: ControllerSpec, name: str = DEFAULT_NAME, aliases: Sequence[str] = (),
+def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequence[str] = (),
              experiment: str = DEFAULT_EXPERIMENT, metrics: Mapping[str, float] | None = None,
              run_name: str | None = None, description: str | None = None) -> RegisteredController:
     """Log ``spec`` as a controller model in a new run (nested when a run is active) and
@@ -92,7 +96,7 @@ def register(spec: ControllerSpec, name: str = DEFAULT_NAME, aliases: Sequence[s
         return _register(info.model_uri, config, name, aliases, description, metrics, {})
 
 
-def register_logged_model(model_uri: str, name: str = DEFAULT_NAME, aliases: Sequence[str] = (),
+def register_logged_model(model_uri: str, name: str = DEFAULT_MODEL_NAME, aliases: Sequence[str] = (),
                           description: str | None = None, tags: Mapping[str, str] | None = None,
                           metrics: Mapping[str, float] | None = None) -> RegisteredController:
     """Register an already logged controller model as a new version of ``name``; set ``aliases``.
@@ -311,7 +315,7 @@ def _description(decision: GateDecision) -> str:
             f"Decision: {decision.reason}.\n\n```\n{gate_table(decision)}\n```\n")
 
 
-def promote(name: str = DEFAULT_NAME, from_alias: str = "challenger", to_alias: str = "champion",
+def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_alias: str = "champion",
             gate_data: Sequence[Any] = (), config: GateConfig = GateConfig()) -> GateDecision:
     """Replay the ``from_alias`` version (and the ``to_alias`` one, if set) on ``gate_data``
     and move ``to_alias`` when the rule passes. Tags go on both versions either way."""

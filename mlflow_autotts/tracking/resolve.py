@@ -9,7 +9,7 @@ process pool, with the same numbers.
 Every way a URI can fail (a malformed URI, such as ``models:name`` without the slash that
 MLflow requires; no such registered model, version, alias, logged model or run; a model
 that is not an autotts controller) is one ``ControllerError`` line. Whether a reference is
-a model URI at all is ``controllers.loading.is_model_uri`` (re-exported here).
+a model URI at all is ``controllers.loading.is_model_uri``, not here.
 
 MLflow is imported inside the functions: the CLI imports this module at start-up.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
+from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.serving.model_config import SOURCE_ARTIFACT, is_controller_config, spec_from_config
 from mlflow_autotts.tracking.mlflow_utils import client, first_line, is_not_found, quiet_downloads
@@ -34,7 +34,7 @@ _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<versio
 _FORMS = "models:/<name>@<alias>, models:/<name>/<version>, models:/<model id> or runs:/<run id>/<path>"
 _DOWNLOADS: Path | None = None
 
-__all__ = ["describe_model_uri", "is_model_uri", "locate", "logged_model_id", "spec_from_model_uri"]
+__all__ = ["describe_model_uri", "locate", "logged_model_id", "spec_from_model_uri"]
 
 
 def logged_model_id(uri: str) -> str | None:

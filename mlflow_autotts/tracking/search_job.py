@@ -19,7 +19,7 @@ from mlflow_autotts.search.config import SearchConfig, build_config
 from mlflow_autotts.search.job import References, archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
 from mlflow_autotts.search.selection import Selection, select
-from mlflow_autotts.tracking.evaluate_run import MAX_PARAM_VALUE
+from mlflow_autotts.tracking.mlflow_utils import experiment_id, first_line, param_value, params_beside
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder
 
 
@@ -38,13 +38,11 @@ def _start_parent(config: SearchConfig, resume: str | None):
         try:
             run = mlflow.start_run(run_id=resume)
         except Exception as exc:
-            raise AutoTTSError(f"cannot resume search run {resume!r}: {str(exc).splitlines()[0]}") from None
+            raise AutoTTSError(f"cannot resume search run {resume!r}: {first_line(exc)}") from None
         return run
     if os.environ.get("MLFLOW_RUN_ID"):
         return mlflow.start_run()  # under `mlflow run`
-    exp = mlflow.get_experiment_by_name(config.experiment)
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(config.experiment)
-    return mlflow.start_run(experiment_id=exp_id, run_name="search")
+    return mlflow.start_run(experiment_id=experiment_id(config.experiment), run_name="search")
 
 
 def stored_config(run_id: str) -> SearchConfig:
@@ -55,7 +53,7 @@ def stored_config(run_id: str) -> SearchConfig:
         raw = mlflow.artifacts.load_text(f"runs:/{run_id}/{CONFIG_FILE}")
     except Exception as exc:
         raise AutoTTSError(f"run {run_id!r} is not a search run (no {CONFIG_FILE}): "
-                           f"{str(exc).splitlines()[0]}") from None
+                           f"{first_line(exc)}") from None
     return build_config(None, json.loads(raw))
 
 
@@ -95,15 +93,10 @@ def _log_settings(client, run_id: str, config: SearchConfig) -> None:
     evaluate runs do."""
     from mlflow.entities import Param
 
-    existing = client.get_run(run_id).data.params
-    params = []
-    for key, value in config.params().items():
-        text = str(value)[:MAX_PARAM_VALUE]
-        if key not in existing:
-            params.append(Param(key, text))
-        elif not _same_setting(key, existing[key], getattr(config, key)):
-            params.append(Param(f"{key}.resolved", text))
-    client.log_batch(run_id, params=params)
+    wanted = {key: param_value(value) for key, value in config.params().items()}
+    new = params_beside(client.get_run(run_id).data.params, wanted,
+                        lambda key, logged, _text: _same_setting(key, logged, getattr(config, key)))
+    client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
 
 
 def _same_setting(key: str, logged: str, value: Any) -> bool:

@@ -18,10 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mlflow_autotts.sandbox.parent import CandidateOutcome
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Progress
-from mlflow_autotts.sandbox.parent import CandidateOutcome
 from mlflow_autotts.search.types import Candidate, Proposal, Score, Usage
+from mlflow_autotts.tracking.mlflow_utils import param_value
 from mlflow_autotts.tracking.naming import beta_label, dataset_keys
 
 STATE = "autotts.state"
@@ -123,8 +124,7 @@ class MlflowRecorder:
             metrics.append(Metric("accuracy.mean", acc, 0, k))
             metrics.append(Metric("mean_tokens.mean", tok, 0, k))
             metrics.append(Metric("beta", beta, 0, k))
-        for i in range(0, len(metrics), 900):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 900])
+        self.client.log_batch(run_id, metrics=metrics)  # MLflow splits it into its batch limits
         if c.feedback:
             self.client.log_text(run_id, c.feedback, "candidate/feedback.txt")
         if self.log_models and outcome is not None:
@@ -159,7 +159,7 @@ class MlflowRecorder:
 def _params(d: dict[str, Any]):
     from mlflow.entities import Param
 
-    return [Param(k, str(v)[:6000]) for k, v in d.items()]
+    return [Param(k, param_value(v)) for k, v in d.items()]
 
 
 def _most_accurate_beta(c: Candidate) -> float:
