@@ -20,8 +20,11 @@ from typing import Callable, Protocol, Sequence
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.sandbox.interface import Sandbox
+from mlflow_autotts.sandbox.limits import SandboxLimits
+from mlflow_autotts.sandbox.outcome import CandidateOutcome
+from mlflow_autotts.sandbox.parent import ProcessSandbox
 from mlflow_autotts.search.extract import ProposalError, check_source
-from mlflow_autotts.sandbox.parent import CandidateOutcome, SandboxLimits, run_candidate
 from mlflow_autotts.search.types import Candidate, Explorer, Proposal, Score, Usage
 
 
@@ -121,18 +124,23 @@ def feedback_of(outcome: CandidateOutcome, betas: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-class Scorer:
-    """Checks a proposal and scores it in the sandbox on the search split."""
+def search_limits(config: SearchConfig, scale: float = 1.0) -> SandboxLimits:
+    """The sandbox limits of one candidate's scoring (``scale`` times the per-candidate timeout)."""
+    return SandboxLimits(wall_seconds=config.candidate_timeout_s * scale, cpu_seconds=config.candidate_timeout_s * scale,
+                         memory_mb=config.candidate_memory_mb)
 
-    def __init__(self, config: SearchConfig, datasets: Sequence[TrajectorySet]):
+
+class Scorer:
+    """Lints a proposal and scores it in the sandbox on the search split."""
+
+    def __init__(self, config: SearchConfig, datasets: Sequence[TrajectorySet], sandbox: Sandbox | None = None):
         self.config = config
         self.datasets = list(datasets)
         self.seeds = list(range(config.search_shuffles))
-        self.limits = SandboxLimits(wall_seconds=config.candidate_timeout_s, cpu_seconds=config.candidate_timeout_s,
-                                    memory_mb=config.candidate_memory_mb)
+        self.sandbox = sandbox or ProcessSandbox(search_limits(config))
 
     def check(self, proposal: Proposal) -> str | None:
-        """The failure text of a proposal that must not be run, else None."""
+        """The failure text of a proposal the lint rejects (not worth running), else None."""
         if proposal.meta.get("check_error"):
             return str(proposal.meta["check_error"])
         try:
@@ -142,8 +150,8 @@ class Scorer:
         return None
 
     def score(self, proposal: Proposal) -> CandidateOutcome:
-        return run_candidate(proposal.source, self.datasets, self.config.betas, self.seeds, self.limits,
-                             proposal.class_name)
+        return self.sandbox.score(proposal.source, self.datasets, self.config.betas, self.seeds,
+                                  class_name=proposal.class_name)
 
 
 def _finish(candidate: Candidate, outcome: CandidateOutcome, betas: Sequence[float]) -> None:
