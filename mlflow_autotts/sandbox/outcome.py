@@ -112,8 +112,9 @@ class CandidateOutcome:
     failure: CandidateFailure | None
     results: list[EvalResult] = field(default_factory=list)
     """Per (β, dataset), β-major, with the runner's formulas; ``beta`` is the β it ran at,
-    ``episodes`` is left empty (see ``episodes`` and ``as_eval_results``). On failure only
-    the groups finished before it."""
+    ``params`` the configuration the controller reported (a label), ``episodes`` is left
+    empty (see ``episodes`` and ``as_eval_results``). On failure only the groups finished
+    before it."""
     episodes: list[EpisodeRow] = field(default_factory=list)
     """Per episode, in scoring order; on failure the episodes scored before it."""
     actions: list[list[Action]] | None = None
@@ -145,7 +146,7 @@ class CandidateOutcome:
         for r in self.results:
             eps = frame[(frame["dataset"] == r.data) & (frame["beta"] == r.beta)].drop(columns="beta")
             out.append(EvalResult(data=r.data, controller=label or r.controller, beta=r.beta if self.uses_beta else None,
-                                  params=dict(params if params is not None else r.params), shuffles=r.shuffles,
+                                  params=dict(r.params if params is None else params), shuffles=r.shuffles,
                                   n_problems=r.n_problems, accuracy=r.accuracy, mean_tokens=r.mean_tokens,
                                   episodes=eps.reset_index(drop=True)))
         return out

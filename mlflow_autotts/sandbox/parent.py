@@ -93,7 +93,7 @@ from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailure, CandidateOutcome, EpisodeRow, SandboxTimings
 from mlflow_autotts.sandbox.process import Child, Violation
 from mlflow_autotts.sandbox.protocol import (
-    CHILD_REPORTED_KINDS, KEY_BYTES, MAC_HEX, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
+    CHILD_REPORTED_KINDS, KEY_BYTES, MAC_HEX, MAX_BETAS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
     FailureKind, Field, Header, Limit, Mode, Msg, Where, block_bytes, control_bytes, dumps, trace_action_cap,
 )
 
@@ -114,6 +114,8 @@ class ProcessSandbox(Sandbox):
             raise ValueError("scoring in the sandbox needs at least one dataset, one β and one seed")
         if any(s < 0 for s in seeds):
             raise ValueError(f"seeds must be >= 0, got {seeds}")
+        if len(betas) > MAX_BETAS:
+            raise ValueError(f"at most {MAX_BETAS} β values per candidate, got {len(betas)}")
         try:
             betas = [None if b is None else check_beta(b) for b in betas]
         except ControllerError as exc:
@@ -284,6 +286,7 @@ class _Run:
         self.failure: CandidateFailure | None = None
         self.applied: list | None = None
         self.ready: dict | None = None
+        self.configs: list[dict] = []
         self.done = False
         self.parent_time = 0.0
         self.t_ready = 0.0
@@ -369,10 +372,14 @@ class _Run:
         if t == Msg.READY:
             if self.ready is not None:
                 raise Violation("protocol: repeated ready message")
-            _expect(msg, {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list})
-            built = msg[Field.BETAS]
-            if len(built) != len(self.betas):
+            _expect(msg, {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list,
+                          Field.CONFIGS: list})
+            built, configs = msg[Field.BETAS], msg[Field.CONFIGS]
+            if len(built) != len(self.betas) or len(configs) != len(self.betas):
                 raise Violation("protocol: ready message with the wrong number of β values")
+            if not all(isinstance(c, dict) for c in configs):
+                raise Violation("protocol: a controller configuration is not an object")
+            self.configs = configs
             for i, b in enumerate(self.betas):
                 if b is None:
                     if not _valid_beta(built[i]):
@@ -488,7 +495,7 @@ class _Run:
         accuracy, mean_tokens = shuffle_means(self.group, n)  # the runner's formula, identical floats
         self.results.append(EvalResult(
             data=self.prep.names[di], controller=self.ready["name"] or self.ready["cls"], beta=self.betas[bi],
-            params=dict(self.params), shuffles=len(self.prep.seeds), n_problems=n, accuracy=accuracy,
+            params=self.configs[bi], shuffles=len(self.prep.seeds), n_problems=n, accuracy=accuracy,
             mean_tokens=mean_tokens))
         self.group = []
 

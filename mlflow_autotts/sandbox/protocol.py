@@ -85,6 +85,9 @@ class Field(StrEnum):
     USES_BETA = "uses_beta"
     BETAS = "betas"
     """β of the controller built per requested β (the class default where None was requested)."""
+    CONFIGS = "configs"
+    """Per requested β, the built controller's ``config()`` without β (a label, as the
+    runner reports it; ``{}`` when it is not small, plain JSON)."""
     # BLOCK
     BETA_INDEX = "b"
     DATASET_INDEX = "d"
@@ -278,6 +281,10 @@ MAX_NAME_CHARS = 200
 MAX_MESSAGE_CHARS = 4000
 MAX_TRACEBACK_CHARS = 8000
 MAX_APPLIED = 20
+MAX_CONFIG_CHARS = 2000
+"""Longest JSON of one controller configuration in ``READY``."""
+MAX_BETAS = 64
+"""Most β values one child is built for."""
 """At most this many names of up to ``MAX_NAME_CHARS`` in ``Field.APPLIED``."""
 
 
@@ -300,7 +307,7 @@ def control_bytes(max_answer_chars: int) -> int:
     ``CALL``, ``ANSWER`` (the worker truncates its texts to the ``MAX_*`` sizes)."""
     fail = json_str_bytes(MAX_MESSAGE_CHARS) + json_str_bytes(MAX_TRACEBACK_CHARS) + 4 * _int_bytes(1 << 62)
     applied = MAX_APPLIED * json_str_bytes(MAX_NAME_CHARS)
-    ready = 2 * json_str_bytes(MAX_NAME_CHARS) + 64 * 32  # names and up to 64 β values
+    ready = 2 * json_str_bytes(MAX_NAME_CHARS) + MAX_BETAS * (32 + MAX_CONFIG_CHARS + 2)
     return _OVERHEAD + max(fail, applied, ready, json_str_bytes(max_answer_chars))
 
 

@@ -27,14 +27,14 @@ def score_source(source: str, datasets: Sequence[TrajectorySet], betas: Sequence
 
     Results are in (β, dataset) order, shaped as ``replay.runner.evaluate`` shapes them:
     ``controller`` is ``label`` (default: the class's ``name``), ``beta`` is None for a
-    controller that ignores β (then only the first β is reported), ``episodes`` holds the
-    per-episode frame. Raises ``CandidateFailedError`` when the candidate fails,
+    controller that ignores β (then only the first β is reported), ``params`` is the
+    controller's own ``config()`` without β, ``episodes`` holds the per-episode frame. Raises ``CandidateFailedError`` when the candidate fails,
     ``SandboxError`` when the sandbox cannot run here, ``ValueError`` on bad arguments.
     """
     box = sandbox or ProcessSandbox(limits or SandboxLimits())
     outcome = box.score(source, datasets, betas, seeds, class_name=class_name, params=params)
     outcome.raise_for_failure(label)
-    results = outcome.as_eval_results(label, params or {})
+    results = outcome.as_eval_results(label)
     if not outcome.uses_beta:
         results = results[: len(datasets)]
     return results

@@ -85,7 +85,8 @@ class _Session:
             self.applied = msg[Field.APPLIED]
             return True
         if t == Msg.READY:
-            _expect(msg, {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list})
+            _expect(msg, {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list,
+                          Field.CONFIGS: list})
             built = msg[Field.BETAS]
             if len(built) != 1 or not (type(built[0]) in (int, float) and 0.0 <= built[0] <= 1.0):
                 raise Violation("protocol: the controller's β is not a number in [0, 1]")

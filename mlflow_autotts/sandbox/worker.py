@@ -46,7 +46,7 @@ from mlflow_autotts.sandbox.lockdown import DENIED, ForbiddenImport, lock_down, 
 from mlflow_autotts.sandbox.oracle import SandboxEpisode, oracle
 from mlflow_autotts.sandbox.policy import ALLOWED_IMPORTS
 from mlflow_autotts.sandbox.protocol import (
-    CANDIDATE_FILE, CANDIDATE_MODULE, KEY_BYTES, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
+    CANDIDATE_FILE, CANDIDATE_MODULE, KEY_BYTES, MAX_BETAS, MAX_CONFIG_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
     FailureKind, Field, Header, Limit, Mode, Msg, Op, Where, dumps,
 )
 
@@ -118,6 +118,19 @@ def _type_name(obj) -> str:
         return _safe_str(type(obj).__name__, MAX_NAME_CHARS)
     except BaseException:  # noqa: BLE001
         return "?"
+
+
+def _safe_config(controller) -> dict:
+    """``controller.config()`` without β if it is a small plain-JSON dict, else ``{}``."""
+    try:
+        cfg = controller.config()
+        if type(cfg) is not dict:
+            return {}
+        cfg = {k: v for k, v in cfg.items() if k != "beta"}
+        text = json.dumps(cfg, ensure_ascii=True, allow_nan=False)
+        return json.loads(text) if len(text) <= MAX_CONFIG_CHARS and all(type(k) is str for k in cfg) else {}
+    except BaseException:  # noqa: BLE001  (the candidate's config() may do anything)
+        return {}
 
 
 def _safe_beta(controller) -> float | None:
@@ -311,18 +324,20 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
         classify(exc, exc_info()[2], "reading the controller class", None)
     solvers = []
     built = []
-    for bi, beta in enumerate(betas):
+    configs = []
+    for bi, beta in enumerate(betas[:MAX_BETAS]):
         where = {Where.BETA: bi}
         try:
             controller = _base.build_controller(cls, beta, params)
             solvers.append(controller.solve)
             built.append(_safe_beta(controller))
+            configs.append(_safe_config(controller))
         except ControllerError as exc:
             fail(FailureKind.EXCEPTION, _safe_str(exc), "", where)
         except BaseException as exc:  # noqa: BLE001
             classify(exc, exc_info()[2], f"building the controller at beta={beta}", where)
     chan.send({Field.TYPE: Msg.READY, Field.NAME: name[:MAX_NAME_CHARS], Field.CLASS: cls_name[:MAX_NAME_CHARS],
-               Field.USES_BETA: uses_beta, Field.BETAS: built})
+               Field.USES_BETA: uses_beta, Field.BETAS: built, Field.CONFIGS: configs})
 
     if mode == Mode.SESSION:
         _serve(chan, reader, solvers[0], classify, check_answer, flush, exc_info)
