@@ -72,7 +72,6 @@ the same ``TrajectorySet`` objects and seeds every time: their encoding is cache
 
 from __future__ import annotations
 
-import functools
 import hmac
 import json
 import os
@@ -153,7 +152,6 @@ def candidate_actions(source: str, branches: Branches, seed: int, beta: float,
     return out.episodes[0].answer, out.actions[0], out
 
 
-@functools.lru_cache(maxsize=8)
 def probe_isolation(limits: SandboxLimits) -> Isolation:
     """The isolation a child gets under ``limits`` here: a child that loads no candidate is
     started, locks itself down and is observed, then killed."""

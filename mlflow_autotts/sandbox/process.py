@@ -160,7 +160,7 @@ class Child:
     # ------------------------------------------------------------------ writing
     def send(self, msg: dict | bytes) -> None:
         """Queue a message (or raw bytes) for the child's stdin; ``pump`` writes it."""
-        if not self.stdin_open:
+        if not self.stdin_open or self.status is not None:
             return
         first = not self.pending
         self.pending += msg if isinstance(msg, (bytes, bytearray)) else dumps(msg)
@@ -174,6 +174,8 @@ class Child:
             self._write()
 
     def _write(self) -> None:
+        if self.status is not None:  # reaped: the pipes are closed
+            return
         if self.pending:
             try:
                 n = os.write(self.stdin_fd, self.pending[:1 << 20])

@@ -260,6 +260,9 @@ class SandboxedController:
         self._slots = threading.BoundedSemaphore(max_children)
         self._live: set[_Session] = set()
         self._closed = False
+        self.children_started = 0
+        """Children started so far (one per ``max_solves_per_child`` solves, plus replacements
+        after failures, plus one per concurrent caller up to ``max_children``)."""
         first = self._start()
         self.name: str = first.ready["name"]
         """The class's ``name`` (or class name), as the child reported it."""
@@ -271,6 +274,8 @@ class SandboxedController:
 
     def _start(self) -> _Session:
         session = _Session(self)
+        with self._lock:
+            self.children_started += 1
         if session.failure is not None:
             raise CandidateFailedError(session.ready["name"] if session.ready else "candidate", session.failure,
                                        session.child.output.text())

@@ -41,7 +41,8 @@ class Recorder(Protocol):
         ...
 
     def scored(self, candidate: Candidate, outcome: CandidateOutcome | None) -> None:
-        """A candidate is finished: scores or failure set (outcome None: failed its check)."""
+        """A candidate is finished: scores or failure set (outcome None: the lint rejected
+        it). ``outcome.isolation`` is the isolation it ran under, as observed."""
         ...
 
     def progress(self, progress: "Progress") -> None:

@@ -10,6 +10,7 @@ When none reaches SC@64 at all, the most accurate point is chosen and the select
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -101,8 +102,6 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
     seeds = list(range(config.final_shuffles))
     finalists: dict[str, list[Point]] = {}
     failures: dict[str, str] = {}
-    from concurrent.futures import ThreadPoolExecutor
-
     def score(c: Candidate) -> tuple[Candidate, CandidateOutcome]:
         return c, box.score(c.proposal.source, validation, config.betas, seeds, class_name=c.proposal.class_name)
 
