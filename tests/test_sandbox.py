@@ -15,8 +15,8 @@ import textwrap
 import time
 
 import pytest
-
 from helpers import make_branches, random_set
+
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.cmc import ConfidenceMomentum
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -29,7 +29,7 @@ from mlflow_autotts.sandbox.cost import controller_actions, summary_cost, summar
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import EPISODE_COLUMNS, FAILURE_KINDS
 from mlflow_autotts.sandbox.parent import candidate_actions, run_candidate
-from mlflow_autotts.sandbox.protocol import Op
+from mlflow_autotts.sandbox.protocol import MAC_HEX, Field, Msg, Op, dumps
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 CMC_SOURCE = inspect.getsource(cmc)
@@ -243,6 +243,11 @@ class Hostile(Controller):
     def solve(self, episode):
 '''
 
+# a score block for the first 5 problems with made-up seals (the child does not know the key)
+FORGED_BLOCK = dumps({Field.TYPE: Msg.BLOCK, Field.BETA_INDEX: 0, Field.DATASET_INDEX: 0, Field.SHUFFLE_INDEX: 0,
+                      Field.ANSWERS: [None] * 5, Field.SUMMARIES: [[]] * 5, Field.VIOLATIONS: [0] * 5,
+                      Field.MACS: ["0" * MAC_HEX] * 5})
+
 HOSTILE = [
     # reading the gold answer (never in the child) or the branches behind the oracle
     ("gc_import", "import gc\nreturn str(gc.get_objects())", "forbidden", "import of 'gc'"),
@@ -311,15 +316,9 @@ for _ in range(10**6):
 repr(nest)
 """, "crash", "SIGSEGV"),
     # lying about the actions
-    ("forge_done", "os.write(int(sys.argv[1]), b'{\"t\":\"done\",\"output\":\"\"}\\n')\nos._exit(0)",
+    ("forge_done", f"os.write(int(sys.argv[1]), {dumps({Field.TYPE: Msg.DONE})!r})\nos._exit(0)",
      "forbidden", "protocol"),
-    ("forge_block", """
-mac = '"' + '0' * 32 + '"'
-fields = [','.join(['null'] * 5), ','.join(['[]'] * 5), ','.join(['0'] * 5), ','.join([mac] * 5)]
-line = '{"t":"block","b":0,"d":0,"s":0,"a":[%s],"x":[%s],"v":[%s],"m":[%s]}' % tuple(fields)
-os.write(int(sys.argv[1]), line.encode() + b'\\n')
-os._exit(0)
-""", "forbidden", "integrity"),
+    ("forge_block", f"os.write(int(sys.argv[1]), {FORGED_BLOCK!r})\nos._exit(0)", "forbidden", "integrity"),
     ("garbage_protocol", "os.write(int(sys.argv[1]), b'[1, 2]\\n')\nreturn None", "forbidden", "protocol"),
     ("hardcoded_answer", "episode.probe_new()\nreturn 'a guess nobody revealed'", "forbidden", "unrevealed_answer"),
     ("restart_episode", f"episode.get_new_branch_final_answer()\nepisode._send({int(Op.SEAL)})\nreturn None",

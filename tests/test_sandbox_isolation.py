@@ -10,14 +10,21 @@ import os
 import textwrap
 
 import pytest
-
 from helpers import random_set
+
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox import process
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import SandboxIsolationError
-from mlflow_autotts.sandbox.parent import ProcessSandbox, _prepared, _Run, candidate_actions, run_candidate
+from mlflow_autotts.sandbox.parent import (
+    ProcessSandbox,
+    _prepared,
+    _Run,
+    candidate_actions,
+    run_candidate,
+)
+from mlflow_autotts.sandbox.protocol import FailureKind, Field, Msg, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
@@ -132,7 +139,8 @@ def test_output_below_the_limit_is_kept_and_does_not_fail():
 def test_the_parent_buffers_at_most_the_largest_legitimate_message():
     run = _Run(HONEST, _prepared(DATA, [0, 1]), [0.5], LIMITS, None, {}, False)
     assert run.max_line < 256 * 1024  # answers capped at 1000 characters, one int per branch
-    flood = candidate("os.write(int(sys.argv[1]), b'{\"t\":\"block\",\"a\":\"' + b'x' * 4_000_000)")
+    start = dumps({Field.TYPE: Msg.BLOCK, Field.ANSWERS: ""})[:-3]  # a message that never ends
+    flood = candidate(f"os.write(int(sys.argv[1]), {start!r} + b'x' * 4_000_000)")
     out = run_candidate(flood, DATA, [0.5], [0], LIMITS)
     assert out.failure.kind == "forbidden" and f"exceeded {run.max_line} bytes" in out.failure.message
 
@@ -145,6 +153,9 @@ def test_a_traced_episode_keeps_a_bounded_action_log():
 
 
 # ------------------------------------------------------------------ failure kinds
+FORGED_TIMEOUT = dumps({Field.TYPE: Msg.FAIL, Field.KIND: FailureKind.TIMEOUT, Field.MESSAGE: "x", Field.TRACEBACK: "",
+                        Field.WHERE: None})
+
 @pytest.mark.parametrize("body, kind, message", [
     # text on stderr decides nothing
     ("os.write(2, b'MemoryError\\n')\nos._exit(1)", "exit", "status 1"),
@@ -155,8 +166,7 @@ for _ in range(10**6):
     nest = [nest]
 repr(nest)""", "crash", "SIGSEGV"),
     # nor can a forged failure report claim a kind only the parent decides
-    ("os.write(int(sys.argv[1]), b'{\"t\":\"fail\",\"kind\":\"timeout\",\"message\":\"x\",\"traceback\":\"\",'"
-     " b'\"where\":null}\\n')\nos._exit(0)", "forbidden", "cannot come from the child"),
+    (f"os.write(int(sys.argv[1]), {FORGED_TIMEOUT!r})\nos._exit(0)", "forbidden", "cannot come from the child"),
 ])
 def test_failure_kinds_come_from_what_the_parent_observes(body, kind, message):
     out = run_candidate(candidate(body), DATA, [0.5], [0], LIMITS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from helpers import random_set
+
 from mlflow_autotts.sandbox import lockdown, policy, worker
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.parent import run_candidate

@@ -9,8 +9,8 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
 from helpers import random_set
+
 from mlflow_autotts.controllers import baselines, cmc
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json

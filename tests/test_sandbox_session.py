@@ -13,8 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from helpers import random_set
+
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import Branches, TrajectorySet
@@ -22,6 +22,7 @@ from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost, shuffle_order
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
+from mlflow_autotts.sandbox.protocol import Field, Msg, Op, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
 
 LIMITS = SandboxLimits(wall_seconds=10, cpu_seconds=20, memory_mb=512)
@@ -185,8 +186,8 @@ def hostile(body: str) -> str:
     ("while True:\n    pass", "timeout", "wall clock"),
     ("print('x' * 10**7)", "output_limit", "standard output"),
     ("return 'an answer nobody revealed'", "forbidden", "unrevealed_answer"),
-    ("os.write(int(sys.argv[1]), b'{\"t\":\"answer\",\"answer\":\"forged\"}\\n')\nreturn first", "forbidden",
-     "unrevealed_answer"),
+    (f"os.write(int(sys.argv[1]), {dumps({Field.TYPE: Msg.ANSWER, Field.ANSWER: 'forged'})!r})\nreturn first",
+     "forbidden", "unrevealed_answer"),
     ("return 42", "bad_return", "returned int"),
 ])
 def test_a_hostile_controller_fails_and_the_parents_episode_keeps_its_own_account(body, kind, message):
@@ -218,7 +219,7 @@ class FreeLunch(Controller):
                 break
         for attempt in (lambda: setattr(episode, "_send", lambda op: 0),
                         lambda: setattr(episode, "tokens_used", 0),
-                        lambda: episode._send(-3)):
+                        lambda: episode._send({tokens_used})):
             try:
                 attempt()
             except (AttributeError, ValueError):
@@ -228,7 +229,8 @@ class FreeLunch(Controller):
 
 
 def test_a_bill_rewriting_controller_cannot_touch_the_parents_bill():
-    with SandboxedController(BILL_REWRITER, limits=LIMITS) as sandboxed:
+    source = BILL_REWRITER.replace("{tokens_used}", str(int(Op.TOKENS_USED)))
+    with SandboxedController(source, limits=LIMITS) as sandboxed:
         for br, order in episodes(seeds=[0]):
             ep = RecordingEpisode(br, order)
             reference = RecordingEpisode(br, order)
