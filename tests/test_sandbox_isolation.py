@@ -26,6 +26,10 @@ from mlflow_autotts.sandbox.parent import (
 )
 from mlflow_autotts.sandbox.protocol import FailureKind, Field, Msg, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
+from mlflow_autotts.search.archive import Archive
+from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.loop import Scorer, run_search
+from mlflow_autotts.search.types import Proposal
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 DATA = [random_set(4, 8, seed=6, name="Toy/i")]
@@ -178,3 +182,46 @@ def test_cpu_time_from_rusage_makes_a_timeout():
                         SandboxLimits(wall_seconds=20, cpu_seconds=1))
     assert out.failure.kind == "timeout" and "CPU" in out.failure.message
     assert out.timings.child_cpu >= 0.9  # the kernel's own account, not the candidate's
+
+
+# ------------------------------------------------------------------ the search
+class _Explorer:
+    name = "counting"
+
+    def __init__(self):
+        self.calls = 0
+
+    def propose(self, archive, n, generation):
+        self.calls += 1
+        return [Proposal(HONEST, generation=generation)]
+
+
+class _Recorder:
+    def recorded(self):
+        return []
+
+    def created(self, c):
+        pass
+
+    def scored(self, c, outcome):
+        pass
+
+    def progress(self, p):
+        pass
+
+
+def test_a_search_refuses_weaker_isolation_before_proposing_anything(no_unshare):
+    cfg = SearchConfig(data=("x",), max_candidates=2, population=1, workers=1, search_shuffles=1, betas=(0.5,),
+                       candidate_timeout_s=20)
+    explorer = _Explorer()
+    with pytest.raises(SandboxIsolationError):
+        run_search(cfg, explorer, Scorer(cfg, DATA), _Recorder(), Archive.from_candidates, progress_bar=False)
+    assert explorer.calls == 0
+
+
+@root_only
+def test_a_search_reports_the_isolation_it_ran_under():
+    cfg = SearchConfig(data=("x",), max_candidates=1, population=1, workers=1, search_shuffles=1, betas=(0.5,),
+                       candidate_timeout_s=20)
+    out = run_search(cfg, _Explorer(), Scorer(cfg, DATA), _Recorder(), Archive.from_candidates, progress_bar=False)
+    assert out.isolation is not None and out.isolation.as_configured and out.isolation.own_uid

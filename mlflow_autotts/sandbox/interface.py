@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
-from mlflow_autotts.sandbox.outcome import CandidateOutcome
+from mlflow_autotts.sandbox.outcome import CandidateOutcome, SandboxIsolationError
 
 
 class Sandbox(ABC):
@@ -38,3 +38,11 @@ class Sandbox(ABC):
     def isolation(self) -> Isolation:
         """The isolation this sandbox gives on this machine, observed on a child that runs
         no candidate (for the record of a search run); never raises for weaker isolation."""
+
+    def checked_isolation(self) -> Isolation:
+        """``isolation()``, or ``SandboxIsolationError`` when it is weaker than the limits ask
+        and that was not allowed: call once before a run, to fail before any candidate."""
+        iso = self.isolation()
+        if iso.missing and not self.limits.allow_weaker_isolation:
+            raise SandboxIsolationError(iso)
+        return iso

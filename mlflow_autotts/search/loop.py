@@ -21,7 +21,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.sandbox.interface import Sandbox
-from mlflow_autotts.sandbox.limits import SandboxLimits
+from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.sandbox.parent import ProcessSandbox
 from mlflow_autotts.search.extract import ProposalError, check_source
@@ -69,6 +69,9 @@ class SearchOutcome:
     archive: Archive
     stop_reason: str
     progress: Progress = field(default_factory=Progress)
+    isolation: Isolation | None = None
+    """The sandbox's isolation on this machine, observed before the first candidate (each
+    candidate's own is on its ``CandidateOutcome``)."""
 
 
 class Budget:
@@ -166,9 +169,13 @@ def _finish(candidate: Candidate, outcome: CandidateOutcome, betas: Sequence[flo
 def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorder: Recorder,
                archive_factory: Callable[[list[Candidate]], Archive],
                clock: Callable[[], float] = time.monotonic, progress_bar: bool = True) -> SearchOutcome:
-    """Propose and score candidates until a budget is spent; returns everything scored."""
+    """Propose and score candidates until a budget is spent; returns everything scored.
+
+    Raises ``SandboxIsolationError`` before proposing anything when the sandbox's isolation
+    is weaker than its limits ask (and that was not allowed)."""
     from tqdm import tqdm
 
+    isolation = scorer.sandbox.checked_isolation()
     start = clock()
     budget = Budget(config, start, clock)
     candidates = list(recorder.recorded())
@@ -242,7 +249,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
             generation += 1
     bar.close()
     scored = [c for c in candidates if c.ok or c.failure]
-    return SearchOutcome(scored, archive_factory(scored), stop_reason, stats)
+    return SearchOutcome(scored, archive_factory(scored), stop_reason, stats, isolation)
 
 
 def _drain(running: dict[Future, Candidate], finished: Callable, betas: Sequence[float], wait_all: bool) -> None:
