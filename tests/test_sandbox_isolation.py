@@ -177,6 +177,14 @@ def test_failure_kinds_come_from_what_the_parent_observes(body, kind, message):
     assert (out.failure.kind, message in out.failure.message) == (kind, True), out.failure
 
 
+def test_a_small_child_of_a_large_parent_is_not_called_out_of_memory():
+    # Linux carries a spawning process's peak RSS across exec into the child's ru_maxrss
+    hog = bytearray(b"\x01") * int(LIMITS.memory_bytes * 1.2)
+    out = run_candidate(candidate("os._exit(3)"), DATA, [0.5], [0], LIMITS)
+    assert out.failure.kind == "exit" and len(hog) > LIMITS.memory_bytes
+    assert 0 < out.timings.child_max_rss_mb < 0.5 * LIMITS.memory_mb
+
+
 def test_cpu_time_from_rusage_makes_a_timeout():
     out = run_candidate(candidate("while True:\n    pass"), DATA, [0.5], [0],
                         SandboxLimits(wall_seconds=20, cpu_seconds=1))

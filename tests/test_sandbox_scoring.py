@@ -7,6 +7,7 @@ Every test starts real sandbox children.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 from helpers import random_set
@@ -23,7 +24,7 @@ from mlflow_autotts.sandbox.scoring import score_source
 
 LIMITS = SandboxLimits(wall_seconds=60, cpu_seconds=30, memory_mb=512)
 SMALL = [random_set(5, 12, seed=3, name="Toy/a"), random_set(4, 9, seed=4, name="Toy/b")]
-CMC_SOURCE = inspect.getsource(cmc)
+CMC_SOURCE = Path(cmc.__file__).read_text()  # the reference controller's source file, as a user would pass it
 
 BILL_REWRITER = '''
 from mlflow_autotts.controllers.base import Controller

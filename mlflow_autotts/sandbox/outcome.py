@@ -98,7 +98,7 @@ class SandboxTimings:
     child_cpu: float = 0.0
     """CPU time of the child (user + system, from ``wait4``)."""
     child_max_rss_mb: float = 0.0
-    """Peak resident memory of the child (from ``wait4``)."""
+    """Peak resident memory of the child (``VmHWM``, sampled from ``/proc`` while it ran)."""
     parent: float = 0.0
     """Time this process spent checking and scoring the child's reports."""
     episodes: int = 0

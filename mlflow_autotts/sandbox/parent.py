@@ -46,8 +46,8 @@ results, or confuse this process. Defences, outermost first:
   strictly (fields, types, lengths, order) and any deviation fails the candidate as
   ``forbidden``.
 - **Failure kinds** are decided here from what this process observes (its clock, the
-  exit status or signal, ``wait4`` CPU time and peak memory, the pipes), never from what
-  the child prints; a ``FAIL`` report from the child only describes Python-level failures
+  exit status or signal, ``wait4`` CPU time, peak memory read from ``/proc``, the pipes),
+  never from what the child prints; a ``FAIL`` report from the child only describes Python-level failures
   (exception, bad return, ``MemoryError``, denied operation), which any candidate could
   cause on purpose anyway.
 
@@ -318,7 +318,7 @@ class _Run:
             uses_beta = self.ready["uses_beta"]
         cpu = child.cpu_seconds
         timings = SandboxTimings(startup=(self.t_ready - t0) if self.t_ready else 0.0, total=time.monotonic() - t0,
-                                 child_cpu=cpu, child_max_rss_mb=child.max_rss_bytes / 2**20,
+                                 child_cpu=cpu, child_max_rss_mb=child.peak_rss / 2**20,
                                  parent=self.parent_time, episodes=len(self.episodes))
         return CandidateOutcome(self.failure, self.results, self.episodes, self.actions, name or "",
                                 True if uses_beta is None else uses_beta, child.output.text(), child.isolation, timings)

@@ -4,8 +4,8 @@ Shared by the batch runner (``sandbox.parent``) and the session (``sandbox.sessi
 Everything the candidate could influence is bounded here: a result line longer than the
 largest legitimate message is a violation (``Child.max_line``), its stdout and stderr are
 counted and only a prefix kept, and the kind of a death is decided from what this process
-observes (exit status or signal, ``wait4`` rusage, its own clock), never from what the
-child wrote (``docs/architecture.md``, "Untrusted code").
+observes (exit status or signal, ``wait4`` CPU time, the child's peak memory from
+``/proc``, its own clock), never from what the child wrote (``docs/architecture.md``, "Untrusted code").
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ from mlflow_autotts.sandbox.protocol import FailureKind, Field, Msg, dumps
 MEMORY_NEAR_LIMIT = 0.9
 """A child killed with its peak resident memory at this share of its address-space limit or
 more ran out of memory (resident memory is always below the address space)."""
+PEAK_SAMPLE_SECONDS = 0.2
+"""How often the child's peak resident memory (``VmHWM``) is read while it runs. ``wait4``'s
+``ru_maxrss`` cannot serve: Linux carries the spawning process's peak across ``exec``, so it
+reports this (large) process's memory for a small child."""
 EXIT_GRACE_SECONDS = 2.0
 """After its last message, how long a child may take to exit before it is killed."""
 
@@ -156,6 +160,9 @@ class Child:
         self.rusage: Any = None
         self.isolation: Isolation | None = None
         self.killed = False
+        self.peak_rss = 0
+        """The child's own peak resident memory in bytes, as last read from ``/proc``."""
+        self._sampled = 0.0
 
     # ------------------------------------------------------------------ writing
     def send(self, msg: dict | bytes) -> None:
@@ -209,10 +216,13 @@ class Child:
                 return "output"
             if not self.result_open:
                 return "closed"
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now - self._sampled >= PEAK_SAMPLE_SECONDS:
+                self.sample_memory()
+            remaining = deadline - now
             if remaining <= 0:
                 return "deadline"
-            for key, _ in self.sel.select(timeout=min(remaining, 1.0)):
+            for key, _ in self.sel.select(timeout=min(remaining, PEAK_SAMPLE_SECONDS)):
                 if key.data == "stdin":
                     self._write()
                     continue
@@ -280,6 +290,18 @@ class Child:
                 else:
                     self.sel.unregister(key.fd)
 
+    def sample_memory(self) -> None:
+        """Read the child's peak resident memory (``VmHWM``; gone once it has exited)."""
+        self._sampled = time.monotonic()
+        try:
+            with open(f"/proc/{self.pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
+                        return
+        except (OSError, ValueError, IndexError):
+            pass
+
     # --------------------------------------------------------------- isolation
     def observe(self, applied: list) -> Isolation:
         """The isolation in force now (the child waits for ``GO``, no candidate code ran)."""
@@ -292,6 +314,7 @@ class Child:
         if not isinstance(applied, list):
             raise SandboxError("sandbox: the child's lockdown report is malformed")
         iso = self.isolation = self.observe(applied)
+        self.sample_memory()  # the child's baseline: interpreter and data loaded
         if iso.missing and not self.limits.allow_weaker_isolation:
             raise SandboxIsolationError(iso, self.netns_note if "network_namespace" in iso.missing else "")
         self.send({Field.TYPE: Msg.GO})
@@ -312,6 +335,7 @@ class Child:
         ``killed`` says whether the child was still running (so its status is our SIGKILL)."""
         if self.status is not None:
             return
+        self.sample_memory()
         try:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
@@ -355,14 +379,12 @@ class Child:
         except (OSError, ValueError, IndexError):
             return 0.0
 
-    @property
-    def max_rss_bytes(self) -> int:
-        return int(self.rusage.ru_maxrss) * 1024 if self.rusage is not None else 0
-
     def death(self, where: dict | None) -> CandidateFailure:
-        """Why the (reaped) child stopped before finishing, from its status and rusage."""
+        """Why the (reaped) child stopped before finishing: its status, its CPU time from
+        ``wait4`` and its peak memory as sampled (a memory death between two samples of a
+        fast-growing child shows as a crash)."""
         lim = self.limits
-        status, cpu, rss = self.status, self.cpu_seconds, self.max_rss_bytes
+        status, cpu, rss = self.status, self.cpu_seconds, self.peak_rss
         near_memory = rss >= MEMORY_NEAR_LIMIT * lim.memory_bytes
         memory = CandidateFailure(FailureKind.MEMORY, f"ran out of memory (limit {lim.memory_mb} MB, peak resident "
                                   f"{rss / 2**20:.0f} MB)", where=where)

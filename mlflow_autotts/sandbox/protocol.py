@@ -237,7 +237,7 @@ class FailureKind(StrEnum):
     """Wall-clock limit (the parent's clock) or CPU limit (the child's rusage, SIGXCPU)."""
     MEMORY = "memory"
     """``MemoryError`` under the address-space limit, or killed with its peak resident
-    memory near that limit (``wait4`` rusage)."""
+    memory near that limit (read by the parent from ``/proc``)."""
     CRASH = "crash"
     """The interpreter died by a signal."""
     EXIT = "exit"
