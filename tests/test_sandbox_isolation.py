@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 from helpers import random_set
+from test_search_loop import MemoryRecorder, Scripted
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
@@ -29,7 +30,6 @@ from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Scorer, run_search
-from mlflow_autotts.search.types import Proposal
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 DATA = [random_set(4, 8, seed=6, name="Toy/i")]
@@ -193,43 +193,19 @@ def test_cpu_time_from_rusage_makes_a_timeout():
 
 
 # ------------------------------------------------------------------ the search
-class _Explorer:
-    name = "counting"
-
-    def __init__(self):
-        self.calls = 0
-
-    def propose(self, archive, n, generation):
-        self.calls += 1
-        return [Proposal(HONEST, generation=generation)]
-
-
-class _Recorder:
-    def recorded(self):
-        return []
-
-    def created(self, c):
-        pass
-
-    def scored(self, c, outcome):
-        pass
-
-    def progress(self, p):
-        pass
-
-
 def test_a_search_refuses_weaker_isolation_before_proposing_anything(no_unshare):
     cfg = SearchConfig(data=("x",), max_candidates=2, population=1, workers=1, search_shuffles=1, betas=(0.5,),
                        candidate_timeout_s=20)
-    explorer = _Explorer()
+    explorer, recorder = Scripted([HONEST]), MemoryRecorder()
     with pytest.raises(SandboxIsolationError):
-        run_search(cfg, explorer, Scorer(cfg, DATA), _Recorder(), Archive.from_candidates, progress_bar=False)
-    assert explorer.calls == 0
+        run_search(cfg, explorer, Scorer(cfg, DATA), recorder, Archive.from_candidates, progress_bar=False)
+    assert explorer.calls == 0 and recorder.created_ids == []
 
 
 @root_only
 def test_a_search_reports_the_isolation_it_ran_under():
     cfg = SearchConfig(data=("x",), max_candidates=1, population=1, workers=1, search_shuffles=1, betas=(0.5,),
                        candidate_timeout_s=20)
-    out = run_search(cfg, _Explorer(), Scorer(cfg, DATA), _Recorder(), Archive.from_candidates, progress_bar=False)
+    out = run_search(cfg, Scripted([HONEST]), Scorer(cfg, DATA), MemoryRecorder(), Archive.from_candidates,
+                     progress_bar=False)
     assert out.isolation is not None and out.isolation.as_configured and out.isolation.own_uid

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from helpers import random_set
+from test_sandbox import _runner
 
 from mlflow_autotts.controllers import baselines, cmc
-from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.errors import ControllerError
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
 from mlflow_autotts.sandbox.scoring import score_source
@@ -43,24 +42,16 @@ class FreeLunch(Controller):
                 answers.append(episode.get_new_branch_final_answer())
             except ValueError:
                 break
-        for attr in ("_pos", "_end"):  # the in-process replay episode's cursors
+        for attempt in (lambda: episode._pos.clear(),  # the in-process replay episode's cursors
+                        lambda: episode._end.clear(),
+                        lambda: setattr(episode, "_send", lambda op: 0),  # the sandbox episode's line out
+                        lambda: setattr(episode, "tokens_used", 0)):
             try:
-                getattr(episode, attr).clear()
+                attempt()
             except AttributeError:
                 pass
-        try:
-            episode._send = lambda op: 0  # the sandbox episode's line to its oracle
-        except AttributeError:
-            pass
         return plurality(answers)
 '''
-
-
-def _runner(ref: str, datasets, betas, shuffles: int):
-    out = []
-    for b in betas:
-        out += evaluate(ControllerSpec(ref, b), datasets, EvalConfig(shuffles=shuffles, workers=1, progress=False))
-    return out
 
 
 def _assert_same(got, ref) -> None:

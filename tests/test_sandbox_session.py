@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import random_set
+from test_sandbox import SIGNAL_SOURCE
+from test_sandbox_scoring import BILL_REWRITER
 
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -22,7 +24,7 @@ from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost, shuffle_order
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
-from mlflow_autotts.sandbox.protocol import Field, Msg, Op, dumps
+from mlflow_autotts.sandbox.protocol import Field, Msg, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
 
 LIMITS = SandboxLimits(wall_seconds=10, cpu_seconds=20, memory_mb=512)
@@ -57,35 +59,14 @@ def test_answers_and_tokens_equal_the_in_process_controller(module, class_name, 
         assert sandboxed.children_started == 1  # one child served every question
 
 
-SIGNALS = '''
-from mlflow_autotts.controllers.base import Controller
-
-
-class Confident(Controller):
-    name = "confident"
-
-    def solve(self, episode):
-        best, best_conf = None, -1.0
-        for _ in range(3):
-            answer, i, done = episode.probe_new()
-            while not done and len(episode.signals(i)["confidence"]) < 3:
-                answer, done = episode.probe_more(i)
-            conf = episode.signals(i)["confidence"]
-            score = sum(conf) / len(conf) if conf else 0.0
-            if score > best_conf:
-                best, best_conf = answer, score
-        return best
-'''
-
-
 def test_per_interval_signals_are_forwarded_where_the_episode_has_them(tmp_path):
     rng = random.Random(3)
     probes = [[rng.choice("ab") for _ in range(rng.randint(0, 5))] for _ in range(6)]
     br = Branches.from_lists("q", 500, probes, [500 * len(p) + 100 for p in probes], [rng.choice("ab") for _ in probes],
                              {"confidence": [[rng.random() for _ in p] for p in probes]})
     path = tmp_path / "confident.py"
-    path.write_text(SIGNALS)
-    with SandboxedController(SIGNALS, limits=LIMITS) as sandboxed:
+    path.write_text(SIGNAL_SOURCE)
+    with SandboxedController(SIGNAL_SOURCE, limits=LIMITS) as sandboxed:
         same_as_in_process(sandboxed, ControllerSpec(str(path)).build(), [(br, shuffle_order(6, s)) for s in range(4)])
         with pytest.raises(CandidateFailedError, match="AttributeError"):  # data without signals
             sandboxed.solve(RecordingEpisode(DATA.problems[0].branches))
@@ -202,35 +183,8 @@ def test_a_hostile_controller_fails_and_the_parents_episode_keeps_its_own_accoun
         assert ep.tokens_used == replay_cost(br, order, ep.actions)[0]
 
 
-BILL_REWRITER = '''
-from mlflow_autotts.controllers.base import Controller
-from mlflow_autotts.controllers.voting import plurality
-
-
-class FreeLunch(Controller):
-    name = "free_lunch"
-
-    def solve(self, episode):
-        answers = []
-        while True:
-            try:
-                answers.append(episode.get_new_branch_final_answer())
-            except ValueError:
-                break
-        for attempt in (lambda: setattr(episode, "_send", lambda op: 0),
-                        lambda: setattr(episode, "tokens_used", 0),
-                        lambda: episode._send({tokens_used})):
-            try:
-                attempt()
-            except (AttributeError, ValueError):
-                pass
-        return plurality(answers)
-'''
-
-
 def test_a_bill_rewriting_controller_cannot_touch_the_parents_bill():
-    source = BILL_REWRITER.replace("{tokens_used}", str(int(Op.TOKENS_USED)))
-    with SandboxedController(source, limits=LIMITS) as sandboxed:
+    with SandboxedController(BILL_REWRITER, limits=LIMITS) as sandboxed:
         for br, order in episodes(seeds=[0]):
             ep = RecordingEpisode(br, order)
             reference = RecordingEpisode(br, order)

@@ -237,27 +237,24 @@ class SandboxEpisode:
             raise AttributeError("this episode's data carries no per-interval signals")
         return self._branch_signals
 
-    def _branch_signals(self, i):
-        i = branch_index(i)
-        out = self._send(signals_op(i))
+    def _checked(self, op, i=None):
+        out = self._send(op)
         if type(out) is int:
             raise episode_error(out, i)
         return out
 
-    def probe_new(self):
-        out = self._send(_PROBE_NEW)
-        if type(out) is int:
-            raise episode_error(out)
-        return out
+    def _branch_signals(self, i):
+        i = branch_index(i)
+        return self._checked(signals_op(i), i)
 
-    def probe_more(self, i):
+    def probe_new(self):
+        return self._checked(_PROBE_NEW)
+
+    def probe_more(self, i):  # the hot path: inlined
         out = self._send(i if type(i) is int and i >= 0 else branch_index(i))
         if type(out) is int:
             raise episode_error(out, i)
         return out
 
     def get_new_branch_final_answer(self):
-        out = self._send(_READ_WHOLE)
-        if type(out) is int:
-            raise episode_error(out)
-        return out
+        return self._checked(_READ_WHOLE)

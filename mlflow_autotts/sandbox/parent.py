@@ -78,6 +78,7 @@ import os
 import threading
 import time
 from array import array
+from dataclasses import replace
 from hashlib import blake2b
 from typing import Any, Sequence
 
@@ -90,10 +91,10 @@ from mlflow_autotts.sandbox.cost import decode_log, revealing_cost, summary_from
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailure, CandidateOutcome, EpisodeRow, SandboxTimings
-from mlflow_autotts.sandbox.process import Child, Violation
+from mlflow_autotts.sandbox.process import READY_FIELDS, Child, Violation, expect_fields, reported_failure
 from mlflow_autotts.sandbox.protocol import (
-    CHILD_REPORTED_KINDS, KEY_BYTES, MAC_HEX, MAX_BETAS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
-    FailureKind, Field, Header, Limit, Mode, Msg, Where, block_bytes, control_bytes, dumps, trace_action_cap,
+    KEY_BYTES, MAC_HEX, MAX_BETAS, MAX_NAME_CHARS, Data, Field, Header, Mode, Msg, Where, block_bytes,
+    control_bytes, dumps, trace_action_cap,
 )
 
 
@@ -178,12 +179,8 @@ def probe_isolation(limits: SandboxLimits) -> Isolation:
 
 def _header(child: Child, source: str, class_name: str | None, betas: list, params: dict, n_seeds: int,
             trace_cap: int | None) -> dict:
-    lim = child.limits
-    return {Header.MODE: Mode.BATCH, Header.SOURCE: source, Header.CLASS_NAME: class_name, Header.PARAMS: params,
-            Header.BETAS: betas, Header.N_SEEDS: n_seeds, Header.FULL_ACTIONS: trace_cap,
-            Header.CHROOT: child.chroot_dir,
-            Header.LIMITS: {Limit.MEMORY_MB: lim.memory_mb, Limit.CPU_SECONDS: lim.cpu_rlimit,
-                            Limit.MAX_OPEN_FILES: lim.max_open_files, Limit.MAX_ANSWER_CHARS: lim.max_answer_chars}}
+    return child.header(Mode.BATCH, source, class_name, params, betas,
+                        **{Header.N_SEEDS: n_seeds, Header.FULL_ACTIONS: trace_cap})
 
 
 # -------------------------------------------------------------------- prepared data
@@ -325,18 +322,11 @@ class _Run:
 
     def _stopped(self, stop: str, child: Child) -> CandidateFailure | None:
         """The failure, if any, for a child that stopped with ``stop`` (decided from observations)."""
-        if stop == "violation":
-            v = child.violation
-            return CandidateFailure(FailureKind.FORBIDDEN, str(v), where=v.where)
-        if stop == "output":
-            return CandidateFailure(FailureKind.OUTPUT_LIMIT, f"the child wrote more than {self.limits.max_output_bytes} "
-                                    "bytes to its standard output/error", where=self._where_now())
-        if stop == "deadline":
-            return CandidateFailure(FailureKind.TIMEOUT, f"did not finish within {self.limits.wall_seconds:g} s "
-                                    "(wall clock)", where=self._where_now())
-        if self.done:
-            return None
-        return child.death(self._where_now())
+        where = self._where_now()
+        failure = child.stop_failure(stop, where, "finish (wall clock)")
+        if failure is not None or self.done:
+            return failure
+        return child.death(where)
 
     def _where_now(self) -> dict | None:
         if self.next_block >= len(self.schedule):
@@ -357,7 +347,7 @@ class _Run:
         if self.applied is None:
             if t != Msg.LOCKED:
                 raise Violation("protocol: expected the lockdown report first")
-            _expect(msg, {Field.TYPE: str, Field.APPLIED: list})
+            expect_fields(msg, {Field.TYPE: str, Field.APPLIED: list})
             self.applied = msg[Field.APPLIED]
             return True
         if self.done:
@@ -370,8 +360,7 @@ class _Run:
         if t == Msg.READY:
             if self.ready is not None:
                 raise Violation("protocol: repeated ready message")
-            _expect(msg, {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list,
-                          Field.CONFIGS: list})
+            expect_fields(msg, READY_FIELDS)
             built, configs = msg[Field.BETAS], msg[Field.CONFIGS]
             if len(built) != len(self.betas) or len(configs) != len(self.betas):
                 raise Violation("protocol: ready message with the wrong number of β values")
@@ -388,15 +377,11 @@ class _Run:
             self.t_ready = time.monotonic()
             return False
         if t == Msg.FAIL:
-            _expect(msg, {Field.TYPE: str, Field.KIND: str, Field.MESSAGE: str, Field.TRACEBACK: str,
-                          Field.WHERE: (dict, type(None))})
-            if msg[Field.KIND] not in CHILD_REPORTED_KINDS:
-                raise Violation(f"protocol: a failure of kind {msg[Field.KIND][:40]!r} cannot come from the child")
-            self.failure = CandidateFailure(msg[Field.KIND], msg[Field.MESSAGE][:MAX_MESSAGE_CHARS],
-                                            msg[Field.TRACEBACK][:MAX_TRACEBACK_CHARS], self._where_from(msg[Field.WHERE]))
+            failure = reported_failure(msg)  # checks the fields first
+            self.failure = replace(failure, where=self._where_from(msg[Field.WHERE]))
             return True
         if t == Msg.DONE:
-            _expect(msg, {Field.TYPE: str})
+            expect_fields(msg, {Field.TYPE: str})
             if self.next_block != len(self.schedule):
                 raise Violation(f"protocol: done after {self.next_block} of {len(self.schedule)} score blocks")
             self.done = True
@@ -422,7 +407,7 @@ class _Run:
         return out
 
     def _block(self, msg: dict) -> None:
-        _expect(msg, {Field.TYPE: str, Field.BETA_INDEX: int, Field.DATASET_INDEX: int, Field.SHUFFLE_INDEX: int,
+        expect_fields(msg, {Field.TYPE: str, Field.BETA_INDEX: int, Field.DATASET_INDEX: int, Field.SHUFFLE_INDEX: int,
                       Field.ANSWERS: list, Field.SUMMARIES: list, Field.VIOLATIONS: list, Field.MACS: list})
         at = (msg[Field.BETA_INDEX], msg[Field.DATASET_INDEX], msg[Field.SHUFFLE_INDEX])
         if self.next_block >= len(self.schedule) or at != self.schedule[self.next_block]:
@@ -496,14 +481,6 @@ class _Run:
             params=self.configs[bi], shuffles=len(self.prep.seeds), n_problems=n, accuracy=accuracy,
             mean_tokens=mean_tokens))
         self.group = []
-
-
-def _expect(msg: dict, shape: dict[str, Any]) -> None:
-    if set(msg) != set(shape):
-        raise Violation(f"protocol: unexpected fields in a {str(msg.get(Field.TYPE))[:40]!r} message")
-    for k, typ in shape.items():
-        if not isinstance(msg[k], typ) or (typ is int and isinstance(msg[k], bool)):
-            raise Violation(f"protocol: field {k!r} of a {str(msg.get(Field.TYPE))[:40]!r} message has the wrong type")
 
 
 def _idx(v: Any, n: int) -> int:

@@ -28,7 +28,9 @@ from typing import Any, Callable
 
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits, missing_measures
 from mlflow_autotts.sandbox.outcome import CandidateFailure, SandboxError, SandboxIsolationError
-from mlflow_autotts.sandbox.protocol import FailureKind, Field, Msg, dumps
+from mlflow_autotts.sandbox.protocol import (
+    CHILD_REPORTED_KINDS, MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, FailureKind, Field, Header, Limit, Mode, Msg, dumps,
+)
 
 MEMORY_NEAR_LIMIT = 0.9
 """A child killed with its peak resident memory at this share of its address-space limit or
@@ -49,6 +51,29 @@ class Violation(Exception):
     def __init__(self, message: str, where: dict | None = None):
         super().__init__(message)
         self.where = where
+
+
+def expect_fields(msg: dict, shape: dict[str, Any]) -> None:
+    """``Violation`` unless ``msg`` has exactly the fields of ``shape``, of those types."""
+    if set(msg) != set(shape):
+        raise Violation(f"protocol: unexpected fields in a {str(msg.get(Field.TYPE))[:40]!r} message")
+    for k, typ in shape.items():
+        if not isinstance(msg[k], typ) or (typ is int and isinstance(msg[k], bool)):
+            raise Violation(f"protocol: field {k!r} of a {str(msg.get(Field.TYPE))[:40]!r} message has the wrong type")
+
+
+READY_FIELDS = {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list,
+                Field.CONFIGS: list}
+
+
+def reported_failure(msg: dict, where: dict | None = None) -> CandidateFailure:
+    """The candidate's failure from a ``FAIL`` message (only the kinds a child may report)."""
+    expect_fields(msg, {Field.TYPE: str, Field.KIND: str, Field.MESSAGE: str, Field.TRACEBACK: str,
+                        Field.WHERE: (dict, type(None))})
+    if msg[Field.KIND] not in CHILD_REPORTED_KINDS:
+        raise Violation(f"protocol: a failure of kind {msg[Field.KIND][:40]!r} cannot come from the child")
+    return CandidateFailure(msg[Field.KIND], msg[Field.MESSAGE][:MAX_MESSAGE_CHARS],
+                            msg[Field.TRACEBACK][:MAX_TRACEBACK_CHARS], where)
 
 
 # --------------------------------------------------------------------------- spawning
@@ -163,6 +188,14 @@ class Child:
         self.peak_rss = 0
         """The child's own peak resident memory in bytes, as last read from ``/proc``."""
         self._sampled = 0.0
+
+    def header(self, mode: Mode, source: str, class_name: str | None, params: dict, betas: list, **extra) -> dict:
+        """The first line for the child: what to load and the limits it applies to itself."""
+        lim = self.limits
+        return {Header.MODE: mode, Header.SOURCE: source, Header.CLASS_NAME: class_name, Header.PARAMS: params,
+                Header.BETAS: betas, Header.CHROOT: self.chroot_dir, **extra,
+                Header.LIMITS: {Limit.MEMORY_MB: lim.memory_mb, Limit.CPU_SECONDS: lim.cpu_rlimit,
+                                Limit.MAX_OPEN_FILES: lim.max_open_files, Limit.MAX_ANSWER_CHARS: lim.max_answer_chars}}
 
     # ------------------------------------------------------------------ writing
     def send(self, msg: dict | bytes) -> None:
@@ -378,6 +411,18 @@ class Child:
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError):
             return 0.0
+
+    def stop_failure(self, stop: str, where: dict | None, wall: str) -> CandidateFailure | None:
+        """The failure a ``pump`` stop reason means by itself (a violation, the output limit,
+        the deadline, described by ``wall``), else None."""
+        if stop == "violation":
+            return CandidateFailure(FailureKind.FORBIDDEN, str(self.violation), where=self.violation.where or where)
+        if stop == "output":
+            return CandidateFailure(FailureKind.OUTPUT_LIMIT, f"the child wrote more than {self.limits.max_output_bytes} "
+                                    "bytes to its standard output/error", where=where)
+        if stop == "deadline":
+            return CandidateFailure(FailureKind.TIMEOUT, f"did not {wall} within {self.limits.wall_seconds:g} s", where=where)
+        return None
 
     def death(self, where: dict | None) -> CandidateFailure:
         """Why the (reaped) child stopped before finishing: its status, its CPU time from

@@ -33,10 +33,9 @@ from typing import Any
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxError
-from mlflow_autotts.sandbox.process import Child, Violation
+from mlflow_autotts.sandbox.process import READY_FIELDS, Child, Violation, expect_fields, reported_failure
 from mlflow_autotts.sandbox.protocol import (
-    CHILD_REPORTED_KINDS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data, FailureKind, Field, Header,
-    Limit, Mode, Msg, Op, control_bytes, decode_op, dumps,
+    MAX_MESSAGE_CHARS, MAX_NAME_CHARS, Data, Field, Mode, Msg, Op, control_bytes, decode_op, dumps,
 )
 
 MAX_REPLY_BYTES = 1 << 20
@@ -56,12 +55,8 @@ class _Session:
         self.applied: list | None = None
         self.failure: CandidateFailure | None = None
         try:
-            header = {Header.MODE: Mode.SESSION, Header.SOURCE: owner.source, Header.CLASS_NAME: owner.class_name,
-                      Header.PARAMS: owner.params, Header.BETAS: [owner.requested_beta],
-                      Header.CHROOT: self.child.chroot_dir,
-                      Header.LIMITS: {Limit.MEMORY_MB: lim.memory_mb, Limit.CPU_SECONDS: lim.cpu_rlimit,
-                                      Limit.MAX_OPEN_FILES: lim.max_open_files,
-                                      Limit.MAX_ANSWER_CHARS: lim.max_answer_chars}}
+            header = self.child.header(Mode.SESSION, owner.source, owner.class_name, owner.params,
+                                       [owner.requested_beta])
             self.child.send(dumps(header) + dumps({Data.CONFIDENCE: owner.confidence}))
             deadline = self.child.t0 + lim.wall_seconds
             stop = self.child.pump(self._startup, deadline)
@@ -85,8 +80,7 @@ class _Session:
             self.applied = msg[Field.APPLIED]
             return True
         if t == Msg.READY:
-            _expect(msg, {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list,
-                          Field.CONFIGS: list})
+            expect_fields(msg, READY_FIELDS)
             built = msg[Field.BETAS]
             if len(built) != 1 or not (type(built[0]) in (int, float) and 0.0 <= built[0] <= 1.0):
                 raise Violation("protocol: the controller's β is not a number in [0, 1]")
@@ -94,26 +88,17 @@ class _Session:
                           "uses_beta": msg[Field.USES_BETA], "beta": float(built[0])}
             return True
         if t == Msg.FAIL:
-            self.failure = _failure(msg)
+            self.failure = reported_failure(msg)
             return True
         raise Violation(f"protocol: unexpected message type {t[:40]!r} at start-up")
 
     def _stopped(self, stop: str) -> CandidateFailure:
         """The failure of a child that stopped with ``stop`` without answering; ends the child."""
-        lim = self.limits
-        if stop == "closed":
-            self.child.exit_gracefully(time.monotonic() + 1.0)
-            return self.child.death(None)
-        self.child.finish()
-        if stop == "violation":
-            v = self.child.violation
-            return CandidateFailure(FailureKind.FORBIDDEN, str(v), where=v.where)
-        if stop == "output":
-            return CandidateFailure(FailureKind.OUTPUT_LIMIT, f"the child wrote more than {lim.max_output_bytes} bytes "
-                                    "to its standard output/error")
-        if stop == "deadline":
-            return CandidateFailure(FailureKind.TIMEOUT, f"did not answer within {lim.wall_seconds:g} s "
-                                    "(wall clock, the controller's own time)")
+        failure = self.child.stop_failure(stop, None, "answer (wall clock, the controller's own time)")
+        if failure is not None:
+            self.child.finish()
+            return failure
+        self.child.exit_gracefully(time.monotonic() + 1.0)
         return self.child.death(None)
 
     # ------------------------------------------------------------------- solving
@@ -134,7 +119,7 @@ class _Session:
         def handle(msg: dict) -> bool:
             t = msg[Field.TYPE]
             if t == Msg.CALL:
-                _expect(msg, {Field.TYPE: str, Field.OP: int})
+                expect_fields(msg, {Field.TYPE: str, Field.OP: int})
                 started = time.monotonic()
                 reply = _execute(episode, msg[Field.OP], has_signals, revealed)
                 deadline[0] += time.monotonic() - started  # the episode's time is not the child's
@@ -143,7 +128,7 @@ class _Session:
                 child.send(reply)
                 return False
             if t == Msg.ANSWER:
-                _expect(msg, {Field.TYPE: str, Field.ANSWER: (str, type(None))})
+                expect_fields(msg, {Field.TYPE: str, Field.ANSWER: (str, type(None))})
                 answer = msg[Field.ANSWER]
                 if answer is not None and len(answer) > self.limits.max_answer_chars:
                     raise Violation("protocol: an answer longer than the limit")
@@ -153,7 +138,7 @@ class _Session:
                 state["answer"] = answer
                 return True
             if t == Msg.FAIL:
-                state["failure"] = _failure(msg)
+                state["failure"] = reported_failure(msg)
                 return True
             raise Violation(f"protocol: unexpected message type {t[:40]!r} during solve()")
 
@@ -211,23 +196,6 @@ def _execute(episode: Any, code: Any, has_signals: bool, revealed: set) -> dict:
     if isinstance(value, tuple):
         value = list(value)
     return {Field.TYPE: Msg.REPLY, Field.VALUE: value}
-
-
-def _failure(msg: dict) -> CandidateFailure:
-    _expect(msg, {Field.TYPE: str, Field.KIND: str, Field.MESSAGE: str, Field.TRACEBACK: str,
-                  Field.WHERE: (dict, type(None))})
-    if msg[Field.KIND] not in CHILD_REPORTED_KINDS:
-        raise Violation(f"protocol: a failure of kind {msg[Field.KIND][:40]!r} cannot come from the child")
-    return CandidateFailure(msg[Field.KIND], msg[Field.MESSAGE][:MAX_MESSAGE_CHARS],
-                            msg[Field.TRACEBACK][:MAX_TRACEBACK_CHARS])
-
-
-def _expect(msg: dict, shape: dict[str, Any]) -> None:
-    if set(msg) != set(shape):
-        raise Violation(f"protocol: unexpected fields in a {str(msg.get(Field.TYPE))[:40]!r} message")
-    for k, typ in shape.items():
-        if not isinstance(msg[k], typ) or (typ is int and isinstance(msg[k], bool)):
-            raise Violation(f"protocol: field {k!r} of a {str(msg.get(Field.TYPE))[:40]!r} message has the wrong type")
 
 
 class SandboxedController:
