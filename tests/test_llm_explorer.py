@@ -274,7 +274,7 @@ def test_extract_failures_are_named():
     ("import mlflow_autotts.controllers.voting", "instead of 'import mlflow_autotts.controllers.voting'"),
     ("from math import *", "import *"),
     ("from .x import y", "relative imports"),
-    ("from mlflow_autotts.errors import ControllerError", "import from 'mlflow_autotts.errors'"),
+    ("from mlflow_autotts.data.trajectory import Branches", "import from 'mlflow_autotts.data.trajectory'"),
     ("from random import _os", "private name '_os'"),
     ("X = eval('1')", "'eval' is not allowed"),
     ("X = __builtins__", "the name '__builtins__'"),

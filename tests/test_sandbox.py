@@ -8,15 +8,14 @@ in-process runner, as the search loop relies on.
 from __future__ import annotations
 
 import inspect
-import os
 import random
 import socket
 import textwrap
 import time
 
 import pytest
-
 from helpers import make_branches, random_set
+
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.cmc import ConfidenceMomentum
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -25,10 +24,11 @@ from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, Trajec
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost, shuffle_order
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox import parent as sandbox
-from mlflow_autotts.sandbox.parent import (
-    EPISODE_COLUMNS, FAILURE_KINDS, SandboxLimits, candidate_actions, controller_actions, run_candidate,
-    summary_cost, summary_from_actions,
-)
+from mlflow_autotts.sandbox.cost import controller_actions, summary_cost, summary_from_actions
+from mlflow_autotts.sandbox.limits import SandboxLimits
+from mlflow_autotts.sandbox.outcome import EPISODE_COLUMNS, FAILURE_KINDS
+from mlflow_autotts.sandbox.parent import candidate_actions, run_candidate
+from mlflow_autotts.sandbox.protocol import MAC_HEX, Field, Msg, Op, dumps
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 CMC_SOURCE = inspect.getsource(cmc)
@@ -102,7 +102,7 @@ def test_cmc_source_scores_exactly_like_the_runner_on_synthetic_data():
     assert out.timings.episodes == len(out.episodes) == 3 * 4 * (5 + 4)
     evals = out.as_eval_results()
     assert [(e.data, e.beta, e.accuracy) for e in evals] == [(r.data, r.beta, r.accuracy) for r in out.results]
-    assert "audit_hook" in out.isolation and "rlimit_as" in out.isolation
+    assert out.isolation.audit_hook and out.isolation.rlimit_as == LIMITS.memory_bytes
 
 
 @pytest.mark.parametrize("module, class_name, ref", [
@@ -220,8 +220,9 @@ def test_the_child_never_receives_gold_answers_or_the_environment(monkeypatch):
     ts = TrajectorySet([Problem(p.branches, c) for p, c in zip(SMALL[0].problems, canaries)], Provenance("C", "c"))
     monkeypatch.setenv("AUTOTTS_DATA_DIR", "/secret/data/dir")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-SECRET-CANARY")
-    run = sandbox._Run("x = 1", sandbox._prepared([ts], [0, 1]), [0.5], LIMITS, None, {}, False)
-    assert not any(c.encode() in run.message for c in canaries)
+    prep = sandbox._prepared([ts], [0, 1])
+    assert not any(c.encode() in prep.blob for c in canaries)
+    assert b"/work" not in prep.blob and b"autotts-replay" not in prep.blob
     src = HONEST.replace("finals = []", "import random\n        print(sorted(random._os.environ.items()))\n"
                                         "        finals = []")
     out = run_candidate(src, [ts], [0.5], [0], LIMITS)
@@ -240,6 +241,11 @@ sys = os.sys
 class Hostile(Controller):
     def solve(self, episode):
 '''
+
+# a score block for the first 5 problems with made-up seals (the child does not know the key)
+FORGED_BLOCK = dumps({Field.TYPE: Msg.BLOCK, Field.BETA_INDEX: 0, Field.DATASET_INDEX: 0, Field.SHUFFLE_INDEX: 0,
+                      Field.ANSWERS: [None] * 5, Field.SUMMARIES: [[]] * 5, Field.VIOLATIONS: [0] * 5,
+                      Field.MACS: ["0" * MAC_HEX] * 5})
 
 HOSTILE = [
     # reading the gold answer (never in the child) or the branches behind the oracle
@@ -293,7 +299,8 @@ w.__init__.__globals__['system']('true')
     ("raise", "raise ValueError('boom')", "exception", "ValueError: boom"),
     ("return_int", "return 42", "bad_return", "returned int"),
     ("return_list", "return ['a']", "bad_return", "returned list"),
-    ("print_megabytes", "print('x' * 10**7)", "output_limit", "printed more than"),
+    ("print_megabytes", "print('x' * 10**7)", "output_limit", "standard output"),
+    ("output_limit_switched_off", "sys.stdout.limit = 10**12\nprint('x' * 10**7)", "output_limit", "standard output"),
     ("raw_megabytes", "os.write(1, b'x' * 4_000_000)", "output_limit", "standard output"),
     ("sys_exit", "sys.exit(3)", "exit", "sys.exit(3)"),
     ("os_exit", "os._exit(3)", "exit", "status 3"),
@@ -308,19 +315,13 @@ for _ in range(10**6):
 repr(nest)
 """, "crash", "SIGSEGV"),
     # lying about the actions
-    ("forge_done", "os.write(int(sys.argv[1]), b'{\"t\":\"done\",\"output\":\"\"}\\n')\nos._exit(0)",
+    ("forge_done", f"os.write(int(sys.argv[1]), {dumps({Field.TYPE: Msg.DONE})!r})\nos._exit(0)",
      "forbidden", "protocol"),
-    ("forge_block", """
-mac = '"' + '0' * 32 + '"'
-fields = [','.join(['null'] * 5), ','.join(['[]'] * 5), ','.join(['0'] * 5), ','.join([mac] * 5)]
-line = '{"t":"block","b":0,"d":0,"s":0,"a":[%s],"x":[%s],"v":[%s],"m":[%s]}' % tuple(fields)
-os.write(int(sys.argv[1]), line.encode() + b'\\n')
-os._exit(0)
-""", "forbidden", "integrity"),
+    ("forge_block", f"os.write(int(sys.argv[1]), {FORGED_BLOCK!r})\nos._exit(0)", "forbidden", "integrity"),
     ("garbage_protocol", "os.write(int(sys.argv[1]), b'[1, 2]\\n')\nreturn None", "forbidden", "protocol"),
     ("hardcoded_answer", "episode.probe_new()\nreturn 'a guess nobody revealed'", "forbidden", "unrevealed_answer"),
-    ("restart_episode", "episode.get_new_branch_final_answer()\nepisode._send(-6)\nreturn None", "forbidden",
-     "tampered"),
+    ("restart_episode", f"episode.get_new_branch_final_answer()\nepisode._send({int(Op.SEAL)})\nreturn None",
+     "forbidden", "tampered"),
     ("kill_oracle", "episode._send.__self__.close()\nreturn None", "forbidden", "tampered"),
 ]
 
@@ -432,11 +433,3 @@ def test_prepared_data_is_reused_across_candidates():
     a = sandbox._prepared(SMALL, [0, 1])
     assert sandbox._prepared(list(SMALL), (0, 1)) is a
     assert sandbox._prepared(SMALL, [0, 2]) is not a
-
-
-def test_isolation_measures_when_running_as_root():
-    out = run_candidate(HONEST, SMALL[:1], [0.5], [0], LIMITS)
-    assert out.ok
-    if os.geteuid() != 0:
-        pytest.skip("chroot and uid switch need root")
-    assert {"chroot", "setuid", "rlimit_nproc", "no_signal_handlers"} <= set(out.isolation)

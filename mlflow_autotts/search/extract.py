@@ -1,11 +1,15 @@
-"""Getting a controller out of an LLM reply, and a static first check of its source.
+"""Getting a controller out of an LLM reply, and a lint of its source.
 
-The check rejects what is plainly not allowed (imports outside the allowlist, I/O and
-reflection builtins, dunder and frame attributes, reaching modules through other
-modules, private attributes of anything but ``self``) so the explorer LLM gets a precise
-message to fix on its next proposal instead of a sandbox crash. It is a first filter
-only: a static check of Python can always be evaded, and the sandbox
-(``mlflow_autotts.sandbox.parent``) is the real guard.
+The lint (``check_source``) rejects what is plainly not allowed (imports outside the
+sandbox's allowlist, I/O and reflection builtins, dunder, frame and private attributes,
+hops to modules through attributes, attribute names built at run time) so the explorer
+LLM gets a precise message to fix on its next proposal instead of a sandbox failure. It
+gives early feedback only and is **not** a security boundary: a static check of Python can
+be evaded (aliasing a package and reaching one of its submodules passes it, for one), and
+what stops hostile code is the sandbox (``mlflow_autotts.sandbox.parent``: the audit hook,
+the import gate and the process isolation). The allowlist itself is the sandbox's
+(``sandbox.policy.ALLOWED_IMPORTS``), so the lint never accepts an import the sandbox
+refuses or the reverse.
 """
 
 from __future__ import annotations
@@ -16,18 +20,17 @@ import re
 from dataclasses import dataclass
 from types import ModuleType
 
-ALLOWED_MODULES: frozenset[str] = frozenset({
-    "__future__", "math", "collections", "collections.abc", "itertools", "heapq", "statistics", "random",
-    "functools", "dataclasses", "typing", "mlflow_autotts.controllers.base",
-    "mlflow_autotts.controllers.voting",
-})
-"""Modules a candidate may import (exact names)."""
+from mlflow_autotts.sandbox.policy import ALLOWED_IMPORTS, allowed_imports_text
 
 FORBIDDEN_CALLS: frozenset[str] = frozenset({
     "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "dir",
     "breakpoint", "input", "print", "exit", "quit", "help", "memoryview", "setattr", "delattr",
 })
 """Builtins a controller has no use for: I/O, dynamic code, namespace access."""
+
+STRING_ATTRIBUTE_CALLS: frozenset[str] = frozenset({"getattr", "hasattr", "attrgetter", "methodcaller"})
+"""Functions that reach attributes by a string: allowed only when called directly with
+literal names (an alias such as ``g = getattr`` would take any name)."""
 
 ALLOWED_DUNDER_ATTRS: frozenset[str] = frozenset({
     "__init__", "__post_init__", "__name__", "__qualname__", "__doc__", "__getitem__", "__setitem__",
@@ -38,6 +41,21 @@ ALLOWED_DUNDER_ATTRS: frozenset[str] = frozenset({
 """Data-model methods (e.g. ``counts.__getitem__`` as a sort key); every other dunder attribute
 (``__class__``, ``__globals__``, ``__dict__``, ``__subclasses__`` …) is an introspection route."""
 
+
+def _module_attribute_names() -> frozenset[str]:
+    """Names under which the allowlisted standard modules hold modules outside the
+    allowlist (``enum.bltns``, ``typing.sys``, ``dataclasses.inspect`` …)."""
+    allowed_leaves = {m.rsplit(".", 1)[-1] for m in ALLOWED_IMPORTS}
+    names = set()
+    for name in ALLOWED_IMPORTS:
+        if name.startswith("mlflow_autotts") or name == "__future__":
+            continue
+        for attr, value in vars(importlib.import_module(name)).items():
+            if isinstance(value, ModuleType) and not attr.startswith("_") and attr not in allowed_leaves:
+                names.add(attr)
+    return frozenset(names)
+
+
 FORBIDDEN_ATTRS: frozenset[str] = frozenset({
     # modules reachable as attributes of allowlisted modules or objects
     "sys", "_sys", "os", "_os", "builtins", "inspect", "types", "_thread", "subprocess", "socket",
@@ -45,7 +63,10 @@ FORBIDDEN_ATTRS: frozenset[str] = frozenset({
     # frames, code objects and tracebacks lead to every namespace in the process
     "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame",
     "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "co_consts",
-})
+}) | _module_attribute_names()
+
+_FORMAT_FIELD_PRIVATE = re.compile(r"\{[^{}]*?(?:\.|\[)\s*_")
+"""A ``str.format`` field that reads a private or dunder attribute (``"{0._os}"``)."""
 
 MAX_SOURCE_CHARS = 40_000
 """Longer sources are rejected: a controller is a page of code, not a novel."""
@@ -58,14 +79,14 @@ class ProposalError(ValueError):
 
     def __init__(self, kind: str, message: str):
         self.kind = kind
-        """``extract`` (no code found), ``syntax`` (does not parse) or ``check`` (not allowed)."""
+        """``extract`` (no code found), ``syntax`` (does not parse) or ``check`` (the lint rejects it)."""
         self.message = message
         super().__init__(f"{kind}: {message}")
 
 
 @dataclass(frozen=True)
 class CheckedSource:
-    """Source that passed the static check."""
+    """Source that passed the lint (which proves nothing about its safety)."""
 
     source: str
     class_name: str
@@ -163,6 +184,8 @@ class _Checker(ast.NodeVisitor):
         self.errors: list[str] = []
         self.modules: dict[str, ModuleType] = {}
         """Names bound to allowlisted modules by imports, for attribute checks."""
+        self.called: set[int] = set()
+        """``id`` of the function nodes of calls to ``STRING_ATTRIBUTE_CALLS``."""
 
     def fail(self, node: ast.AST, message: str) -> None:
         self.errors.append(f"{_where(node)}: {message}")
@@ -177,11 +200,11 @@ class _Checker(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             name = alias.name
-            if name not in ALLOWED_MODULES:
-                self.fail(node, f"import of {name!r} is not allowed (allowed: {', '.join(sorted(ALLOWED_MODULES))})")
+            if name not in ALLOWED_IMPORTS:
+                self.fail(node, f"import of {name!r} is not allowed (allowed: {allowed_imports_text(ALLOWED_IMPORTS)})")
                 continue
             top = name.split(".")[0]
-            if alias.asname is None and "." in name and top not in ALLOWED_MODULES:
+            if alias.asname is None and "." in name and top not in ALLOWED_IMPORTS:
                 self.fail(node, f"write 'from {name.rsplit('.', 1)[0]} import {name.rsplit('.', 1)[1]}' "
                                 f"instead of 'import {name}' (the name {top!r} itself is not allowed)")
                 continue
@@ -200,15 +223,15 @@ class _Checker(ast.NodeVisitor):
                 self.fail(node, f"'from {base} import *' is not allowed: import the names you use")
                 continue
             full = f"{base}.{alias.name}"
-            if base not in ALLOWED_MODULES and full not in ALLOWED_MODULES:
-                self.fail(node, f"import from {base!r} is not allowed (allowed: {', '.join(sorted(ALLOWED_MODULES))})")
+            if base not in ALLOWED_IMPORTS:  # the sandbox's import gate sees ``base``
+                self.fail(node, f"import from {base!r} is not allowed (allowed: {allowed_imports_text(ALLOWED_IMPORTS)})")
                 continue
             if alias.name.startswith("_"):
                 self.fail(node, f"importing the private name {alias.name!r} from {base!r} is not allowed")
                 continue
-            mod = self._module(base) if base in ALLOWED_MODULES else None
+            mod = self._module(base)
             obj = getattr(mod, alias.name, None) if mod is not None else None
-            if full in ALLOWED_MODULES:
+            if full in ALLOWED_IMPORTS:
                 sub = self._module(full)
                 if sub is not None:
                     self.modules[alias.asname or alias.name] = sub
@@ -220,6 +243,8 @@ class _Checker(ast.NodeVisitor):
             self.fail(node, f"{node.id!r} is not allowed in a controller (no I/O, no dynamic code)")
         elif node.id.startswith("__") and node.id.endswith("__"):
             self.fail(node, f"the name {node.id!r} is not allowed")
+        elif node.id in STRING_ATTRIBUTE_CALLS and id(node) not in self.called:
+            self.fail(node, f"{node.id}() may only be called directly, with literal attribute names")
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
@@ -232,12 +257,14 @@ class _Checker(ast.NodeVisitor):
         elif attr.startswith("_") and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
             self.fail(node, f"the private attribute {attr!r} may only be used on self "
                             "(the episode's internals are off limits: use its public calls)")
+        elif attr in STRING_ATTRIBUTE_CALLS and id(node) not in self.called:
+            self.fail(node, f"{attr}() may only be called directly, with literal attribute names")
         else:
             mod = self._module_of(node.value)
             if mod is not None:
                 obj = getattr(mod, attr, None)
                 full = f"{mod.__name__}.{attr}"
-                if isinstance(obj, ModuleType) and full not in ALLOWED_MODULES:
+                if isinstance(obj, ModuleType) and full not in ALLOWED_IMPORTS:
                     self.fail(node, f"{full!r} is a module outside the allowlist")
         self.generic_visit(node)
 
@@ -253,13 +280,28 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         fn = node.func
-        if isinstance(fn, ast.Name) and fn.id in ("getattr", "hasattr"):
-            name = node.args[1] if len(node.args) > 1 else None
-            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-                self.fail(node, f"{fn.id}() needs a literal attribute name")
-            elif name.value.startswith("_") or name.value in FORBIDDEN_ATTRS:
-                self.fail(node, f"{fn.id}() of {name.value!r} is not allowed")
+        name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else None
+        if name in STRING_ATTRIBUTE_CALLS:
+            self.called.add(id(fn))
+            if name in ("getattr", "hasattr"):
+                names = node.args[1:2] if len(node.args) > 1 else [None]
+            elif name == "methodcaller":
+                names = node.args[:1] or [None]
+            else:
+                names = list(node.args) or [None]
+            for arg in names:
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                    self.fail(node, f"{name}() needs a literal attribute name")
+                    continue
+                for part in arg.value.split("."):
+                    if part.startswith("_") or part in FORBIDDEN_ATTRS:
+                        self.fail(node, f"{name}() of {arg.value!r} is not allowed")
+                        break
         self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str) and "{" in node.value and _FORMAT_FIELD_PRIVATE.search(node.value):
+            self.fail(node, "a format field may not read private or dunder attributes")
 
     def visit_Global(self, node: ast.Global) -> None:
         self.fail(node, "'global' is not allowed: a controller keeps no state between episodes")
@@ -299,7 +341,9 @@ def _check_class(cls: ast.ClassDef) -> list[str]:
 
 
 def check_source(source: str, class_name: str | None = None) -> CheckedSource:
-    """``source`` if it passes the static check, else ``ProposalError`` listing every problem.
+    """``source`` if it passes the lint, else ``ProposalError`` listing every problem.
+
+    Early feedback for explorers, not a guard (see the module docstring).
 
     Requires exactly one top-level Controller subclass (or the one named ``class_name``)
     with a string ``name``, ``solve(self, episode)`` and, if it defines ``__init__``,

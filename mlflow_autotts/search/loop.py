@@ -20,8 +20,11 @@ from typing import Callable, Protocol, Sequence
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.sandbox.interface import Sandbox
+from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
+from mlflow_autotts.sandbox.outcome import CandidateOutcome
+from mlflow_autotts.sandbox.parent import ProcessSandbox
 from mlflow_autotts.search.extract import ProposalError, check_source
-from mlflow_autotts.sandbox.parent import CandidateOutcome, SandboxLimits, run_candidate
 from mlflow_autotts.search.types import Candidate, Explorer, Proposal, Score, Usage
 
 
@@ -38,7 +41,8 @@ class Recorder(Protocol):
         ...
 
     def scored(self, candidate: Candidate, outcome: CandidateOutcome | None) -> None:
-        """A candidate is finished: scores or failure set (outcome None: failed its check)."""
+        """A candidate is finished: scores or failure set (outcome None: the lint rejected
+        it). ``outcome.isolation`` is the isolation it ran under, as observed."""
         ...
 
     def progress(self, progress: "Progress") -> None:
@@ -65,6 +69,9 @@ class SearchOutcome:
     archive: Archive
     stop_reason: str
     progress: Progress = field(default_factory=Progress)
+    isolation: Isolation | None = None
+    """The sandbox's isolation on this machine, observed before the first candidate (each
+    candidate's own is on its ``CandidateOutcome``)."""
 
 
 class Budget:
@@ -121,18 +128,23 @@ def feedback_of(outcome: CandidateOutcome, betas: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-class Scorer:
-    """Checks a proposal and scores it in the sandbox on the search split."""
+def search_limits(config: SearchConfig, scale: float = 1.0) -> SandboxLimits:
+    """The sandbox limits of one candidate's scoring (``scale`` times the per-candidate timeout)."""
+    return SandboxLimits(wall_seconds=config.candidate_timeout_s * scale, cpu_seconds=config.candidate_timeout_s * scale,
+                         memory_mb=config.candidate_memory_mb)
 
-    def __init__(self, config: SearchConfig, datasets: Sequence[TrajectorySet]):
+
+class Scorer:
+    """Lints a proposal and scores it in the sandbox on the search split."""
+
+    def __init__(self, config: SearchConfig, datasets: Sequence[TrajectorySet], sandbox: Sandbox | None = None):
         self.config = config
         self.datasets = list(datasets)
         self.seeds = list(range(config.search_shuffles))
-        self.limits = SandboxLimits(wall_seconds=config.candidate_timeout_s, cpu_seconds=config.candidate_timeout_s,
-                                    memory_mb=config.candidate_memory_mb)
+        self.sandbox = sandbox or ProcessSandbox(search_limits(config))
 
     def check(self, proposal: Proposal) -> str | None:
-        """The failure text of a proposal that must not be run, else None."""
+        """The failure text of a proposal the lint rejects (not worth running), else None."""
         if proposal.meta.get("check_error"):
             return str(proposal.meta["check_error"])
         try:
@@ -142,8 +154,8 @@ class Scorer:
         return None
 
     def score(self, proposal: Proposal) -> CandidateOutcome:
-        return run_candidate(proposal.source, self.datasets, self.config.betas, self.seeds, self.limits,
-                             proposal.class_name)
+        return self.sandbox.score(proposal.source, self.datasets, self.config.betas, self.seeds,
+                                  class_name=proposal.class_name)
 
 
 def _finish(candidate: Candidate, outcome: CandidateOutcome, betas: Sequence[float]) -> None:
@@ -157,9 +169,13 @@ def _finish(candidate: Candidate, outcome: CandidateOutcome, betas: Sequence[flo
 def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorder: Recorder,
                archive_factory: Callable[[list[Candidate]], Archive],
                clock: Callable[[], float] = time.monotonic, progress_bar: bool = True) -> SearchOutcome:
-    """Propose and score candidates until a budget is spent; returns everything scored."""
+    """Propose and score candidates until a budget is spent; returns everything scored.
+
+    Raises ``SandboxIsolationError`` before proposing anything when the sandbox's isolation
+    is weaker than its limits ask (and that was not allowed)."""
     from tqdm import tqdm
 
+    isolation = scorer.sandbox.checked_isolation()
     start = clock()
     budget = Budget(config, start, clock)
     candidates = list(recorder.recorded())
@@ -233,7 +249,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
             generation += 1
     bar.close()
     scored = [c for c in candidates if c.ok or c.failure]
-    return SearchOutcome(scored, archive_factory(scored), stop_reason, stats)
+    return SearchOutcome(scored, archive_factory(scored), stop_reason, stats, isolation)
 
 
 def _drain(running: dict[Future, Candidate], finished: Callable, betas: Sequence[float], wait_all: bool) -> None:

@@ -10,7 +10,7 @@ import inspect
 import re
 from typing import Sequence
 
-from mlflow_autotts.search.extract import ALLOWED_MODULES
+from mlflow_autotts.sandbox.policy import ALLOWED_IMPORTS, allowed_imports_text
 from mlflow_autotts.search.types import Candidate
 
 SYSTEM_PROMPT = """\
@@ -83,7 +83,8 @@ one complete module in one ```python block: the imports and exactly one Controll
 
 
 def system_prompt() -> str:
-    return SYSTEM_PROMPT.replace("{allowed}", ", ".join(sorted(ALLOWED_MODULES)))
+    """The system prompt, advertising the sandbox's own import allowlist (``ALLOWED_IMPORTS``)."""
+    return SYSTEM_PROMPT.replace("{allowed}", allowed_imports_text(ALLOWED_IMPORTS))
 
 
 # ------------------------------------------------------------------ reference sources
@@ -196,7 +197,7 @@ def user_prompt(
     feedback_chars: int = 3000,
     failure_chars: int = 2000,
 ) -> str:
-    parts = ["## Reference controllers\n(Some import project helpers outside your allowlist; your code may not.)"]
+    parts = ["## Reference controllers\n(They may use private helpers of their modules; your code may not.)"]
     for name, src in reference_sources.items():
         parts.append(f"### {name}\n```python\n{src.rstrip()}\n```")
     parts.append("## Leaderboard (search data)\n" + format_leaderboard(archive, leaderboard_size))

@@ -10,6 +10,7 @@ When none reaches SC@64 at all, the most accurate point is chosen and the select
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -18,9 +19,12 @@ from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
-from mlflow_autotts.sandbox.parent import CandidateOutcome, CandidateResult, SandboxLimits, run_candidate
+from mlflow_autotts.sandbox.interface import Sandbox
+from mlflow_autotts.sandbox.outcome import CandidateOutcome
+from mlflow_autotts.sandbox.parent import ProcessSandbox
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.loop import search_limits
 from mlflow_autotts.search.types import Candidate
 
 COMPARISON_BETAS = (0.25, 0.5, 0.75, 1.0)
@@ -52,7 +56,7 @@ class Selection:
     """Finalists whose validation run failed."""
 
 
-def mean_points(label: str, results: Sequence[EvalResult] | Sequence[CandidateResult]) -> list[Point]:
+def mean_points(label: str, results: Sequence[EvalResult]) -> list[Point]:
     """Per-(dataset, β) results averaged over datasets: one point per β, by β (None first)."""
     by_beta: dict[float | None, list] = {}
     for r in results:
@@ -89,19 +93,17 @@ def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int |
 
 
 def select(config: SearchConfig, archive: Archive, validation: Sequence[TrajectorySet],
-           progress: bool = False) -> Selection:
-    """Re-score the finalists on ``validation`` and pick the winner."""
+           progress: bool = False, sandbox: Sandbox | None = None) -> Selection:
+    """Re-score the finalists on ``validation`` in ``sandbox`` (default: a process sandbox
+    with five times the search's per-candidate time) and pick the winner."""
     sc64, base = baselines(validation, config.final_shuffles, config.workers or None, progress)
     ranked = [archive.candidates[cid] for cid in archive.ranked(distinct=True)][: config.finalists]
-    limits = SandboxLimits(wall_seconds=config.candidate_timeout_s * 5, cpu_seconds=config.candidate_timeout_s * 5,
-                           memory_mb=config.candidate_memory_mb)
+    box = sandbox or ProcessSandbox(search_limits(config, scale=5))
     seeds = list(range(config.final_shuffles))
     finalists: dict[str, list[Point]] = {}
     failures: dict[str, str] = {}
-    from concurrent.futures import ThreadPoolExecutor
-
     def score(c: Candidate) -> tuple[Candidate, CandidateOutcome]:
-        return c, run_candidate(c.proposal.source, validation, config.betas, seeds, limits, c.proposal.class_name)
+        return c, box.score(c.proposal.source, validation, config.betas, seeds, class_name=c.proposal.class_name)
 
     with ThreadPoolExecutor(max_workers=config.worker_count()) as pool:
         for c, outcome in pool.map(score, ranked):

@@ -1,0 +1,110 @@
+"""Trusted scoring of code that is not built in: the sandbox's numbers equal the in-process
+runner's for honest controllers, and a controller that rewrites its bill is charged in full.
+
+Every test starts real sandbox children.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from helpers import random_set
+from test_sandbox import _runner
+
+from mlflow_autotts.controllers import baselines, cmc
+from mlflow_autotts.data.json_io import read_json
+from mlflow_autotts.data.trajectory import Provenance
+from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.sandbox.limits import SandboxLimits
+from mlflow_autotts.sandbox.outcome import CandidateFailedError
+from mlflow_autotts.sandbox.scoring import score_source
+
+LIMITS = SandboxLimits(wall_seconds=60, cpu_seconds=30, memory_mb=512)
+SMALL = [random_set(5, 12, seed=3, name="Toy/a"), random_set(4, 9, seed=4, name="Toy/b")]
+CMC_SOURCE = Path(cmc.__file__).read_text()  # the reference controller's source file, as a user would pass it
+
+BILL_REWRITER = '''
+from mlflow_autotts.controllers.base import Controller
+from mlflow_autotts.controllers.voting import plurality
+
+
+class FreeLunch(Controller):
+    """Reads every branch whole, votes, then tries to erase what that cost."""
+
+    name = "free_lunch"
+
+    def solve(self, episode):
+        answers = []
+        while True:
+            try:
+                answers.append(episode.get_new_branch_final_answer())
+            except ValueError:
+                break
+        for attempt in (lambda: episode._pos.clear(),  # the in-process replay episode's cursors
+                        lambda: episode._end.clear(),
+                        lambda: setattr(episode, "_send", lambda op: 0),  # the sandbox episode's line out
+                        lambda: setattr(episode, "tokens_used", 0)):
+            try:
+                attempt()
+            except AttributeError:
+                pass
+        return plurality(answers)
+'''
+
+
+def _assert_same(got, ref) -> None:
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert (g.data, g.controller, g.beta, g.params, g.shuffles, g.n_problems, g.accuracy, g.mean_tokens) == \
+            (r.data, r.controller, r.beta, r.params, r.shuffles, r.n_problems, r.accuracy, r.mean_tokens)
+        assert g.episodes.equals(r.episodes)
+
+
+def test_cmc_source_scored_in_the_sandbox_equals_the_in_process_runner_on_synthetic_data():
+    _assert_same(score_source(CMC_SOURCE, SMALL, [0.2, 0.8], range(4), limits=LIMITS), _runner("cmc", SMALL, [0.2, 0.8], 4))
+
+
+def test_cmc_source_scored_in_the_sandbox_equals_the_in_process_runner_on_a_published_file(data_dir):
+    ts = read_json(data_dir / "Qwen3-4B" / "aime24.json", Provenance("Qwen3-4B", "aime24"))
+    _assert_same(score_source(CMC_SOURCE, [ts], [0.5], range(5), limits=LIMITS), _runner("cmc", [ts], [0.5], 5))
+
+
+def test_no_beta_means_the_class_default_as_in_the_runner():
+    _assert_same(score_source(CMC_SOURCE, SMALL, [None], range(2), limits=LIMITS), _runner("cmc", SMALL, [None], 2))
+
+
+def test_a_controller_that_ignores_beta_is_reported_once_with_beta_none():
+    src = inspect.getsource(baselines)
+    got = score_source(src, SMALL, [0.3, 0.7], range(3), class_name="EarlyStoppingConsistency", limits=LIMITS)
+    _assert_same(got, _runner("esc", SMALL, [0.3], 3))
+
+
+def test_a_bill_rewriting_controller_is_charged_its_honest_cost(tmp_path):
+    path = tmp_path / "free_lunch.py"
+    path.write_text(BILL_REWRITER)
+    in_process = _runner(str(path), SMALL, [0.5], 2)
+    assert all(r.mean_tokens == 0 for r in in_process)  # what running it in process reports
+    sandboxed = score_source(BILL_REWRITER, SMALL, [0.5], range(2), limits=LIMITS)
+    for got, ds in zip(sandboxed, SMALL):
+        full = sum(sum(p.branches.branch_tokens) for p in ds.problems) / len(ds)
+        assert got.mean_tokens == full
+        opened = [ds.problems[p].branches.n_branches for p in got.episodes["problem"]]
+        assert list(got.episodes["branches_opened"]) == opened
+    assert [r.accuracy for r in sandboxed] == [r.accuracy for r in in_process]
+
+
+def test_a_failing_candidate_raises_a_one_line_controller_error():
+    src = CMC_SOURCE.replace("    def solve(self, episode: Episode) -> str | None:",
+                             "    def solve(self, episode: Episode) -> str | None:\n"
+                             "        if episode.question == 'question 3':\n"
+                             "            raise KeyError('boom')")
+    with pytest.raises(CandidateFailedError) as err:
+        score_source(src, SMALL, [0.5], range(2), label="my.py", limits=LIMITS)
+    assert isinstance(err.value, ControllerError)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith("controller 'my.py' failed in the sandbox: exception: solve() raised KeyError: 'boom'")
+    assert "data=Toy/a, problem=3, shuffle=0" in text
+    assert err.value.failure.kind == "exception" and "raise KeyError('boom')" in err.value.failure.traceback
