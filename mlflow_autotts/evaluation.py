@@ -1,9 +1,12 @@
 """``autotts evaluate`` without the CLI: load data, replay, compare with SC@64.
 
-The evaluated controller, SC@64 and (when several β are compared) the other reference
-controllers run in one ``evaluate_many`` call so they share a single process pool. The
-caller hands over the controller as a ``ControllerSpec``: the command layer resolves model
-URIs (through MLflow) before calling here, so this module needs nothing above it.
+Built-in controllers (the evaluated one, SC@64 and, when several β are compared, the other
+reference controllers) run in one ``evaluate_many`` call so they share a single process
+pool. Any other code (a source file, a registered model's source) is never imported here:
+``score_specs`` replays it in the sandbox, which recomputes its costs and checks its
+answers on this side (``docs/architecture.md``, "The trust boundary"). The caller hands
+over the controller as a ``ControllerSpec``: the command layer resolves model URIs
+(through MLflow) before calling here, so this module needs nothing above it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from mlflow_autotts.controllers.reference import REFERENCE_POINTS, SC64
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.report import EvaluationReport
+from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.sandbox.limits import SandboxLimits
+from mlflow_autotts.sandbox.scoring import score_source
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class EvaluateConfig:
     """Log the evaluation to MLflow (MLFLOW_TRACKING_URI)."""
     progress: bool = True
     """Show a progress bar."""
+    allow_weaker_isolation: bool = False
+    """Replay a controller that is not built in even where the sandbox cannot give its full
+    isolation here (e.g. not root, no network namespace); the weaker isolation is reported."""
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -70,35 +79,78 @@ class EvaluateConfig:
 
 
 def local_controller(ref: str) -> ControllerSpec:
-    """The spec of a registered name or source file, checked now: an unknown name or a bad
-    file fails with a clear message before any data is loaded."""
+    """The spec of a registered name or source file, checked now without running anything:
+    an unknown name or an unreadable file fails with a clear message before any data is
+    loaded (a source file's own errors come back from the sandbox)."""
     spec = ControllerSpec(ref)
-    spec.controller_class()
+    if spec.is_builtin:
+        spec.controller_class()
+    else:
+        spec.source()
     return spec
 
 
 def controller_specs(base: ControllerSpec, betas: list[float] | None, params: dict[str, Any]) -> list[ControllerSpec]:
-    """One spec per β (just one when the controller ignores β)."""
+    """One spec per β (just one when a built-in controller ignores β; the sandbox reports
+    that for other code and ``score_specs`` keeps the first β then)."""
     merged = {**base.params, **params}
     if not betas:
         return [replace(base, params=merged)]
-    if not getattr(base.controller_class(), "uses_beta", True):
+    if base.is_builtin and not getattr(base.controller_class(), "uses_beta", True):
         betas = betas[:1]
     return [replace(base, beta=b, params=merged) for b in dict.fromkeys(betas)]
+
+
+def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig, keep_episodes: bool = True,
+                limits: SandboxLimits | None = None) -> list[EvalResult]:
+    """Every spec on every dataset, in (spec, dataset) order, on the trusted side: built-ins
+    in one shared process pool, other code in the sandbox (consecutive specs of one source
+    in one sandbox run over their β values). Specs of a source that ignores β collapse to
+    one result per dataset."""
+    builtin = [s for s in specs if s.is_builtin]
+    pooled = iter(evaluate_many(builtin, datasets, config, keep_episodes) if builtin else [])
+    seeds = list(range(config.first_seed, config.first_seed + config.shuffles))
+    out: list[EvalResult] = []
+    k = 0
+    while k < len(specs):
+        spec = specs[k]
+        if spec.is_builtin:
+            out.extend(next(pooled) for _ in datasets)
+            k += 1
+            continue
+        group = [spec]
+        while k + len(group) < len(specs) and _same_code(specs[k + len(group)], spec):
+            group.append(specs[k + len(group)])
+        source, class_name = spec.source()
+        results = score_source(source, datasets, [s.beta for s in group], seeds, class_name=class_name,
+                               params=spec.params, limits=limits or SandboxLimits())
+        for r in results:
+            r.shuffles = config.shuffles
+            if not keep_episodes:
+                r.episodes = None
+        out.extend(results)
+        k += len(group)
+    return out
+
+
+def _same_code(a: ControllerSpec, b: ControllerSpec) -> bool:
+    return a.ref == b.ref and a.params == b.params
 
 
 def run_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> EvaluationReport:
     """Replay ``controller`` (the resolved ``config.controller``) as ``config`` says."""
     specs = controller_specs(controller, list(config.beta), config.params)
     for s in specs:
-        s.build()  # bad parameters fail here, before any data is loaded
+        if s.is_builtin:
+            s.build()  # bad parameters fail here, before any data is loaded
     datasets = load_datasets(list(config.data))
     with_refs = config.references if config.references is not None else len(specs) > 1
     extra = [SC64] + (list(REFERENCE_POINTS) if with_refs else [])
     eval_config = EvalConfig(shuffles=config.shuffles, workers=config.workers or None, progress=config.progress)
-    results = evaluate_many(specs + extra, datasets, eval_config)
-    n_main = len(specs) * len(datasets)
-    main, base_results = results[:n_main], results[n_main:]
+    limits = SandboxLimits(allow_weaker_isolation=config.allow_weaker_isolation)
+    results = score_specs(specs + extra, datasets, eval_config, limits=limits)
+    n_extra = len(extra) * len(datasets)
+    main, base_results = results[:-n_extra], results[-n_extra:]
     sc64 = {r.data: r for r in base_results[: len(datasets)]}
     refs = base_results[len(datasets):]
     for r in refs + list(sc64.values()):

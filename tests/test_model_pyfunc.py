@@ -171,7 +171,9 @@ def test_a_failing_controller_is_a_row_error(tmp_path):
                    "class Boom(Controller):\n    name = 'boom'\n"
                    "    def solve(self, episode):\n        episode.probe_new()\n        raise RuntimeError('bad luck')\n")
     out = _model(str(src), 0.5).predict(None, _frame(SET.problems[:2]), {})
-    assert list(out["error"]) == ["controller 'boom' raised RuntimeError: bad luck"] * 2
+    # a source-file controller is served from the sandbox: its failure comes back from there
+    assert list(out["error"]) == ["controller 'boom' failed in the sandbox: exception: solve() raised "
+                                  "RuntimeError: bad luck"] * 2
 
 
 def test_saved_model_loads_through_pyfunc_and_matches(tmp_path):

@@ -141,11 +141,12 @@ def test_registered_controllers_load_by_alias_in_a_fresh_process(mlflow_store, t
         # the model carries its own copy of the package: it loads where mlflow_autotts is not installed
         assert "/code/mlflow_autotts/" in got["package"]
 
-    # the logged source is the readable file itself
+    # the logged source is the readable file itself, named after its class (registration
+    # never imports a source file: the sandbox reported the class, checked against the AST)
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@challenger"))
-    assert (local / "artifacts" / "probe_vote.py").read_text() == PROBE_VOTE
+    assert (local / "artifacts" / "ProbeVote.py").read_text() == PROBE_VOTE
 
 
 def test_evaluate_by_model_uri_gives_the_in_process_numbers(mlflow_store, tmp_path, aime_1p7):
@@ -278,15 +279,27 @@ def test_candidate_is_logged_and_registered_without_running_it(mlflow_store, tmp
     assert tags["autotts.validation.accuracy"] == "70.0" and json.loads(tags["autotts.params"]) == {"depth": 4}
     assert reg.config["beta"] == 0.25 and reg.config["registry_name"] is None
 
-    got = fresh_predict(tmp_path, f"models:/{NAME}@challenger", data, SEED)
-    assert got["errors"] == []
-    ran = sorted(m.name.split("-")[0] for m in marks.iterdir())
-    assert ran == ["import", "init", "solve"]  # the markers work: the fresh process ran the candidate
+    # loaded in a fresh process, the candidate is served from the sandbox: its marker writes
+    # (it imports os) are refused there, and nothing reaches this machine's files
+    script = tmp_path / "fresh_predict.py"
+    script.write_text(FRESH_PROCESS)
+    proc = subprocess.run([sys.executable, str(script), f"models:/{NAME}@challenger", str(data), str(SEED)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert proc.returncode != 0
+    assert "failed in the sandbox: forbidden" in proc.stderr and "import of 'os' is not allowed" in proc.stderr
+    assert list(marks.iterdir()) == []
 
-    trusted = tmp_path / "trusted" / "MarkedVote.py"
+    # an honest candidate logged the same way replays in a fresh process like in-process code
+    with mlflow.start_run(run_name="candidate-8"):
+        honest = log_candidate_model(PROBE_VOTE, "ProbeVote", "probe_vote", 0.25, {"depth": 4})
+    register_logged_model(honest.model_uri, aliases=["honest"])
+    got = fresh_predict(tmp_path, f"models:/{NAME}@honest", data, SEED)
+    assert got["errors"] == []
+    trusted = tmp_path / "trusted" / "ProbeVote.py"
     trusted.parent.mkdir()
-    trusted.write_text(MARKED_VOTE)
-    assert got["rows"] == direct_rows(ControllerSpec(f"{trusted}:MarkedVote", 0.25, {"depth": 4}), ts, SEED)
+    trusted.write_text(PROBE_VOTE)
+    assert got["rows"] == direct_rows(ControllerSpec(f"{trusted}:ProbeVote", 0.25, {"depth": 4}), ts, SEED)
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     assert (local / "artifacts" / "MarkedVote.py").read_text() == MARKED_VOTE
 

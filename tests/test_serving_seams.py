@@ -3,6 +3,8 @@ chosen by the kind of code plug into ``ControllerModel.predict`` without changin
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
@@ -103,7 +105,7 @@ class RecordingRunner:
 def test_source_controllers_run_through_the_source_runner_and_builtins_stay_in_process(tmp_path, monkeypatch):
     path = tmp_path / "first_final.py"
     path.write_text(SOURCE)
-    monkeypatch.setitem(runners.RUNNERS, "source", RecordingRunner)
+    monkeypatch.setitem(runners.RUNNERS, "source", f"{__name__}:RecordingRunner")
     RecordingRunner.made = []
     assert isinstance(_model("cmc").runner, InProcessRunner) and RecordingRunner.made == []
 
@@ -127,3 +129,24 @@ def test_a_controller_bug_is_that_rows_error_but_a_backend_bug_fails_the_request
     register_backend("broken")(Broken)
     with pytest.raises(KeyError):
         _model("sc", None).predict(None, pd.DataFrame({"question": ["q"]}), {"backend": "broken"})
+
+
+def test_source_controllers_are_served_from_the_sandbox_by_default(tmp_path):
+    """Without a stand-in, a served source-file controller runs in sandbox children: the
+    answers are the in-process ones, and the runner never imported the source here."""
+    from mlflow_autotts.serving.sandbox_runner import SandboxRunner
+
+    from mlflow_autotts.serving.model_config import candidate_config
+
+    path = tmp_path / "FirstFinal.py"
+    path.write_text(SOURCE)
+    before = set(sys.modules)
+    m = ControllerModel()
+    m.setup(candidate_config(SOURCE, "FirstFinal", "first_final", 0.5), path)
+    assert isinstance(m.runner, SandboxRunner)
+    assert not [name for name in set(sys.modules) - before if "autotts_controller" in name]
+    df = pd.DataFrame({"question": [SET.problems[0].question, SET.problems[1].question],
+                       "trajectory": [SET.problems[0].branches.triples(), SET.problems[1].branches.triples()]})
+    out = m.predict(None, df, {})
+    assert list(out["answer"]) == [SET.problems[k].branches.final_answers[0] for k in (0, 1)]
+    assert list(out["error"]) == [None, None]

@@ -107,7 +107,7 @@ def test_set_passes_values_by_field_name_and_empty_means_not_given(tmp_path):
     assert (got["explorer"], got["max_candidates"], got["log_models"], got["betas"]) == (
         "openai:some-model", 3, False, [0.0, 1.0])
     assert effective("search", "--set", "max_candidates=3", "--max-candidates", "4")["max_candidates"] == 4
-    assert "unknown setting 'bogus'; valid: alias, betas" in one_line_error(run("search", "--set", "bogus=1"))
+    assert "unknown setting 'bogus'; valid: alias, allow_weaker_isolation, betas" in one_line_error(run("search", "--set", "bogus=1"))
 
 
 def test_print_config_output_is_a_valid_config_file(tmp_path):
@@ -119,7 +119,7 @@ def test_print_config_output_is_a_valid_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("bogus: 1\nmax_candidates: 2\n", "unknown setting(s) bogus; valid: alias, betas, budget_tokens"),
+    ("bogus: 1\nmax_candidates: 2\n", "unknown setting(s) bogus; valid: alias, allow_weaker_isolation, betas, budget_tokens"),
     ("max_candidates: many\n", "invalid max_candidates 'many': expected an integer"),
     ("log_models: maybe\n", "invalid log_models 'maybe': expected true or false"),
     ("betas: [0, high]\n", "invalid betas 'high': expected a number"),

@@ -68,6 +68,9 @@ class PromoteConfig:
     """Registered model name."""
     progress: bool = True
     """Show a progress bar."""
+    allow_weaker_isolation: bool = False
+    """Run controller code that is not built in even where the sandbox cannot give its full
+    isolation here (e.g. not root, no network namespace); the weaker isolation is recorded."""
 
     def __post_init__(self) -> None:
         if self.shuffles < 1:
@@ -77,7 +80,8 @@ class PromoteConfig:
 
     def gate_config(self) -> GateConfig:
         return GateConfig(max_accuracy_drop=self.max_accuracy_drop, max_token_ratio=self.max_token_ratio,
-                          shuffles=self.shuffles, workers=self.workers or None, progress=self.progress)
+                          shuffles=self.shuffles, workers=self.workers or None, progress=self.progress,
+                          allow_weaker_isolation=self.allow_weaker_isolation)
 
 
 @click.command("register")

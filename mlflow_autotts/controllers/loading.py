@@ -108,6 +108,25 @@ class ControllerSpec:
     params: dict[str, Any] = field(default_factory=dict)
     """Extra keyword parameters of the controller."""
 
+    @property
+    def is_builtin(self) -> bool:
+        """A registered (built-in) controller, trusted to run in process; anything else is a
+        source file whose numbers the sandbox computes (``docs/architecture.md``, "The trust
+        boundary")."""
+        return split_source_ref(self.ref) is None
+
+    def source(self) -> tuple[str, str | None]:
+        """(source text, class name or None) of a source-file controller, read without
+        executing it."""
+        src = split_source_ref(self.ref)
+        if src is None:
+            raise ControllerError(f"controller {self.ref!r} is a registered name, not a source file")
+        path, class_name = src
+        try:
+            return Path(path).read_text(encoding="utf-8"), class_name
+        except OSError as exc:
+            raise ControllerError(f"controller source {path!r} cannot be read: {exc.strerror or exc}") from None
+
     def controller_class(self) -> type:
         return load_controller_class(self.ref)
 

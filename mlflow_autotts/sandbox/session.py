@@ -85,6 +85,7 @@ class _Session:
             if len(built) != 1 or not (type(built[0]) in (int, float) and 0.0 <= built[0] <= 1.0):
                 raise Violation("protocol: the controller's β is not a number in [0, 1]")
             self.ready = {"name": msg[Field.NAME][:MAX_NAME_CHARS] or msg[Field.CLASS][:MAX_NAME_CHARS],
+                          "cls": msg[Field.CLASS][:MAX_NAME_CHARS],
                           "uses_beta": msg[Field.USES_BETA], "beta": float(built[0])}
             return True
         if t == Msg.FAIL:
@@ -235,6 +236,8 @@ class SandboxedController:
         self.name: str = first.ready["name"]
         """The class's ``name`` (or class name), as the child reported it."""
         self.uses_beta: bool = first.ready["uses_beta"]
+        self.reported_class: str = first.ready["cls"]
+        """The class the child picked (untrusted text: check it against the source)."""
         self.beta: float = first.ready["beta"] if self.requested_beta is None else self.requested_beta
         self.isolation: Isolation = first.isolation
         """The isolation of the first child (every child is checked the same way)."""
@@ -253,6 +256,10 @@ class SandboxedController:
 
     def config(self) -> dict[str, Any]:
         return {"beta": self.beta, **self.params}
+
+    def config_params(self) -> dict[str, Any]:
+        """The parameters it was built with (``config()`` without β)."""
+        return dict(self.params)
 
     def solve(self, episode: Any) -> str | None:
         if self._closed:

@@ -61,6 +61,9 @@ class SearchConfig:
     """Wall-clock limit of one candidate's sandbox."""
     candidate_memory_mb: int = 1024
     """Memory limit of one candidate's sandbox."""
+    allow_weaker_isolation: bool = False
+    """Run controller code that is not built in even where the sandbox cannot give its full
+    isolation here (e.g. not root, no network namespace); the weaker isolation is recorded."""
     experiment: str = "autotts"
     """MLflow experiment."""
     model_name: str = "autotts-controller"

@@ -131,7 +131,7 @@ def feedback_of(outcome: CandidateOutcome, betas: Sequence[float]) -> str:
 def search_limits(config: SearchConfig, scale: float = 1.0) -> SandboxLimits:
     """The sandbox limits of one candidate's scoring (``scale`` times the per-candidate timeout)."""
     return SandboxLimits(wall_seconds=config.candidate_timeout_s * scale, cpu_seconds=config.candidate_timeout_s * scale,
-                         memory_mb=config.candidate_memory_mb)
+                         memory_mb=config.candidate_memory_mb, allow_weaker_isolation=config.allow_weaker_isolation)
 
 
 class Scorer:

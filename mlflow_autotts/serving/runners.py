@@ -6,10 +6,12 @@ asks the runner for a ``BoundController`` at the request's β, whose ``solve(epi
 the only way a backend reaches the controller. So the trust boundary is one decision here:
 
 - ``builtin`` (a registered controller shipped with the package): run in process;
-- ``source`` (a user's file or a search candidate): today also in process; the sandbox
-  runner (``sandbox.SandboxedController(source, class_name, beta, params, limits)``, whose
-  ``solve(episode)`` runs the code in the sandbox while this process keeps the episode's
-  bookkeeping) takes this slot in ``RUNNERS``, see ``docs/architecture.md``, "Trust".
+- ``source`` (a user's file or a search candidate): in the sandbox
+  (``serving.sandbox_runner.SandboxRunner``), whose children only decide while this process
+  keeps the episode's bookkeeping (``docs/architecture.md``, "The trust boundary").
+
+Runners are named by module path and imported when a model of that kind loads, so a
+built-in model neither imports nor ships the sandbox.
 
 A runner raises ``ControllerFailed`` for anything the controller does wrong, so a backend
 turns exactly that into the row's error and lets its own bugs surface.
@@ -17,6 +19,7 @@ turns exactly that into the row's error and lets its own bugs surface.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
@@ -89,15 +92,15 @@ class InProcessRunner:
 
 RunnerFactory = Callable[[Mapping[str, Any], "str | Path | None"], ControllerRunner]
 
-RUNNERS: dict[str, RunnerFactory] = {
-    "builtin": InProcessRunner,
-    "source": InProcessRunner,  # until the sandbox runner lands (see the module docstring)
+RUNNERS: dict[str, str] = {
+    "builtin": f"{__name__}:InProcessRunner",
+    "source": "mlflow_autotts.serving.sandbox_runner:SandboxRunner",
 }
-"""The runner for each kind of code (``runner_kind``)."""
+"""The runner of each kind of code (``runner_kind``), as ``module:attribute``."""
 
 RUNNER_ROOTS: dict[str, tuple[str, ...]] = {
     "builtin": (),
-    "source": ("mlflow_autotts.sandbox.worker",),
+    "source": ("mlflow_autotts.serving.sandbox_runner", "mlflow_autotts.sandbox.worker"),
 }
 """Modules each kind's runner starts by name (``python -m mlflow_autotts.sandbox.worker``)
 rather than imports, which a logged model of that kind must ship beside the import closure
@@ -112,4 +115,7 @@ def runner_kind(config: Mapping[str, Any]) -> str:
 
 def make_runner(config: Mapping[str, Any], source_path: str | Path | None) -> ControllerRunner:
     """The runner for a model's ``model_config`` and its downloaded source file."""
-    return RUNNERS[runner_kind(config)](config, source_path)
+    module, _, attr = RUNNERS[runner_kind(config)].partition(":")
+    # by name: a built-in model neither imports nor ships the sandbox (see the module docstring)
+    factory: RunnerFactory = getattr(importlib.import_module(module), attr)
+    return factory(config, source_path)

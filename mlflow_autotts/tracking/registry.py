@@ -23,9 +23,12 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError, ControllerError
+from mlflow_autotts.evaluation import score_specs
 from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
-from mlflow_autotts.serving.model_config import model_config_for
+from mlflow_autotts.replay.runner import EvalConfig
+from mlflow_autotts.sandbox.limits import SandboxLimits
+from mlflow_autotts.sandbox.session import SandboxedController
+from mlflow_autotts.serving.model_config import candidate_config, model_config_for
 from mlflow_autotts.tracking.mlflow_utils import (
     DEFAULT_EXPERIMENT,
     DEFAULT_MODEL_NAME,
@@ -34,7 +37,7 @@ from mlflow_autotts.tracking.mlflow_utils import (
     first_line,
     is_not_found,
 )
-from mlflow_autotts.tracking.model import controller_tags, log_controller_model
+from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model
 from mlflow_autotts.tracking.naming import dataset_keys
 from mlflow_autotts.tracking.resolve import describe_model_uri, logged_model_id, spec_from_model_uri
 
@@ -79,21 +82,41 @@ def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequ
     """Log ``spec`` as a controller model in a new run (nested when a run is active) and
     register it as a new version of ``name``, with the controller's tags; set ``aliases``.
 
-    Imports the controller: trusted code only. A search candidate is logged with
-    ``tracking.model.log_candidate_model`` and registered with ``register_logged_model``."""
+    A built-in is imported and built here; any other code (a source file) is never imported
+    in this process: the sandbox builds it and reports its name, class, β and parameters,
+    and the model is logged from its source text (``docs/architecture.md``, "The trust
+    boundary")."""
     import mlflow  # lazy: see the module docstring
 
     _check_names(name, aliases)
-    config, source = model_config_for(spec)  # validates before a run is created
+    config, source_text = _checked_config(spec)  # validates before a run is created
+    label = config["controller"]
     active = mlflow.active_run()
     run_kwargs: dict[str, Any] = {"nested": True} if active else {"experiment_id": experiment_id(experiment)}
-    with mlflow.start_run(run_name=run_name or f"register-{source.label}", **run_kwargs):
-        mlflow.log_params({"controller": source.label, "beta": config["beta"],
+    with mlflow.start_run(run_name=run_name or f"register-{label}", **run_kwargs):
+        mlflow.log_params({"controller": label, "beta": config["beta"],
                            **{f"param.{k}": v for k, v in config["params"].items()}})
         if metrics:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        info = log_controller_model(spec, metrics=metrics)
+        if spec.is_builtin:
+            info = log_controller_model(spec, metrics=metrics)
+        else:
+            info = log_candidate_model(source_text, config["class_name"], label, config["beta"], config["params"],
+                                       config["uses_beta"], metrics=metrics)
         return _register(info.model_uri, config, name, aliases, description, metrics, {})
+
+
+def _checked_config(spec: ControllerSpec) -> tuple[dict[str, Any], str]:
+    """(model_config, source text) of ``spec``, validated: in process for a built-in, in the
+    sandbox for anything else (its reported class is checked against the source's AST)."""
+    if spec.is_builtin:
+        config, source = model_config_for(spec)
+        return config, source.text
+    text, class_name = spec.source()
+    with SandboxedController(text, class_name, spec.beta, spec.params, max_children=1) as probe:
+        config = candidate_config(text, probe.reported_class, probe.name, probe.beta, probe.config_params(),
+                                  probe.uses_beta)
+    return config, text
 
 
 def register_logged_model(model_uri: str, name: str = DEFAULT_MODEL_NAME, aliases: Sequence[str] = (),
@@ -181,6 +204,9 @@ class GateConfig:
     """Worker processes (None: all cores)."""
     progress: bool = True
     """Show a progress bar."""
+    allow_weaker_isolation: bool = False
+    """Run controller code that is not built in even where the sandbox cannot give its full
+    isolation here (e.g. not root, no network namespace); the weaker isolation is recorded."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.max_accuracy_drop):
@@ -334,8 +360,10 @@ def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_a
     if inc_v is not None and not same:
         specs.append(spec_from_model_uri(f"models:/{name}/{inc_v.version}"))
     datasets = _load_gate_data(gate_data)
-    results = evaluate_many(specs, datasets, EvalConfig(shuffles=config.shuffles, workers=config.workers,
-                                                        progress=config.progress), keep_episodes=False)
+    # versions from a search are untrusted code: score_specs replays them in the sandbox
+    results = score_specs(specs, datasets, EvalConfig(shuffles=config.shuffles, workers=config.workers,
+                                                      progress=config.progress), keep_episodes=False,
+                          limits=SandboxLimits(allow_weaker_isolation=config.allow_weaker_isolation))
     n = len(datasets)
     candidate = GateSide(name, str(cand_v.version), from_alias, specs[0].label, results[:n])
     incumbent = None
