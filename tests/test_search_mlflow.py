@@ -35,6 +35,11 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
     parent = client.get_run(result.run_id)
     assert parent.data.params["explorer"] == "evolve" and parent.data.params["max_candidates"] == "5"
     assert client.get_metric_history(result.run_id, "candidates_done")[-1].value == 5
+    # the isolation in force is recorded on the search run (as root here: all of it)
+    iso = {k.removeprefix("autotts.isolation."): v for k, v in parent.data.tags.items()
+           if k.startswith("autotts.isolation.")}
+    assert iso["missing"] == "" and iso["network_namespace"] == "True" and iso["chroot"] == "True"
+    assert iso["own_uid"] == "True" and iso["rlimit_fsize"] == "0" and iso["audit_hook"] == "True"
     assert {"pareto.png", "progress.png", "selection.json", "archive.json", "search_config.json"} <= {
         a.path for a in client.list_artifacts(result.run_id)}
     kids = children(client, result.run_id)
@@ -45,6 +50,8 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
         assert "candidate/controller.py" in {a.path for a in client.list_artifacts(run.info.run_id, "candidate")}
         if run.data.tags["autotts.state"] == "scored":
             assert any(k.startswith("accuracy.Qwen3-4B.aime24") for k in run.data.metrics)
+            assert run.data.tags["autotts.isolation.missing"] == ""
+            assert run.data.tags["autotts.isolation.network_namespace"] == "True"
             models = client.search_logged_models([run.info.experiment_id],
                                                  filter_string=f"source_run_id = '{run.info.run_id}'")
             assert len(models) == 1

@@ -20,7 +20,7 @@ from mlflow_autotts.search.job import References, archive_factory, make_explorer
 from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
 from mlflow_autotts.search.selection import Selection, select
 from mlflow_autotts.tracking.mlflow_utils import experiment_id, first_line, param_value, params_beside
-from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder
+from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder, isolation_tags
 
 
 @dataclass
@@ -81,6 +81,8 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
         outcome = run_search(config, explorer, Scorer(config, search_sets), recorder,
                              archive_factory(explorer, refs), progress_bar=progress)
         mlflow.set_tag("autotts.stop_reason", outcome.stop_reason)
+        if outcome.isolation is not None:
+            client.log_batch(parent_id, tags=isolation_tags(outcome.isolation))
         selection = select(config, outcome.archive, validation_sets)
         version = _log_selection(config, outcome, selection, refs, parent_id)
     return SearchJobResult(parent_id, outcome, selection, version)

@@ -18,7 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mlflow_autotts.sandbox.parent import CandidateOutcome
+from mlflow_autotts.sandbox.limits import Isolation
+from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Progress
 from mlflow_autotts.search.types import Candidate, Proposal, Score, Usage
@@ -107,6 +108,8 @@ class MlflowRecorder:
         from mlflow.entities import Metric
 
         run_id = self.child_ids[c.id]
+        if outcome is not None and outcome.isolation is not None:
+            self.client.log_batch(run_id, tags=isolation_tags(outcome.isolation))
         if not c.ok:
             msg = (c.failure or "failed")[:4900]
             self.client.set_tag(run_id, "autotts.failure", msg)
@@ -179,3 +182,12 @@ def _curve_metrics(c: Candidate) -> dict[str, float]:
 
 
 __all__ = ["MlflowRecorder", "CONFIG_FILE"]
+
+
+def isolation_tags(isolation: Isolation) -> list:
+    """``autotts.isolation.*`` tags: the sandbox measures observed in force (network
+    namespace, chroot, uid, each rlimit, audit hook; ``missing``: what the limits asked for
+    and did not get)."""
+    from mlflow.entities import RunTag
+
+    return [RunTag(f"autotts.isolation.{k}", str(v)) for k, v in isolation.as_dict().items()]
