@@ -1,4 +1,4 @@
-"""Dataset URIs (DESIGN §6): local files and folders, and ``autotts:<model>/<benchmark>``.
+"""Dataset URIs: local files and folders, and ``autotts:<model>/<benchmark>``.
 
 The 12 published sets are fetched from the AutoTTS repository at a pinned commit and
 checked against pinned sha256 digests, so a result computed today can be reproduced from

@@ -1,4 +1,4 @@
-"""The replay evaluation protocol (DESIGN §4): shuffles × problems, over a process pool.
+"""The replay evaluation protocol: shuffles × problems, over a process pool.
 
 Run ``s`` visits every problem's branches in ``random.Random(s).shuffle`` order. Work is
 cut into chunks of consecutive shuffles for one (controller, dataset) pair; workers are

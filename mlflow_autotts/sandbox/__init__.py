@@ -1,4 +1,4 @@
-"""Running untrusted controller code (``docs/architecture.md``, "Untrusted code").
+"""Running untrusted controller code (``docs/architecture.md``, "The trust boundary").
 
 Trusted side: ``interface`` (the ``Sandbox`` the search depends on), ``parent``
 (``ProcessSandbox``: batch scoring in replay), ``session`` (``SandboxedController``: a

@@ -3,7 +3,7 @@
 FunSearch's ``implementation/evaluator.py`` pattern: callers hold an abstract sandbox, so
 the executor (a local process per candidate today, a Ray cluster later) can change without
 touching them. Whatever runs the code, the contract is the same (``docs/architecture.md``,
-"Untrusted code"): gold answers never reach the untrusted code, costs are recomputed and
+"The trust boundary"): gold answers never reach the untrusted code, costs are recomputed and
 answers checked on the trusted side, every outcome records the isolation in force, and a
 sandbox refuses to run under weaker isolation than its limits ask unless told otherwise.
 """

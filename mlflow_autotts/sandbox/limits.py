@@ -5,7 +5,7 @@ namespaces, chroot, uid, all set before the candidate's source is compiled) or b
 parent (wall clock, output volume, message sizes, answers). The parent then *observes*
 the child's isolation from ``/proc`` and refuses to run a candidate under weaker isolation
 than configured, unless ``allow_weaker_isolation`` says otherwise
-(``docs/architecture.md``, "Untrusted code").
+(``docs/architecture.md``, "The trust boundary").
 """
 
 from __future__ import annotations

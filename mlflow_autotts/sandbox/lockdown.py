@@ -3,8 +3,8 @@
 Runs in the child (imported by ``worker``) after it has read its input and before any
 candidate code is compiled. Nothing here trusts the candidate; everything here must also
 work without the candidate's cooperation afterwards, which is why the limits are kernel
-limits and why the hook keeps its state in closures (``docs/architecture.md``, "Untrusted
-code").
+limits and why the hook keeps its state in closures (``docs/architecture.md``, "The trust
+boundary").
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ shuffles in one go. The gold answers, file paths and this process's environment 
 ``AUTOTTS_DATA_DIR``) never reach it. ``sandbox.session`` runs the same child interactively
 (serving), ``sandbox.scoring`` wraps this for commands that need numbers or an error.
 
-Threat model (``docs/architecture.md``, "Untrusted code"). The candidate is hostile: it
+Threat model (``docs/architecture.md``, "The trust boundary"). The candidate is hostile: it
 may try to read gold answers, files or credentials, reach the network, start processes,
 exhaust resources, switch off limits, read branches without paying, rewrite its bill, forge
 results, or confuse this process. Defences, outermost first:

@@ -3,7 +3,7 @@
 ``ALLOWED_IMPORTS`` is enforced at run time by the sandbox child (its ``__import__`` and
 audit hook), checked ahead of time by the explorer's lint (``search.extract``), and
 advertised to the explorer LLM (``search.prompts``): the same object in all three, so they
-cannot disagree (``docs/architecture.md``, "Untrusted code").
+cannot disagree (``docs/architecture.md``, "The trust boundary").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Everything the candidate could influence is bounded here: a result line longer t
 largest legitimate message is a violation (``Child.max_line``), its stdout and stderr are
 counted and only a prefix kept, and the kind of a death is decided from what this process
 observes (exit status or signal, ``wait4`` CPU time, the child's peak memory from
-``/proc``, its own clock), never from what the child wrote (``docs/architecture.md``, "Untrusted code").
+``/proc``, its own clock), never from what the child wrote (``docs/architecture.md``, "The trust boundary").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Both sides import this module (the child before its lockdown), so it imports nothing but
 the standard library. The wire stays compact (short keys, small ints); the names live here
-and nowhere else (``docs/architecture.md``, "Untrusted code").
+and nowhere else (``docs/architecture.md``, "The trust boundary").
 
 Channels of one child:
 

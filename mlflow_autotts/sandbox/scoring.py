@@ -5,7 +5,7 @@ source), promote's gate and any other command call instead of importing the code
 candidate runs locked down, its costs are recomputed and its answers checked here, and the
 results are the in-process runner's ``EvalResult``s, equal to it for honest code. A
 candidate that fails raises ``CandidateFailedError`` (a ``ControllerError``: one line with
-the kind, message and episode) (``docs/architecture.md``, "Untrusted code").
+the kind, message and episode) (``docs/architecture.md``, "The trust boundary").
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ sends back the result; ``question``, ``max_branches`` and ``interval_tokens`` tr
 the request. Costs are therefore counted by the episode that generates, never by the
 controller's code, and the answer must be one the episode revealed during this ``solve``
 (otherwise ``forbidden``). A served candidate gets no network, files or credentials
-(``docs/architecture.md``, "Untrusted code").
+(``docs/architecture.md``, "The trust boundary").
 
 Concurrency: a pool of children. Each ``solve`` takes an idle child or starts a new one
 (at most ``max_children``; further callers wait), so concurrent requests run in parallel

@@ -1,6 +1,6 @@
 """The ``replay`` backend: each row carries its question's pre-collected branches
 (``trajectory``), and the controller runs on a replay episode over them, billed by the
-replay rules (``docs/architecture.md``, "Replay")."""
+replay rules (``docs/architecture.md``, "Replay and the result record")."""
 
 from __future__ import annotations
 
