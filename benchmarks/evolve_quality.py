@@ -29,11 +29,11 @@ from mlflow_autotts.controllers.cmc import ConfidenceMomentum
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance, TrajectorySet
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+from mlflow_autotts.replay.results import EvalResult as Score
 from mlflow_autotts.search.evolve import EvolveExplorer, genome_of
 from mlflow_autotts.search.genome import SEEDS
-from mlflow_autotts.search.render import class_name, render
 from mlflow_autotts.search.split import split_problems
-from mlflow_autotts.search.types import Candidate, Score
+from mlflow_autotts.search.types import Candidate
 
 MODELS = ("Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B")
 

@@ -8,9 +8,10 @@ import random
 
 import pytest
 
+from mlflow_autotts.replay.results import EvalResult as Score
 from mlflow_autotts.search.archive import Archive, accuracy_at, dominates, objective, tokens_to_reach
 from mlflow_autotts.search.genome import SEEDS
-from mlflow_autotts.search.types import Candidate, Proposal, Score
+from mlflow_autotts.search.types import Candidate, Proposal
 
 DATASETS = ("m1/b", "m2/b")
 

@@ -8,12 +8,20 @@ import random
 
 import pytest
 
+from mlflow_autotts.replay.results import EvalResult as Score
 from mlflow_autotts.search.evolve import (
-    DEFAULT_SEEDS, EvolveExplorer, crossover, genome_of, mutate, perturb_knob, random_genome, swap_block,
+    DEFAULT_SEEDS,
+    EvolveExplorer,
+    crossover,
+    genome_of,
+    mutate,
+    perturb_knob,
+    random_genome,
+    swap_block,
 )
 from mlflow_autotts.search.genome import KNOBS, SEEDS, SLOTS, Genome
 from mlflow_autotts.search.render import class_name, render
-from mlflow_autotts.search.types import Candidate, Proposal, Score
+from mlflow_autotts.search.types import Candidate, Proposal
 
 
 def fake_scores(proposal: Proposal) -> list[Score]:

@@ -26,10 +26,11 @@ from mlflow_autotts.controllers.base import Controller, build_controller
 from mlflow_autotts.controllers.loading import load_controller_class
 from mlflow_autotts.data.trajectory import Branches
 from mlflow_autotts.replay.episode import ReplayEpisode
+from mlflow_autotts.replay.results import EvalResult as Score
 from mlflow_autotts.search.extract import ProposalError, check_source, extract_code
 from mlflow_autotts.search.llm_explorer import ExplorerError, LLMExplorer
 from mlflow_autotts.search.prompts import default_reference_sources, format_leaderboard, front_points, rank_candidates
-from mlflow_autotts.search.types import Candidate, Proposal, Score
+from mlflow_autotts.search.types import Candidate, Proposal
 
 server = pytest.mark.slow  # starts the local OpenAI-compatible server (fast: a thread)
 

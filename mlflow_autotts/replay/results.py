@@ -16,24 +16,37 @@ import numpy as np
 
 @dataclass
 class EvalResult:
-    """One controller configuration on one dataset (at one β)."""
+    """One controller configuration on one dataset (at one β): what the runner, the
+    sandbox, the search's scores, selection and the gate all report."""
 
     data: str
-    controller: str
+    """Dataset name."""
     beta: float | None
-    params: dict[str, Any]
-    shuffles: int
-    n_problems: int
+    """β, or None for a controller that ignores it."""
     accuracy: float
     """Mean over shuffles of the share answered correctly, in percent (unrounded)."""
     mean_tokens: float
     """Mean over shuffles of the mean tokens per problem."""
-    episodes: Any = field(default=None, repr=False)
-    """Per-episode table (pandas DataFrame), when kept."""
+    controller: str = ""
+    """The controller's label."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The controller's parameters other than β."""
+    shuffles: int = 0
+    """Runs averaged over."""
+    n_problems: int = 0
+    """Problems in the dataset."""
+    episodes: Any = field(default=None, repr=False, compare=False)
+    """Per-episode table (pandas DataFrame), when kept; never serialised."""
 
     def summary(self) -> dict[str, Any]:
         return {"data": self.data, "controller": self.controller, "beta": self.beta,
                 "accuracy": self.accuracy, "mean_tokens": self.mean_tokens, "shuffles": self.shuffles}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the episodes, as plain JSON values (search runs store these)."""
+        return {"data": self.data, "beta": self.beta, "accuracy": self.accuracy, "mean_tokens": self.mean_tokens,
+                "controller": self.controller, "params": self.params, "shuffles": self.shuffles,
+                "n_problems": self.n_problems}
 
 
 def shuffle_means(per_shuffle: Iterable[tuple[int, int]], n_problems: int) -> tuple[float, float]:
@@ -47,6 +60,14 @@ def shuffle_means(per_shuffle: Iterable[tuple[int, int]], n_problems: int) -> tu
     accs = [c / n_problems for c, _ in blocks]
     costs = [t / n_problems for _, t in blocks]
     return 100 * float(np.mean(accs)), sum(costs) / len(costs)
+
+
+def by_beta(results: Iterable[EvalResult]) -> dict[float | None, list[EvalResult]]:
+    """Results grouped by β, in ascending β (None first)."""
+    groups: dict[float | None, list[EvalResult]] = {}
+    for r in results:
+        groups.setdefault(r.beta, []).append(r)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0.0)))
 
 
 def mean_over_datasets(results: Sequence[Any]) -> tuple[float, float]:

@@ -18,14 +18,15 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
 
 from mlflow_autotts.data.trajectory import TrajectorySet
-from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.search.archive import Archive
+from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.extract import ProposalError, check_source
-from mlflow_autotts.search.types import Candidate, Explorer, Proposal, Score, Usage
+from mlflow_autotts.search.types import Candidate, Explorer, Proposal, Usage
 
 
 class Recorder(Protocol):
@@ -104,8 +105,9 @@ def candidate_id(n: int) -> str:
     return f"c{n:04d}"
 
 
-def scores_of(outcome: CandidateOutcome) -> list[Score]:
-    return [Score(r.data, r.beta, r.accuracy, r.mean_tokens) for r in outcome.results]
+def scores_of(outcome: CandidateOutcome) -> list[EvalResult]:
+    """The outcome's results without their episode tables (candidates keep only numbers)."""
+    return [replace(r, episodes=None) for r in outcome.results]
 
 
 def feedback_of(outcome: CandidateOutcome, betas: Sequence[float]) -> str:

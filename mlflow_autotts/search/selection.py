@@ -17,7 +17,7 @@ from typing import Sequence
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
-from mlflow_autotts.replay.results import EvalResult
+from mlflow_autotts.replay.results import EvalResult, by_beta, mean_over_datasets
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
@@ -58,12 +58,8 @@ class Selection:
 
 def mean_points(label: str, results: Sequence[EvalResult]) -> list[Point]:
     """Per-(dataset, β) results averaged over datasets: one point per β, by β (None first)."""
-    by_beta: dict[float | None, list] = {}
-    for r in results:
-        by_beta.setdefault(r.beta, []).append(r)
-    return [Point(label, beta, sum(r.accuracy for r in rs) / len(rs), sum(r.mean_tokens for r in rs) / len(rs),
-                  {r.data: (r.accuracy, r.mean_tokens) for r in rs})
-            for beta, rs in sorted(by_beta.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0.0))]
+    return [Point(label, beta, *mean_over_datasets(rs), {r.data: (r.accuracy, r.mean_tokens) for r in rs})
+            for beta, rs in by_beta(results).items()]
 
 
 def pick(points: Sequence[Point], threshold: float) -> tuple[Point | None, bool]:

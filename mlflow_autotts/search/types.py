@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from mlflow_autotts.replay.results import EvalResult, by_beta, mean_over_datasets
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -34,25 +36,14 @@ class Proposal:
     usage: Usage = Usage()
 
 
-@dataclass(frozen=True)
-class Score:
-    """A candidate's replay result on one dataset at one β."""
-
-    data: str
-    beta: float
-    accuracy: float
-    """Percent, mean over shuffles."""
-    mean_tokens: float
-    """Mean tokens per problem, mean over shuffles."""
-
-
 @dataclass
 class Candidate:
     """A proposal with what the search learnt about it."""
 
     id: str
     proposal: Proposal
-    scores: list[Score] = field(default_factory=list)
+    scores: list[EvalResult] = field(default_factory=list)
+    """Replay results per (dataset, β) on the search split (without episodes)."""
     failure: str | None = None
     """``kind: message`` when checking or scoring failed; scores are then empty."""
     feedback: str = ""
@@ -64,14 +55,7 @@ class Candidate:
 
     def curve(self) -> list[tuple[float, float, float]]:
         """(β, mean accuracy over datasets, mean tokens over datasets), by β."""
-        by_beta: dict[float, list[Score]] = {}
-        for s in self.scores:
-            by_beta.setdefault(s.beta, []).append(s)
-        out = []
-        for b in sorted(by_beta):
-            ss = by_beta[b]
-            out.append((b, sum(s.accuracy for s in ss) / len(ss), sum(s.mean_tokens for s in ss) / len(ss)))
-        return out
+        return [(b, *mean_over_datasets(rs)) for b, rs in by_beta(self.scores).items()]
 
 
 class Explorer(Protocol):

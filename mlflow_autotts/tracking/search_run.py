@@ -18,11 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.sandbox.limits import Isolation
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Progress
-from mlflow_autotts.search.types import Candidate, Proposal, Score, Usage
+from mlflow_autotts.search.types import Candidate, Proposal, Usage
 from mlflow_autotts.tracking.mlflow_utils import param_value
 from mlflow_autotts.tracking.naming import beta_label, dataset_keys
 
@@ -68,7 +69,7 @@ class MlflowRecorder:
             state = run.data.tags.get(STATE)
             if state == "scored":
                 s = json.loads(self._read_text(run.info.run_id, SCORES_FILE) or "{}")
-                c.scores = [Score(**x) for x in s.get("scores", [])]
+                c.scores = [EvalResult(**x) for x in s.get("scores", [])]
                 c.feedback = s.get("feedback", "")
             elif state == "failed":
                 c.failure = run.data.tags.get("autotts.failure", "failed")
@@ -132,7 +133,7 @@ class MlflowRecorder:
             self.client.log_text(run_id, c.feedback, "candidate/feedback.txt")
         if self.log_models and outcome is not None:
             self._log_model(run_id, c, outcome)
-        self.client.log_text(run_id, json.dumps({"scores": [asdict(s) for s in c.scores], "feedback": c.feedback}),
+        self.client.log_text(run_id, json.dumps({"scores": [s.to_dict() for s in c.scores], "feedback": c.feedback}),
                              SCORES_FILE)
         self.client.set_tag(run_id, STATE, "scored")
         self.client.set_terminated(run_id, "FINISHED")
