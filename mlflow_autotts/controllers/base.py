@@ -26,6 +26,25 @@ class Episode(Protocol):
     def get_new_branch_final_answer(self) -> str: ...
 
 
+class EpisodeFacts:
+    """The read-only facts every episode offers (replay, live, the sandbox's proxy), kept in
+    slots its subclass sets, so a controller cannot change them by assignment."""
+
+    __slots__ = ("_question", "_n", "_interval")
+
+    @property
+    def question(self) -> str:
+        return self._question
+
+    @property
+    def max_branches(self) -> int:
+        return self._n
+
+    @property
+    def interval_tokens(self) -> int:
+        return self._interval
+
+
 def check_beta(beta: Any) -> float:
     """β as a float in [0, 1], or a ``ControllerError`` that says what is wrong."""
     try:

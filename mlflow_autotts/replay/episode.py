@@ -18,6 +18,7 @@ import random
 from functools import lru_cache
 from typing import Any, Sequence
 
+from mlflow_autotts.controllers.base import EpisodeFacts
 from mlflow_autotts.data.trajectory import Branches
 
 Action = tuple[str, int]
@@ -36,7 +37,7 @@ def shuffle_order(n_branches: int, seed: int) -> tuple[int, ...]:
     return tuple(order)
 
 
-class ReplayEpisode:
+class ReplayEpisode(EpisodeFacts):
     """One question replayed from its branches in a given order.
 
     Branch indices seen by the controller are positions in the opening order (0 for the
@@ -48,7 +49,7 @@ class ReplayEpisode:
     """
 
     __slots__ = (
-        "_question", "_interval", "_order", "_n", "_probes", "_offsets", "_nprobes", "_btok",
+        "_order", "_probes", "_offsets", "_nprobes", "_btok",
         "_final", "_signals", "_opened", "_pos", "_end", "_read",
     )
 
@@ -72,18 +73,6 @@ class ReplayEpisode:
         self._read: set[int] = set()  # branches read whole (charged their full length)
 
     # ----------------------------------------------------------------- read-only facts
-    @property
-    def question(self) -> str:
-        return self._question
-
-    @property
-    def max_branches(self) -> int:
-        return self._n
-
-    @property
-    def interval_tokens(self) -> int:
-        return self._interval
-
     @property
     def branches_opened(self) -> int:
         return self._opened

@@ -22,6 +22,7 @@ import array
 import hashlib
 import operator
 
+from mlflow_autotts.controllers.base import EpisodeFacts
 from mlflow_autotts.sandbox.protocol import EPISODE_ERROR_TEXT, Data, EpisodeError, Op, encode_action, signals_op
 
 _PROBE_NEW, _READ_WHOLE, _SEAL = int(Op.PROBE_NEW), int(Op.READ_WHOLE), int(Op.SEAL)
@@ -194,11 +195,11 @@ def branch_index(i) -> int:
     return i
 
 
-class SandboxEpisode:
+class SandboxEpisode(EpisodeFacts):
     """The episode a sandboxed controller sees (the controller API), forwarded to ``send``:
     the oracle in batch mode, the parent in session mode (``worker.SessionLink``)."""
 
-    __slots__ = ("_send", "_question", "_n", "_interval", "_signals")
+    __slots__ = ("_send", "_signals")
 
     def __init__(self, send, question: str, n: int, interval: int, has_signals: bool):
         self._send = send
@@ -206,18 +207,6 @@ class SandboxEpisode:
         self._n = n
         self._interval = interval
         self._signals = has_signals
-
-    @property
-    def question(self) -> str:
-        return self._question
-
-    @property
-    def max_branches(self) -> int:
-        return self._n
-
-    @property
-    def interval_tokens(self) -> int:
-        return self._interval
 
     @property
     def tokens_used(self) -> int:

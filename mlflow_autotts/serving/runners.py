@@ -54,21 +54,31 @@ class ControllerRunner(Protocol):
         """The controller at ``beta`` (already checked to be in [0, 1])."""
 
 
-class InProcessController:
-    """A controller object built in this process."""
+class Bound:
+    """A controller (in this process or sandboxed) with the runner's error contract: the
+    exceptions that are the controller's failure become ``ControllerFailed``, with the
+    message ``describe`` gives; anything else (a backend's own error) passes through."""
 
-    __slots__ = ("beta", "controller", "label")
+    __slots__ = ("beta", "controller", "describe", "failures", "label")
 
-    def __init__(self, controller: Controller, label: str):
+    def __init__(self, controller: Any, label: str, failures: type[BaseException] | tuple[type[BaseException], ...],
+                 describe: Callable[[BaseException], str]):
         self.controller = controller
         self.label = label
         self.beta = controller.beta
+        self.failures = failures
+        self.describe = describe
 
     def solve(self, episode: Any) -> Any:
         try:
             return self.controller.solve(episode)
-        except Exception as exc:  # the controller's failure is this row's, not the request's
-            raise ControllerFailed(f"controller {self.label!r} raised {type(exc).__name__}: {exc}") from exc
+        except self.failures as exc:  # the controller's failure is this row's, not the request's
+            raise ControllerFailed(self.describe(exc)) from exc
+
+
+def in_process(controller: Controller, label: str) -> Bound:
+    """A controller object built in this process: anything it raises is its failure."""
+    return Bound(controller, label, Exception, lambda exc: f"controller {label!r} raised {type(exc).__name__}: {exc}")
 
 
 class InProcessRunner:
@@ -80,13 +90,13 @@ class InProcessRunner:
         self._cls = self.spec.controller_class()
         default = build_controller(self._cls, self.spec.beta, self.spec.params)
         self.default_beta = default.beta
-        self._bound: dict[float, InProcessController] = {default.beta: InProcessController(default, self.label)}
+        self._bound: dict[float, Bound] = {default.beta: in_process(default, self.label)}
 
-    def bind(self, beta: float) -> InProcessController:
+    def bind(self, beta: float) -> Bound:
         bound = self._bound.get(beta)
         if bound is None:
             controller = build_controller(self._cls, check_beta(beta), self.spec.params)
-            bound = self._bound[beta] = InProcessController(controller, self.label)
+            bound = self._bound[beta] = in_process(controller, self.label)
         return bound
 
 

@@ -22,7 +22,7 @@ from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
 from mlflow_autotts.sandbox.session import SandboxedController
-from mlflow_autotts.serving.runners import ControllerFailed
+from mlflow_autotts.serving.runners import Bound, ControllerFailed
 
 ALLOW_WEAKER_ENV = "AUTOTTS_ALLOW_WEAKER_ISOLATION"
 
@@ -31,23 +31,6 @@ def serving_limits() -> SandboxLimits:
     """Sandbox limits for serving, from the serving process's environment (never a request)."""
     allow = os.environ.get(ALLOW_WEAKER_ENV, "").strip().lower() in ("1", "true", "yes")
     return SandboxLimits(allow_weaker_isolation=allow)
-
-
-class SandboxedBound:
-    """A sandboxed controller at one β, with the runner's error contract."""
-
-    __slots__ = ("beta", "controller", "label")
-
-    def __init__(self, controller: SandboxedController, label: str):
-        self.controller = controller
-        self.label = label
-        self.beta = controller.beta
-
-    def solve(self, episode: Any) -> Any:
-        try:
-            return self.controller.solve(episode)
-        except CandidateFailedError as exc:  # the controller's failure is this row's
-            raise ControllerFailed(str(exc)) from exc
 
 
 class SandboxRunner:
@@ -66,10 +49,10 @@ class SandboxRunner:
         self.default_beta = check_beta(config.get("beta", 0.5))
         self.limits = serving_limits()
         self._lock = threading.Lock()
-        self._bound: dict[float, SandboxedBound] = {}
+        self._bound: dict[float, Bound] = {}
         self.bind(self.default_beta)  # a source that does not load fails at model load time
 
-    def bind(self, beta: float) -> SandboxedBound:
+    def bind(self, beta: float) -> Bound:
         with self._lock:
             bound = self._bound.get(beta)
             if bound is None:
@@ -77,5 +60,6 @@ class SandboxRunner:
                     ctrl = SandboxedController(self.source, self.class_name, beta, self.params, self.limits)
                 except CandidateFailedError as exc:
                     raise ControllerFailed(str(exc)) from exc
-                bound = self._bound[beta] = SandboxedBound(ctrl, self.label)
+                # only the candidate's own failures are the row's; a backend error passes through
+                bound = self._bound[beta] = Bound(ctrl, self.label, CandidateFailedError, str)
             return bound
