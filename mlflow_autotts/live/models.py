@@ -168,14 +168,15 @@ TINY_DIGITS = ("1", "2", "3")
 def _build_tiny(tokenizer_dir: Path, out: Path) -> None:
     """Random seeded weights, with a few output rows set so the model writes answers.
 
-    With random weights the final hidden state is mostly the last token's embedding
-    (cosine ~0.9), so an output row along a token's embedding acts as a bigram. One
+    With random weights the final hidden state leans towards the last token's embedding
+    (cosine ~0.5), so an output row along a token's embedding acts as a bigram. One
     embedding feature is made constant, which lets an output row carry a bias. The rows:
-    ``\\`` gets a small bias; then ``\\`` → ``box`` → ``ed`` → ``{``
-    → one of three digits (near-equal: sampled branches box different answers, greedy
-    probes pick by context) → ``}`` → often EOS. So branches box an
-    answer now and then and end at varied lengths, probes answer with a digit, and the
-    controllers meet real agreement and disagreement.
+    ``\\`` gets a bias (~2% of tokens sampled at temperature 0.7 over the whole
+    vocabulary, as vLLM samples); then ``\\`` → ``box`` → ``ed`` → ``{`` → one of three
+    digits (near-equal: sampled branches box different answers, greedy probes pick by
+    context) → ``}`` → EOS about half the time. So branches end at varied lengths with
+    varied final answers, probes answer with a digit, and the controllers meet agreement
+    and disagreement instead of a wall of "ERR".
     """
     # heavy libraries, imported only when a model is actually built
     import torch
@@ -208,15 +209,15 @@ def _build_tiny(tokenizer_dir: Path, out: Path) -> None:
             head[nxt] += weight * emb[prev]
 
         backslash, box, ed, brace, close = tid("\\"), tid("box"), tid("ed"), tid("{"), tid("}")
-        head[backslash, 0] += 1.0 / unit
-        bigram(box, backslash, 1.6)
-        bigram(ed, box, 1.6)
-        bigram(brace, ed, 1.6)
+        head[backslash, 0] += 4.8 / unit
+        bigram(box, backslash, 3.0)
+        bigram(ed, box, 3.0)
+        bigram(brace, ed, 3.0)
         for d in TINY_DIGITS:
-            bigram(tid(d), brace, 1.4)
+            bigram(tid(d), brace, 2.5)
             head[tid(d)] += 0.05 * torch.randn(config.hidden_size, generator=gen)
-            bigram(close, tid(d), 4.0)
-        bigram(tokenizer.eos_token_id, close, 0.8)
+            bigram(close, tid(d), 6.0)
+        bigram(tokenizer.eos_token_id, close, 1.8)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
