@@ -9,15 +9,46 @@ folders), ``server`` (a vLLM server child process). Nothing here imports MLflow;
 torch and transformers are imported only when an engine, a tokenizer or a model is built.
 """
 
-from mlflow_autotts.live.answers import NO_ANSWER, extract_answer, normalize_answer, probe_answer
-from mlflow_autotts.live.backends import Backend, BackendError, BackendUnavailable, make_backend
+from mlflow_autotts.live.answers import (
+    NO_ANSWER,
+    extract_answer,
+    normalize_answer,
+    probe_answer,
+)
+from mlflow_autotts.live.backends import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    make_backend,
+)
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
-from mlflow_autotts.live.episode import LiveEpisode, LiveResult, LiveRunner, LiveStats, LiveTimeout
+from mlflow_autotts.live.episode import (
+    LiveEpisode,
+    LiveResult,
+    LiveRunner,
+    LiveStats,
+    LiveTimeout,
+)
 from mlflow_autotts.live.prompts import ChatPrompts
 from mlflow_autotts.live.recording import record_episode, record_set
 
 __all__ = [
-    "NO_ANSWER", "extract_answer", "normalize_answer", "probe_answer", "Backend", "BackendError",
-    "BackendUnavailable", "make_backend", "LiveConfig", "LiveConfigError", "LiveEpisode", "LiveResult",
-    "LiveRunner", "LiveStats", "LiveTimeout", "ChatPrompts", "record_episode", "record_set",
+    "NO_ANSWER",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "ChatPrompts",
+    "LiveConfig",
+    "LiveConfigError",
+    "LiveEpisode",
+    "LiveResult",
+    "LiveRunner",
+    "LiveStats",
+    "LiveTimeout",
+    "extract_answer",
+    "make_backend",
+    "normalize_answer",
+    "probe_answer",
+    "record_episode",
+    "record_set",
 ]

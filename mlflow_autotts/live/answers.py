@@ -114,4 +114,4 @@ def box_is_open(continuation: str) -> bool:
     return _balanced(continuation, 0) is None
 
 
-__all__ = ["NO_ANSWER", "boxed_contents", "normalize_answer", "extract_answer", "probe_answer", "box_is_open"]
+__all__ = ["NO_ANSWER", "box_is_open", "boxed_contents", "extract_answer", "normalize_answer", "probe_answer"]

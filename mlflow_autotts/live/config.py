@@ -97,9 +97,8 @@ class LiveConfig:
             raise LiveConfigError("model", f"must be a model folder or served name, got {self.model!r}")
         if self.backend not in BACKENDS:
             raise LiveConfigError("backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.backend == "openai":
-            if not self.base_url or not str(self.base_url).startswith(("http://", "https://")):
-                raise LiveConfigError("base_url", f"must be an http(s) URL for the openai backend, got {self.base_url!r}")
+        if self.backend == "openai" and not str(self.base_url or "").startswith(("http://", "https://")):
+            raise LiveConfigError("base_url", f"must be an http(s) URL for the openai backend, got {self.base_url!r}")
         for name in ("interval_tokens", "max_tokens_per_branch", "max_branches", "probe_tokens", "lookahead",
                      "max_model_len"):
             positive_int(name)
@@ -140,4 +139,4 @@ def _finite(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
-__all__ = ["LiveConfig", "LiveConfigError", "DYNASOR_SUFFIX", "MATH_INSTRUCTION", "BACKENDS"]
+__all__ = ["BACKENDS", "DYNASOR_SUFFIX", "MATH_INSTRUCTION", "LiveConfig", "LiveConfigError"]

@@ -34,12 +34,23 @@ from __future__ import annotations
 import hashlib
 import operator
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
-from mlflow_autotts.live.answers import NO_ANSWER, box_is_open, extract_answer, probe_answer
+from mlflow_autotts.live.answers import (
+    NO_ANSWER,
+    box_is_open,
+    extract_answer,
+    probe_answer,
+)
 from mlflow_autotts.live.backends import make_backend
-from mlflow_autotts.live.backends.base import Backend, BackendUnavailable, Generation, GenerationRequest
+from mlflow_autotts.live.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Generation,
+    GenerationRequest,
+)
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
 from mlflow_autotts.live.prompts import ChatPrompts
 
@@ -488,12 +499,20 @@ class LiveRunner:
         if self._own_backend:
             self.backend.close()
 
-    def __enter__(self) -> "LiveRunner":
+    def __enter__(self) -> LiveRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-__all__ = ["LiveEpisode", "LiveBranch", "LiveStats", "LiveResult", "LiveRunner", "LiveTimeout", "interval_seed",
-           "CONFIDENCE"]
+__all__ = [
+    "CONFIDENCE",
+    "LiveBranch",
+    "LiveEpisode",
+    "LiveResult",
+    "LiveRunner",
+    "LiveStats",
+    "LiveTimeout",
+    "interval_seed",
+]

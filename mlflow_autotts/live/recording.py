@@ -26,8 +26,8 @@ drop or flag them. Signals, when the episode had them, are stored per recorded p
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.live.answers import NO_ANSWER
@@ -96,4 +96,4 @@ def replay_order(episode: LiveEpisode) -> Sequence[int]:
     return tuple(range(len(episode.branches)))
 
 
-__all__ = ["record_episode", "record_set", "record_branches", "replay_order"]
+__all__ = ["record_branches", "record_episode", "record_set", "replay_order"]

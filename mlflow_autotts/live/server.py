@@ -15,8 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.models import CPU_VLLM_ENV
@@ -50,7 +50,7 @@ class VLLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         """Start the server and wait until it answers (raises with the log's tail if not)."""
         # requests: the project's HTTP client, only needed while a server starts
         import requests
@@ -93,7 +93,7 @@ class VLLMServer:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,8 +10,8 @@ several threads may call one backend at the same time (several questions at once
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from mlflow_autotts.errors import AutoTTSError
 
@@ -90,7 +90,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the engine or connection pool."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mlflow_autotts.live.backends.base import (
     Backend,

@@ -17,8 +17,9 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
-from typing import Any, Sequence
+from typing import Any
 
 from mlflow_autotts.live.backends.base import (
     Backend,
@@ -36,7 +37,7 @@ class VLLMEngineBackend(Backend):
 
     def __init__(self, model: str, *, dtype: str = "float32", max_model_len: int = 4096, seed: int = 0,
                  block_size: int = 32, max_logprobs: int = 20, start_timeout: float = 600.0,
-                 **engine_kwargs: Any):
+                 warmup: bool = True, **engine_kwargs: Any):
         self.model = model
         self.max_model_len = max_model_len
         self._args = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,
@@ -54,6 +55,10 @@ class VLLMEngineBackend(Backend):
             raise BackendUnavailable(f"vLLM engine for {model!r} did not start within {start_timeout:.0f} s")
         if self._failure:
             raise BackendUnavailable(self._failure)
+        if warmup:
+            # the first batches after start run several times slower: pay that here, not in
+            # the first question's latency
+            self.generate([GenerationRequest((1, 2, 3), 16, temperature=1.0, seed=s) for s in range(8)], start_timeout)
 
     # ------------------------------------------------------------------ driver thread
     def _drive(self) -> None:
