@@ -16,8 +16,9 @@ What replay does not need and this episode adds (why):
 - *Lookahead*: controllers call one action at a time, which would run the engine one
   sequence at a time. When a step needs an interval not generated yet, one engine call
   generates it together with the next interval of up to ``lookahead - 1`` other branches
-  (open branches with nothing buffered, then the next branches to be opened). What is
-  generated ahead is kept and billed only when the controller consumes it.
+  (open branches with nothing buffered, then, when the step opens a branch, the next
+  branches to be opened). What is generated ahead is kept and billed only when the
+  controller consumes it.
 - *Eager, batched probes*: right after a generation call, the new intervals of branches
   that will be probed (open in probe mode, or next to open while the controller opens
   with ``probe_new``) are probed in one call; a probe still missing when consumed is
@@ -262,7 +263,7 @@ class LiveEpisode:
         i = self._open(PROBE)
         self.actions.append(("probe_new", i))
         try:
-            answer, finished = self._step(i)
+            answer, finished = self._step(i, opening=True)
         finally:
             self._t_last = time.monotonic()
         return answer, i, finished
@@ -276,7 +277,7 @@ class LiveEpisode:
             return self._final(i), True
         self._start()
         try:
-            return self._step(i)
+            return self._step(i, opening=False)
         finally:
             self._t_last = time.monotonic()
 
@@ -287,7 +288,7 @@ class LiveEpisode:
         b = self._branches[i]
         try:
             while not b.finished:
-                self._generate(i)
+                self._generate(i, opening=True)
             b.done = True
             return self._final(i)
         finally:
@@ -313,11 +314,11 @@ class LiveEpisode:
             self._branches.append(LiveBranch())
         return self._branches[j]
 
-    def _step(self, i: int) -> tuple[str, bool]:
+    def _step(self, i: int, opening: bool) -> tuple[str, bool]:
         b = self._branches[i]
         k = b.consumed + 1
         if k > b.steps(self._interval):
-            self._generate(i)
+            self._generate(i, opening)
         b.consumed = k
         if b.finished and k == b.steps(self._interval):
             b.done = True
@@ -340,8 +341,14 @@ class LiveEpisode:
         finally:
             self._engine_s += time.monotonic() - t0
 
-    def _lookahead(self, i: int) -> list[int]:
-        """Branch ``i`` and up to ``lookahead - 1`` others worth generating one interval of."""
+    def _lookahead(self, i: int, opening: bool) -> list[int]:
+        """Branch ``i`` and up to ``lookahead - 1`` others worth generating one interval of.
+
+        Open probed branches with nothing buffered come first (after ``i``, in order: the
+        order controllers advance them in). Branches not yet opened are generated ahead only
+        when ``i`` is being opened: a controller that is advancing its open branches may
+        never open another, and what it never consumes is waste.
+        """
         picks = [i]
         want = self._cfg.lookahead
         if want == 1:
@@ -354,8 +361,10 @@ class LiveEpisode:
                 picks.append(j)
                 if len(picks) == want:
                     return picks
-        # the next branches to open: one interval ahead while the controller probes, and
-        # onwards to the end while it reads branches whole
+        if not opening:
+            return picks
+        # while the controller opens branches, the next ones to open: one interval ahead
+        # when it probes them, onwards to their end when it reads them whole
         for j in range(n_open, min(self._cfg.max_branches, n_open + want - 1)):
             b = self._branch(j)
             if b.finished or (self._speculate == PROBE and b.steps(interval) >= 1):
@@ -365,10 +374,10 @@ class LiveEpisode:
                 break
         return picks
 
-    def _generate(self, i: int) -> None:
+    def _generate(self, i: int, opening: bool) -> None:
         """Generate the next interval of branch ``i`` (and of its lookahead) in one call."""
         cfg, interval = self._cfg, self._interval
-        picks = self._lookahead(i)
+        picks = self._lookahead(i, opening)
         requests = []
         for j in picks:
             b = self._branches[j]
