@@ -34,7 +34,11 @@ from pathlib import Path
 import mlflow_autotts.controllers  # noqa: F401  (registers the reference controllers)
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.live.answers import normalize_answer
-from mlflow_autotts.live.backends import GenerationRequest, OpenAIServerBackend, VLLMEngineBackend
+from mlflow_autotts.live.backends import (
+    GenerationRequest,
+    OpenAIServerBackend,
+    VLLMEngineBackend,
+)
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveResult, LiveRunner
 from mlflow_autotts.live.models import CPU_VLLM_ENV, demo_model_dir
