@@ -54,3 +54,13 @@ def test_the_recorded_sampling_settings_leave_out_secrets_and_timeouts():
     sampling = LiveConfig(model="m").sampling()
     assert "api_key_env" not in sampling and "request_timeout" not in sampling
     assert sampling["temperature"] == 0.7 and sampling["interval_tokens"] == 500
+
+
+def test_importing_live_loads_neither_mlflow_nor_the_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys, mlflow_autotts.live, mlflow_autotts.live.recording, mlflow_autotts.live.server; "
+            "print(sorted(m for m in ('mlflow', 'vllm', 'torch', 'transformers', 'openai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
