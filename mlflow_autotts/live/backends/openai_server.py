@@ -1,0 +1,120 @@
+"""An OpenAI-compatible completions server behind the backend interface.
+
+In practice vLLM's own server (``python -m vllm.entrypoints.openai.api_server``). Prompts
+go as token ids and ``return_token_ids`` brings the generated ids back, so a branch
+continues exactly where it stopped and the server's prefix cache reuses it. The
+completions API takes one seed per request, and identical prompts with one seed give
+identical samples, so every branch is its own request; all requests of a batch are sent at
+once (``asyncio`` on one event-loop thread shared by every caller) and the server batches
+them. Retries and timeouts are the ``openai`` client's own; a timed-out batch is
+cancelled, which closes its connections, and vLLM then aborts those requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from mlflow_autotts.live.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Generation,
+    GenerationRequest,
+)
+
+
+class OpenAIServerBackend(Backend):
+    """A completions endpoint (``base_url`` ends in ``/v1``) serving ``model``."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 300.0,
+                 max_retries: int = 2):
+        # openai is imported here, with the backend, so importing live/ stays light
+        import openai
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._openai = openai
+        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key or "EMPTY",
+                                          timeout=timeout, max_retries=max_retries)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai:{self.base_url}", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+        if self._closed:
+            raise BackendUnavailable(f"{self.base_url}: backend is closed")
+        fut = asyncio.run_coroutine_threadsafe(self._batch(requests), self._loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise BackendUnavailable(
+                f"{self.base_url}: no answer to {len(requests)} request(s) within {timeout:.1f} s") from None
+
+    async def _batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the rest
+                tasks = [group.create_task(self._one(r)) for r in requests]
+        except* BackendError as eg:
+            raise eg.exceptions[0] from None
+        return [t.result() for t in tasks]
+
+    async def _one(self, req: GenerationRequest) -> Generation:
+        openai = self._openai
+        extra: dict[str, Any] = {"return_token_ids": True, "include_stop_str_in_output": True}
+        if req.top_logprobs:
+            extra["return_tokens_as_token_ids"] = True
+        try:
+            resp = await self._client.completions.create(
+                model=self.model, prompt=list(req.prompt), max_tokens=req.max_tokens, temperature=req.temperature,
+                top_p=req.top_p, seed=req.seed, logprobs=req.top_logprobs or None, stop=list(req.stop) or None,
+                extra_body=extra)
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            raise BackendUnavailable(f"{self.base_url}: cannot reach the server ({exc})") from None
+        except openai.APIStatusError as exc:
+            cls = BackendUnavailable if exc.status_code >= 500 or exc.status_code == 429 else BackendError
+            raise cls(f"{self.base_url}: HTTP {exc.status_code}: {_message(exc)}") from None
+        return _generation(resp, req.top_logprobs, self.base_url)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(10)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+def _message(exc: Any) -> str:
+    """The server's own error message (vLLM puts it in the body), else the exception text."""
+    return str(getattr(exc, "message", "") or exc)
+
+
+def _generation(resp: Any, k: int, where: str) -> Generation:
+    choice = resp.choices[0]
+    extra = choice.model_extra or {}
+    ids = extra.get("token_ids")
+    if ids is None:
+        raise BackendError(f"{where}: the server returned no token ids (needs vLLM's return_token_ids)")
+    logprobs: tuple[tuple[float, ...], ...] = ()
+    if k and choice.logprobs is not None and choice.logprobs.top_logprobs:
+        logprobs = tuple(tuple(sorted((v for v in (step or {}).values()), reverse=True)[:k])
+                         for step in choice.logprobs.top_logprobs)
+    usage = resp.usage
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
+    return Generation(
+        token_ids=tuple(ids), text=choice.text or "", finish_reason=choice.finish_reason or "length",
+        stopped_by_string=isinstance(extra.get("stop_reason"), str), top_logprobs=logprobs,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        cached_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0)
+
+
+__all__ = ["OpenAIServerBackend"]

@@ -1,0 +1,527 @@
+"""The live episode: the controller API of replay over real generation.
+
+Same actions, same answers' shape, same bill (``docs/architecture.md``, live generation).
+A branch is a list of generated token ids. A step of branch ``i`` is one interval of
+``interval_tokens`` tokens: a step that does not end the branch reveals a probe answer
+(greedy continuation of the branch plus the probe suffix, through the prefix cache); the
+step in which the branch ends (EOS, or ``max_tokens_per_branch``) reveals its final
+answer (its last ``\\boxed{}``, else a probe of the whole branch). The bill is the replay's,
+computed from the same quantities the recording stores: a probed branch costs one
+interval per step taken and, once its final step is taken, its whole length
+(``max(interval * probes, length)``); a branch read whole costs its length. Probe tokens
+and generated-but-unconsumed tokens are counted beside the bill, never in it.
+
+What replay does not need and this episode adds (why):
+
+- *Lookahead*: controllers call one action at a time, which would run the engine one
+  sequence at a time. When a step needs an interval not generated yet, one engine call
+  generates it together with the next interval of up to ``lookahead - 1`` other branches
+  (open branches with nothing buffered, then, when the step opens a branch, the next
+  branches to be opened). What is generated ahead is kept and billed only when the
+  controller consumes it.
+- *Eager, batched probes*: right after a generation call, the new intervals of branches
+  that will be probed (open in probe mode, or next to open while the controller opens
+  with ``probe_new``) are probed in one call; a probe still missing when consumed is
+  computed then, with the other missing next probes.
+- *Seeds per (branch, interval)*: a branch's tokens do not depend on the lookahead or on
+  which other branches shared its engine call (up to floating-point batch effects).
+- *Timeouts*: each engine call and the whole question are bounded
+  (``request_timeout``, ``overall_timeout``); a backend that is down or slow raises
+  ``BackendUnavailable``, which is not a ``ValueError``, so no controller swallows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mlflow_autotts.live.answers import (
+    NO_ANSWER,
+    box_is_open,
+    extract_answer,
+    probe_answer,
+)
+from mlflow_autotts.live.backends import make_backend
+from mlflow_autotts.live.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Generation,
+    GenerationRequest,
+)
+from mlflow_autotts.live.config import LiveConfig, LiveConfigError
+from mlflow_autotts.live.prompts import ChatPrompts
+
+Action = tuple[str, int]
+"""As in replay: (``"probe_new"`` | ``"probe_more"`` | ``"read"``, branch index)."""
+
+PROBE, READ = "probe", "read"
+CONFIDENCE = "confidence"
+"""The per-interval signal: mean over the interval's tokens of the negative mean top-k
+logprob (DeepConf's token confidence); higher means a more peaked, surer model."""
+
+
+class LiveTimeout(BackendUnavailable):
+    """The question took longer than ``overall_timeout``."""
+
+
+def interval_seed(base: int, branch: int, interval: int) -> int:
+    """The sampling seed of interval ``interval`` of branch ``branch`` (31 bits, stable)."""
+    digest = hashlib.blake2b(f"{base}:{branch}:{interval}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+@dataclass
+class LiveBranch:
+    """One branch's generation state (index ``j`` = its position in the opening order)."""
+
+    ids: list[int] = field(default_factory=list)
+    """Generated token ids (EOS included when the model ended)."""
+    finished: bool = False
+    """EOS emitted or the token limit reached: no more generation."""
+    mode: str | None = None
+    """``probe`` or ``read`` once the controller opened it; None while unopened."""
+    consumed: int = 0
+    """Steps the controller took on it (probe mode)."""
+    done: bool = False
+    """The controller took its final step (probe mode) or read it (read mode)."""
+    probes: dict[int, str] = field(default_factory=dict)
+    """Probe answer after non-final interval ``k`` (1-based)."""
+    final: str | None = None
+    """Final answer, once finished."""
+    confidence: list[float] = field(default_factory=list)
+    """Per generated token, the confidence (with top-k logprobs)."""
+
+    def steps(self, interval: int) -> int:
+        """Steps generated so far: every full interval, plus the final (partial) one."""
+        n = len(self.ids)
+        return (n - 1) // interval + 1 if self.finished else n // interval
+
+    def nonfinal(self, interval: int) -> int:
+        """Generated intervals that do not end the branch (each has a probe step)."""
+        n = len(self.ids)
+        return (n - 1) // interval if self.finished else n // interval
+
+    def probed_prefix(self) -> int:
+        """Length of the run of probe answers 1, 2, … without a gap."""
+        k = 0
+        while k + 1 in self.probes:
+            k += 1
+        return k
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """What one question cost and how it ran."""
+
+    billed_tokens: int
+    """Branch tokens the controller advanced, by the replay rules (``tokens_used``)."""
+    generated_tokens: int
+    """Branch tokens generated, including lookahead never consumed."""
+    probe_tokens: int
+    """Tokens generated by probes (not billed)."""
+    prompt_tokens: int
+    """Prompt tokens sent over all engine calls."""
+    cached_prompt_tokens: int
+    """Of those, tokens served from the prefix cache."""
+    generation_calls: int
+    probe_calls: int
+    branches_opened: int
+    branches_generated: int
+    """Branches with any generated token (opened or generated ahead)."""
+    wall_seconds: float
+    """From the first action to the end of the last one."""
+    engine_seconds: float
+    """Time spent waiting for the backend."""
+
+    @property
+    def engine_calls(self) -> int:
+        return self.generation_calls + self.probe_calls
+
+
+class LiveEpisode:
+    """One question answered by real generation, behind the replay controller API."""
+
+    def __init__(self, question: str, backend: Backend, config: LiveConfig, prompts: ChatPrompts):
+        self._question = question
+        self._backend = backend
+        self._cfg = config
+        self._prompts = prompts
+        self._prompt = tuple(prompts.question_ids(question))
+        self._suffix = tuple(prompts.suffix_ids)
+        self._eos = prompts.eos_ids
+        self._interval = config.interval_tokens
+        need = len(self._prompt) + config.max_tokens_per_branch + len(self._suffix) + config.probe_tokens
+        limit = backend.max_model_len
+        if limit is not None and need > limit:
+            raise LiveConfigError(
+                "max_tokens_per_branch",
+                f"({config.max_tokens_per_branch}) + prompt ({len(self._prompt)}) + probe suffix ({len(self._suffix)}) "
+                f"+ probe_tokens ({config.probe_tokens}) = {need} exceeds the engine's max_model_len ({limit})")
+        self._branches: list[LiveBranch] = []
+        self._opened = 0
+        self._speculate: str | None = None  # how the controller last opened a branch
+        self.actions: list[Action] = []
+        self._deadline = time.monotonic() + config.overall_timeout
+        self._t_first: float | None = None
+        self._t_last = 0.0
+        self._engine_s = 0.0
+        self._generated = self._probe_tokens = self._prompt_tokens = self._cached = 0
+        self._gen_calls = self._probe_calls = 0
+
+    # ----------------------------------------------------------------- read-only facts
+    @property
+    def question(self) -> str:
+        return self._question
+
+    @property
+    def max_branches(self) -> int:
+        return self._cfg.max_branches
+
+    @property
+    def interval_tokens(self) -> int:
+        return self._interval
+
+    @property
+    def branches_opened(self) -> int:
+        return self._opened
+
+    @property
+    def config(self) -> LiveConfig:
+        return self._cfg
+
+    @property
+    def branches(self) -> Sequence[LiveBranch]:
+        """Every branch generated or opened, by opening position (for recording)."""
+        return tuple(self._branches)
+
+    @property
+    def tokens_used(self) -> int:
+        """Tokens billed so far, by the replay cost rules."""
+        total = 0
+        interval = self._interval
+        for b in self._branches[: self._opened]:
+            if b.mode == READ:
+                total += len(b.ids)
+            elif b.done:
+                total += max(interval * b.nonfinal(interval), len(b.ids))
+            else:
+                total += interval * b.consumed
+        return total
+
+    @property
+    def intervals(self) -> int:
+        """Steps taken: probe steps, final steps and whole reads (as replay counts them)."""
+        return sum(1 if b.mode == READ else b.consumed for b in self._branches[: self._opened])
+
+    @property
+    def signals(self):
+        """``signals(i)``: per-interval signals of branch ``i`` so far (with top-k logprobs)."""
+        if not self._cfg.top_logprobs:
+            raise AttributeError("this live episode has no per-interval signals (top_logprobs is 0)")
+        return self._branch_signals
+
+    def _branch_signals(self, i: int) -> dict[str, list[float]]:
+        b = self._branches[self._check_open(i)]
+        # what replay shows: the signals of the probe steps taken (all recorded ones if read)
+        upto = b.probed_prefix() if b.mode == READ else min(b.consumed, b.nonfinal(self._interval))
+        return {CONFIDENCE: [self.interval_signal(b, k) for k in range(1, upto + 1)]}
+
+    def interval_signal(self, b: LiveBranch, k: int) -> float:
+        """Mean token confidence over interval ``k`` (1-based) of branch ``b``."""
+        lo, hi = (k - 1) * self._interval, min(k * self._interval, len(b.confidence))
+        vals = b.confidence[lo:hi]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    def stats(self) -> LiveStats:
+        wall = (self._t_last - self._t_first) if self._t_first is not None else 0.0
+        return LiveStats(
+            billed_tokens=self.tokens_used, generated_tokens=self._generated, probe_tokens=self._probe_tokens,
+            prompt_tokens=self._prompt_tokens, cached_prompt_tokens=self._cached,
+            generation_calls=self._gen_calls, probe_calls=self._probe_calls, branches_opened=self._opened,
+            branches_generated=sum(1 for b in self._branches if b.ids), wall_seconds=wall,
+            engine_seconds=self._engine_s)
+
+    def _check_open(self, i: Any) -> int:
+        """``i`` as a plain int if it names an open branch, else ``ValueError`` (as replay)."""
+        if isinstance(i, bool):
+            raise ValueError("branch index must be an int, got bool")
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise ValueError(f"branch index must be an int, got {type(i).__name__}") from None
+        if not 0 <= i < self._opened:
+            raise ValueError(f"branch {i} is not open (open branches: 0..{self._opened - 1})")
+        return i
+
+    # ----------------------------------------------------------------------- actions
+    def probe_new(self) -> tuple[str, int, bool]:
+        """Open the next branch and advance it one interval."""
+        i = self._open(PROBE)
+        self.actions.append(("probe_new", i))
+        try:
+            answer, finished = self._step(i, opening=True)
+        finally:
+            self._t_last = time.monotonic()
+        return answer, i, finished
+
+    def probe_more(self, i: int) -> tuple[str, bool]:
+        """Advance branch ``i`` one interval; a finished branch answers again for free."""
+        i = self._check_open(i)
+        self.actions.append(("probe_more", i))
+        b = self._branches[i]
+        if b.done:
+            return self._final(i), True
+        self._start()
+        try:
+            return self._step(i, opening=False)
+        finally:
+            self._t_last = time.monotonic()
+
+    def get_new_branch_final_answer(self) -> str:
+        """Open the next branch and read it whole."""
+        i = self._open(READ)
+        self.actions.append(("read", i))
+        b = self._branches[i]
+        try:
+            while not b.finished:
+                self._generate(i, opening=True)
+            b.done = True
+            return self._final(i)
+        finally:
+            self._t_last = time.monotonic()
+
+    # ------------------------------------------------------------------- internals
+    def _start(self) -> None:
+        if self._t_first is None:
+            self._t_first = time.monotonic()
+
+    def _open(self, mode: str) -> int:
+        i = self._opened
+        if i >= self._cfg.max_branches:
+            raise ValueError("no unopened branch left")
+        self._start()
+        self._opened = i + 1
+        self._speculate = mode
+        self._branch(i).mode = mode
+        return i
+
+    def _branch(self, j: int) -> LiveBranch:
+        while len(self._branches) <= j:
+            self._branches.append(LiveBranch())
+        return self._branches[j]
+
+    def _step(self, i: int, opening: bool) -> tuple[str, bool]:
+        b = self._branches[i]
+        k = b.consumed + 1
+        if k > b.steps(self._interval):
+            self._generate(i, opening)
+        b.consumed = k
+        if b.finished and k == b.steps(self._interval):
+            b.done = True
+            return self._final(i), True
+        if k not in b.probes:
+            self._probe_missing(i, k)
+        return b.probes[k], False
+
+    def _timeout(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise LiveTimeout(f"question not answered within overall_timeout ({self._cfg.overall_timeout:g} s)")
+        return min(self._cfg.request_timeout, left)
+
+    def _call(self, requests: list[GenerationRequest]) -> list[Generation]:
+        timeout = self._timeout()
+        t0 = time.monotonic()
+        try:
+            return self._backend.generate(requests, timeout)
+        finally:
+            self._engine_s += time.monotonic() - t0
+
+    def _lookahead(self, i: int, opening: bool) -> list[int]:
+        """Branch ``i`` and up to ``lookahead - 1`` others worth generating one interval of.
+
+        Open probed branches with nothing buffered come first (after ``i``, in order: the
+        order controllers advance them in). Branches not yet opened are generated ahead only
+        when ``i`` is being opened: a controller that is advancing its open branches may
+        never open another, and what it never consumes is waste.
+        """
+        picks = [i]
+        want = self._cfg.lookahead
+        if want == 1:
+            return picks
+        interval, n_open = self._interval, self._opened
+        for d in range(1, n_open):  # open probed branches with nothing buffered, after i
+            j = (i + d) % n_open
+            b = self._branches[j]
+            if b.mode == PROBE and not b.finished and b.steps(interval) <= b.consumed:
+                picks.append(j)
+                if len(picks) == want:
+                    return picks
+        if not opening:
+            return picks
+        # while the controller opens branches, the next ones to open: one interval ahead
+        # when it probes them, onwards to their end when it reads them whole
+        for j in range(n_open, min(self._cfg.max_branches, n_open + want - 1)):
+            b = self._branch(j)
+            if b.finished or (self._speculate == PROBE and b.steps(interval) >= 1):
+                continue
+            picks.append(j)
+            if len(picks) == want:
+                break
+        return picks
+
+    def _generate(self, i: int, opening: bool) -> None:
+        """Generate the next interval of branch ``i`` (and of its lookahead) in one call."""
+        cfg, interval = self._cfg, self._interval
+        picks = self._lookahead(i, opening)
+        requests = []
+        for j in picks:
+            b = self._branches[j]
+            requests.append(GenerationRequest(
+                self._prompt + tuple(b.ids), min(interval, cfg.max_tokens_per_branch - len(b.ids)),
+                temperature=cfg.temperature, top_p=cfg.top_p, seed=interval_seed(cfg.seed, j, len(b.ids) // interval),
+                top_logprobs=cfg.top_logprobs))
+        outs = self._call(requests)
+        self._gen_calls += 1
+        needs: list[tuple[int, int]] = []
+        for j, req, out in zip(picks, requests, outs):
+            b = self._branches[j]
+            b.ids.extend(out.token_ids)
+            if cfg.top_logprobs:
+                b.confidence.extend(-sum(lps) / len(lps) if lps else 0.0 for lps in out.top_logprobs)
+            self._generated += len(out.token_ids)
+            self._prompt_tokens += out.prompt_tokens
+            self._cached += out.cached_tokens
+            short = out.finish_reason == "length" and len(out.token_ids) < req.max_tokens  # context full
+            if out.ended or short or len(b.ids) >= cfg.max_tokens_per_branch or (b.ids and b.ids[-1] in self._eos):
+                b.finished = True
+                answer = extract_answer(self._prompts.decode(b.ids))
+                if answer != NO_ANSWER:
+                    b.final = answer
+                else:
+                    needs.append((j, 0))
+            elif self._wants_probes(b):
+                needs.append((j, len(b.ids) // interval))
+        if needs:
+            self._probe(needs)
+
+    def _wants_probes(self, b: LiveBranch) -> bool:
+        return self._cfg.probe_reads or b.mode == PROBE or (b.mode is None and self._speculate == PROBE)
+
+    def _probe_missing(self, i: int, k: int) -> None:
+        """Probe interval ``k`` of branch ``i`` and other open branches' next missing probes."""
+        needs = [(i, k)]
+        interval = self._interval
+        for j in range(self._opened):
+            if len(needs) >= self._cfg.lookahead:
+                break
+            b = self._branches[j]
+            nxt = b.consumed + 1
+            if j != i and b.mode == PROBE and not b.done and nxt <= b.nonfinal(interval) and nxt not in b.probes:
+                needs.append((j, nxt))
+        self._probe(needs)
+
+    def _final(self, i: int) -> str:
+        b = self._branches[i]
+        if b.final is None:
+            self._probe([(i, 0)])
+        return b.final  # type: ignore[return-value]
+
+    def _probe(self, needs: list[tuple[int, int]]) -> None:
+        """Probe ``(branch, k)`` pairs in one call; ``k = 0`` probes the finished branch's end.
+
+        A probe stops at the first ``}``; when that closes an inner brace (``\\frac{1}{2}``),
+        it is continued in a further call until the box closes or ``probe_tokens`` run out.
+        """
+        cfg, interval = self._cfg, self._interval
+        prompts: list[tuple[int, ...]] = []
+        for j, k in needs:
+            ids = self._branches[j].ids
+            if k == 0:
+                body = ids[:-1] if ids and ids[-1] in self._eos else ids
+            else:
+                body = ids[: k * interval]
+            prompts.append(self._prompt + tuple(body) + self._suffix)
+        texts = [""] * len(needs)
+        used = [0] * len(needs)
+        todo = list(range(len(needs)))
+        while todo:
+            outs = self._call([GenerationRequest(prompts[n], cfg.probe_tokens - used[n], stop=("}",)) for n in todo])
+            self._probe_calls += 1
+            again = []
+            for n, out in zip(todo, outs):
+                texts[n] += out.text
+                used[n] += len(out.token_ids)
+                self._probe_tokens += len(out.token_ids)
+                self._prompt_tokens += out.prompt_tokens
+                self._cached += out.cached_tokens
+                if out.stopped_by_string and box_is_open(texts[n]) and used[n] < cfg.probe_tokens:
+                    prompts[n] = prompts[n] + out.token_ids
+                    again.append(n)
+            todo = again
+        for (j, k), text in zip(needs, texts):
+            answer = probe_answer(text)
+            if k == 0:
+                self._branches[j].final = answer
+            else:
+                self._branches[j].probes[k] = answer
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """A controller's answer to one question, with its episode and what it cost."""
+
+    answer: str | None
+    stats: LiveStats
+    episode: LiveEpisode
+
+
+class LiveRunner:
+    """A backend, the model's prompts and the settings: answers questions with controllers.
+
+    Thread-safe: each question gets its own episode, and the backend batches the engine
+    calls of concurrent questions.
+    """
+
+    def __init__(self, config: LiveConfig, backend: Backend | None = None, prompts: ChatPrompts | None = None):
+        self.config = config
+        self.prompts = prompts or ChatPrompts.from_pretrained(config.tokenizer_path, config.instruction, config.probe_suffix)
+        self._own_backend = backend is None
+        self.backend = backend if backend is not None else make_backend(config)
+
+    def episode(self, question: str) -> LiveEpisode:
+        return LiveEpisode(question, self.backend, self.config, self.prompts)
+
+    def solve(self, controller: Any, question: str) -> LiveResult:
+        """Run ``controller.solve`` on a new live episode of ``question``."""
+        ep = self.episode(question)
+        t0 = time.monotonic()
+        answer = controller.solve(ep)
+        stats = replace(ep.stats(), wall_seconds=time.monotonic() - t0)
+        return LiveResult(answer, stats, ep)
+
+    def close(self) -> None:
+        if self._own_backend:
+            self.backend.close()
+
+    def __enter__(self) -> LiveRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "CONFIDENCE",
+    "LiveBranch",
+    "LiveEpisode",
+    "LiveResult",
+    "LiveRunner",
+    "LiveStats",
+    "LiveTimeout",
+    "interval_seed",
+]
