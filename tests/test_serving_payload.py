@@ -154,8 +154,8 @@ def test_bad_params_are_request_errors_naming_the_param(params, message):
     assert message in str(err.value)
 
 
-def test_params_default_to_replay_in_the_given_order_at_the_logged_beta():
+def test_params_default_to_the_automatic_backend_in_the_given_order_at_the_logged_beta():
     p = parse_params(None)
-    assert (p.backend, p.beta, p.shuffle_seed, p.return_actions) == ("replay", None, -1, False)
+    assert (p.backend, p.beta, p.shuffle_seed, p.return_actions) == ("auto", None, -1, False)
     p = parse_params({"beta": 1, "shuffle_seed": np.int64(4), "return_actions": np.bool_(True)})
     assert (p.beta, p.shuffle_seed, p.return_actions) == (1.0, 4, True)

@@ -62,7 +62,7 @@ def test_a_registered_backend_answers_through_predict_with_its_own_columns(monke
     monkeypatch.setattr(backend_registry, "_BACKENDS", dict(backend_registry._BACKENDS))
     register_backend("echo")(EchoBackend)
     m = _model("sc", None)
-    assert m.backends == ["echo", "replay"]
+    assert m.backends == ["echo", "live", "replay"]
     out = m.predict(None, pd.DataFrame({"question": ["six", "seven"]}), {"backend": "echo", "beta": 0.25})
     assert list(out["answer"]) == ["SIX", "SEVEN"] and list(out["tokens"]) == [7, 7]
     assert list(out["beta_used"]) == [0.25, 0.25] and list(out["model"]) == ["sc", "sc"]
@@ -71,8 +71,8 @@ def test_a_registered_backend_answers_through_predict_with_its_own_columns(monke
 
 
 def test_an_unknown_backend_lists_the_registered_ones():
-    with pytest.raises(MlflowException, match="unknown backend 'live'; valid backends: replay"):
-        _model("cmc").predict(None, pd.DataFrame({"question": ["q"]}), {"backend": "live"})
+    with pytest.raises(MlflowException, match="unknown backend 'vllm'; valid backends: live, replay"):
+        _model("cmc").predict(None, pd.DataFrame({"question": ["q"]}), {"backend": "vllm"})
 
 
 class CrashOnCue:

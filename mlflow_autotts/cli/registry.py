@@ -8,18 +8,22 @@ with exit status 2; a promotion refused by the gate prints why and exits 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import click
 
+from mlflow_autotts import settings
 from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 from mlflow_autotts.tracking.registry import GateConfig, gate_table, promote, register
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
+
+LIVE_FIELDS = frozenset(f.name for f in fields(LiveConfig)) - {"model", "base_url"}
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,38 @@ class RegisterConfig:
     """MLflow experiment of the run the model is logged in."""
     description: str | None = None
     """Description of the new version."""
+    live_model: str | None = None
+    """Answer questions without a trajectory by generating with this model: its name on the
+    vLLM server of live_base_url, or a model folder for a vLLM engine inside the server."""
+    live_base_url: str | None = None
+    """The server with the OpenAI completions API (e.g. vLLM's, http://127.0.0.1:8000/v1) that
+    generates for live questions; unset means a vLLM engine inside the model server."""
+    live: dict[str, Any] = field(default_factory=dict)
+    """Other live settings as key=value (tokenizer, interval_tokens, max_tokens_per_branch,
+    lookahead, temperature, seed, probe_tokens, top_logprobs, request_timeout, …); the
+    AUTOTTS_LIVE_<SETTING> variables of the serving process override them."""
 
     def __post_init__(self) -> None:
         if self.beta is not None:
             check_beta(self.beta)
+        if (self.live_base_url or self.live) and not self.live_model:
+            raise AutoTTSError("register: live settings need --live-model (the model that generates)")
+
+    def live_settings(self) -> dict[str, Any] | None:
+        """The model's ``live`` section, validated as a ``LiveConfig``; None without one."""
+        if not self.live_model:
+            return None
+        values: dict[str, Any] = {"model": self.live_model,
+                                  "backend": "openai" if self.live_base_url else "vllm"}
+        if self.live_base_url:
+            values["base_url"] = self.live_base_url
+        for key, value in self.live.items():
+            if key not in LIVE_FIELDS:
+                raise AutoTTSError(f"register: unknown live setting {key!r}; valid: {', '.join(sorted(LIVE_FIELDS))}")
+            values[key] = settings.coerce(LiveConfig, key, value, where="register --live") \
+                if isinstance(value, str) else value
+        LiveConfig(**values)  # every field checked, with the field named on error
+        return values
 
 
 @dataclass(frozen=True)
@@ -96,7 +128,7 @@ def register_cmd(config: RegisterConfig) -> None:
     else:
         spec = ControllerSpec(config.controller, config.beta, config.params)
     reg = register(spec, name=config.name, aliases=config.aliases, experiment=config.experiment,
-                   description=config.description)
+                   description=config.description, live=config.live_settings())
     shown = ([f"beta {reg.config['beta']:g}"] if reg.config.get("uses_beta", True) else []) + \
         [f"{k}={v}" for k, v in reg.config["params"].items()]
     click.echo(f"registered {reg.name} version {reg.version}: {reg.controller}"

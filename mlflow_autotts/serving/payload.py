@@ -30,7 +30,10 @@ DEFAULT_INTERVAL = 500
 QUESTION, TRAJECTORY, INTERVAL = "question", "trajectory", "interval_tokens"
 """The request's input columns; only ``question`` is always required."""
 TRIPLE_FIELDS = ("probe_answers", "branch_tokens", "final_answer")
-DEFAULT_BACKEND = "replay"
+AUTO_BACKEND = "auto"
+"""The default ``backend`` param: ``replay`` for a request with a ``trajectory`` column,
+``live`` (real generation) for one with questions only."""
+DEFAULT_BACKEND = AUTO_BACKEND
 _SEQ = (list, tuple, np.ndarray)
 
 

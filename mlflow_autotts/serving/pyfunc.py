@@ -18,6 +18,7 @@ No ``from __future__ import annotations`` here: MLflow reads ``predict``'s type 
 class creation, and ``pd.DataFrame`` must be a real type for it to skip hint-based checks.
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,10 +28,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from mlflow_autotts.serving import replay_backend  # noqa: F401  (registers the "replay" backend)
+from mlflow_autotts.serving import live_backend, replay_backend  # noqa: F401  (register "live" and "replay")
 from mlflow_autotts.serving.backend import Backend, RowResult, build_backends
 from mlflow_autotts.serving.model_config import SOURCE_ARTIFACT, is_controller_config
 from mlflow_autotts.serving.payload import (
+    AUTO_BACKEND,
     INTERVAL,
     QUESTION,
     TRAJECTORY,
@@ -84,6 +86,9 @@ class ControllerModel(PythonModel):
             model_input = pd.DataFrame(model_input)
         try:
             request = parse_params(params)
+            if request.backend == AUTO_BACKEND:  # rows that bring their branches are replayed, others generated
+                has_branches = TRAJECTORY in model_input.columns and model_input[TRAJECTORY].notna().any()
+                request = replace(request, backend="replay" if has_branches else "live")
             backend = self._backends.get(request.backend)
             if backend is None:
                 raise RequestError(f"unknown backend {request.backend!r}; valid backends: {', '.join(self.backends)}")
@@ -93,7 +98,9 @@ class ControllerModel(PythonModel):
         except RequestError as exc:
             raise _bad_request(str(exc)) from None
         controller = self.runner.bind(self.runner.default_beta if request.beta is None else request.beta)
-        results = [backend.solve_row(controller, row, request) for row in rows]
+        solve_rows = getattr(backend, "solve_rows", None)  # a backend may answer rows concurrently
+        results = solve_rows(controller, rows, request) if solve_rows else [
+            backend.solve_row(controller, row, request) for row in rows]
         return _response(results, request.return_actions)
 
 

@@ -171,21 +171,22 @@ def _log_model(config: Mapping[str, Any], source_text: str, name: str, metrics: 
 
 def log_controller_model(spec: ControllerSpec, name: str = "controller", metrics: Mapping[str, float] | None = None,
                          tags: Mapping[str, str] | None = None, registered_model_name: str | None = None,
-                         run_id: str | None = None):
+                         run_id: str | None = None, live: Mapping[str, Any] | None = None):
     """Log ``spec`` as a models-from-code pyfunc (a logged model, linked to ``run_id`` or
     else the active run, if any); returns MLflow's ``ModelInfo``. ``metrics`` are replay
-    metrics to record as tags.
+    metrics to record as tags; ``live`` the validated live settings it serves questions with.
 
-    Imports and builds the controller to validate it: trusted controllers only (built-ins,
-    the user's own files); explorer-written candidates go through ``log_candidate_model``."""
+    Imports and builds the controller to validate it: built-ins only; any other code goes
+    through ``log_candidate_model``."""
     config, source = model_config_for(spec)
-    return _log_model(config, source.text, name, metrics, tags, registered_model_name, run_id)
+    return _log_model(with_live(config, live), source.text, name, metrics, tags, registered_model_name, run_id)
 
 
 def log_candidate_model(source: str, class_name: str, label: str, beta: float, params: dict | None = None,
                         uses_beta: bool = True, metrics: Mapping[str, float] | None = None,
                         tags: Mapping[str, str] | None = None, name: str = "controller",
-                        registered_model_name: str | None = None, run_id: str | None = None):
+                        registered_model_name: str | None = None, run_id: str | None = None,
+                        live: Mapping[str, Any] | None = None):
     """Log an untrusted candidate's source as a controller model without importing or
     running it in this process; returns MLflow's ``ModelInfo``.
 
@@ -195,7 +196,12 @@ def log_candidate_model(source: str, class_name: str, label: str, beta: float, p
     source only where it is loaded (a fresh process, ``mlflow models serve``). ``run_id``
     links it to that run without making it active (safe from worker threads)."""
     config = candidate_config(source, class_name, label, beta, params, uses_beta)
-    return _log_model(config, source, name, metrics, tags, registered_model_name, run_id)
+    return _log_model(with_live(config, live), source, name, metrics, tags, registered_model_name, run_id)
+
+
+def with_live(config: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` with its ``live`` section (what the ``live`` backend generates with)."""
+    return {**config, "live": dict(live)} if live else config
 
 
 def save_controller_model(spec: ControllerSpec, path: str | Path) -> Path:

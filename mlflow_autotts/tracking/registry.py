@@ -37,7 +37,7 @@ from mlflow_autotts.tracking.mlflow_utils import (
     first_line,
     is_not_found,
 )
-from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model
+from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model, with_live
 from mlflow_autotts.tracking.naming import dataset_keys
 from mlflow_autotts.tracking.resolve import describe_model_uri, logged_model_id, spec_from_model_uri
 
@@ -78,7 +78,8 @@ def _check_name(kind: str, value: str) -> str:
 
 def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequence[str] = (),
              experiment: str = DEFAULT_EXPERIMENT, metrics: Mapping[str, float] | None = None,
-             run_name: str | None = None, description: str | None = None) -> RegisteredController:
+             run_name: str | None = None, description: str | None = None,
+             live: Mapping[str, Any] | None = None) -> RegisteredController:
     """Log ``spec`` as a controller model in a new run (nested when a run is active) and
     register it as a new version of ``name``, with the controller's tags; set ``aliases``.
 
@@ -99,11 +100,11 @@ def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequ
         if metrics:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         if spec.is_builtin:
-            info = log_controller_model(spec, metrics=metrics)
+            info = log_controller_model(spec, metrics=metrics, live=live)
         else:
             info = log_candidate_model(source_text, config["class_name"], label, config["beta"], config["params"],
-                                       config["uses_beta"], metrics=metrics)
-        return _register(info.model_uri, config, name, aliases, description, metrics, {})
+                                       config["uses_beta"], metrics=metrics, live=live)
+        return _register(info.model_uri, with_live(config, live), name, aliases, description, metrics, {})
 
 
 def _checked_config(spec: ControllerSpec) -> tuple[dict[str, Any], str]:

@@ -1,0 +1,111 @@
+"""The ``live`` backend: a row with only a ``question`` is answered by real generation.
+
+Where generation happens (backend kind, server URL, model, sampling, interval, lookahead)
+is the model's ``model_config["live"]``, set at registration (``autotts register …
+--live-model … --live-base-url …``), overridden field by field by ``AUTOTTS_LIVE_<FIELD>``
+environment variables of the serving process; never by the request, so a caller cannot
+point the server at another host. The engine is built on the first live request, not at
+load time: replay-only deployments never pay for it.
+
+The rows of one request are solved concurrently (a thread per question, up to
+``AUTOTTS_LIVE_CONCURRENCY``, default 16), so the engine batches their branches; a
+sandboxed controller's children decide while this process drives generation
+(``docs/architecture.md``, "Live generation"). A backend that is down or times out is
+``BackendUnavailable``: the request fails with HTTP 503 and the reason, within the
+configured timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from typing import Any, ClassVar, Mapping
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+from mlflow_autotts import settings
+from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.live.backends.base import BackendError
+from mlflow_autotts.live.config import LiveConfig
+from mlflow_autotts.live.episode import LiveRunner
+from mlflow_autotts.serving.backend import RowResult, register_backend
+from mlflow_autotts.serving.payload import RequestParams, Row, TrajectoryError, parse_question
+from mlflow_autotts.serving.replay_backend import answer_text
+from mlflow_autotts.serving.runners import BoundController, ControllerFailed
+
+ENV_PREFIX = "AUTOTTS_LIVE_"
+CONCURRENCY_ENV = "AUTOTTS_LIVE_CONCURRENCY"
+LIVE_COLUMNS = ("generated_tokens", "probe_tokens", "engine_calls", "cached_prompt_tokens", "wall_seconds")
+"""Columns a live row adds to the response, beside the billed ``tokens``."""
+
+
+def live_settings(model_config: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The live settings of a served model: its registered ``live`` section, then every
+    ``AUTOTTS_LIVE_<FIELD>`` variable (coerced like a command-line value)."""
+    values = dict(model_config.get("live") or {})
+    for f in fields(LiveConfig):
+        raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None and raw != "":
+            values[f.name] = settings.coerce(LiveConfig, f.name, raw, where=f"${ENV_PREFIX}{f.name.upper()}")
+    return values
+
+
+def unavailable(message: str) -> MlflowException:
+    """An error the scoring server answers with HTTP 503."""
+    return MlflowException(message, error_code=TEMPORARILY_UNAVAILABLE)
+
+
+@register_backend("live")
+class LiveBackend:
+    name = "live"
+    required_columns: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.values = live_settings(config)
+        self._runner: LiveRunner | None = None
+        self._lock = threading.Lock()
+
+    def runner(self) -> LiveRunner:
+        """The generation runner, built once (thread-safe) on the first live request."""
+        with self._lock:
+            if self._runner is None:
+                if not self.values.get("model"):
+                    raise unavailable("this model has no live backend: register it with --live-model (and "
+                                      "--live-base-url for a vLLM server) or set AUTOTTS_LIVE_MODEL and "
+                                      "AUTOTTS_LIVE_BASE_URL where it is served")
+                try:
+                    self._runner = LiveRunner(LiveConfig(**self.values))
+                except (AutoTTSError, TypeError, OSError) as exc:
+                    raise unavailable(f"the live backend cannot start: {exc}") from None
+            return self._runner
+
+    def solve_rows(self, controller: BoundController, rows: list[Row], request: RequestParams) -> list[RowResult]:
+        runner = self.runner()
+        workers = max(1, min(len(rows), int(os.environ.get(CONCURRENCY_ENV, "16"))))
+        with ThreadPoolExecutor(workers, thread_name_prefix="autotts-live") as pool:
+            futures = [pool.submit(self._solve, runner, controller, row) for row in rows]
+            return [f.result() for f in futures]  # a 503 from any row fails the request
+
+    def solve_row(self, controller: BoundController, row: Row, request: RequestParams) -> RowResult:
+        return self._solve(self.runner(), controller, row)
+
+    @staticmethod
+    def _solve(runner: LiveRunner, controller: BoundController, row: Row) -> RowResult:
+        try:
+            question = parse_question(row.question)
+        except TrajectoryError as exc:
+            return RowResult(error=str(exc), bad_input=True)
+        try:
+            result = runner.solve(controller, question)
+        except ControllerFailed as exc:
+            return RowResult(error=str(exc))
+        except BackendError as exc:  # down, timed out, or refusing: not the caller's fault
+            raise unavailable(f"the live backend failed: {exc}") from None
+        s = result.stats
+        return RowResult(answer_text(result.answer), s.billed_tokens, s.branches_opened, result.episode.intervals,
+                         extra={"generated_tokens": s.generated_tokens, "probe_tokens": s.probe_tokens,
+                                "engine_calls": s.engine_calls, "cached_prompt_tokens": s.cached_prompt_tokens,
+                                "wall_seconds": round(s.wall_seconds, 3)})
