@@ -31,3 +31,9 @@ class DataError(AutoTTSError):
 
 class ControllerError(AutoTTSError):
     """An unknown controller name, a bad source file, or invalid controller parameters."""
+
+
+class BackendError(AutoTTSError):
+    """Generation failed outside the controller (a backend refused a request, is down or
+    timed out). Neither the controller's fault nor the caller's: runners let it through
+    and serving answers 503 (``docs/architecture.md``, "Live generation")."""

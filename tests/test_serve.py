@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,64 +10,11 @@ import requests
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+from tests.servers import served_model
 
 NAME = "autotts-controller"
 PROBLEMS = (0, 7)
 SEED = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> list[str]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(text[: text.rindex(")") + 1])
-    return alive
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's whole process group (mlflow + uvicorn) and wait until it is gone."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    deadline = time.monotonic() + 30
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _group_alive(proc.pid)
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not left, f"server processes left behind: {left}"
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _strict_json(text: str):
@@ -94,18 +34,7 @@ def test_served_champion_answers_replay_requests(mlflow_store, data_dir, tmp_pat
     records = json.loads(path.read_text())
     ts = read_json(path)
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    bin_dir = str(Path(sys.executable).parent)  # uvicorn is started by name
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
-             "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
-    try:
-        _wait_ready(proc, url, log)
+    with served_model(f"models:/{NAME}@champion", tmp_path) as url:
 
         def post(columns, rows, params=None):
             body = {"dataframe_split": {"columns": columns, "data": rows}}
@@ -153,5 +82,3 @@ def test_served_champion_answers_replay_requests(mlflow_store, data_dir, tmp_pat
         assert bad["answer"] is None and bad["tokens"] is None and "branch 5: expected 3 fields" in bad["error"]
         assert good["error"] is None and (good["answer"], good["tokens"]) == \
             (predictions[1]["answer"], predictions[1]["tokens"])
-    finally:
-        _stop(proc)

@@ -98,6 +98,8 @@ class LiveBackend:
             question = parse_question(row.question)
         except TrajectoryError as exc:
             return RowResult(error=str(exc), bad_input=True)
+        if not question.strip():
+            return RowResult(error="question is empty: live generation needs the question text", bad_input=True)
         try:
             result = runner.solve(controller, question)
         except ControllerFailed as exc:

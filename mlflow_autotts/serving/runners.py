@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from mlflow_autotts.controllers.base import Controller, build_controller, check_beta
+from mlflow_autotts.errors import BackendError
 from mlflow_autotts.serving.model_config import is_builtin, spec_from_config
 
 
@@ -59,26 +60,32 @@ class Bound:
     exceptions that are the controller's failure become ``ControllerFailed``, with the
     message ``describe`` gives; anything else (a backend's own error) passes through."""
 
-    __slots__ = ("beta", "controller", "describe", "failures", "label")
+    __slots__ = ("beta", "controller", "describe", "failures", "label", "passthrough")
 
     def __init__(self, controller: Any, label: str, failures: type[BaseException] | tuple[type[BaseException], ...],
-                 describe: Callable[[BaseException], str]):
+                 describe: Callable[[BaseException], str],
+                 passthrough: type[BaseException] | tuple[type[BaseException], ...] = ()):
         self.controller = controller
         self.label = label
         self.beta = controller.beta
         self.failures = failures
         self.describe = describe
+        self.passthrough = passthrough
 
     def solve(self, episode: Any) -> Any:
         try:
             return self.controller.solve(episode)
+        except self.passthrough:
+            raise
         except self.failures as exc:  # the controller's failure is this row's, not the request's
             raise ControllerFailed(self.describe(exc)) from exc
 
 
 def in_process(controller: Controller, label: str) -> Bound:
-    """A controller object built in this process: anything it raises is its failure."""
-    return Bound(controller, label, Exception, lambda exc: f"controller {label!r} raised {type(exc).__name__}: {exc}")
+    """A controller object built in this process: what it raises is its failure, except the
+    episode's own ``BackendError`` (generation down or slow), which is the server's."""
+    return Bound(controller, label, Exception, lambda exc: f"controller {label!r} raised {type(exc).__name__}: {exc}",
+                 passthrough=BackendError)
 
 
 class InProcessRunner:

@@ -13,11 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mlflow_autotts.errors import AutoTTSError
-
-
-class BackendError(AutoTTSError):
-    """The backend refused or failed a request (e.g. a prompt longer than the context)."""
+from mlflow_autotts.errors import BackendError
 
 
 class BackendUnavailable(BackendError):
