@@ -17,6 +17,7 @@ import click
 from mlflow_autotts.cli.common import AutoTTSGroup
 from mlflow_autotts.cli.data import data_group
 from mlflow_autotts.cli.evaluate import evaluate
+from mlflow_autotts.cli.live import live_group
 from mlflow_autotts.cli.registry import promote_cmd, register_cmd
 from mlflow_autotts.cli.search import search_cmd
 
@@ -28,7 +29,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-for _cmd in (evaluate, data_group, search_cmd, register_cmd, promote_cmd):
+for _cmd in (evaluate, data_group, search_cmd, register_cmd, promote_cmd, live_group):
     main.add_command(_cmd)
 
 if __name__ == "__main__":
