@@ -24,7 +24,7 @@ QUESTIONS = [
     ("A class has 9 girls and 8 boys. How many children are in the class?", "17"),
     ("Mia has 20 coins and gives away 6. How many coins does she keep?", "14"),
 ]
-LIVE = {"interval_tokens": 32, "max_tokens_per_branch": 96, "lookahead": 8, "probe_tokens": 8,
+LIVE = {"interval_tokens": 32, "max_tokens_per_branch": 64, "lookahead": 8, "probe_tokens": 8,
         "request_timeout": 300, "overall_timeout": 600, "max_retries": 0, "seed": 1}
 
 
