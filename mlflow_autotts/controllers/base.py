@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from typing import Any, ClassVar, Protocol
 
 from mlflow_autotts.errors import ControllerError
@@ -43,6 +44,20 @@ class EpisodeFacts:
     @property
     def interval_tokens(self) -> int:
         return self._interval
+
+
+def open_branch(i: Any, opened: int) -> int:
+    """``i`` as a plain int if it names one of the ``opened`` branches, else the
+    ``ValueError`` every episode (replay, live) gives for a bad branch index."""
+    if isinstance(i, bool):
+        raise ValueError("branch index must be an int, got bool")
+    try:
+        i = operator.index(i)
+    except TypeError:
+        raise ValueError(f"branch index must be an int, got {type(i).__name__}") from None
+    if not 0 <= i < opened:
+        raise ValueError(f"branch {i} is not open (open branches: 0..{opened - 1})")
+    return i
 
 
 def check_beta(beta: Any) -> float:

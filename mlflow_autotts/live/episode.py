@@ -33,12 +33,12 @@ What replay does not need and this episode adds (why):
 from __future__ import annotations
 
 import hashlib
-import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mlflow_autotts.controllers.base import open_branch
 from mlflow_autotts.live.answers import (
     NO_ANSWER,
     box_is_open,
@@ -247,15 +247,7 @@ class LiveEpisode:
 
     def _check_open(self, i: Any) -> int:
         """``i`` as a plain int if it names an open branch, else ``ValueError`` (as replay)."""
-        if isinstance(i, bool):
-            raise ValueError("branch index must be an int, got bool")
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise ValueError(f"branch index must be an int, got {type(i).__name__}") from None
-        if not 0 <= i < self._opened:
-            raise ValueError(f"branch {i} is not open (open branches: 0..{self._opened - 1})")
-        return i
+        return open_branch(i, self._opened)
 
     # ----------------------------------------------------------------------- actions
     def probe_new(self) -> tuple[str, int, bool]:

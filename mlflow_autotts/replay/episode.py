@@ -13,12 +13,11 @@ bill by assignment.
 
 from __future__ import annotations
 
-import operator
 import random
 from functools import lru_cache
 from typing import Any, Sequence
 
-from mlflow_autotts.controllers.base import EpisodeFacts
+from mlflow_autotts.controllers.base import EpisodeFacts, open_branch
 from mlflow_autotts.data.trajectory import Branches
 
 Action = tuple[str, int]
@@ -114,15 +113,7 @@ class ReplayEpisode(EpisodeFacts):
 
     def _check_open(self, i: Any) -> int:
         """``i`` as a plain int if it names an open branch, else ``ValueError``."""
-        if isinstance(i, bool):
-            raise ValueError("branch index must be an int, got bool")
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise ValueError(f"branch index must be an int, got {type(i).__name__}") from None
-        if not 0 <= i < self._opened:
-            raise ValueError(f"branch {i} is not open (open branches: 0..{self._opened - 1})")
-        return i
+        return open_branch(i, self._opened)
 
     # ----------------------------------------------------------------------- actions
     def probe_new(self) -> tuple[str, int, bool]:
