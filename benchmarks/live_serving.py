@@ -15,9 +15,8 @@ Branches are sampled with a seed per (branch, interval), so both lookaheads see 
 branches up to floating-point batch effects; the "same answers" column counts how many
 questions got the same answer at both.
 
-TODO(lead, after the serving layer lands): the overhead of the served path
-(``mlflow models serve`` + pyfunc + episode) against the same generation calls made
-directly to vLLM is not measured here yet; no number is printed for it.
+The overhead of the served path (``mlflow models serve`` + pyfunc + episode) against the
+same generation made directly is measured by ``benchmarks/live_served_overhead.py``.
 """
 
 from __future__ import annotations
@@ -181,7 +180,7 @@ def report(rows: list[Row], backend) -> None:
         steps = sum(sizes.values())
         mean = sum(k * v for k, v in sizes.items()) / steps
         print(f"  engine: {steps} steps, mean {mean:.1f} requests in flight, largest batch {max(sizes)}")
-    print("  served path (mlflow models serve + pyfunc + episode) overhead: TODO, needs the serving layer")
+    print("  served path overhead: see benchmarks/live_served_overhead.py")
     sys.stdout.flush()
 
 
