@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlflow_autotts.controllers.base import open_branch
+from mlflow_autotts.controllers.base import EpisodeFacts, open_branch
 from mlflow_autotts.live.answers import (
     NO_ANSWER,
     box_is_open,
@@ -142,7 +142,7 @@ class LiveStats:
         return self.generation_calls + self.probe_calls
 
 
-class LiveEpisode:
+class LiveEpisode(EpisodeFacts):
     """One question answered by real generation, behind the replay controller API."""
 
     def __init__(self, question: str, backend: Backend, config: LiveConfig, prompts: ChatPrompts):
@@ -154,6 +154,7 @@ class LiveEpisode:
         self._suffix = tuple(prompts.suffix_ids)
         self._eos = prompts.eos_ids
         self._interval = config.interval_tokens
+        self._n = config.max_branches
         need = len(self._prompt) + config.max_tokens_per_branch + len(self._suffix) + config.probe_tokens
         limit = backend.max_model_len
         if limit is not None and need > limit:
@@ -173,18 +174,6 @@ class LiveEpisode:
         self._gen_calls = self._probe_calls = 0
 
     # ----------------------------------------------------------------- read-only facts
-    @property
-    def question(self) -> str:
-        return self._question
-
-    @property
-    def max_branches(self) -> int:
-        return self._cfg.max_branches
-
-    @property
-    def interval_tokens(self) -> int:
-        return self._interval
-
     @property
     def branches_opened(self) -> int:
         return self._opened
