@@ -118,3 +118,27 @@ def test_resume_after_sigkill_loses_nothing_and_scores_nothing_twice(mlflow_stor
             history = client.get_metric_history(run.info.run_id, "accuracy.mean")
             assert len(history) == 3  # one value per β, logged once
     assert client.get_model_version_by_alias("autotts-controller", "challenger")
+
+
+def test_a_candidate_killed_before_its_proposal_was_written_reuses_its_run_on_resume(mlflow_store):
+    """The window between creating a child run and writing its proposal: on resume the
+    candidate does not exist yet, and when it is proposed again it takes over that run
+    instead of leaving it orphaned in state "created"."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.search.types import Candidate, Proposal
+    from mlflow_autotts.tracking.search_run import CANDIDATE, STATE, MlflowRecorder
+
+    config = build_config(None, SMALL)
+    with mlflow.start_run() as parent:
+        pass
+    client = MlflowClient()
+    orphan = client.create_run(parent.info.experiment_id, run_name="c0000", tags={
+        "mlflow.parentRunId": parent.info.run_id, CANDIDATE: "c0000", STATE: "created"})
+    recorder = MlflowRecorder(config, parent.info.run_id, log_models=False)
+    assert recorder.recorded() == []
+    recorder.created(Candidate("c0000", Proposal(source="pass", explorer="evolve")))
+    kids = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert [k.info.run_id for k in kids] == [orphan.info.run_id]
+    assert [c.id for c in MlflowRecorder(config, parent.info.run_id, log_models=False).recorded()] == ["c0000"]

@@ -60,7 +60,11 @@ class MlflowRecorder:
                 continue
             proposal_json = self._read_text(run.info.run_id, PROPOSAL_FILE)
             if proposal_json is None:
-                continue  # killed before the candidate was written: it never existed
+                # killed before the candidate was written: it never existed, but its run does;
+                # the resumed search proposes this id again and ``created`` reuses the run
+                # (a second run for one id would leave this one orphaned in state "created")
+                self.child_ids[cid] = run.info.run_id
+                continue
             p = json.loads(proposal_json)
             proposal = Proposal(source=p["source"], class_name=p.get("class_name"), parents=tuple(p.get("parents", ())),
                                 explorer=p.get("explorer", ""), generation=int(p.get("generation", 0)),
