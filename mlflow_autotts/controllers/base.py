@@ -13,6 +13,14 @@ MAX_BRANCHES = 64
 """The reference protocol's branch budget: SC@64 reads 64 branches, CMC and generated
 controllers open at most 64."""
 
+CONFIDENCE = "confidence"
+"""Name of the per-interval signal ``signals(i)[CONFIDENCE]``: the interval's mean token
+confidence (DeepConf). Defined here, below every layer that reads or writes it (controllers,
+live generation, collection); ``live/signals.py`` computes it."""
+GROUP_CONFIDENCE = "group_confidence"
+"""Name of the per-interval signal ``signals(i)[GROUP_CONFIDENCE]``: the lowest sliding-window
+mean token confidence among windows ending in the interval (DeepConf's group confidence)."""
+
 
 class Episode(Protocol):
     """What a controller may call; replay and live episodes both provide it."""

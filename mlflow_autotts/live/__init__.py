@@ -4,7 +4,8 @@
 ``config.LiveConfig`` (settings), ``answers`` (the one answer extractor), ``prompts``
 (chat-template token ids), ``backends`` (in-process vLLM engine, OpenAI-compatible server),
 ``episode`` (``LiveEpisode`` with the replay cost rules and lookahead; ``LiveRunner``),
-``recording`` (live episodes as replay trajectories), ``models`` (local demo and test model
+``recording`` (live episodes as replay trajectories), ``signals`` (DeepConf's token and
+group confidence, shared with collection), ``models`` (local demo and test model
 folders), ``server`` (a vLLM server child process). Nothing here imports MLflow; vLLM,
 torch and transformers are imported only when an engine, a tokenizer or a model is built.
 """
