@@ -53,14 +53,16 @@ def signal_set(n_problems=8, n_branches=24, seed=0, name="Sig/toy") -> Trajector
         for _ in range(n_branches):
             right = rng.random() < 0.45
             lo, hi = (5.0, 10.0) if right else (2.0, 8.0)
-            specs.append((gold if right else rng.choice("xyz"), [rng.uniform(lo, hi) for _ in range(rng.randint(1, 8))]))
+            groups = [rng.uniform(lo, hi) for _ in range(rng.randint(1, 8))]
+            specs.append((gold if right else rng.choice("xyz"), groups))
         problems.append(Problem(branches(specs), gold))
     model, _, bench = name.partition("/")
     return TrajectorySet(problems, Provenance(model, bench, source=name))
 
 
 def runner(ref, datasets, beta, shuffles=3, **params):
-    return evaluate(ControllerSpec(ref, beta, params), datasets, EvalConfig(shuffles=shuffles, workers=1, progress=False))
+    config = EvalConfig(shuffles=shuffles, workers=1, progress=False)
+    return evaluate(ControllerSpec(ref, beta, params), datasets, config)
 
 
 # ------------------------------------------------------------------- the algorithm
