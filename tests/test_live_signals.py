@@ -79,14 +79,15 @@ def test_growing_branch_and_whole_branch_give_identical_floats(conf, chunks, int
     for k in intervals(len(conf), interval):
         live = interval_signals(grown, interval, k, window)
         assert live == interval_signals(conf, interval, k, window)
-        assert [live[CONFIDENCE], live[GROUP_CONFIDENCE]] == [at_once[CONFIDENCE][k - 1], at_once[GROUP_CONFIDENCE][k - 1]]
+        assert live == {name: at_once[name][k - 1] for name in (CONFIDENCE, GROUP_CONFIDENCE)}
 
 
 def test_a_short_branch_uses_the_tokens_so_far_and_windows_reach_back_across_intervals():
     conf = [4.0, 2.0, 6.0, 8.0, 1.0, 9.0]
     # window 4, interval 2: interval 1's windows are [4], [4, 2]; interval 3 reaches back to token 2
     assert interval_signals(conf, 2, 1, 4) == {CONFIDENCE: 3.0, GROUP_CONFIDENCE: 3.0}
-    assert interval_signals(conf, 2, 3, 4) == {CONFIDENCE: 5.0, GROUP_CONFIDENCE: 4.25}  # windows [2, 6, 8, 1], [6, 8, 1, 9]
+    # windows [2, 6, 8, 1] and [6, 8, 1, 9]
+    assert interval_signals(conf, 2, 3, 4) == {CONFIDENCE: 5.0, GROUP_CONFIDENCE: 4.25}
     assert branch_interval_signals(conf, 4, 4) == {CONFIDENCE: [5.0, 5.0], GROUP_CONFIDENCE: [3.0, 4.25]}
 
 

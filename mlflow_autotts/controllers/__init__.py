@@ -4,4 +4,4 @@ Importing the package registers the built-in controllers; the registry itself im
 implementation (``docs/architecture.md``, "Where to add things").
 """
 
-from mlflow_autotts.controllers import baselines, cmc, parallel_probe  # noqa: F401  (register on import)
+from mlflow_autotts.controllers import baselines, cmc, deepconf, parallel_probe  # noqa: F401  (register on import)

@@ -17,7 +17,7 @@ ALLOWED_IMPORTS: frozenset[str] = frozenset({
     "mlflow_autotts.controllers", "mlflow_autotts.controllers.base",
     "mlflow_autotts.controllers.voting", "mlflow_autotts.controllers.registry",
     "mlflow_autotts.controllers.cmc", "mlflow_autotts.controllers.baselines",
-    "mlflow_autotts.controllers.parallel_probe", "mlflow_autotts.errors",
+    "mlflow_autotts.controllers.parallel_probe", "mlflow_autotts.controllers.deepconf", "mlflow_autotts.errors",
 })
 """Modules controller code may import (exact names). The sandbox child loads all of them
 before its lockdown, so an import later only reads ``sys.modules`` and never touches the
