@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--lookaheads", default="1,8")
     ap.add_argument("--interval", type=int, default=64, help="tokens per interval")
     ap.add_argument("--max-tokens", type=int, default=384, help="tokens per branch at most")
+    ap.add_argument("--depth", type=int, default=LiveConfig.lookahead_depth,
+                    help="intervals an open branch may hold generated ahead (lookahead_depth)")
     args = ap.parse_args()
     for k, v in CPU_VLLM_ENV.items():
         os.environ.setdefault(k, v)
@@ -126,7 +128,7 @@ def main() -> None:
     for lookahead in lookaheads:
         cfg = LiveConfig(model=model, backend=args.backend, base_url=server.base_url if server else None,
                          interval_tokens=args.interval, max_tokens_per_branch=args.max_tokens, max_branches=16,
-                         lookahead=lookahead, max_model_len=2048, request_timeout=900, overall_timeout=3600)
+                         lookahead=lookahead, lookahead_depth=args.depth, max_model_len=2048, request_timeout=900, overall_timeout=3600)
         runners[lookahead] = LiveRunner(cfg, backend=backend)
     rows = {(n, la): Row(n, la, [], []) for n in names for la in lookaheads}
     try:

@@ -37,6 +37,7 @@ REFERENCE = [
     ControllerSpec("cmc", 0.0),
     ControllerSpec("cmc", 0.5),
     ControllerSpec("cmc", 1.0),
+    ControllerSpec("deepconf", 0.5, {"n_warmup": 2, "max_branches": 6}),  # decides on the signals
 ]
 
 

@@ -102,3 +102,27 @@ def convert_cmd(src: str, dst: str, force: bool) -> None:
     (write_json if out.suffix == ".json" else write_parquet)(ts, out)
     n_branches = sum(p.branches.n_branches for p in ts.problems)
     click.echo(f"wrote {out} ({ts.name}: {len(ts)} problems, {n_branches} branches)")
+
+
+@data_group.command("arithmetic")
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("-n", "count", type=click.IntRange(min=1), default=40, show_default=True, help="How many questions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same questions.")
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+def arithmetic_cmd(dst: str, count: int, seed: int, force: bool) -> None:
+    """Write COUNT short arithmetic word problems with exact answers to DST (.jsonl): questions
+    for collecting on a small model (the projects/smollm2-arithmetic recipe)."""
+    import json
+
+    from mlflow_autotts.data.arithmetic import arithmetic_questions
+    from mlflow_autotts.data.json_io import atomic_path
+
+    out = Path(dst)
+    if out.suffix != ".jsonl":
+        raise DataError(dst, "question files are written as .jsonl")
+    if out.exists() and not force:
+        raise DataError(dst, "already exists; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in arithmetic_questions(count, seed)), encoding="utf-8")
+    click.echo(f"wrote {out} ({count} questions, seed {seed})")

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from mlflow_autotts.cli.collect import collect_cmd
 from mlflow_autotts.cli.common import AutoTTSGroup
 from mlflow_autotts.cli.data import data_group
 from mlflow_autotts.cli.evaluate import evaluate
@@ -29,7 +30,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-for _cmd in (evaluate, data_group, search_cmd, register_cmd, promote_cmd, live_group):
+for _cmd in (collect_cmd, evaluate, data_group, search_cmd, register_cmd, promote_cmd, live_group):
     main.add_command(_cmd)
 
 if __name__ == "__main__":

@@ -71,11 +71,20 @@ class LiveConfig:
     controller reading whole branches never sees them)."""
     top_logprobs: int = 0
     """Top-k logprobs per generated token (0 to 20); above 0 the episode offers
-    ``signals(i)`` with the per-interval ``confidence`` (mean negative top-k logprob)."""
+    ``signals(i)`` with the per-interval ``confidence`` and ``group_confidence``
+    (``live/signals.py``)."""
+    group_window: int = 128
+    """Tokens per sliding window of the ``group_confidence`` signal."""
     lookahead: int = 1
     """Branch intervals generated per engine call: the one the controller asked for plus
     up to ``lookahead - 1`` of other open or next-to-open branches, billed only when
     consumed. 1 is plain sequential generation."""
+    lookahead_depth: int = 2
+    """Intervals an open branch may hold generated ahead of what the controller consumed.
+    Above 1, a call that has room also extends open branches that still hold fewer than
+    this many unconsumed intervals, so a controller that advances some branches several
+    intervals per round (CMC's bursts) finds them generated; each extra level can waste
+    one interval per open branch when the controller stops."""
     request_timeout: float = 300.0
     """Seconds one engine call (a batch) may take."""
     overall_timeout: float = 1800.0
@@ -100,7 +109,7 @@ class LiveConfig:
         if self.backend == "openai" and not str(self.base_url or "").startswith(("http://", "https://")):
             raise LiveConfigError("base_url", f"must be an http(s) URL for the openai backend, got {self.base_url!r}")
         for name in ("interval_tokens", "max_tokens_per_branch", "max_branches", "probe_tokens", "lookahead",
-                     "max_model_len"):
+                     "lookahead_depth", "max_model_len", "group_window"):
             positive_int(name)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise LiveConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")

@@ -16,7 +16,8 @@ What replay does not need and this episode adds (why):
 - *Lookahead*: controllers call one action at a time, which would run the engine one
   sequence at a time. When a step needs an interval not generated yet, one engine call
   generates it together with the next interval of up to ``lookahead - 1`` other branches
-  (open branches with nothing buffered, then, when the step opens a branch, the next
+  (open branches with nothing buffered, then open branches holding fewer than
+  ``lookahead_depth`` intervals ahead, then, when the step opens a branch, the next
   branches to be opened). What is generated ahead is kept and billed only when the
   controller consumes it.
 - *Eager, batched probes*: right after a generation call, the new intervals of branches
@@ -54,14 +55,12 @@ from mlflow_autotts.live.backends.base import (
 )
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
 from mlflow_autotts.live.prompts import ChatPrompts
+from mlflow_autotts.live.signals import TokenConfidences, interval_signals, token_confidence
 
 Action = tuple[str, int]
 """As in replay: (``"probe_new"`` | ``"probe_more"`` | ``"read"``, branch index)."""
 
 PROBE, READ = "probe", "read"
-CONFIDENCE = "confidence"
-"""The per-interval signal: mean over the interval's tokens of the negative mean top-k
-logprob (DeepConf's token confidence); higher means a more peaked, surer model."""
 
 
 class LiveTimeout(BackendUnavailable):
@@ -92,7 +91,7 @@ class LiveBranch:
     """Probe answer after non-final interval ``k`` (1-based)."""
     final: str | None = None
     """Final answer, once finished."""
-    confidence: list[float] = field(default_factory=list)
+    confidence: TokenConfidences = field(default_factory=TokenConfidences)
     """Per generated token, the confidence (with top-k logprobs)."""
 
     def steps(self, interval: int) -> int:
@@ -217,13 +216,15 @@ class LiveEpisode(EpisodeFacts):
         b = self._branches[self._check_open(i)]
         # what replay shows: the signals of the probe steps taken (all recorded ones if read)
         upto = b.probed_prefix() if b.mode == READ else min(b.consumed, b.nonfinal(self._interval))
-        return {CONFIDENCE: [self.interval_signal(b, k) for k in range(1, upto + 1)]}
+        out: dict[str, list[float]] = {}
+        for k in range(1, upto + 1):
+            for name, value in self.interval_signals(b, k).items():
+                out.setdefault(name, []).append(value)
+        return out
 
-    def interval_signal(self, b: LiveBranch, k: int) -> float:
-        """Mean token confidence over interval ``k`` (1-based) of branch ``b``."""
-        lo, hi = (k - 1) * self._interval, min(k * self._interval, len(b.confidence))
-        vals = b.confidence[lo:hi]
-        return sum(vals) / len(vals) if vals else 0.0
+    def interval_signals(self, b: LiveBranch, k: int) -> dict[str, float]:
+        """The signals of interval ``k`` (1-based) of branch ``b`` (``live/signals.py``)."""
+        return interval_signals(b.confidence, self._interval, k, self._cfg.group_window)
 
     def stats(self) -> LiveStats:
         wall = (self._t_last - self._t_first) if self._t_first is not None else 0.0
@@ -335,13 +336,17 @@ class LiveEpisode(EpisodeFacts):
         if want == 1:
             return picks
         interval, n_open = self._interval, self._opened
-        for d in range(1, n_open):  # open probed branches with nothing buffered, after i
-            j = (i + d) % n_open
-            b = self._branches[j]
-            if b.mode == PROBE and not b.finished and b.steps(interval) <= b.consumed:
-                picks.append(j)
-                if len(picks) == want:
-                    return picks
+        # open probed branches after i, in order: first those with nothing buffered, then,
+        # while the call has room, those holding fewer than lookahead_depth intervals ahead
+        for depth in range(1, self._cfg.lookahead_depth + 1):
+            for d in range(1, n_open):
+                j = (i + d) % n_open
+                b = self._branches[j]
+                if (b.mode == PROBE and not b.finished and j not in picks
+                        and b.steps(interval) - b.consumed < depth):
+                    picks.append(j)
+                    if len(picks) == want:
+                        return picks
         if not opening:
             return picks
         # while the controller opens branches, the next ones to open: one interval ahead
@@ -373,7 +378,7 @@ class LiveEpisode(EpisodeFacts):
             b = self._branches[j]
             b.ids.extend(out.token_ids)
             if cfg.top_logprobs:
-                b.confidence.extend(-sum(lps) / len(lps) if lps else 0.0 for lps in out.top_logprobs)
+                b.confidence.extend(token_confidence(lps) for lps in out.top_logprobs)
             self._generated += len(out.token_ids)
             self._prompt_tokens += out.prompt_tokens
             self._cached += out.cached_tokens
@@ -497,7 +502,6 @@ class LiveRunner:
 
 
 __all__ = [
-    "CONFIDENCE",
     "LiveBranch",
     "LiveEpisode",
     "LiveResult",

@@ -235,4 +235,16 @@ def tiny_model_dir() -> Path:
     return final
 
 
-__all__ = ["CPU_VLLM_ENV", "demo_model_dir", "model_cache_dir", "smollm2_gguf", "tiny_model_dir"]
+MODEL_ALIASES = {"demo": demo_model_dir, "demo-tiny": tiny_model_dir}
+"""Names a recipe may give instead of a folder: built into the model cache on first use, so a
+recipe runs the same on any machine (the folders' paths differ)."""
+
+
+def resolve_model(model: str) -> str:
+    """``model``, or the folder of the demo model an alias names (building it if needed)."""
+    build = MODEL_ALIASES.get(model)
+    return str(build()) if build else model
+
+
+__all__ = ["CPU_VLLM_ENV", "MODEL_ALIASES", "demo_model_dir", "model_cache_dir", "resolve_model", "smollm2_gguf",
+           "tiny_model_dir"]

@@ -29,9 +29,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mlflow_autotts.controllers.base import CONFIDENCE, GROUP_CONFIDENCE
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.live.answers import NO_ANSWER
-from mlflow_autotts.live.episode import CONFIDENCE, LiveEpisode
+from mlflow_autotts.live.episode import LiveEpisode
 
 
 def record_branches(episode: LiveEpisode) -> tuple[Branches, list[int], list[int]]:
@@ -41,7 +42,8 @@ def record_branches(episode: LiveEpisode) -> tuple[Branches, list[int], list[int
     probes: list[list[str]] = []
     tokens: list[int] = []
     finals: list[str] = []
-    conf: list[list[float]] = []
+    names = (CONFIDENCE, GROUP_CONFIDENCE) if episode.config.top_logprobs else ()
+    signals: dict[str, list[list[float]]] = {name: [] for name in names}
     unfinished: list[int] = []
     missing: list[int] = []
     for j, b in enumerate(episode.branches):
@@ -55,9 +57,10 @@ def record_branches(episode: LiveEpisode) -> tuple[Branches, list[int], list[int
         else:
             finals.append(NO_ANSWER)
             unfinished.append(j)
-        conf.append([episode.interval_signal(b, k) for k in range(1, p + 1)])
-    signals = {CONFIDENCE: conf} if episode.config.top_logprobs else None
-    branches = Branches.from_lists(episode.question, interval, probes, tokens, finals, signals)
+        per = [episode.interval_signals(b, k) for k in range(1, p + 1)]
+        for name, rows in signals.items():
+            rows.append([d[name] for d in per])
+    branches = Branches.from_lists(episode.question, interval, probes, tokens, finals, signals or None)
     return branches, unfinished, missing
 
 

@@ -35,7 +35,9 @@ class GenerationRequest:
     top_logprobs: int = 0
     """Top-k logprobs per generated token (0: none)."""
     stop: tuple[str, ...] = ()
-    """Stop strings (kept in the output); generation always stops at EOS too."""
+    """Stop strings (kept in the output); generation stops at EOS too unless ``ignore_eos``."""
+    ignore_eos: bool = False
+    """Generate exactly ``max_tokens`` tokens (benchmarks: the same lengths as a recording)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,14 @@ class Backend(ABC):
               timeout: float | None = None) -> list[Generation]:
         """Greedy continuations of ``prompts`` (probes), stopping at ``stop`` strings."""
         return self.generate([GenerationRequest(tuple(p), max_tokens, stop=stop) for p in prompts], timeout)
+
+    def check_model(self) -> None:
+        """Raise ``BackendError`` naming the model when the backend does not serve it
+        (``BackendUnavailable`` when it cannot be asked): a collection checks before it starts."""
+
+    def describe(self) -> dict[str, str]:
+        """What generated: backend kind and engine version, for a recording's provenance."""
+        return {}
 
     def close(self) -> None:
         """Release the engine or connection pool."""

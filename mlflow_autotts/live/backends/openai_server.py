@@ -67,6 +67,8 @@ class OpenAIServerBackend(Backend):
     async def _one(self, req: GenerationRequest) -> Generation:
         openai = self._openai
         extra: dict[str, Any] = {"return_token_ids": True, "include_stop_str_in_output": True}
+        if req.ignore_eos:
+            extra["ignore_eos"] = True
         if req.top_logprobs:
             extra["return_tokens_as_token_ids"] = True
         try:
@@ -80,6 +82,46 @@ class OpenAIServerBackend(Backend):
             cls = BackendUnavailable if exc.status_code >= 500 or exc.status_code == 429 else BackendError
             raise cls(f"{self.base_url}: HTTP {exc.status_code}: {_message(exc)}") from None
         return _generation(resp, req.top_logprobs, self.base_url)
+
+    def _run(self, coro: Any, timeout: float) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise BackendUnavailable(f"{self.base_url}: no answer within {timeout:.1f} s") from None
+
+    def served_models(self, timeout: float = 30.0) -> list[str]:
+        """The model ids the server lists (``GET /v1/models``)."""
+        async def ids() -> list[str]:
+            try:
+                return [m.id async for m in self._client.models.list()]
+            except self._openai.APIConnectionError as exc:
+                raise BackendUnavailable(f"{self.base_url}: cannot reach the server ({exc})") from None
+            except self._openai.APIStatusError as exc:
+                raise BackendUnavailable(f"{self.base_url}: GET /models: HTTP {exc.status_code}: {_message(exc)}") from None
+        return self._run(ids(), timeout)
+
+    def check_model(self) -> None:
+        served = self.served_models()
+        if self.model not in served:
+            raise BackendError(f"{self.base_url} does not serve model {self.model!r}; it serves: "
+                               f"{', '.join(served) or 'nothing'}")
+
+    def describe(self) -> dict[str, str]:
+        """The server's ``/version`` (vLLM's) when it answers one."""
+        import httpx  # openai's own HTTP client, loaded with it
+
+        async def version() -> str:
+            root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+            try:
+                async with httpx.AsyncClient(timeout=10) as http:
+                    resp = await http.get(f"{root}/version")
+                return f"vllm {resp.json()['version']}" if resp.status_code == 200 else "unknown"
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):  # not every server has /version
+                return "unknown"
+        return {"backend": "openai", "engine": self._run(version(), 15.0), "base_url": self.base_url,
+                "model": self.model}
 
     def close(self) -> None:
         if self._closed:

@@ -98,7 +98,8 @@ class VLLMEngineBackend(Backend):
                     params = SamplingParams(
                         max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
                         logprobs=req.top_logprobs or None, stop=list(req.stop) or None,
-                        include_stop_str_in_output=True, output_kind=RequestOutputKind.FINAL_ONLY)
+                        ignore_eos=req.ignore_eos, include_stop_str_in_output=True,
+                        output_kind=RequestOutputKind.FINAL_ONLY)
                     try:
                         engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt)), params)
                     except Exception as exc:  # noqa: BLE001  (a refused request fails alone)
@@ -161,6 +162,12 @@ class VLLMEngineBackend(Backend):
         if not_done:
             raise BackendUnavailable(f"vLLM engine did not answer {len(requests)} request(s) within {timeout:.1f} s")
         return [f.result() for f in futures]
+
+    def describe(self) -> dict[str, str]:
+        # the engine runs, so vllm is imported already
+        from vllm import __version__
+
+        return {"backend": "vllm", "engine": f"vllm {__version__}", "model": self.model}
 
     def close(self) -> None:
         if not self._closed:

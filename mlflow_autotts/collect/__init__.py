@@ -1,0 +1,1 @@
+"""Trajectory collection: questions in, a validated Parquet replay file out (``autotts collect``)."""

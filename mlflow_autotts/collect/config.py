@@ -1,0 +1,135 @@
+"""Collection settings: one dataclass, the single source of ``autotts collect``'s options,
+YAML keys and MLproject parameters (derived by ``mlflow_autotts.settings``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.live.collection import collection_config
+from mlflow_autotts.live.config import BACKENDS, MATH_INSTRUCTION, LiveConfig, LiveConfigError
+
+_LIVE = LiveConfig("-")
+_FLAT = ("model", "backend", "base_url", "tokenizer", "instruction", "interval_tokens", "max_tokens_per_branch",
+         "temperature", "top_p", "seed", "top_logprobs", "group_window")
+"""LiveConfig fields that collect offers as options of their own; the rest go in ``live``."""
+_FIXED = ("max_branches", "lookahead", "lookahead_depth", "probe_reads")
+"""LiveConfig fields collection sets itself (``live/collection.py``)."""
+
+
+class CollectConfigError(AutoTTSError):
+    """A collect setting with a bad value."""
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """The settings of ``autotts collect``: its CLI options, ``--config`` YAML keys and
+    MLproject parameters are derived from these fields."""
+
+    questions: str
+    """Question file: .jsonl, .csv or .parquet with a question column and a gold-answer column."""
+    output: str
+    """The Parquet replay file to publish (its folder is created); unfinished work waits in a
+    hidden folder beside it, ``.<name>.collect``, until every question is done."""
+    model: str
+    """Model folder (in-process vLLM) or the name a server serves it under (openai backend);
+    ``demo`` is SmolLM2-135M-Instruct, built into the model cache on first use."""
+    backend: str = "vllm"
+    """``vllm`` (an engine in this process) or ``openai`` (an OpenAI-compatible server with
+    logprobs and token ids, in practice vLLM's)."""
+    base_url: str | None = None
+    """Server URL including /v1 (openai backend)."""
+    tokenizer: str | None = None
+    """Folder of the tokenizer and chat template; defaults to the model."""
+    question_column: str = "question"
+    """Column of the question file holding the questions."""
+    answer_column: str = "answer"
+    """Column holding the gold answers; empty for questions without them."""
+    limit: int | None = None
+    """Collect only the first questions of the file."""
+    benchmark: str | None = None
+    """Benchmark name recorded in the provenance; defaults to the question file's stem."""
+    branches: int = 16
+    """Branches sampled per question, each generated to its end (EOS or the token limit)."""
+    interval_tokens: int = _LIVE.interval_tokens
+    """Tokens between probes (the replay's probe step)."""
+    max_tokens_per_branch: int = _LIVE.max_tokens_per_branch
+    """A branch ends at EOS or at this many tokens."""
+    temperature: float = _LIVE.temperature
+    """Sampling temperature of branches (probes are greedy)."""
+    top_p: float = _LIVE.top_p
+    """Nucleus sampling of branches."""
+    seed: int = 0
+    """Base seed; interval k of branch j is sampled with a seed derived from (seed, j, k)."""
+    top_logprobs: int = 5
+    """Top-k logprobs per token for the confidence signals (0 for none; at most 20)."""
+    group_window: int = _LIVE.group_window
+    """Tokens per sliding window of the lowest group confidence signal."""
+    instruction: str = MATH_INSTRUCTION
+    """Appended to each question in the user turn."""
+    live: dict[str, Any] = field(default_factory=dict)
+    """Other live settings as key=value (probe_suffix, probe_tokens, dtype, max_model_len,
+    request_timeout, overall_timeout, api_key_env, max_retries)."""
+    concurrency: int = 4
+    """Questions in flight at once; their branches share the engine's batches."""
+    resume: bool = False
+    """Continue an interrupted collection into the same output with the same settings."""
+    experiment: str = "autotts"
+    """MLflow experiment of the run."""
+    run_name: str | None = None
+    """MLflow run name."""
+    mlflow: bool = True
+    """Log the collection to MLflow (MLFLOW_TRACKING_URI)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("branches", "concurrency"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CollectConfigError(f"collect config: {name} must be a positive integer, got {v!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
+            raise CollectConfigError(f"collect config: limit must be a positive integer, got {self.limit!r}")
+        if not str(self.output).endswith(".parquet"):
+            raise CollectConfigError(f"collect config: output must be a .parquet file, got {self.output!r}")
+        if not self.question_column:
+            raise CollectConfigError("collect config: question_column must not be empty")
+        known = {f.name for f in fields(LiveConfig)}
+        for key in self.live:
+            if key in _FIXED:
+                raise CollectConfigError(f"collect config: live.{key} is set by collection itself")
+            if key in _FLAT:
+                raise CollectConfigError(f"collect config: live.{key}: use the {key} setting instead")
+            if key not in known:
+                raise CollectConfigError(f"collect config: live.{key} is not a live setting; known: "
+                                         f"{', '.join(sorted(known - set(_FIXED) - set(_FLAT)))}")
+        if self.backend not in BACKENDS:
+            raise CollectConfigError(f"collect config: backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        self.live_config()  # every live value checked now, before anything runs
+
+    def live_config(self) -> LiveConfig:
+        """The live settings each question's episode runs with."""
+        values = {name: getattr(self, name) for name in _FLAT}
+        values.update(self.live)
+        try:
+            return collection_config(LiveConfig(**values), self.branches)
+        except LiveConfigError as exc:
+            raise CollectConfigError(str(exc).replace("live config: ", "collect config: ", 1)) from None
+        except TypeError as exc:
+            raise CollectConfigError(f"collect config: live: {exc}") from None
+
+    @property
+    def benchmark_name(self) -> str:
+        return self.benchmark or Path(self.questions).stem
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the collected data depends on: a resumed collection must match it."""
+        keep = ("question_column", "answer_column", "limit")
+        out = {k: getattr(self, k) for k in keep}
+        out.update(self.live_config().sampling())
+        return out
+
+
+__all__ = ["CollectConfig", "CollectConfigError"]

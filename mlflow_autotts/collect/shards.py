@@ -1,0 +1,92 @@
+"""The work folder of a collection: one Parquet shard per finished question, and a manifest.
+
+A collection writes nothing at its output path until every question is done and the
+merged set has passed validation. Until then, finished questions wait as one-problem
+Parquet shards in a hidden folder beside the output, ``.<output name>.collect/``, each
+written atomically (a SIGKILL leaves whole shards and at most a temporary file). The
+manifest records the settings fingerprint and the question file's hash, so ``--resume``
+only continues a collection with the same settings on the same file, and refuses anything
+else with the settings that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mlflow_autotts.data.json_io import atomic_path
+from mlflow_autotts.data.parquet_io import read_parquet, write_parquet
+from mlflow_autotts.data.trajectory import Problem, Provenance, TrajectorySet
+from mlflow_autotts.errors import AutoTTSError
+
+MANIFEST = "manifest.json"
+_SHARD = re.compile(r"^q(\d{6,})\.parquet$")
+
+
+class ResumeError(AutoTTSError):
+    """A work folder that cannot be resumed as asked (or is in the way of a new collection)."""
+
+
+def work_dir(output: str | Path) -> Path:
+    out = Path(output)
+    return out.with_name(f".{out.name}.collect")
+
+
+class Shards:
+    """The work folder of one collection."""
+
+    def __init__(self, output: str | Path):
+        self.output = Path(output)
+        self.dir = work_dir(output)
+
+    def open(self, fingerprint: dict[str, Any], resume: bool) -> set[int]:
+        """Create the folder, or check it for ``--resume``; the indices of finished questions."""
+        manifest = self.dir / MANIFEST
+        if not resume:
+            if self.dir.exists():
+                raise ResumeError(f"{self.output}: an interrupted collection is waiting in {self.dir}; "
+                                  "pass --resume to continue it, or delete that folder to start again")
+            self.dir.mkdir(parents=True)
+            with atomic_path(manifest) as tmp:
+                tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str), encoding="utf-8")
+            return set()
+        if not manifest.is_file():
+            raise ResumeError(f"{self.output}: nothing to resume (no {manifest})")
+        before = json.loads(manifest.read_text(encoding="utf-8"))
+        now = json.loads(json.dumps(fingerprint, default=str))
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
+            raise ResumeError(f"{self.output}: cannot resume with other settings ({detail})")
+        return set(self.finished())
+
+    def finished(self) -> list[int]:
+        done = []
+        for p in self.dir.iterdir():
+            m = _SHARD.match(p.name)
+            if m:
+                done.append(int(m.group(1)))
+        return sorted(done)
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"q{index:06d}.parquet"
+
+    def write(self, index: int, problem: Problem, provenance: Provenance) -> None:
+        """Keep question ``index``'s problem (atomic: whole or absent)."""
+        write_parquet(TrajectorySet([problem], provenance), self.path(index))
+
+    def merge(self, count: int, provenance: Provenance) -> TrajectorySet:
+        """Every question's problem, in question order."""
+        problems = []
+        for i in range(count):
+            problems.extend(read_parquet(self.path(i)).problems)
+        return TrajectorySet(problems, provenance)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+__all__ = ["MANIFEST", "ResumeError", "Shards", "work_dir"]

@@ -1,0 +1,183 @@
+"""``collect`` without a model: question files, the work folder, resume and publication,
+on the scripted backend (exact and fast). The real-vLLM runs are in test_collect_vllm.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from live_fixtures import ScriptedBackend, char_prompts
+
+from mlflow_autotts.collect.config import CollectConfig, CollectConfigError
+from mlflow_autotts.collect.questions import QuestionFileError, read_questions
+from mlflow_autotts.collect.run import collect
+from mlflow_autotts.collect.shards import ResumeError, work_dir
+from mlflow_autotts.controllers.baselines import SelfConsistency
+from mlflow_autotts.data.parquet_io import read_parquet
+from mlflow_autotts.live.backends.base import BackendUnavailable, Generation, GenerationRequest
+from mlflow_autotts.live.episode import LiveRunner
+from mlflow_autotts.replay.episode import ReplayEpisode
+
+LENGTHS = [9, 13, 4, 21]  # tokens of branch j (scripted): 1 to 6 intervals of 4
+QUESTIONS = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(1, 6)]
+
+
+def write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def config(tmp_path: Path, **kw) -> CollectConfig:
+    values = dict(questions=str(write_jsonl(tmp_path / "q.jsonl", QUESTIONS)), output=str(tmp_path / "out" / "c.parquet"),
+                  model="scripted", branches=len(LENGTHS), interval_tokens=4, max_tokens_per_branch=64,
+                  top_logprobs=3, group_window=3, instruction="", mlflow=False, progress=False, concurrency=2,
+                  live={"probe_tokens": 4})
+    values.update(kw)
+    return CollectConfig(**values)
+
+
+# ------------------------------------------------------------------ question files
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_question_files_of_each_format_read_alike(tmp_path, suffix):
+    df = pd.DataFrame({"problem": ["Q one", "Q two"], "solution": [7, 12]})
+    path = tmp_path / f"q{suffix}"
+    if suffix == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    elif suffix == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path)
+    qf = read_questions(path, "problem", "solution")
+    assert [(q.text, q.gold) for q in qf.questions] == [("Q one", "7"), ("Q two", "12")]
+    assert len(qf.sha256) == 64
+    assert [q.text for q in read_questions(path, "problem", "solution", limit=1).questions] == ["Q one"]
+
+
+def test_question_file_errors_name_the_file_and_what_is_wrong(tmp_path):
+    path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "x", "answer": "1"}])
+    with pytest.raises(QuestionFileError, match=r"q\.jsonl: no question column 'question'; the file has columns prompt, answer"):
+        read_questions(path)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(QuestionFileError, match=r"empty\.csv: the file is empty"):
+        read_questions(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("question,answer\n")
+    with pytest.raises(QuestionFileError, match=r"header\.csv: the file holds no questions"):
+        read_questions(tmp_path / "header.csv")
+    bad = write_jsonl(tmp_path / "b.jsonl", [{"question": "ok", "answer": "1"}, {"question": " ", "answer": "2"}])
+    with pytest.raises(QuestionFileError, match=r"b\.jsonl: row 2: empty 'question'"):
+        read_questions(bad)
+    with pytest.raises(QuestionFileError, match=r"unknown question file type '\.txt'"):
+        read_questions(tmp_path / "q.txt")
+    with pytest.raises(QuestionFileError, match="no such file"):
+        read_questions(tmp_path / "nope.jsonl")
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    with pytest.raises(QuestionFileError, match=r"broken\.jsonl: cannot read it as jsonl"):
+        read_questions(tmp_path / "broken.jsonl")
+
+
+def test_collect_settings_are_checked_before_anything_runs(tmp_path):
+    with pytest.raises(CollectConfigError, match="live.lookahead is set by collection itself"):
+        config(tmp_path, live={"lookahead": 2})
+    with pytest.raises(CollectConfigError, match="live.seed: use the seed setting"):
+        config(tmp_path, live={"seed": 2})
+    with pytest.raises(CollectConfigError, match="live.bogus is not a live setting"):
+        config(tmp_path, live={"bogus": 2})
+    with pytest.raises(CollectConfigError, match="top_logprobs must be an integer in"):
+        config(tmp_path, top_logprobs=50)
+    with pytest.raises(CollectConfigError, match="output must be a .parquet file"):
+        config(tmp_path, output=str(tmp_path / "x.json"))
+
+
+# ------------------------------------------------------------------ collection
+def test_collect_writes_every_branch_probed_at_every_interval(tmp_path):
+    cfg = config(tmp_path)
+    report = collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    out = Path(cfg.output)
+    assert report.output == out and out.is_file() and not work_dir(out).exists()
+    ts = read_parquet(out)
+    assert len(ts) == len(QUESTIONS) and report.validation.passed
+    for p, q in zip(ts.problems, QUESTIONS):
+        br = p.branches
+        assert p.question == q["question"] and p.gold_answer == q["answer"]
+        assert br.branch_tokens == LENGTHS and br.interval_tokens == 4
+        # every interval boundary before the end is probed, the final one answers
+        assert br.n_probes == [(n - 1) // 4 for n in LENGTHS]
+        assert all(a in {"1", "2", "3"} for a in br.probe_answers + br.final_answers)
+        assert set(br.signals) == {"confidence", "group_confidence"}
+        assert all(len(v) == len(br.probe_answers) for v in br.signals.values())
+    s = ts.provenance.sampling
+    assert ts.provenance.benchmark == "q" and ts.provenance.model == "scripted"
+    assert s["branches"] == 4 and s["interval_tokens"] == 4 and s["top_logprobs"] == 3 and s["group_window"] == 3
+    assert s["question_file_sha256"] == read_questions(cfg.questions).sha256 and len(s["chat_template_sha256"]) == 64
+    t = report.totals
+    assert t.questions == 5 and t.branches == 20 and t.generated_tokens == 5 * sum(LENGTHS)
+    assert t.probe_tokens > 0 and 0 < t.cache_hit_rate < 1
+
+
+def test_replay_of_the_collection_reads_back_each_branch_answer(tmp_path):
+    """The controller that reads everything gets, in replay, the live episode's answers."""
+    cfg = config(tmp_path, limit=1)
+    backend, prompts = ScriptedBackend(LENGTHS, interval=4), char_prompts()
+    collect(cfg, backend=backend, prompts=prompts)
+    problem = read_parquet(cfg.output).problems[0]
+    live = LiveRunner(cfg.live_config(), backend=backend, prompts=prompts).solve(
+        SelfConsistency(n=len(LENGTHS)), QUESTIONS[0]["question"])
+    replay = ReplayEpisode(problem.branches, list(range(len(LENGTHS))))
+    answers = [replay.get_new_branch_final_answer() for _ in LENGTHS]
+    assert answers == [b.final for b in live.episode.branches]
+    assert replay.tokens_used == live.stats.billed_tokens == sum(LENGTHS)
+    for j, b in enumerate(live.episode.branches):
+        assert problem.branches.probes(j) == [b.probes[k] for k in range(1, len(b.probes) + 1)]
+
+
+class FailAfter(ScriptedBackend):
+    """Answers ``ok_calls`` engine calls, then the backend goes down."""
+
+    def __init__(self, *a, ok_calls: int, **kw):
+        super().__init__(*a, **kw)
+        self.ok_calls = ok_calls
+        self.lock = threading.Lock()
+
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+        with self.lock:
+            self.ok_calls -= 1
+            if self.ok_calls < 0:
+                raise BackendUnavailable("scripted backend went down")
+        return super().generate(requests, timeout)
+
+
+def test_a_failed_collection_keeps_finished_questions_and_resume_finishes_without_repeating(tmp_path):
+    cfg = config(tmp_path, concurrency=1)
+    with pytest.raises(BackendUnavailable, match="went down"):
+        collect(cfg, backend=FailAfter(LENGTHS, interval=4, ok_calls=25), prompts=char_prompts())
+    out = Path(cfg.output)
+    assert not out.exists()
+    kept = sorted(p.name for p in work_dir(out).glob("q*.parquet"))
+    assert 0 < len(kept) < len(QUESTIONS)
+    with pytest.raises(ResumeError, match="pass --resume to continue it"):
+        collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    with pytest.raises(ResumeError, match=r"cannot resume with other settings \(temperature: 0.7 then, 0.5 now\)"):
+        collect(config(tmp_path, concurrency=1, resume=True, temperature=0.5),
+                backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    report = collect(config(tmp_path, concurrency=1, resume=True), backend=ScriptedBackend(LENGTHS, interval=4),
+                     prompts=char_prompts())
+    assert report.resumed == len(kept) and report.totals.questions == len(QUESTIONS) - len(kept)
+    (tmp_path / "fresh").mkdir()
+    fresh = config(tmp_path / "fresh")
+    collect(fresh, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    a, b = read_parquet(out), read_parquet(fresh.output)
+    for pa, pb in zip(a.problems, b.problems):  # resumed = uninterrupted, question by question
+        assert pa.branches.triples() == pb.branches.triples() and pa.branches.signals == pb.branches.signals
+
+
+def test_an_existing_output_is_never_overwritten(tmp_path):
+    cfg = config(tmp_path)
+    Path(cfg.output).parent.mkdir()
+    Path(cfg.output).write_text("precious")
+    with pytest.raises(Exception, match="already exists"):
+        collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    assert Path(cfg.output).read_text() == "precious" and not work_dir(cfg.output).exists()
