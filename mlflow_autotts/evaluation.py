@@ -155,4 +155,4 @@ def run_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> Evalua
     refs = base_results[len(datasets):]
     for r in refs + list(sc64.values()):
         r.episodes = None  # only the evaluated controller's episodes are kept
-    return EvaluationReport(results=main, sc64=sc64, references=refs)
+    return EvaluationReport(results=main, sc64=sc64, references=refs, trajectories=datasets)

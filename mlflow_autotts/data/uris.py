@@ -103,6 +103,13 @@ def parse_published(uri: str) -> tuple[str, str]:
     return model, benchmark
 
 
+def published_url(uri: str, base: str = DEFAULT_BASE_URL) -> str:
+    """The download URL of a published set (by default the pinned upstream one, which names
+    the same bytes wherever they were fetched from: every copy is checked against the pin)."""
+    model, benchmark = parse_published(uri)
+    return f"{base.rstrip('/')}/{model}/{benchmark}.json"
+
+
 def _cached_path(model: str, benchmark: str) -> Path:
     return cache_dir() / "datasets" / COMMIT[:12] / model / f"{benchmark}.json"
 
@@ -118,7 +125,7 @@ def resolve_published(uri: str) -> Path:
     cached = _cached_path(model, benchmark)
     if cached.is_file():
         return cached
-    _download(uri, f"{base_url()}/{model}/{benchmark}.json", SHA256[f"{model}/{benchmark}"], cached)
+    _download(uri, published_url(uri, base_url()), SHA256[f"{model}/{benchmark}"], cached)
     return cached
 
 

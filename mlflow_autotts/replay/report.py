@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import EvalResult
 
 
@@ -27,6 +28,9 @@ class EvaluationReport:
     """SC@64 per dataset name."""
     references: list[EvalResult] = field(default_factory=list)
     """Other reference controllers (asc, esc, parallel_probe, …) per dataset."""
+    trajectories: list[TrajectorySet] = field(default_factory=list)
+    """The trajectory sets the results were computed on (a tracked run logs them as its
+    dataset inputs: which data the numbers are about)."""
 
     @property
     def datasets(self) -> list[str]:

@@ -22,6 +22,8 @@ One run per evaluation. Layout:
   per-episode rows, with ``role``, ``controller`` and ``beta`` columns), and with several β
   ``accuracy_vs_tokens.png``.
 - tags: ``autotts.command=evaluate`` plus the caller's ``tags``.
+- dataset inputs: each trajectory set of ``report.trajectories`` with context
+  ``evaluation`` (name, content digest, source; ``tracking/datasets.py``).
 
 Everything goes through ``MlflowClient.log_batch`` (which splits into MLflow's batch
 limits itself): one call per kind, not per value. MLflow is imported inside the functions:
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from mlflow_autotts.replay.report import EvaluationReport, token_reduction
 from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
 from mlflow_autotts.tracking import plots
+from mlflow_autotts.tracking.datasets import log_datasets
 from mlflow_autotts.tracking.mlflow_utils import (
     DEFAULT_EXPERIMENT,
     client,
@@ -78,6 +81,7 @@ def log_evaluation(
     c = client()
     with _target_run(c, experiment, run_name) as run_id:
         _log_params_and_tags(c, run_id, report, betas, params or {}, tags or {})
+        log_datasets(run_id, report.trajectories, "evaluation", client=c)
         _log_metrics(c, run_id, report, betas)
         _log_tables(c, run_id, report)
         if sum(b is not None for b in betas) > 1:

@@ -11,16 +11,22 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mlflow_autotts import settings
+from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.search.config import SearchConfig, build_config
 from mlflow_autotts.search.job import References, archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
 from mlflow_autotts.search.selection import Selection, select
+from mlflow_autotts.search.split import SEARCH_SUFFIX, VALIDATION_SUFFIX
+from mlflow_autotts.tracking.datasets import log_datasets
 from mlflow_autotts.tracking.mlflow_utils import experiment_id, first_line, param_value, params_beside
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder, isolation_tags
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 @dataclass
@@ -70,6 +76,7 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
             _log_settings(client, parent_id, config)
             mlflow.log_text(json.dumps(asdict(config), indent=2), CONFIG_FILE)
             mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.explorer})
+        _log_data(client, parent_id, search_sets, validation_sets)
         refs = measure_references(config, search_sets)
         client.log_batch(parent_id, metrics=_metrics({"sc64.search.accuracy": refs.sc64_accuracy,
                                                       "sc64.search.mean_tokens": refs.sc64_tokens,
@@ -86,6 +93,18 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
         selection = select(config, outcome.archive, validation_sets)
         version = _log_selection(config, outcome, selection, refs, parent_id)
     return SearchJobResult(parent_id, outcome, selection, version)
+
+
+def _log_data(client: "MlflowClient", run_id: str, search_sets: Sequence[TrajectorySet],
+              validation_sets: Sequence[TrajectorySet]) -> None:
+    """The split as dataset inputs: ``search`` (what candidates were scored on) and
+    ``validation`` (what the winner was picked on). A split's provenance source carries the
+    split suffix; the input's source is the file or URI it came from. Logging again on
+    resume adds nothing (same names and digests)."""
+    for sets, context, suffix in ((search_sets, "search", SEARCH_SUFFIX),
+                                  (validation_sets, "validation", VALIDATION_SUFFIX)):
+        log_datasets(run_id, sets, context, client=client,
+                     sources=[ts.provenance.source.removesuffix(suffix) for ts in sets])
 
 
 def _log_settings(client, run_id: str, config: SearchConfig) -> None:
