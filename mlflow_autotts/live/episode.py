@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlflow_autotts.controllers.base import EpisodeFacts, open_branch
+from mlflow_autotts.controllers.base import CONFIDENCE, GROUP_CONFIDENCE, EpisodeFacts, open_branch
 from mlflow_autotts.live.answers import (
     NO_ANSWER,
     box_is_open,
@@ -216,10 +216,10 @@ class LiveEpisode(EpisodeFacts):
         b = self._branches[self._check_open(i)]
         # what replay shows: the signals of the probe steps taken (all recorded ones if read)
         upto = b.probed_prefix() if b.mode == READ else min(b.consumed, b.nonfinal(self._interval))
-        out: dict[str, list[float]] = {}
+        out: dict[str, list[float]] = {CONFIDENCE: [], GROUP_CONFIDENCE: []}
         for k in range(1, upto + 1):
             for name, value in self.interval_signals(b, k).items():
-                out.setdefault(name, []).append(value)
+                out[name].append(value)
         return out
 
     def interval_signals(self, b: LiveBranch, k: int) -> dict[str, float]:

@@ -57,7 +57,7 @@ def record_branches(episode: LiveEpisode) -> tuple[Branches, list[int], list[int
         else:
             finals.append(NO_ANSWER)
             unfinished.append(j)
-        per = [episode.interval_signals(b, k) for k in range(1, p + 1)]
+        per = [episode.interval_signals(b, k) for k in range(1, p + 1)] if names else []
         for name, rows in signals.items():
             rows.append([d[name] for d in per])
     branches = Branches.from_lists(episode.question, interval, probes, tokens, finals, signals or None)

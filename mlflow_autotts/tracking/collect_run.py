@@ -18,7 +18,7 @@ from typing import Any
 
 from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.collect.run import CollectReport
-from mlflow_autotts.tracking.datasets import log_dataset_file, log_datasets
+from mlflow_autotts.tracking.datasets import log_collected_dataset
 from mlflow_autotts.tracking.mlflow_utils import client, param_value, params_beside, target_run
 
 COMMAND_TAG = "autotts.command"
@@ -48,8 +48,7 @@ def log_collection(config: CollectConfig, report: CollectReport) -> str:
         c.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
                     metrics=[Metric(k, v, now, 0) for k, v in report.metrics().items()],
                     tags=[RunTag(COMMAND_TAG, "collect")])
-        log_datasets(c, run_id, [report.dataset], context="collect")
-        log_dataset_file(c, run_id, report.output)
+        log_collected_dataset(run_id, report.dataset, report.output, client=c)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / VALIDATION_FILE
             path.write_text(json.dumps(report.validation.to_dict(), indent=2, default=str), encoding="utf-8")

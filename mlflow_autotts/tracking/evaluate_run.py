@@ -35,15 +35,15 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from mlflow_autotts.replay.report import EvaluationReport, token_reduction
 from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
 from mlflow_autotts.tracking import plots
 from mlflow_autotts.tracking.datasets import log_datasets
 from mlflow_autotts.tracking.mlflow_utils import (
+    target_run,
     DEFAULT_EXPERIMENT,
     client,
     experiment_id,
@@ -79,7 +79,7 @@ def log_evaluation(
     """
     betas = _check(report)
     c = client()
-    with _target_run(c, experiment, run_name) as run_id:
+    with target_run(c, experiment, run_name) as run_id:
         _log_params_and_tags(c, run_id, report, betas, params or {}, tags or {})
         log_datasets(run_id, report.trajectories, "evaluation", client=c)
         _log_metrics(c, run_id, report, betas)
@@ -103,30 +103,6 @@ def _check(report: EvaluationReport) -> list[float | None]:
             raise ValueError(f"the report has two results for {r.data} at beta={r.beta}")
         seen.add((r.data, r.beta))
     return sorted({r.beta for r in report.results}, key=lambda b: (b is not None, b or 0.0))
-
-
-@contextmanager
-def _target_run(client: "MlflowClient", experiment: str, run_name: str | None) -> Iterator[str]:
-    import mlflow  # lazy: see the module docstring
-    from mlflow.entities import RunStatus
-    from mlflow.environment_variables import MLFLOW_RUN_ID
-
-    active = mlflow.active_run()
-    if active is not None:
-        if run_name:
-            client.update_run(active.info.run_id, name=run_name)
-        yield active.info.run_id
-        return
-    if MLFLOW_RUN_ID.get():  # under `mlflow run`: start_run resumes the project's run
-        run = mlflow.start_run(run_name=run_name)
-    else:
-        run = mlflow.start_run(experiment_id=experiment_id(experiment, client), run_name=run_name)
-    try:
-        yield run.info.run_id
-    except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        raise
-    mlflow.end_run()
 
 
 # ---------------------------------------------------------------------------- params, tags

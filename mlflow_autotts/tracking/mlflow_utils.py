@@ -71,6 +71,33 @@ def params_beside(existing: Mapping[str, str], wanted: Mapping[str, str],
     return new
 
 
+@contextmanager
+def target_run(client: "MlflowClient", experiment: str, run_name: str | None) -> Iterator[str]:
+    """The run a command logs into: the active run, else the one ``mlflow run`` handed over
+    in ``MLFLOW_RUN_ID``, else a new run in ``experiment``. A run started or resumed here is
+    ended here (FAILED if the block raised); an already-active run is left active."""
+    import mlflow  # lazy: the CLI imports this module at start-up
+    from mlflow.entities import RunStatus
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+
+    active = mlflow.active_run()
+    if active is not None:
+        if run_name:
+            client.update_run(active.info.run_id, name=run_name)
+        yield active.info.run_id
+        return
+    if MLFLOW_RUN_ID.get():  # under `mlflow run`: start_run resumes the project's run
+        run = mlflow.start_run(run_name=run_name)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id(experiment, client), run_name=run_name)
+    try:
+        yield run.info.run_id
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run()
+
+
 def param_value(value: Any) -> str:
     """``value`` as a param string within MLflow's length limit (cut with an ellipsis)."""
     s = str(value)
