@@ -79,10 +79,18 @@ def test_collection_stores_the_signals_and_answers_the_live_episode_computed(vll
     got = collect_question(runner, "What is 2 + 3?", "5")
     br = got.problem.branches
     assert br.n_branches == 4 and got.problem.gold_answer == "5"
-    ep = runner.solve(ProbeEveryBranch(4), "What is 2 + 3?").episode  # same seeds: same branches
-    for j in range(4):
-        live = ep.signals(j)
-        assert br.branch_signals(j) == {k: v[: br.n_probes[j]] for k, v in live.items()}
+    replay = RecordingEpisode(br)
+    for j, b in enumerate(got.episode.branches):  # read whole: every probe and signal so far
+        assert replay.get_new_branch_final_answer() == b.final
+        assert replay.signals(j) == got.episode.signals(j) == br.branch_signals(j)
+        assert br.probes(j) == [b.probes[k] for k in range(1, br.n_probes[j] + 1)]
+    # the same branches probed step by step in another episode: same tokens (seeded per
+    # interval); logprobs differ only by floating-point batch effects
+    again = runner.solve(ProbeEveryBranch(4), "What is 2 + 3?").episode
+    for j, b in enumerate(again.branches):
+        assert b.ids == got.episode.branches[j].ids
+        for name, values in again.signals(j).items():
+            assert values == pytest.approx(br.branch_signals(j)[name][: len(values)], rel=1e-4)
 
 
 def test_collect_on_the_engine_then_evaluate_and_search_the_collected_file(vllm_engine, tiny_prompts, tiny_model,
@@ -114,7 +122,8 @@ def test_collect_cli_through_the_server_logs_the_dataset_to_mlflow(vllm_server, 
         "--base-url", vllm_server.base_url, "--branches", "3", "--interval-tokens", "16", "--max-tokens-per-branch",
         "48", "--top-logprobs", "3", "--group-window", "8", "--no-progress", "--run-name", "collect-test"])
     assert res.exit_code == 0, res.output
-    run = mlflow.search_runs(filter_string="tags.mlflow.runName = 'collect-test'", output_format="list")[0]
+    run = mlflow.search_runs(experiment_names=["autotts"], filter_string="tags.mlflow.runName = 'collect-test'",
+                             output_format="list")[0]
     assert run.data.tags["autotts.command"] == "collect"
     assert run.data.params["branches"] == "3" and run.data.params["engine.engine"].startswith("vllm")
     assert run.data.metrics["questions"] == 2 and run.data.metrics["tokens_per_second"] > 0

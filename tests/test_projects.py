@@ -8,12 +8,13 @@ import pytest
 
 from mlflow_autotts import settings
 from mlflow_autotts.cli.mlproject import ENTRY_POINTS
+from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.evaluation import EvaluateConfig
 from mlflow_autotts.search.config import SearchConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "projects").rglob("*.yaml"))
-SETTINGS = {"search": SearchConfig, "evaluate": EvaluateConfig}
+SETTINGS = {"search": SearchConfig, "evaluate": EvaluateConfig, "collect": CollectConfig}
 """A recipe file is named after the command it configures."""
 
 

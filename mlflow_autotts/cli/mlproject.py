@@ -21,12 +21,14 @@ import click
 
 from mlflow_autotts import settings
 from mlflow_autotts.cli.options import CONFIG_OPTION, SET_OPTION
+from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.evaluation import EvaluateConfig
 from mlflow_autotts.search.config import SearchConfig
 
 HEADER = """\
 # Generated from the settings dataclasses (SearchConfig in mlflow_autotts/search/config.py,
-# EvaluateConfig in mlflow_autotts/evaluation.py) by `python -m mlflow_autotts.cli.mlproject`;
+# EvaluateConfig in mlflow_autotts/evaluation.py, CollectConfig in mlflow_autotts/collect/config.py)
+# by `python -m mlflow_autotts.cli.mlproject`;
 # do not edit by hand (a test checks this file is up to date).
 #
 # Every parameter but `config` defaults to "" (not given): only what you pass with -P reaches
@@ -66,6 +68,8 @@ ENTRY_POINTS = (
     EntryPoint("evaluate", EvaluateConfig, "projects/qwen3-aime24/evaluate.yaml",
                exclude=("experiment", "run_name", "mlflow")),
     EntryPoint("search", SearchConfig, "projects/qwen3-aime24/search.yaml", exclude=("experiment",)),
+    EntryPoint("collect", CollectConfig, "projects/smollm2-arithmetic/collect.yaml",
+               exclude=("experiment", "run_name", "mlflow")),
 )
 
 

@@ -16,7 +16,7 @@ from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.data.trajectory import Problem
 from mlflow_autotts.live.answers import normalize_answer
 from mlflow_autotts.live.config import LiveConfig
-from mlflow_autotts.live.episode import LiveRunner, LiveStats
+from mlflow_autotts.live.episode import LiveEpisode, LiveRunner, LiveStats
 from mlflow_autotts.live.recording import record_branches
 
 
@@ -33,6 +33,8 @@ class Collected:
     stats: LiveStats
     majority: str | None
     """SC@N's answer over the collected branches (the collection controller's own)."""
+    episode: LiveEpisode
+    """The live episode the problem was recorded from."""
 
 
 def collect_question(runner: LiveRunner, question: str, gold: str) -> Collected:
@@ -44,7 +46,8 @@ def collect_question(runner: LiveRunner, question: str, gold: str) -> Collected:
     branches, unfinished, missing = record_branches(result.episode)
     if unfinished or missing:  # reading whole with probe_reads leaves neither
         raise RuntimeError(f"collection left branches unfinished {unfinished} or unprobed {missing}")
-    return Collected(Problem(branches, normalize_answer(gold) if gold else ""), result.stats, result.answer)
+    return Collected(Problem(branches, normalize_answer(gold) if gold else ""), result.stats, result.answer,
+                     result.episode)
 
 
 __all__ = ["Collected", "collect_question", "collection_config"]
