@@ -79,6 +79,8 @@ class CollectReport:
     resumed: int
     """Questions already finished in the work folder when this run started."""
     wall_seconds: float
+    generation_seconds: float
+    """From the first question started to the last shard written (without validation)."""
     backend: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -93,6 +95,7 @@ class CollectReport:
                 "generated_tokens": float(t.generated_tokens), "probe_tokens": float(t.probe_tokens),
                 "prompt_tokens": float(t.prompt_tokens), "prefix_cache_hit_rate": t.cache_hit_rate,
                 "engine_calls": float(t.engine_calls), "wall_seconds": self.wall_seconds,
+                "generation_seconds": self.generation_seconds,
                 "tokens_per_second": self.tokens_per_second,
                 "questions_per_minute": 60.0 * t.questions / self.wall_seconds if self.wall_seconds else 0.0}
 
@@ -191,6 +194,7 @@ def _collect(config: CollectConfig, questions: QuestionFile, out: Path, backend:
                 progress(finished[0], totals, time.monotonic() - t0)
 
     todo = [i for i in range(len(questions.questions)) if i not in done]
+    t_gen = time.monotonic()
     if on_start:
         on_start(len(questions.questions), resumed)
     if todo:
@@ -201,8 +205,9 @@ def _collect(config: CollectConfig, questions: QuestionFile, out: Path, backend:
             if failed is not None:
                 pool.shutdown(wait=True, cancel_futures=True)  # finished shards stay for --resume
                 raise failed.exception()  # type: ignore[misc]
+    generation = time.monotonic() - t_gen
     dataset, report = publish(shards, len(questions.questions), prov, out)
-    return CollectReport(out, dataset, report, totals, resumed, time.monotonic() - t0, described)
+    return CollectReport(out, dataset, report, totals, resumed, time.monotonic() - t0, generation, described)
 
 
 def publish(shards: Shards, count: int, prov: Provenance, out: Path) -> tuple[TrajectorySet, ValidationReport]:
