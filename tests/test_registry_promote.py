@@ -15,6 +15,9 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.data.digest import content_digest
+from mlflow_autotts.data.uris import load_dataset
+from mlflow_autotts.tracking.datasets import DIGEST_CHARS
 from mlflow_autotts.tracking.registry import GATE_TAG
 
 NAME = "autotts-controller"
@@ -60,6 +63,8 @@ def test_gate_refuses_worse_and_promotes_better(mlflow_store, gate):
     v1 = client.get_model_version(NAME, "1")
     assert v1.tags[f"{GATE_TAG}.accuracy"] == fmt(expect["cmc0.5"].accuracy)
     assert v1.tags[f"{GATE_TAG}.mean_tokens.{KEY}"] == fmt(expect["cmc0.5"].mean_tokens)
+    # lineage: the gate data's content digest, as a run's dataset input shows it
+    assert v1.tags[f"{GATE_TAG}.digests"] == content_digest(load_dataset(data))[:DIGEST_CHARS]
 
     # 2. SC@8: far fewer tokens but less accurate -> refused, with the numbers, exit 1
     register("sc", "--param", "n=8")

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.data.digest import content_digest
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError, ControllerError
@@ -37,6 +38,7 @@ from mlflow_autotts.tracking.mlflow_utils import (
     first_line,
     is_not_found,
 )
+from mlflow_autotts.tracking.datasets import DIGEST_CHARS
 from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model, with_live
 from mlflow_autotts.tracking.naming import dataset_keys
 from mlflow_autotts.tracking.resolve import describe_model_uri, logged_model_id, spec_from_model_uri
@@ -257,6 +259,8 @@ class GateDecision:
     target_alias: str
     config: GateConfig
     datasets: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    """Content digests of the gate data (``data/digest.py``, as the runs' dataset inputs show them)."""
 
 
 def decide(candidate: GateSide, incumbent: GateSide | None, config: GateConfig) -> tuple[bool, str]:
@@ -298,6 +302,7 @@ def gate_tags(side: GateSide, other: GateSide | None, decision: GateDecision, ro
         f"{GATE_TAG}.rule": decision.config.rule,
         f"{GATE_TAG}.reason": decision.reason[:5000],
         f"{GATE_TAG}.data": ",".join(decision.datasets),
+        f"{GATE_TAG}.digests": ",".join(decision.digests),
         f"{GATE_TAG}.shuffles": str(decision.config.shuffles),
         f"{GATE_TAG}.time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         f"{GATE_TAG}.accuracy": _fmt(side.accuracy),
@@ -371,7 +376,8 @@ def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_a
     if inc_v is not None:
         incumbent = candidate if same else GateSide(name, str(inc_v.version), to_alias, specs[1].label, results[n:])
     passed, reason = decide(candidate, incumbent, config)
-    decision = GateDecision(passed, reason, candidate, incumbent, to_alias, config, [d.name for d in datasets])
+    decision = GateDecision(passed, reason, candidate, incumbent, to_alias, config, [d.name for d in datasets],
+                            [content_digest(d)[:DIGEST_CHARS] for d in datasets])
 
     for key, value in gate_tags(candidate, incumbent, decision, "candidate").items():
         c.set_model_version_tag(name, candidate.version, key, value)
