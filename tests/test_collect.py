@@ -12,15 +12,20 @@ import pandas as pd
 import pytest
 from live_fixtures import ScriptedBackend, char_prompts
 
+from click.testing import CliRunner
+
+from mlflow_autotts.cli.main import main
 from mlflow_autotts.collect.config import CollectConfig, CollectConfigError
 from mlflow_autotts.collect.questions import QuestionFileError, read_questions
 from mlflow_autotts.collect.run import collect
 from mlflow_autotts.collect.shards import ResumeError, work_dir
 from mlflow_autotts.controllers.baselines import SelfConsistency
+from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.data.parquet_io import read_parquet
 from mlflow_autotts.live.backends.base import BackendUnavailable, Generation, GenerationRequest
 from mlflow_autotts.live.episode import LiveRunner
 from mlflow_autotts.replay.episode import ReplayEpisode
+from tests.live_fixtures import ScriptedBackend, char_prompts
 
 LENGTHS = [9, 13, 4, 21]  # tokens of branch j (scripted): 1 to 6 intervals of 4
 QUESTIONS = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(1, 6)]
@@ -181,3 +186,18 @@ def test_an_existing_output_is_never_overwritten(tmp_path):
     with pytest.raises(Exception, match="already exists"):
         collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
     assert Path(cfg.output).read_text() == "precious" and not work_dir(cfg.output).exists()
+
+
+# ------------------------------------------------------------------ the recipe's questions
+def test_arithmetic_questions_are_deterministic_and_the_recipe_holds_them(tmp_path):
+    rows = arithmetic_questions(40, seed=0)
+    assert rows == arithmetic_questions(40, seed=0) != arithmetic_questions(40, seed=1)
+    assert all(r["answer"].isdigit() and r["question"].endswith("?") for r in rows)
+    recipe = Path(__file__).resolve().parent.parent / "projects" / "smollm2-arithmetic" / "questions.jsonl"
+    assert [json.loads(line) for line in recipe.read_text().splitlines()] == rows
+    out = tmp_path / "q.jsonl"
+    res = CliRunner().invoke(main, ["data", "arithmetic", str(out), "-n", "40"])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes() == recipe.read_bytes()
+    res = CliRunner().invoke(main, ["data", "arithmetic", str(out), "-n", "3"])
+    assert res.exit_code == 2 and "already exists" in res.output

@@ -14,7 +14,6 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.data.parquet_io import read_parquet
 from mlflow_autotts.live.server import VLLMServer
 from tests.live_fixtures import _require_vllm
@@ -36,11 +35,6 @@ def mlflow_run(entry: str, params: dict[str, str], env: dict[str, str]) -> None:
         args += ["-P", f"{k}={v}"]
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-4000:]
-
-
-def test_the_recipe_questions_are_the_generator_s():
-    rows = [json.loads(line) for line in (RECIPE / "questions.jsonl").read_text().splitlines()]
-    assert rows == arithmetic_questions(40, seed=0)
 
 
 def test_collect_search_promote_serve_on_the_demo_model(mlflow_store, demo_model, tmp_path):
