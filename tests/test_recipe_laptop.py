@@ -51,7 +51,7 @@ def test_collect_search_promote_serve_on_the_demo_model(mlflow_store, demo_model
 
         mlflow_run("search", {"config": str(RECIPE / "search.yaml"), "data": str(out), "max_candidates": "4",
                               "population": "4", "search_shuffles": "3", "final_shuffles": "5", "finalists": "1",
-                              "workers": "2", "progress": "false"}, env)
+                              "workers": "2"}, env)
         client = MlflowClient(mlflow_store)
         runs = {r.data.tags.get("autotts.command"): r for r in client.search_runs(
             [client.get_experiment_by_name("autotts").experiment_id], "attributes.status = 'FINISHED'")
