@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=64, help="tokens per interval")
     ap.add_argument("--max-tokens", type=int, default=320, help="tokens per branch at most")
     ap.add_argument("--top-logprobs", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, default=4, help="questions in flight")
+    ap.add_argument("--concurrency", type=int, default=CollectConfig.concurrency, help="questions in flight")
     args = ap.parse_args()
     for k, v in CPU_VLLM_ENV.items():
         os.environ.setdefault(k, v)

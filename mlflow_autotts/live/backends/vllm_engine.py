@@ -13,6 +13,7 @@ serialised. A timed-out batch is aborted in the engine, so it stops using comput
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import time
@@ -28,8 +29,20 @@ from mlflow_autotts.live.backends.base import (
     Generation,
     GenerationRequest,
 )
+from mlflow_autotts.live.models import CPU_VLLM_ENV
 
 _ids = itertools.count()
+
+
+def cpu_defaults() -> None:
+    """Without a GPU, vLLM's CPU build starts 2-3x faster and generates ~25% more tokens/s
+    with ``CPU_VLLM_ENV`` (``live/models.py``); set its values unless the environment
+    already has them, before the engine reads them."""
+    import torch  # vLLM imports it next anyway
+
+    if not torch.cuda.is_available():
+        for key, value in CPU_VLLM_ENV.items():
+            os.environ.setdefault(key, value)
 
 
 class VLLMEngineBackend(Backend):
@@ -40,6 +53,7 @@ class VLLMEngineBackend(Backend):
                  warmup: bool = True, **engine_kwargs: Any):
         self.model = model
         self.max_model_len = max_model_len
+        cpu_defaults()
         self._args = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,
                           enable_prefix_caching=True, block_size=block_size, max_logprobs=max_logprobs,
                           generation_config="vllm", disable_log_stats=True, **engine_kwargs)
