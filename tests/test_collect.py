@@ -22,7 +22,7 @@ from mlflow_autotts.collect.shards import ResumeError, work_dir
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.data.parquet_io import read_parquet
-from mlflow_autotts.live.backends.base import BackendUnavailable, Generation, GenerationRequest
+from mlflow_autotts.live.backends.base import BackendError, BackendUnavailable, Generation, GenerationRequest
 from mlflow_autotts.live.episode import LiveRunner
 from mlflow_autotts.replay.episode import ReplayEpisode
 from tests.live_fixtures import ScriptedBackend, char_prompts
@@ -201,3 +201,18 @@ def test_arithmetic_questions_are_deterministic_and_the_recipe_holds_them(tmp_pa
     assert out.read_bytes() == recipe.read_bytes()
     res = CliRunner().invoke(main, ["data", "arithmetic", str(out), "-n", "3"])
     assert res.exit_code == 2 and "already exists" in res.output
+
+
+class NoLogprobs(ScriptedBackend):
+    """A server that ignores the logprobs request."""
+
+    def generate(self, requests, timeout=None):
+        return [Generation(o.token_ids, o.text, o.finish_reason, o.stopped_by_string, (), o.prompt_tokens)
+                for o in super().generate(requests, timeout)]
+
+
+def test_a_backend_without_logprobs_is_a_clear_error_not_missing_signals(tmp_path):
+    cfg = config(tmp_path)
+    with pytest.raises(BackendError, match=r"returned top-k logprobs for 0 of \d+ generated tokens"):
+        collect(cfg, backend=NoLogprobs(LENGTHS, interval=4), prompts=char_prompts())
+    assert not Path(cfg.output).exists()

@@ -49,6 +49,7 @@ from mlflow_autotts.live.answers import (
 from mlflow_autotts.live.backends import make_backend
 from mlflow_autotts.live.backends.base import (
     Backend,
+    BackendError,
     BackendUnavailable,
     Generation,
     GenerationRequest,
@@ -378,6 +379,9 @@ class LiveEpisode(EpisodeFacts):
             b = self._branches[j]
             b.ids.extend(out.token_ids)
             if cfg.top_logprobs:
+                if len(out.top_logprobs) != len(out.token_ids):  # the signals need one per token
+                    raise BackendError(f"the backend returned top-k logprobs for {len(out.top_logprobs)} of "
+                                       f"{len(out.token_ids)} generated tokens (top_logprobs={cfg.top_logprobs})")
                 b.confidence.extend(token_confidence(lps) for lps in out.top_logprobs)
             self._generated += len(out.token_ids)
             self._prompt_tokens += out.prompt_tokens
