@@ -120,8 +120,8 @@ class MlflowRecorder:
             self.client.set_tag(run_id, "autotts.failure", msg)
             self.client.log_text(run_id, msg + ("\n\n" + outcome.failure.traceback if outcome and outcome.failure
                                                 and outcome.failure.traceback else ""), "candidate/failure.txt")
-            self.client.set_tag(run_id, STATE, "failed")
             self.client.set_terminated(run_id, "FAILED")
+            self.client.set_tag(run_id, STATE, "failed")  # last: the state tag commits the outcome
             return
         keys = dataset_keys(sorted({s.data for s in c.scores}))
         metrics = []
@@ -139,8 +139,10 @@ class MlflowRecorder:
             self._log_model(run_id, c, outcome)
         self.client.log_text(run_id, json.dumps({"scores": [s.to_dict() for s in c.scores], "feedback": c.feedback}),
                              SCORES_FILE)
-        self.client.set_tag(run_id, STATE, "scored")
         self.client.set_terminated(run_id, "FINISHED")
+        # last: a run tagged scored is ended, so a search killed in between rescores it on
+        # resume rather than finding a scored candidate whose run never ended
+        self.client.set_tag(run_id, STATE, "scored")
 
     def _log_model(self, run_id: str, c: Candidate, outcome: CandidateOutcome) -> None:
         from mlflow_autotts.search.extract import check_source
