@@ -139,53 +139,6 @@ def test_replay_of_the_collection_reads_back_each_branch_answer(tmp_path):
         assert problem.branches.probes(j) == [b.probes[k] for k in range(1, len(b.probes) + 1)]
 
 
-class ProbeToTheEnd(SelfConsistency):
-    """Opens every branch in probe mode and steps each to its end (the controller waits
-    for every probe)."""
-
-    def solve(self, episode):
-        for _ in range(self.n):
-            _, i, done = episode.probe_new()
-            while not done:
-                _, done = episode.probe_more(i)
-
-
-def test_read_probes_ride_along_with_generation_and_equal_the_probes_a_controller_waits_for(tmp_path):
-    """Collection does not stop a question's branches for a probe call after every
-    interval: the probes of read branches go out with the next generation call. The
-    answers are those a probing controller gets."""
-    cfg = config(tmp_path)
-    prompts, q = char_prompts(), QUESTIONS[0]["question"]
-    backend = ScriptedBackend(LENGTHS, interval=4)
-    collected = LiveRunner(cfg.live_config(), backend=backend, prompts=prompts).solve(SelfConsistency(n=len(LENGTHS)), q)
-    s = collected.stats
-    intervals = max((n - 1) // 4 + 1 for n in LENGTHS)
-    # a probe call of its own only when a read needs its branch's final answer probed
-    # (these scripted branches never box one) or after the last interval
-    assert s.generation_calls == intervals and s.probe_calls < intervals
-    assert max(backend.calls) > len(LENGTHS)  # probes rode along with a generation call
-    stepped = LiveRunner(cfg.live_config(), backend=ScriptedBackend(LENGTHS, interval=4), prompts=prompts).solve(
-        ProbeToTheEnd(n=len(LENGTHS)), q)
-    assert stepped.stats.probe_calls > s.probe_calls
-    for mine, theirs in zip(collected.episode.branches, stepped.episode.branches):
-        assert mine.ids == theirs.ids and mine.final == theirs.final
-        assert mine.probes == theirs.probes and len(mine.probes) == (len(mine.ids) - 1) // 4
-
-
-def test_a_probe_continued_past_an_inner_brace_still_completes_when_riding_along(tmp_path):
-    """``\\frac{1}{2}``: the probe stops at the inner ``}`` and is continued; riding along
-    with a generation call, then flushed with the final answer's probe, it still ends with
-    the whole answer."""
-    cfg = config(tmp_path, branches=1, live={"probe_tokens": 16})
-    # calls: interval 1 | interval 2 + probe 1 "\frac{1}" | probe 1 "{2}" + final "7}" | probe 1 "}"
-    backend = ScriptedBackend([5], interval=4, probe_texts=["\\frac{1}", "{2}", "7}", "}"])
-    result = LiveRunner(cfg.live_config(), backend=backend, prompts=char_prompts()).solve(
-        SelfConsistency(n=1), QUESTIONS[0]["question"])
-    b = result.episode.branches[0]
-    assert b.probes == {1: "\\frac{1}{2}"} and b.final == "7"
-    assert backend.calls == [1, 2, 2, 1]
-
-
 class FailAfter(ScriptedBackend):
     """Answers ``ok_calls`` engine calls, then the backend goes down."""
 

@@ -23,10 +23,7 @@ What replay does not need and this episode adds (why):
 - *Eager, batched probes*: right after a generation call, the new intervals of branches
   that will be probed (open in probe mode, or next to open while the controller opens
   with ``probe_new``) are probed in one call; a probe still missing when consumed is
-  computed then, with the other missing next probes. Probes of branches read whole
-  (``probe_reads``: collection) are not waited for: they ride along with the next
-  generation call, so a question's branches never idle during a probe call; the last
-  ones run when the controller is done (``complete_probes``).
+  computed then, with the other missing next probes.
 - *Seeds per (branch, interval)*: a branch's tokens do not depend on the lookahead or on
   which other branches shared its engine call (up to floating-point batch effects).
 - *Timeouts*: each engine call and the whole question are bounded
@@ -175,7 +172,6 @@ class LiveEpisode(EpisodeFacts):
         self._engine_s = 0.0
         self._generated = self._probe_tokens = self._prompt_tokens = self._cached = 0
         self._gen_calls = self._probe_calls = 0
-        self._deferred: list[_PendingProbe] = []
 
     # ----------------------------------------------------------------- read-only facts
     @property
@@ -376,13 +372,8 @@ class LiveEpisode(EpisodeFacts):
                 self._prompt + tuple(b.ids), min(interval, cfg.max_tokens_per_branch - len(b.ids)),
                 temperature=cfg.temperature, top_p=cfg.top_p, seed=interval_seed(cfg.seed, j, len(b.ids) // interval),
                 top_logprobs=cfg.top_logprobs))
-        # probes of read branches (``probe_reads``) nobody waits for ride along with this
-        # generation instead of holding their question's branches up in a call of their own
-        riding, self._deferred = self._deferred, []
-        outs = self._call(requests + [p.request(cfg.probe_tokens) for p in riding])
+        outs = self._call(requests)
         self._gen_calls += 1
-        if riding:
-            self._deferred = self._absorb_probes(riding, outs[len(requests):])
         needs: list[tuple[int, int]] = []
         for j, req, out in zip(picks, requests, outs):
             b = self._branches[j]
@@ -405,17 +396,11 @@ class LiveEpisode(EpisodeFacts):
                     needs.append((j, 0))
             elif self._wants_probes(b):
                 needs.append((j, len(b.ids) // interval))
-        now = [(j, k) for j, k in needs if self._probed_by_controller(self._branches[j])]
-        self._deferred += [self._new_probe(j, k) for j, k in needs if not self._probed_by_controller(self._branches[j])]
-        if now:
-            self._probe(now)
+        if needs:
+            self._probe(needs)
 
     def _wants_probes(self, b: LiveBranch) -> bool:
-        return self._cfg.probe_reads or self._probed_by_controller(b)
-
-    def _probed_by_controller(self, b: LiveBranch) -> bool:
-        """Open in probe mode, or next to open while the controller opens with ``probe_new``."""
-        return b.mode == PROBE or (b.mode is None and self._speculate == PROBE)
+        return self._cfg.probe_reads or b.mode == PROBE or (b.mode is None and self._speculate == PROBE)
 
     def _probe_missing(self, i: int, k: int) -> None:
         """Probe interval ``k`` of branch ``i`` and other open branches' next missing probes."""
@@ -432,79 +417,48 @@ class LiveEpisode(EpisodeFacts):
 
     def _final(self, i: int) -> str:
         b = self._branches[i]
-        if b.final is None and self._deferred:
-            self._flush_deferred()
         if b.final is None:
             self._probe([(i, 0)])
         return b.final  # type: ignore[return-value]
 
     def _probe(self, needs: list[tuple[int, int]]) -> None:
-        """Probe ``(branch, k)`` pairs in one call (continuations in further calls)."""
-        pending = [self._new_probe(j, k) for j, k in needs]
-        while pending:
-            outs = self._call([p.request(self._cfg.probe_tokens) for p in pending])
-            self._probe_calls += 1
-            pending = self._absorb_probes(pending, outs)
-
-    def _new_probe(self, j: int, k: int) -> _PendingProbe:
-        """A probe of interval ``k`` of branch ``j``; ``k = 0`` probes the finished branch's end."""
-        ids = self._branches[j].ids
-        if k == 0:
-            body = ids[:-1] if ids and ids[-1] in self._eos else ids
-        else:
-            body = ids[: k * self._interval]
-        return _PendingProbe(j, k, self._prompt + tuple(body) + self._suffix)
-
-    def _absorb_probes(self, pending: list[_PendingProbe], outs: Sequence[Generation]) -> list[_PendingProbe]:
-        """Take in one call's probe outputs; returns the probes to continue.
+        """Probe ``(branch, k)`` pairs in one call; ``k = 0`` probes the finished branch's end.
 
         A probe stops at the first ``}``; when that closes an inner brace (``\\frac{1}{2}``),
         it is continued in a further call until the box closes or ``probe_tokens`` run out.
         """
-        again = []
-        for p, out in zip(pending, outs):
-            p.text += out.text
-            p.used += len(out.token_ids)
-            self._probe_tokens += len(out.token_ids)
-            self._prompt_tokens += out.prompt_tokens
-            self._cached += out.cached_tokens
-            if out.stopped_by_string and box_is_open(p.text) and p.used < self._cfg.probe_tokens:
-                p.prompt = p.prompt + out.token_ids
-                again.append(p)
-                continue
-            answer = probe_answer(p.text)
-            if p.k == 0:
-                self._branches[p.j].final = answer
+        cfg, interval = self._cfg, self._interval
+        prompts: list[tuple[int, ...]] = []
+        for j, k in needs:
+            ids = self._branches[j].ids
+            if k == 0:
+                body = ids[:-1] if ids and ids[-1] in self._eos else ids
             else:
-                self._branches[p.j].probes[p.k] = answer
-        return again
-
-    def complete_probes(self) -> None:
-        """Run the read branches' probes still waiting for a generation call to ride along
-        (``LiveRunner.solve`` does, once the controller is done: a recording needs them)."""
-        if self._deferred:
-            self._flush_deferred()
-
-    def _flush_deferred(self) -> None:
-        pending, self._deferred = self._deferred, []
-        while pending:
-            outs = self._call([p.request(self._cfg.probe_tokens) for p in pending])
+                body = ids[: k * interval]
+            prompts.append(self._prompt + tuple(body) + self._suffix)
+        texts = [""] * len(needs)
+        used = [0] * len(needs)
+        todo = list(range(len(needs)))
+        while todo:
+            outs = self._call([GenerationRequest(prompts[n], cfg.probe_tokens - used[n], stop=("}",)) for n in todo])
             self._probe_calls += 1
-            pending = self._absorb_probes(pending, outs)
-
-
-@dataclass
-class _PendingProbe:
-    """A probe in flight: its branch, interval (0: the end), prompt so far and answer text."""
-
-    j: int
-    k: int
-    prompt: tuple[int, ...]
-    text: str = ""
-    used: int = 0
-
-    def request(self, probe_tokens: int) -> GenerationRequest:
-        return GenerationRequest(self.prompt, probe_tokens - self.used, stop=("}",))
+            again = []
+            for n, out in zip(todo, outs):
+                texts[n] += out.text
+                used[n] += len(out.token_ids)
+                self._probe_tokens += len(out.token_ids)
+                self._prompt_tokens += out.prompt_tokens
+                self._cached += out.cached_tokens
+                if out.stopped_by_string and box_is_open(texts[n]) and used[n] < cfg.probe_tokens:
+                    prompts[n] = prompts[n] + out.token_ids
+                    again.append(n)
+            todo = again
+        for (j, k), text in zip(needs, texts):
+            answer = probe_answer(text)
+            if k == 0:
+                self._branches[j].final = answer
+            else:
+                self._branches[j].probes[k] = answer
 
 
 @dataclass(frozen=True)
@@ -537,7 +491,6 @@ class LiveRunner:
         ep = self.episode(question)
         t0 = time.monotonic()
         answer = controller.solve(ep)
-        ep.complete_probes()
         stats = replace(ep.stats(), wall_seconds=time.monotonic() - t0)
         return LiveResult(answer, stats, ep)
 
