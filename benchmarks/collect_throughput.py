@@ -11,7 +11,8 @@ steps). Plain generation then generates the same branches as the default collect
 same chat prompts, each branch one request with the same seed, exactly as many tokens as
 the collected branch (``ignore_eos``), no probes, no logprobs. It runs twice: with the
 collection's concurrency (``--concurrency`` questions at once, each question's branches in
-one call), and all branches of all questions in one batch (the best vLLM does). Prints wall
+one call), and all branches of all questions in one batch (the best vLLM does). An untimed
+collection of other questions warms the engine up first. Prints wall
 times, their ratios (target: collection ≤ 1.25× plain), probe tokens and the prefix-cache
 hit rate.
 """
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=320, help="tokens per branch at most")
     ap.add_argument("--top-logprobs", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=CollectConfig.concurrency, help="questions in flight")
+    ap.add_argument("--warmup", type=int, default=8, help="questions of an untimed first collection (0: none)")
     args = ap.parse_args()
     for k, v in CPU_VLLM_ENV.items():
         os.environ.setdefault(k, v)
@@ -66,6 +68,16 @@ def main() -> None:
           f"top-{args.top_logprobs} logprobs, {args.concurrency} questions at once", flush=True)
     reports = {}
     try:
+        if args.warmup:
+            # the engine's first batches of each new shape run far slower (a first collection
+            # took 119-124 s where the same one again took 73-77 s): pay that outside the timings
+            t0 = time.monotonic()
+            wq = work / "warmup.jsonl"
+            wq.write_text("".join(json.dumps(r) + "\n" for r in arithmetic_questions(args.warmup, seed=1)),
+                          encoding="utf-8")
+            collect(replace(cfg, questions=str(wq), output=str(work / "warmup" / "c.parquet")), backend=backend,
+                    prompts=prompts)
+            print(f"warm-up collection of {args.warmup} other questions: {time.monotonic() - t0:.1f} s", flush=True)
         for mode, stepwise in (("default", False), ("stepwise", True)):
             out = work / mode / "collected.parquet"
             report = reports[mode] = collect(replace(cfg, output=str(out), stepwise=stepwise), backend=backend,
