@@ -30,6 +30,21 @@ def client() -> "MlflowClient":
     return MlflowClient()
 
 
+def warm_up(experiment: str | None = None) -> None:
+    """Import MLflow and open the tracking store now, so that logging later starts at once.
+
+    Both take seconds (the SQL store imports SQLAlchemy and alembic and checks the schema);
+    ``autotts evaluate`` runs this while its replay computes in another process. Only reads:
+    nothing is created but the store itself when it does not exist yet (which logging would
+    create anyway). Best effort: an error here is raised again, where it belongs, by the
+    logging call that follows."""
+    try:
+        c = client()
+        c.get_experiment_by_name(experiment or DEFAULT_EXPERIMENT)
+    except Exception:  # noqa: BLE001  (see the docstring)
+        pass
+
+
 def experiment_id(name: str, mlflow_client: "MlflowClient | None" = None) -> str:
     """The id of experiment ``name``, created if missing (safe when another process creates
     it at the same time); a deleted experiment is an ``AutoTTSError`` saying how to restore
