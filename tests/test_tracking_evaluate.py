@@ -258,3 +258,16 @@ def test_tradeoff_figure_is_general():
     assert ax.get_xscale() == "linear"  # a zero x cannot go on a log axis
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["front", "candidate"]
     assert plots.tradeoff_figure([plots.Curve("c", [(10, 1.0), (1e4, 2.0)])]).axes[0].get_xscale() == "log"
+
+
+def test_warm_up_opens_the_store_creates_nothing_and_never_raises(mlflow_store, monkeypatch):
+    from mlflow_autotts.tracking.mlflow_utils import warm_up
+
+    import mlflow
+
+    warm_up("warm")
+    assert _client().get_experiment_by_name("warm") is None
+    assert [e.name for e in _client().search_experiments()] == ["Default"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent-folder/x/mlflow.db")
+    mlflow.set_tracking_uri(None)
+    warm_up()  # the logging that follows raises the error, where it belongs

@@ -54,6 +54,9 @@ class LazyCommands(MutableMapping[str, click.Command]):
         if not found:
             raise KeyError(name)
 
+    def __contains__(self, name: object) -> bool:  # without importing (Mapping's would)
+        return name in self.specs or name in self._loaded
+
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys([*self.specs, *self._loaded]))
 
