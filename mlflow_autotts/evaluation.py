@@ -7,6 +7,10 @@ pool. Any other code (a source file, a registered model's source) is never impor
 answers on this side (``docs/architecture.md``, "The trust boundary"). The caller hands
 over the controller as a ``ControllerSpec``: the command layer resolves model URIs
 (through MLflow) before calling here, so this module needs nothing above it.
+
+``run_evaluation`` is ``plan_evaluation`` (checks and data loading: milliseconds, and every
+input error) followed by ``EvaluationPlan.replay`` (the expensive part), so that the command
+line can replay in a child process while MLflow starts in its own.
 """
 
 from __future__ import annotations
