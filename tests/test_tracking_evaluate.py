@@ -271,3 +271,24 @@ def test_warm_up_opens_the_store_creates_nothing_and_never_raises(mlflow_store, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent-folder/x/mlflow.db")
     mlflow.set_tracking_uri(None)
     warm_up()  # the logging that follows raises the error, where it belongs
+
+
+def test_episodes_table_is_every_kept_table_with_its_role_controller_and_beta():
+    from mlflow_autotts.tracking.evaluate_run import episodes_table
+
+    report = _sweep_report()
+    report.references[1].episodes = None  # a result without episodes adds no rows
+    table = episodes_table(report)
+    parts = []
+    for role, r in [*[("evaluated", r) for r in report.results], *[("sc64", r) for r in report.sc64.values()],
+                    ("reference", report.references[0])]:
+        df = r.episodes.copy()
+        df.insert(0, "beta", float("nan") if r.beta is None else float(r.beta))
+        df.insert(0, "controller", r.controller)
+        df.insert(0, "role", role)
+        parts.append(df)
+    pd.testing.assert_frame_equal(table, pd.concat(parts, ignore_index=True))
+    assert episodes_table(EvaluationReport([_result(D4, "cmc", 0.5, 1)])).shape[0] == 6
+    for r in report.results + list(report.sc64.values()) + report.references:
+        r.episodes = None
+    assert episodes_table(report) is None
