@@ -106,3 +106,8 @@ def test_episode_frame_equals_the_row_by_row_table(answers):
     got, expected = episode_frame("M/b", rows), _frame_from_rows("M/b", rows)
     pd.testing.assert_frame_equal(got, expected)
     assert list(got.dtypes) == list(expected.dtypes)
+
+
+def test_in_process_threshold_is_checked():
+    with pytest.raises(ValueError, match="in_process_below must be >= 0"):
+        EvalConfig(in_process_below=-1)

@@ -2,7 +2,9 @@
 
 Run ``s`` visits every problem's branches in ``random.Random(s).shuffle`` order. Work is
 cut into chunks of consecutive shuffles for one (controller, dataset) pair; workers are
-forked with the datasets already in memory, so nothing large is pickled.
+forked with the datasets already in memory, so nothing large is pickled, and after each
+controller has solved one episode here, so what it builds on first use is built once.
+Small work (``EvalConfig.in_process_below``) runs in this process: a pool costs more.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class EvalConfig:
             raise ValueError(f"shuffles must be >= 1, got {self.shuffles}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.in_process_below < 0:
+            raise ValueError(f"in_process_below must be >= 0, got {self.in_process_below}")
 
 
 # ---------------------------------------------------------------------------- workers
