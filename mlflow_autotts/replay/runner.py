@@ -22,10 +22,10 @@ from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.replay.results import EvalResult, shuffle_means
 
 EPISODE_COLUMNS = ("dataset", "problem", "shuffle", "answer", "correct", "tokens", "branches_opened", "intervals")
-IN_PROCESS_EPISODES = 1000
-"""Below this many episodes in all, ``evaluate_many`` runs in this process: the built-in
-controllers replay ~5,000 episodes/s per core, while forking and joining a pool of workers
-costs tens of milliseconds plus pickling the rows back."""
+IN_PROCESS_EPISODES = 500
+"""Below this many episodes in all, ``evaluate_many`` runs in this process: starting a pool
+(fork, warm-up, join, rows pickled back) costs ~0.05-0.15 s, about what 500 episodes of the
+slower built-ins (cmc: ~5,000 episodes/s per core) take in process."""
 
 
 @dataclass(frozen=True)
