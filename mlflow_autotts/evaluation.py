@@ -158,7 +158,9 @@ class EvaluationPlan:
     datasets: list
     """The loaded trajectory sets."""
     eval_config: EvalConfig
+    """Shuffles, workers and progress of the replay."""
     limits: SandboxLimits
+    """The sandbox's limits, for controller code that is not built in."""
 
     @property
     def trusted(self) -> bool:
