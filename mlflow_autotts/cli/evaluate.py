@@ -34,6 +34,8 @@ def evaluate(config: EvaluateConfig) -> None:
     """Score a controller in replay on DATA (dataset URIs: files, folders, autotts:<model>/<benchmark>)."""
     plan = plan_evaluation(config, resolve_controller(config.controller))
     if config.mlflow and plan.trusted and can_fork():
+        import pandas  # noqa: F401  (both sides need it, MLflow here and the episode tables there: import it once)
+
         results = run_beside(plan.replay, lambda: warm_up(config.experiment))
     else:
         results = plan.replay()
