@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement (medians are reported)")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="autotts-cli-speed-"))
     try:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -125,7 +126,8 @@ def main() -> None:
             ("  the same replay in one warm process", core, None, "", None),
         ]
         print(f"cmc beta=0.5 on Qwen3-4B/aime24 through `autotts evaluate`, 2 workers, sqlite store; "
-              f"medians of {args.repeat} interleaved runs on {os.cpu_count()} cores")
+              f"medians of {args.repeat} interleaved runs on {os.cpu_count()} cores "
+              f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: timings need an idle machine)")
         print(f"{'figure':<40} {'wall s':>7} {'CPU s':>7}  {'target':<8} ok")
         for name, w, c, target, ok in rows:
             shown = "" if c is None else f"{c:7.3f}"
