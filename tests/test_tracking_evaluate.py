@@ -260,16 +260,15 @@ def test_tradeoff_figure_is_general():
     assert plots.tradeoff_figure([plots.Curve("c", [(10, 1.0), (1e4, 2.0)])]).axes[0].get_xscale() == "log"
 
 
-def test_warm_up_opens_the_store_creates_nothing_and_never_raises(mlflow_store, monkeypatch):
-    from mlflow_autotts.tracking.mlflow_utils import warm_up
-
+def test_warm_up_opens_the_store_creates_nothing_and_never_raises(mlflow_store):
     import mlflow
+
+    from mlflow_autotts.tracking.mlflow_utils import warm_up
 
     warm_up("warm")
     assert _client().get_experiment_by_name("warm") is None
     assert [e.name for e in _client().search_experiments()] == ["Default"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent-folder/x/mlflow.db")
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri("sqlite:////nonexistent-folder/x/mlflow.db")
     warm_up()  # the logging that follows raises the error, where it belongs
 
 
@@ -292,3 +291,17 @@ def test_episodes_table_is_every_kept_table_with_its_role_controller_and_beta():
     for r in report.results + list(report.sc64.values()) + report.references:
         r.episodes = None
     assert episodes_table(report) is None
+
+
+def test_warm_up_queries_a_database_store_but_sends_no_request_to_a_server(mlflow_store, monkeypatch):
+    import mlflow
+
+    from mlflow_autotts.tracking.mlflow_utils import warm_up
+
+    calls = []
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", lambda self, name: calls.append(name))
+    warm_up("x")
+    assert calls == ["x"]  # the sqlite store's first query configures its mappers now
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens there
+    warm_up("x")
+    assert calls == ["x"]
