@@ -7,12 +7,16 @@ pool. Any other code (a source file, a registered model's source) is never impor
 answers on this side (``docs/architecture.md``, "The trust boundary"). The caller hands
 over the controller as a ``ControllerSpec``: the command layer resolves model URIs
 (through MLflow) before calling here, so this module needs nothing above it.
+
+``run_evaluation`` is ``plan_evaluation`` (checks and data loading: milliseconds, and every
+input error) followed by ``EvaluationPlan.replay`` (the expensive part), so that the command
+line can replay in a child process while MLflow starts in its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -101,14 +105,18 @@ def controller_specs(base: ControllerSpec, betas: list[float] | None, params: di
     return [replace(base, beta=b, params=merged) for b in dict.fromkeys(betas)]
 
 
-def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig, keep_episodes: bool = True,
-                limits: SandboxLimits | None = None) -> list[EvalResult]:
+def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig,
+                keep_episodes: bool | Sequence[bool] = True, limits: SandboxLimits | None = None) -> list[EvalResult]:
     """Every spec on every dataset, in (spec, dataset) order, on the trusted side: built-ins
     in one shared process pool, other code in the sandbox (consecutive specs of one source
     in one sandbox run over their β values). Specs of a source that ignores β collapse to
-    one result per dataset."""
-    builtin = [s for s in specs if s.is_builtin]
-    pooled = iter(evaluate_many(builtin, datasets, config, keep_episodes) if builtin else [])
+    one result per dataset. ``keep_episodes`` is one flag or one per spec."""
+    keep = [keep_episodes] * len(specs) if isinstance(keep_episodes, bool) else list(keep_episodes)
+    if len(keep) != len(specs):
+        raise ValueError(f"keep_episodes has {len(keep)} flags for {len(specs)} specs")
+    builtin = [k for k, s in enumerate(specs) if s.is_builtin]
+    pooled = iter(evaluate_many([specs[k] for k in builtin], datasets, config, [keep[k] for k in builtin])
+                  if builtin else [])
     seeds = list(range(config.first_seed, config.first_seed + config.shuffles))
     out: list[EvalResult] = []
     k = 0
@@ -126,7 +134,7 @@ def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig,
                                params=spec.params, limits=limits or SandboxLimits())
         for r in results:
             r.shuffles = config.shuffles
-            if not keep_episodes:
+            if not keep[k]:
                 r.episodes = None
         out.extend(results)
         k += len(group)
@@ -137,8 +145,45 @@ def _same_code(a: ControllerSpec, b: ControllerSpec) -> bool:
     return a.ref == b.ref and a.params == b.params
 
 
-def run_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> EvaluationReport:
-    """Replay ``controller`` (the resolved ``config.controller``) as ``config`` says."""
+@dataclass
+class EvaluationPlan:
+    """An evaluation checked and ready to replay: specs built, data loaded. Making it takes
+    milliseconds and raises every input error; :meth:`replay` is the expensive part (the
+    command line runs it in a child process while MLflow starts, ``cli/evaluate.py``)."""
+
+    specs: list[ControllerSpec]
+    """The evaluated controller, one spec per β."""
+    extra: list[ControllerSpec]
+    """SC@64, then the reference controllers when they are plotted."""
+    datasets: list
+    """The loaded trajectory sets."""
+    eval_config: EvalConfig
+    """Shuffles, workers and progress of the replay."""
+    limits: SandboxLimits
+    """The sandbox's limits, for controller code that is not built in."""
+
+    @property
+    def trusted(self) -> bool:
+        """True when every spec is built-in code (nothing goes through the sandbox)."""
+        return all(s.is_builtin for s in self.specs + self.extra)
+
+    def replay(self) -> list[EvalResult]:
+        """Every spec on every dataset (``score_specs`` order); only the evaluated
+        controller's episode tables are built."""
+        return score_specs(self.specs + self.extra, self.datasets, self.eval_config,
+                           keep_episodes=[True] * len(self.specs) + [False] * len(self.extra), limits=self.limits)
+
+    def report(self, results: list[EvalResult]) -> EvaluationReport:
+        """The report of ``results`` (from :meth:`replay`)."""
+        n_extra = len(self.extra) * len(self.datasets)
+        main, base_results = results[:-n_extra], results[-n_extra:]
+        sc64 = {r.data: r for r in base_results[: len(self.datasets)]}
+        return EvaluationReport(results=main, sc64=sc64, references=base_results[len(self.datasets):],
+                                trajectories=self.datasets)
+
+
+def plan_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> EvaluationPlan:
+    """Check ``controller`` (the resolved ``config.controller``) and load the data."""
     specs = controller_specs(controller, list(config.beta), config.params)
     for s in specs:
         if s.is_builtin:
@@ -148,11 +193,10 @@ def run_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> Evalua
     extra = [SC64] + (list(REFERENCE_POINTS) if with_refs else [])
     eval_config = EvalConfig(shuffles=config.shuffles, workers=config.workers or None, progress=config.progress)
     limits = SandboxLimits(allow_weaker_isolation=config.allow_weaker_isolation)
-    results = score_specs(specs + extra, datasets, eval_config, limits=limits)
-    n_extra = len(extra) * len(datasets)
-    main, base_results = results[:-n_extra], results[-n_extra:]
-    sc64 = {r.data: r for r in base_results[: len(datasets)]}
-    refs = base_results[len(datasets):]
-    for r in refs + list(sc64.values()):
-        r.episodes = None  # only the evaluated controller's episodes are kept
-    return EvaluationReport(results=main, sc64=sc64, references=refs, trajectories=datasets)
+    return EvaluationPlan(specs, extra, datasets, eval_config, limits)
+
+
+def run_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> EvaluationReport:
+    """Replay ``controller`` (the resolved ``config.controller``) as ``config`` says."""
+    plan = plan_evaluation(config, controller)
+    return plan.report(plan.replay())

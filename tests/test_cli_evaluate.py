@@ -111,3 +111,75 @@ def test_evaluate_runs_from_a_config_file_with_options_over_it(toy_json, tmp_pat
     assert r.exit_code == 0, r.output
     [row] = json.loads(out.read_text())["results"]
     assert (row["data"], row["controller"], row["shuffles"]) == ("Synth/toy", "asc", 2)
+
+
+# ------------------------------------------------------------------ replay beside MLflow's start-up
+def _evaluate_json(args, out):
+    r = run(["evaluate", *args, "--output-json", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return json.loads(out.read_text())["results"]
+
+
+def test_a_logged_run_replays_in_a_child_with_the_same_numbers(toy_json, tmp_path, mlflow_store, monkeypatch):
+    """With MLflow the replay runs in a forked child (while MLflow starts here); without it,
+    in this process: the numbers are identical, and the run holds the evaluated episodes only."""
+    import os
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.cli import evaluate as cmd
+    from mlflow_autotts.evaluation import EvaluationPlan
+
+    pids = []
+    real_replay = EvaluationPlan.replay
+    monkeypatch.setattr(EvaluationPlan, "replay", lambda self: (pids.append(os.getpid()), real_replay(self))[1])
+    real_beside = cmd.run_beside
+    monkeypatch.setattr(cmd, "run_beside", lambda work, meanwhile: (pids.append("beside"),
+                                                                     real_beside(work, meanwhile))[1])
+    common = [str(toy_json), "-c", "cmc", "--beta", "0.5,1", "--shuffles", "40", "--workers", "2"]
+    logged = _evaluate_json(common, tmp_path / "logged.json")
+    assert pids == ["beside"]  # replay ran in the child, where this list is a copy
+    local = _evaluate_json([*common, "--no-mlflow"], tmp_path / "local.json")
+    assert pids == ["beside", os.getpid()]
+    assert logged == local and len(logged) == 2
+
+    client = MlflowClient()
+    [run_] = client.search_runs([client.get_experiment_by_name("autotts").experiment_id])
+    eps = pd.read_parquet(client.download_artifacts(run_.info.run_id, "episodes.parquet", str(tmp_path)))
+    assert set(eps.role) == {"evaluated"} and len(eps) == 2 * 40 * 4
+    for row in logged:
+        part = eps[eps.beta == row["beta"]]
+        assert 100 * part.correct.mean() == pytest.approx(row["accuracy"])
+        assert part.tokens.mean() == pytest.approx(row["mean_tokens"])
+
+
+def test_a_controller_failing_in_the_child_is_one_line_and_logs_nothing(toy_json, mlflow_store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.controllers.cmc import ConfidenceMomentum
+
+    def broken(self, episode):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(ConfidenceMomentum, "solve", broken)  # the forked child inherits the patch
+    r = run(["evaluate", str(toy_json), "-c", "cmc", "--shuffles", "2", "--no-progress"])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == ("error: controller 'cmc' raised RuntimeError on Synth/toy, problem 0, shuffle 0: "
+                                "broken on purpose")
+    assert MlflowClient().get_experiment_by_name("autotts") is None  # the warm-up only read the store
+
+
+def test_unlogged_or_sandboxed_runs_replay_in_this_process(toy_json, tmp_path, mlflow_store, monkeypatch):
+    from mlflow_autotts.cli import evaluate as cmd
+
+    def no_fork(work, meanwhile):
+        raise AssertionError("run_beside must not be used here")
+
+    monkeypatch.setattr(cmd, "run_beside", no_fork)
+    _evaluate_json([str(toy_json), "-c", "sc", "--shuffles", "2", "--no-mlflow"], tmp_path / "a.json")
+    src = tmp_path / "first.py"
+    src.write_text("from mlflow_autotts.controllers.base import Controller\n\n"
+                   "class First(Controller):\n    name = 'first'\n"
+                   "    def solve(self, episode):\n        return episode.get_new_branch_final_answer()\n")
+    _evaluate_json([str(toy_json), "-c", f"{src}:First", "--shuffles", "2", "--workers", "1"], tmp_path / "b.json")

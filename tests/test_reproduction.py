@@ -42,7 +42,8 @@ def test_reference_matrix_reproduces_exactly(published):
 def test_one_worker_and_a_pool_give_identical_episodes(published):
     spec = [ControllerSpec("cmc", 0.75)]
     one = evaluate_many(spec, published[1:2], EvalConfig(shuffles=6, workers=1, progress=False))[0]
-    two = evaluate_many(spec, published[1:2], EvalConfig(shuffles=6, workers=2, chunk_shuffles=1, progress=False))[0]
+    two = evaluate_many(spec, published[1:2], EvalConfig(shuffles=6, workers=2, chunk_shuffles=1, in_process_below=0,
+                                                         progress=False))[0]  # 180 episodes: pool forced
     assert one.episodes.equals(two.episodes)
     assert (one.accuracy, one.mean_tokens) == (two.accuracy, two.mean_tokens)
     assert list(one.episodes.columns) == ["dataset", "problem", "shuffle", "answer", "correct", "tokens",

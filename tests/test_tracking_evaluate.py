@@ -258,3 +258,50 @@ def test_tradeoff_figure_is_general():
     assert ax.get_xscale() == "linear"  # a zero x cannot go on a log axis
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["front", "candidate"]
     assert plots.tradeoff_figure([plots.Curve("c", [(10, 1.0), (1e4, 2.0)])]).axes[0].get_xscale() == "log"
+
+
+def test_warm_up_opens_the_store_creates_nothing_and_never_raises(mlflow_store):
+    import mlflow
+
+    from mlflow_autotts.tracking.mlflow_utils import warm_up
+
+    warm_up("warm")
+    assert _client().get_experiment_by_name("warm") is None
+    assert [e.name for e in _client().search_experiments()] == ["Default"]
+    mlflow.set_tracking_uri("sqlite:////nonexistent-folder/x/mlflow.db")
+    warm_up()  # the logging that follows raises the error, where it belongs
+
+
+def test_episodes_table_is_every_kept_table_with_its_role_controller_and_beta():
+    from mlflow_autotts.tracking.evaluate_run import episodes_table
+
+    report = _sweep_report()
+    report.references[1].episodes = None  # a result without episodes adds no rows
+    table = episodes_table(report)
+    parts = []
+    for role, r in [*[("evaluated", r) for r in report.results], *[("sc64", r) for r in report.sc64.values()],
+                    ("reference", report.references[0])]:
+        df = r.episodes.copy()
+        df.insert(0, "beta", float("nan") if r.beta is None else float(r.beta))
+        df.insert(0, "controller", r.controller)
+        df.insert(0, "role", role)
+        parts.append(df)
+    pd.testing.assert_frame_equal(table, pd.concat(parts, ignore_index=True))
+    assert episodes_table(EvaluationReport([_result(D4, "cmc", 0.5, 1)])).shape[0] == 6
+    for r in report.results + list(report.sc64.values()) + report.references:
+        r.episodes = None
+    assert episodes_table(report) is None
+
+
+def test_warm_up_queries_a_database_store_but_sends_no_request_to_a_server(mlflow_store, monkeypatch):
+    import mlflow
+
+    from mlflow_autotts.tracking.mlflow_utils import warm_up
+
+    calls = []
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", lambda self, name: calls.append(name))
+    warm_up("x")
+    assert calls == ["x"]  # the sqlite store's first query configures its mappers now
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens there
+    warm_up("x")
+    assert calls == ["x"]

@@ -2,9 +2,9 @@
 
 Every error caused by the user's input is printed as one line (``error: …``) with exit
 status 2; a refused promotion or failed validation exits 1. Each command group lives in
-its own module, and each command's options are generated from its settings dataclass
-(``cli/options.py``). MLflow, pandas and the like are imported where they are used, so
-``autotts --help`` stays fast.
+its own module, imported only when that command runs (``cli/lazy.py``), and each command's
+options are generated from its settings dataclass (``cli/options.py``). MLflow, pandas and
+the like are imported where they are used, so ``autotts --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,24 +14,44 @@ import sys
 
 import click
 
-from mlflow_autotts.cli.collect import collect_cmd
-from mlflow_autotts.cli.common import AutoTTSGroup
-from mlflow_autotts.cli.data import data_group
-from mlflow_autotts.cli.evaluate import evaluate
-from mlflow_autotts.cli.live import live_group
-from mlflow_autotts.cli.registry import promote_cmd, register_cmd
-from mlflow_autotts.cli.search import search_cmd
+from mlflow_autotts.cli.lazy import LazyCommand, LazyCommands, LazyGroup
+
+COMMANDS = {
+    "collect": LazyCommand(
+        "mlflow_autotts.cli.collect", "collect_cmd",
+        "Sample branches of every question on a vLLM-served model, probe every interval, and write them "
+        "as a validated Parquet replay file (``--resume`` continues a killed run)."),
+    "evaluate": LazyCommand(
+        "mlflow_autotts.cli.evaluate", "evaluate",
+        "Score a controller in replay on DATA (dataset URIs: files, folders, autotts:<model>/<benchmark>)."),
+    "data": LazyCommand(
+        "mlflow_autotts.cli.data", "data_group",
+        "Trajectory data: validate it, convert between the published JSON and Parquet."),
+    "search": LazyCommand(
+        "mlflow_autotts.cli.search", "search_cmd",
+        "Discover a controller: propose, score in sandboxed replay, keep the best, register it as challenger."),
+    "register": LazyCommand(
+        "mlflow_autotts.cli.registry", "register_cmd",
+        "Log CONTROLLER (a registered name, path.py[:Class], or a model URI to re-register) as an MLflow "
+        "model and register it as a new version."),
+    "promote": LazyCommand(
+        "mlflow_autotts.cli.registry", "promote_cmd",
+        "Replay the --from and --to versions on the gate data; move --to to the candidate only if it keeps "
+        "accuracy and tokens within the limits (exit 1 when refused)."),
+    "live": LazyCommand(
+        "mlflow_autotts.cli.live", "live_group",
+        "Live generation on vLLM: model folders for serving and collection."),
+}
+"""Every ``autotts`` command, imported only when it runs (``cli/lazy.py``); the help texts
+are the commands' own first paragraphs (tests/test_cli_startup.py checks they match)."""
 
 
-@click.group(cls=AutoTTSGroup)
+@click.group(cls=LazyGroup, commands=LazyCommands(COMMANDS))
 @click.version_option(package_name="mlflow-autotts")
 def main() -> None:
     """Find, ship and serve test-time-scaling controllers for reasoning LLMs."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-
-for _cmd in (collect_cmd, evaluate, data_group, search_cmd, register_cmd, promote_cmd, live_group):
-    main.add_command(_cmd)
 
 if __name__ == "__main__":
     sys.exit(main())

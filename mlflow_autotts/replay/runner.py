@@ -2,7 +2,9 @@
 
 Run ``s`` visits every problem's branches in ``random.Random(s).shuffle`` order. Work is
 cut into chunks of consecutive shuffles for one (controller, dataset) pair; workers are
-forked with the datasets already in memory, so nothing large is pickled.
+forked with the datasets already in memory, so nothing large is pickled, and after each
+controller has solved one episode here, so what it builds on first use is built once.
+Small work (``EvalConfig.in_process_below``) runs in this process: a pool costs more.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.replay.results import EvalResult, shuffle_means
 
 EPISODE_COLUMNS = ("dataset", "problem", "shuffle", "answer", "correct", "tokens", "branches_opened", "intervals")
+IN_PROCESS_EPISODES = 500
+"""Below this many episodes in all, ``evaluate_many`` runs in this process: starting a pool
+(fork, warm-up, join, rows pickled back) costs ~0.05-0.15 s, about what 500 episodes of the
+slower built-ins (cmc: ~5,000 episodes/s per core) take in process."""
 
 
 @dataclass(frozen=True)
@@ -36,12 +42,17 @@ class EvalConfig:
     """Show a progress bar on stderr."""
     chunk_shuffles: int | None = None
     """Shuffles per work item; None picks a size that keeps every worker busy."""
+    in_process_below: int = IN_PROCESS_EPISODES
+    """Run in this process, without a pool, when there are fewer episodes than this in all:
+    starting workers costs more than such work (0: always use the pool when workers > 1)."""
 
     def __post_init__(self) -> None:
         if self.shuffles < 1:
             raise ValueError(f"shuffles must be >= 1, got {self.shuffles}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.in_process_below < 0:
+            raise ValueError(f"in_process_below must be >= 0, got {self.in_process_below}")
 
 
 # ---------------------------------------------------------------------------- workers
@@ -72,11 +83,32 @@ def _run_chunk(spec_i: int, data_i: int, seeds: range) -> tuple[int, int, range,
             try:
                 answer = solve(ep)
             except Exception as exc:
-                raise ControllerError(
-                    f"controller {_SPECS[spec_i].label!r} raised {type(exc).__name__} on "
-                    f"{ts.name}, problem {p}, shuffle {seed}: {exc}") from None
+                raise _failed(spec_i, ts, p, seed, exc) from None
             rows.append((p, seed, answer, answer == prob.gold_answer, ep.tokens_used, ep.branches_opened, ep.intervals))
     return spec_i, data_i, seeds, rows
+
+
+def _failed(spec_i: int, ts: TrajectorySet, p: int, seed: int, exc: Exception) -> ControllerError:
+    return ControllerError(f"controller {_SPECS[spec_i].label!r} raised {type(exc).__name__} on "
+                           f"{ts.name}, problem {p}, shuffle {seed}: {exc}")
+
+
+def _warm_up(seed: int) -> None:
+    """Solve one episode per spec in this process before the workers are forked.
+
+    Whatever a controller builds lazily on first use (the Beta-confidence table, whose scipy
+    import alone takes ~1 s) is then built once here and inherited by every worker, instead
+    of once in each of them while they compete for the cores. The answer is discarded: a
+    controller keeps no state between episodes, and workers build their own instances."""
+    ts = next((t for t in _DATASETS if t.problems), None)
+    if ts is None:
+        return
+    br = ts.problems[0].branches
+    for spec_i, spec in enumerate(_SPECS):
+        try:
+            spec.build().solve(ReplayEpisode(br, shuffle_order(br.n_branches, seed)))
+        except Exception as exc:
+            raise _failed(spec_i, ts, 0, seed, exc) from None
 
 
 def _chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None) -> list[range]:
@@ -90,6 +122,7 @@ def _chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None
 def _pool(workers: int, datasets: list[TrajectorySet], specs: list[ControllerSpec]) -> ProcessPoolExecutor:
     if "fork" in mp.get_all_start_methods():
         _init_worker(datasets, specs)  # inherited by the forked workers
+        _warm_up(0)
         return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
                                    initargs=(None, None))
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
@@ -97,12 +130,18 @@ def _pool(workers: int, datasets: list[TrajectorySet], specs: list[ControllerSpe
 
 
 def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[TrajectorySet],
-                  config: EvalConfig = EvalConfig(), keep_episodes: bool = True) -> list[EvalResult]:
-    """Every spec on every dataset; results in (spec, dataset) order."""
-    import pandas as pd
+                  config: EvalConfig = EvalConfig(),
+                  keep_episodes: bool | Sequence[bool] = True) -> list[EvalResult]:
+    """Every spec on every dataset; results in (spec, dataset) order.
+
+    ``keep_episodes`` is one flag for all specs or one per spec: the per-episode tables
+    are built only for the specs that keep them."""
     from tqdm import tqdm
 
     specs, datasets = list(specs), list(datasets)
+    keep = [keep_episodes] * len(specs) if isinstance(keep_episodes, bool) else list(keep_episodes)
+    if len(keep) != len(specs):
+        raise ValueError(f"keep_episodes has {len(keep)} flags for {len(specs)} specs")
     labels = []
     for spec in specs:  # fail fast, in this process, on a bad spec
         built = spec.build()
@@ -115,7 +154,7 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
     collected: dict[tuple[int, int], list[tuple[range, list[tuple]]]] = {j: [] for j in jobs}
     bar = tqdm(total=total, unit="ep", disable=not config.progress, desc="replay", leave=False)
     try:
-        if workers == 1 or len(tasks) == 1:
+        if workers == 1 or len(tasks) == 1 or total < config.in_process_below:
             _init_worker(datasets, specs)
             for t in tasks:
                 si, di, r, rows = _run_chunk(*t)
@@ -147,17 +186,28 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
                        for k in range(0, len(rows), n)]  # rows are grouped by shuffle, problems in order
         accuracy, mean_tokens = shuffle_means(per_shuffle, n)
         label, cfg = labels[si]
-        episodes = None
-        if keep_episodes:
-            episodes = pd.DataFrame(rows, columns=EPISODE_COLUMNS[1:])
-            episodes.insert(0, "dataset", ts.name)
-            episodes["answer"] = episodes["answer"].map(lambda a: a if a is None or isinstance(a, str) else repr(a))
         beta = cfg.get("beta") if specs[si].controller_class().uses_beta else None
         params = {k: v for k, v in cfg.items() if k != "beta"}
         results.append(EvalResult(
             data=ts.name, controller=label, beta=beta, params=params, shuffles=config.shuffles, n_problems=n,
-            accuracy=accuracy, mean_tokens=mean_tokens, episodes=episodes))
+            accuracy=accuracy, mean_tokens=mean_tokens, episodes=episode_frame(ts.name, rows) if keep[si] else None))
     return results
+
+
+def episode_frame(dataset: str, rows: list[tuple]) -> Any:
+    """The per-episode table (``EPISODE_COLUMNS``) of ``rows`` as ``_run_chunk`` returns them,
+    built column by column in one step; answers that are not text are shown by ``repr``."""
+    import pandas as pd
+
+    if not rows:
+        frame = pd.DataFrame(rows, columns=list(EPISODE_COLUMNS[1:]))
+        frame.insert(0, "dataset", dataset)
+        return frame
+    columns = list(zip(*rows))
+    answers = [a if a is None or isinstance(a, str) else repr(a) for a in columns[2]]
+    data = {"dataset": [dataset] * len(rows), "problem": columns[0], "shuffle": columns[1], "answer": answers,
+            "correct": columns[3], "tokens": columns[4], "branches_opened": columns[5], "intervals": columns[6]}
+    return pd.DataFrame({k: list(v) for k, v in data.items()}, columns=list(EPISODE_COLUMNS))
 
 
 def evaluate(spec: ControllerSpec, datasets: Sequence[TrajectorySet], config: EvalConfig = EvalConfig(),

@@ -191,22 +191,29 @@ def summary_rows(report: EvaluationReport) -> list[dict[str, Any]]:
     return rows
 
 
+def episodes_table(report: EvaluationReport) -> Any:
+    """Every kept per-episode row of the report in one frame, with ``role``, ``controller``
+    and ``beta`` columns first; None when no result kept its episodes."""
+    import pandas as pd  # lazy: see the module docstring
+
+    kept = [(role, r) for role, r in _roles(report) if r.episodes is not None and len(r.episodes)]
+    if not kept:
+        return None
+    episodes = pd.concat([r.episodes for _, r in kept], ignore_index=True)
+    sizes = [len(r.episodes) for _, r in kept]
+    for name, values in (("beta", [float("nan") if r.beta is None else float(r.beta) for _, r in kept]),
+                         ("controller", [r.controller for _, r in kept]), ("role", [role for role, _ in kept])):
+        episodes.insert(0, name, [v for v, n in zip(values, sizes) for _ in range(n)])
+    return episodes
+
+
 def _log_tables(client: "MlflowClient", run_id: str, report: EvaluationReport) -> None:
     import pandas as pd  # lazy: see the module docstring
 
     client.log_table(run_id, pd.DataFrame(summary_rows(report)), RESULTS_TABLE)
-    parts = []
-    for role, r in _roles(report):
-        if r.episodes is None or len(r.episodes) == 0:
-            continue
-        df = r.episodes.copy()
-        df.insert(0, "beta", float("nan") if r.beta is None else float(r.beta))
-        df.insert(0, "controller", r.controller)
-        df.insert(0, "role", role)
-        parts.append(df)
-    if not parts:
+    episodes = episodes_table(report)
+    if episodes is None:
         return
-    episodes = pd.concat(parts, ignore_index=True)
     with tempfile.TemporaryDirectory(prefix="autotts-episodes-") as tmp:
         path = Path(tmp) / EPISODES_FILE
         episodes.to_parquet(path, index=False)

@@ -19,6 +19,8 @@ DEFAULT_EXPERIMENT = "autotts"
 """The MLflow experiment of every command unless ``--experiment`` says otherwise."""
 DEFAULT_MODEL_NAME = "autotts-controller"
 """The registered model name of controllers unless ``--name`` says otherwise."""
+DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+"""Tracking URI schemes of MLflow's SQL store (``mlflow.store.db.db_types``)."""
 MAX_PARAM_VALUE = 6000
 """MLflow's longest param value (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``)."""
 
@@ -28,6 +30,25 @@ def client() -> "MlflowClient":
     from mlflow import MlflowClient  # lazy: see the module docstring
 
     return MlflowClient()
+
+
+def warm_up(experiment: str | None = None) -> None:
+    """Import MLflow and open the tracking store now, so that logging later starts at once.
+
+    Both take seconds (a SQL store imports SQLAlchemy and alembic, checks the schema, and
+    configures its mappers on the first query); ``autotts evaluate`` runs this while its
+    replay computes in another process. Only reads, and sends no request to a tracking
+    server (an unreachable one would otherwise be retried twice): nothing is created but a
+    database store that does not exist yet, which logging would create anyway. Best effort:
+    an error here is raised again, where it belongs, by the logging call that follows."""
+    try:
+        import mlflow  # lazy: see the module docstring
+
+        c = client()
+        if mlflow.get_tracking_uri().partition(":")[0].partition("+")[0] in DATABASE_SCHEMES:
+            c.get_experiment_by_name(experiment or DEFAULT_EXPERIMENT)
+    except Exception:  # noqa: BLE001  (see the docstring)
+        pass
 
 
 def experiment_id(name: str, mlflow_client: "MlflowClient | None" = None) -> str:
