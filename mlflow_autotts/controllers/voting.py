@@ -21,11 +21,11 @@ def _grow_conf_table(n: int) -> None:
     """
     global _CONF_SIZE, _CONF
     import numpy as np
-    from scipy.stats import beta as beta_dist
+    from scipy.special import betainc  # the same floats as scipy.stats.beta.cdf; imports ~3x faster
 
     size = max(n, 2 * _CONF_SIZE, 130)
     a = np.arange(size)
-    table = 1.0 - beta_dist.cdf(0.5, a[:, None] + 1, a[None, :] + 1)
+    table = 1.0 - betainc(a[:, None] + 1, a[None, :] + 1, 0.5)
     _CONF = table.tolist()
     _CONF[0] = [0.0] * size  # no votes: no confidence
     _CONF_SIZE = size
