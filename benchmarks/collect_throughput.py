@@ -3,18 +3,15 @@
     python benchmarks/collect_throughput.py                       # 8 questions × 8 branches
     python benchmarks/collect_throughput.py --questions 16 --interval 128
 
-Collection (``collect()``: every branch generated and probed at every interval boundary,
-top-k logprobs for the confidence signals, shards, validation) runs on the in-process vLLM
-engine twice: by default (each branch one request to its end, then its boundaries probed)
-and ``stepwise`` (interval by interval, a seed per interval, as a live controller's probe
-steps). Plain generation then generates the same branches as the default collection: the
-same chat prompts, each branch one request with the same seed, exactly as many tokens as
-the collected branch (``ignore_eos``), no probes, no logprobs. It runs twice: with the
-collection's concurrency (``--concurrency`` questions at once, each question's branches in
-one call), and all branches of all questions in one batch (the best vLLM does). An untimed
-collection of other questions warms the engine up first. Prints wall
-times, their ratios (target: collection ≤ 1.25× plain), probe tokens and the prefix-cache
-hit rate.
+Collection (``collect()``: every branch generated interval by interval, probed at every
+interval boundary, top-k logprobs for the confidence signals, shards, validation) runs on
+the in-process vLLM engine. Plain generation then generates the same branches: the same
+chat prompts, each branch one request with the seed of its first interval, exactly as many
+tokens as the collected branch (``ignore_eos``), no probes, no logprobs. It runs twice:
+with the collection's concurrency (``--concurrency`` questions at once, each question's
+branches in one call), and all branches of all questions in one batch (the best vLLM does). An untimed
+collection of other questions warms the engine up first. Prints wall times, their ratios (target: collection ≤ 1.25× plain), probe tokens and the
+prefix-cache hit rate.
 """
 
 from __future__ import annotations
@@ -66,7 +63,6 @@ def main() -> None:
     print(f"demo model {model}: engine ready in {time.monotonic() - t0:.0f} s; {args.questions} questions × "
           f"{args.branches} branches, interval {args.interval}, ≤ {args.max_tokens} tokens, "
           f"top-{args.top_logprobs} logprobs, {args.concurrency} questions at once", flush=True)
-    reports = {}
     try:
         if args.warmup:
             # the engine's first batches of each new shape run far slower (a first collection
@@ -78,19 +74,14 @@ def main() -> None:
             collect(replace(cfg, questions=str(wq), output=str(work / "warmup" / "c.parquet")), backend=backend,
                     prompts=prompts)
             print(f"warm-up collection of {args.warmup} other questions: {time.monotonic() - t0:.1f} s", flush=True)
-        for mode, stepwise in (("default", False), ("stepwise", True)):
-            out = work / mode / "collected.parquet"
-            report = reports[mode] = collect(replace(cfg, output=str(out), stepwise=stepwise), backend=backend,
-                                             prompts=prompts)
-            t = report.totals
-            branch_tokens = sum(sum(p.branches.branch_tokens) for p in report.dataset.problems)
-            print(f"collection ({mode}): {report.wall_seconds:.1f} s in all, {report.generation_seconds:.1f} s "
-                  f"generating (the rest: merge, validation, publication), {branch_tokens} branch tokens, "
-                  f"{t.probe_tokens} probe tokens ({100 * t.probe_tokens / branch_tokens:.1f}% of branch tokens), "
-                  f"{t.engine_calls} engine calls, prefix cache {100 * t.cache_hit_rate:.1f}% of {t.prompt_tokens} "
-                  f"prompt tokens", flush=True)
-        ts = reports["default"].dataset
+        report = collect(cfg, backend=backend, prompts=prompts)
+        ts = report.dataset
+        t = report.totals
         branch_tokens = sum(sum(p.branches.branch_tokens) for p in ts.problems)
+        print(f"collection: {report.wall_seconds:.1f} s in all, {report.generation_seconds:.1f} s generating "
+              f"(the rest: merge, validation with its great-expectations import, publication), {branch_tokens} branch tokens, {t.probe_tokens} probe "
+              f"tokens ({100 * t.probe_tokens / branch_tokens:.1f}% of branch tokens), {t.engine_calls} engine calls, "
+              f"prefix cache {100 * t.cache_hit_rate:.1f}% of {t.prompt_tokens} prompt tokens", flush=True)
 
         def requests_of(p: int) -> list[GenerationRequest]:
             ids = tuple(prompts.question_ids(rows[p]["question"]))
@@ -112,14 +103,11 @@ def main() -> None:
         backend.close()
     print(f"plain generation, {args.concurrency} questions at once: {same_conc:.1f} s")
     print(f"plain generation, every branch in one batch: {one_batch:.1f} s")
-    for mode, report in reports.items():
-        for label, secs in (("whole collection", report.wall_seconds), ("generation phase", report.generation_seconds)):
-            print(f"\n{mode:>8} {label} / plain (same concurrency): {secs / same_conc:.2f}x   "
-                  f"/ plain (one batch): {secs / one_batch:.2f}x   (target <= 1.25x)", end="")
+    for label, secs in (("whole collection", report.wall_seconds), ("generation phase", report.generation_seconds)):
+        print(f"\n{label} / plain (same concurrency): {secs / same_conc:.2f}x   "
+              f"{label} / plain (one batch): {secs / one_batch:.2f}x   (target <= 1.25x)", end="")
     print()
-    for mode, report in reports.items():
-        print(f"{mode}: probe tokens {report.totals.probe_tokens}, "
-              f"prefix-cache hit rate {100 * report.totals.cache_hit_rate:.1f}%")
+    print(f"probe tokens {t.probe_tokens}, prefix-cache hit rate {100 * t.cache_hit_rate:.1f}%")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_signals_in_replay_equal_the_signals_of_the_live_episode(vllm_engine, ti
 
 def test_collection_stores_the_signals_and_answers_the_live_episode_computed(vllm_engine, tiny_prompts, tiny_model,
                                                                             tmp_path):
-    cfg = CollectConfig(questions(tmp_path), str(tmp_path / "c.parquet"), tiny_model, stepwise=True, **SMALL)
+    cfg = CollectConfig(questions(tmp_path), str(tmp_path / "c.parquet"), tiny_model, **SMALL)
     runner = LiveRunner(cfg.live_config(), backend=vllm_engine, prompts=tiny_prompts)
     got = collect_question(runner, "What is 2 + 3?", "5")
     br = got.problem.branches
@@ -84,8 +84,8 @@ def test_collection_stores_the_signals_and_answers_the_live_episode_computed(vll
         assert replay.get_new_branch_final_answer() == b.final
         assert replay.signals(j) == got.episode.signals(j) == br.branch_signals(j)
         assert br.probes(j) == [b.probes[k] for k in range(1, br.n_probes[j] + 1)]
-    # stepwise: the same branches probed step by step in another episode have the same
-    # tokens (seeded per interval); logprobs differ only by floating-point batch effects
+    # the same branches probed step by step in another episode: same tokens (seeded per
+    # interval); logprobs differ only by floating-point batch effects
     again = runner.solve(ProbeEveryBranch(4), "What is 2 + 3?").episode
     for j, b in enumerate(again.branches):
         assert b.ids == got.episode.branches[j].ids

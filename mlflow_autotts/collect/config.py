@@ -15,7 +15,7 @@ _LIVE = LiveConfig("-")
 _FLAT = ("model", "backend", "base_url", "tokenizer", "instruction", "interval_tokens", "max_tokens_per_branch",
          "temperature", "top_p", "seed", "top_logprobs", "group_window")
 """LiveConfig fields that collect offers as options of their own; the rest go in ``live``."""
-_FIXED = ("max_branches", "lookahead", "lookahead_depth", "probe_reads", "whole_reads")
+_FIXED = ("max_branches", "lookahead", "lookahead_depth", "probe_reads")
 """LiveConfig fields collection sets itself (``live/collection.py``)."""
 
 
@@ -62,13 +62,7 @@ class CollectConfig:
     top_p: float = _LIVE.top_p
     """Nucleus sampling of branches."""
     seed: int = 0
-    """Base seed; branch j is sampled with a seed derived from (seed, j) (with ``stepwise``,
-    interval k of branch j with one derived from (seed, j, k))."""
-    stepwise: bool = False
-    """Generate each branch interval by interval, each interval with its own seed, as a
-    live controller's probe steps do: then a collected branch is, token for token, the one
-    a live controller gets with the same seed. Otherwise each branch is one request to its
-    end (same sampling distribution, no stop at every interval boundary; faster)."""
+    """Base seed; interval k of branch j is sampled with a seed derived from (seed, j, k)."""
     top_logprobs: int = 5
     """Top-k logprobs per token for the confidence signals (0 for none; at most 20)."""
     group_window: int = _LIVE.group_window
@@ -94,8 +88,6 @@ class CollectConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.stepwise, bool):
-            raise CollectConfigError(f"collect config: stepwise must be true or false, got {self.stepwise!r}")
         for name in ("branches", "concurrency"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -124,7 +116,7 @@ class CollectConfig:
         values = {name: getattr(self, name) for name in _FLAT}
         values.update(self.live)
         try:
-            return collection_config(LiveConfig(**values), self.branches, whole=not self.stepwise)
+            return collection_config(LiveConfig(**values), self.branches)
         except LiveConfigError as exc:
             raise CollectConfigError(str(exc).replace("live config: ", "collect config: ", 1)) from None
         except TypeError as exc:

@@ -3,9 +3,8 @@
 Collection writes no engine loop of its own: it is the live episode run with the
 controller that opens every branch and reads it whole (``sc`` with ``n`` = the branches per
 question), with ``probe_reads`` on so every interval boundary is probed by the same
-protocol, extractor and normaliser as a live controller's probes, ``lookahead`` = the
-branches, so one engine call advances every unfinished branch of the question, and
-``whole_reads`` (unless stepwise) so that call generates each branch to its end. The
+protocol, extractor and normaliser as a live controller's probes, and ``lookahead`` = the
+branches, so one engine call advances every unfinished branch of the question. The
 recording (``live/recording.py``) turns the episode into the replay form.
 """
 
@@ -21,10 +20,9 @@ from mlflow_autotts.live.episode import LiveEpisode, LiveRunner, LiveStats
 from mlflow_autotts.live.recording import record_branches
 
 
-def collection_config(config: LiveConfig, branches: int, whole: bool = True) -> LiveConfig:
-    """``config`` set up to collect ``branches`` whole, probed branches per question, each
-    generated in one request (``whole``) or interval by interval."""
-    return replace(config, max_branches=branches, lookahead=branches, probe_reads=True, whole_reads=whole)
+def collection_config(config: LiveConfig, branches: int) -> LiveConfig:
+    """``config`` set up to collect ``branches`` whole, probed branches per question."""
+    return replace(config, max_branches=branches, lookahead=branches, probe_reads=True)
 
 
 @dataclass(frozen=True)

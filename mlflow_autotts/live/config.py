@@ -69,12 +69,6 @@ class LiveConfig:
     probe_reads: bool = False
     """Also probe every interval of branches read whole (collection needs them; a
     controller reading whole branches never sees them)."""
-    whole_reads: bool = False
-    """Generate a branch read whole in one request to its end instead of interval by
-    interval: faster (collection's default), but after its first interval its tokens
-    differ from the same branch stepped by probes with the same seed, since one seed
-    then drives the whole branch. The engine call may take ``request_timeout`` per
-    interval it generates."""
     top_logprobs: int = 0
     """Top-k logprobs per generated token (0 to 20); above 0 the episode offers
     ``signals(i)`` with the per-interval ``confidence`` and ``group_confidence``
@@ -117,9 +111,6 @@ class LiveConfig:
         for name in ("interval_tokens", "max_tokens_per_branch", "max_branches", "probe_tokens", "lookahead",
                      "lookahead_depth", "max_model_len", "group_window"):
             positive_int(name)
-        for name in ("probe_reads", "whole_reads"):
-            if not isinstance(getattr(self, name), bool):
-                raise LiveConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise LiveConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:

@@ -26,10 +26,6 @@ What replay does not need and this episode adds (why):
   computed then, with the other missing next probes.
 - *Seeds per (branch, interval)*: a branch's tokens do not depend on the lookahead or on
   which other branches shared its engine call (up to floating-point batch effects).
-- *Whole reads* (``whole_reads``, collection's default): a branch read whole is generated
-  to its end in one request (seeded as its first interval) rather than interval by
-  interval, so its question does not stop at every interval boundary; with
-  ``probe_reads`` its boundaries are probed after it ends.
 - *Timeouts*: each engine call and the whole question are bounded
   (``request_timeout``, ``overall_timeout``); a backend that is down or slow raises
   ``BackendUnavailable``, which is not a ``ValueError``, so no controller swallows it.
@@ -314,15 +310,14 @@ class LiveEpisode(EpisodeFacts):
             self._probe_missing(i, k)
         return b.probes[k], False
 
-    def _timeout(self, intervals: int = 1) -> float:
+    def _timeout(self) -> float:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise LiveTimeout(f"question not answered within overall_timeout ({self._cfg.overall_timeout:g} s)")
-        return min(self._cfg.request_timeout * intervals, left)
+        return min(self._cfg.request_timeout, left)
 
-    def _call(self, requests: list[GenerationRequest], intervals: int = 1) -> list[Generation]:
-        """One engine call, bounded by ``request_timeout`` per interval it may generate."""
-        timeout = self._timeout(intervals)
+    def _call(self, requests: list[GenerationRequest]) -> list[Generation]:
+        timeout = self._timeout()
         t0 = time.monotonic()
         try:
             return self._backend.generate(requests, timeout)
@@ -370,19 +365,17 @@ class LiveEpisode(EpisodeFacts):
         """Generate the next interval of branch ``i`` (and of its lookahead) in one call."""
         cfg, interval = self._cfg, self._interval
         picks = self._lookahead(i, opening)
-        requests, whole = [], []
+        requests = []
         for j in picks:
             b = self._branches[j]
-            left = cfg.max_tokens_per_branch - len(b.ids)
-            whole.append(self._reads_whole(b))
             requests.append(GenerationRequest(
-                self._prompt + tuple(b.ids), left if whole[-1] else min(interval, left),
+                self._prompt + tuple(b.ids), min(interval, cfg.max_tokens_per_branch - len(b.ids)),
                 temperature=cfg.temperature, top_p=cfg.top_p, seed=interval_seed(cfg.seed, j, len(b.ids) // interval),
                 top_logprobs=cfg.top_logprobs))
-        outs = self._call(requests, intervals=max(-(-r.max_tokens // interval) for r in requests))
+        outs = self._call(requests)
         self._gen_calls += 1
         needs: list[tuple[int, int]] = []
-        for j, req, out, to_end in zip(picks, requests, outs, whole):
+        for j, req, out in zip(picks, requests, outs):
             b = self._branches[j]
             b.ids.extend(out.token_ids)
             if cfg.top_logprobs:
@@ -401,17 +394,10 @@ class LiveEpisode(EpisodeFacts):
                     b.final = answer
                 else:
                     needs.append((j, 0))
-            if to_end and self._wants_probes(b):  # every boundary of what was just generated
-                needs += [(j, k) for k in range(1, b.nonfinal(interval) + 1) if k not in b.probes]
-            elif not b.finished and self._wants_probes(b):
+            elif self._wants_probes(b):
                 needs.append((j, len(b.ids) // interval))
         if needs:
             self._probe(needs)
-
-    def _reads_whole(self, b: LiveBranch) -> bool:
-        """Read whole (or next to open while the controller reads) with ``whole_reads``:
-        generated to its end in one request."""
-        return self._cfg.whole_reads and (b.mode == READ or (b.mode is None and self._speculate == READ))
 
     def _wants_probes(self, b: LiveBranch) -> bool:
         return self._cfg.probe_reads or b.mode == PROBE or (b.mode is None and self._speculate == PROBE)
