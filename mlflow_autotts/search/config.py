@@ -54,8 +54,9 @@ class SearchConfig:
     """Shuffles per candidate on the search split."""
     final_shuffles: int = 100
     """Shuffles for finalists on the validation data."""
-    finalists: int = 4
-    """Best distinct candidates (by search objective) re-scored on validation."""
+    finalists: int = 6
+    """Candidates re-scored on validation: the best of each family (MAP-Elites cell) by
+    search objective first, then the best of the rest."""
     select_margin: float = 0.0
     """Points above SC@64's validation accuracy the *lower confidence bound* of a winner's
     accuracy must reach (see ``select_confidence``)."""

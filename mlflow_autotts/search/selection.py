@@ -1,6 +1,7 @@
 """Choosing the winner on data the explorer never saw, by lower confidence bounds.
 
-The best ``finalists`` candidates (by their search-split objective) are re-scored in the
+The best ``finalists`` candidates (by their search-split objective, one per MAP-Elites cell
+first: ``finalists_of``) are re-scored in the
 sandbox on the validation data with the full shuffles; SC@64, ASC, ESC and CMC at
 ``CMC_BETAS`` are replayed in-process on the same data. Every configuration is reduced to
 per-problem means (``bootstrap.ProblemTable``) and a paired bootstrap over the validation
@@ -198,6 +199,20 @@ def choose(points: Sequence[Point], curves: dict[str, CurveStats], margin: float
     return max(points, key=lambda p: (lcb(p), p.accuracy, -p.mean_tokens)), 0
 
 
+def finalists_of(archive: Archive, n: int) -> list[Candidate]:
+    """The ``n`` candidates re-scored on validation: the best of each MAP-Elites cell in
+    objective order first (near-copies of one lucky candidate would share its luck), then
+    the best of the rest; behavioural duplicates never."""
+    ranked = archive.ranked(distinct=True)
+    cells: set[tuple] = set()
+    first, rest = [], []
+    for cid in ranked:
+        cell = archive.cell_of(archive.candidates[cid])
+        (rest if cell in cells else first).append(cid)
+        cells.add(cell)
+    return [archive.candidates[cid] for cid in (first + rest)[:n]]
+
+
 def select(config: SearchConfig, archive: Archive, validation: Sequence[TrajectorySet],
            progress: bool = False, sandbox: Sandbox | None = None) -> Selection:
     """Re-score the finalists on ``validation`` in ``sandbox`` (default: a process sandbox
@@ -208,7 +223,7 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
     conf = config.select_confidence
     sc64_acc, _ = resampler.means(base_tables[("sc@64", None)])
     cmc_tables = {b: t for (label, b), t in base_tables.items() if label == "cmc"}
-    ranked = [archive.candidates[cid] for cid in archive.ranked(distinct=True)][: config.finalists]
+    ranked = finalists_of(archive, config.finalists)
     box = sandbox or ProcessSandbox(search_limits(config, scale=5))
     seeds = list(range(config.final_shuffles))
     finalists: dict[str, list[Point]] = {}
@@ -249,4 +264,4 @@ def cmc_budget_tokens(selection: Selection) -> float | None:
 
 
 __all__ = ["Point", "CurveStats", "Selection", "select", "choose", "baselines", "mean_points", "pick",
-           "cmc_budget_tokens", "CMC_BETAS", "COMPARISON_BETAS"]
+           "cmc_budget_tokens", "finalists_of", "CMC_BETAS", "COMPARISON_BETAS"]
