@@ -81,3 +81,23 @@ def test_choose_prefers_a_sure_gain_and_a_dominating_curve_over_fewer_tokens():
     less_below = Point("flat", 0.2, 61.0, 60.0, vs_sc64=(-5.0, -3.0, -1.0))
     assert choose([below, less_below], curves, 0.0) == (less_below, 0)
     assert choose([], curves, 0.0) == (None, 0)
+
+
+def test_finalists_are_the_best_of_each_family_first():
+    from mlflow_autotts.replay.results import EvalResult as Score
+    from mlflow_autotts.search.archive import Archive
+    from mlflow_autotts.search.genome import SEEDS
+    from mlflow_autotts.search.selection import finalists_of
+    from mlflow_autotts.search.types import Candidate, Proposal
+
+    def cand(cid: str, genome: str, acc: float) -> Candidate:
+        scores = [Score("m/b", 0.0, acc, 100.0), Score("m/b", 1.0, acc + 5, 300.0)]
+        return Candidate(cid, Proposal(source=cid, meta={"genome": SEEDS[genome].to_dict()}), scores)
+
+    # three near-copies of one family rank first; the other family is still a finalist
+    cands = [cand("a1", "cmc", 60.0), cand("a2", "cmc", 59.9), cand("a3", "cmc", 59.8),
+             cand("b1", "short_race", 55.0)]
+    arch = Archive.from_candidates(cands, reference=((100.0, 58.0), (300.0, 62.0)))
+    assert arch.ranked() == ["a1", "a2", "a3", "b1"]
+    assert [c.id for c in finalists_of(arch, 2)] == ["a1", "b1"]
+    assert [c.id for c in finalists_of(arch, 4)] == ["a1", "b1", "a2", "a3"]
