@@ -13,6 +13,7 @@ prints, with paired bootstrap intervals over problems (stratified by model):
     python benchmarks/search_cv.py --fold 0 --out /tmp/cv/evolve-0.json          # one fold (≈4 min, 2 cores)
     python benchmarks/search_cv.py --fold 0 --mode seeds --out /tmp/cv/seeds-0.json  # ablation: no evolution
     python benchmarks/search_cv.py --report /tmp/cv/evolve-*.json
+    (--cache FILE.pkl stores a fold's search, and reruns only the selection when it exists)
 
 Modes: ``evolve`` (the default search), ``seeds`` (the seeds and their random mutants, no
 archive feedback: the same budget without evolution).
@@ -23,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import pickle
 import time
 from dataclasses import replace
 
@@ -65,23 +68,36 @@ def _table(d: dict) -> ProblemTable:
                         {k: np.array(v) for k, v in d["tokens"].items()})
 
 
-def run_fold(fold: int, mode: str, candidates: int, workers: int) -> dict:
+def run_fold(fold: int, mode: str, candidates: int, workers: int, cache: str | None = None) -> dict:
+    """Search and select on one fold; with ``cache`` (a pickle path) the search is stored
+    there, or read from it when it exists (then only the selection runs again)."""
     config = replace(SearchConfig(), split_fold=fold, max_candidates=candidates, workers=workers)
     t0 = time.perf_counter()
     search_sets, validation_sets = split_data(config)
-    refs = measure_references(config, search_sets)
-    explorer = make_explorer(config, refs)
-    if mode == "seeds":
-        explorer = replace(explorer, feedback=False)
-    rec = Recorder()
-    outcome = run_search(config, explorer, Scorer(config, search_sets), rec, archive_factory(explorer, refs),
-                         progress_bar=False)
-    search_s = time.perf_counter() - t0
-    sel = select(config, outcome.archive, validation_sets)
+    if cache and os.path.exists(cache):
+        with open(cache, "rb") as fh:
+            refs, scored, objective, search_s = pickle.load(fh)
+        explorer = make_explorer(config, refs)
+        archive = archive_factory(explorer, refs)(scored)
+    else:
+        refs = measure_references(config, search_sets)
+        explorer = make_explorer(config, refs)
+        if mode == "seeds":
+            explorer = replace(explorer, feedback=False)
+        rec = Recorder()
+        outcome = run_search(config, explorer, Scorer(config, search_sets), rec, archive_factory(explorer, refs),
+                             progress_bar=False)
+        scored, objective, archive = outcome.candidates, rec.objective, outcome.archive
+        search_s = time.perf_counter() - t0
+        if cache:
+            with open(cache, "wb") as fh:
+                pickle.dump((refs, scored, objective, search_s), fh)
+    t1 = time.perf_counter()
+    sel = select(config, archive, validation_sets)
     w, p = sel.winner, sel.winner_point
     return {
-        "fold": fold, "mode": mode, "candidates": len(outcome.candidates), "search_s": search_s,
-        "total_s": time.perf_counter() - t0, "objective": rec.objective,
+        "fold": fold, "mode": mode, "candidates": len(scored), "search_s": search_s,
+        "total_s": search_s + time.perf_counter() - t1, "objective": objective,
         "winner": w.id if w else None, "winner_op": w.proposal.meta.get("op") if w else None,
         "winner_blocks": (w.proposal.meta.get("genome") or {}).get("blocks") if w else None,
         "beta": p.beta if p else None, "tier": sel.tier,
@@ -187,12 +203,13 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=SearchConfig().max_candidates)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for this fold")
+    ap.add_argument("--cache", default=None, help="pickle of the search: written, or reused to rerun only the selection")
     ap.add_argument("--report", nargs="+", default=None, help="pool these fold files and print the tables")
     a = ap.parse_args()
     if a.report:
         report(a.report)
         return
-    out = run_fold(a.fold, a.mode, a.candidates, a.workers)
+    out = run_fold(a.fold, a.mode, a.candidates, a.workers, a.cache)
     text = json.dumps(out)
     if a.out:
         with open(a.out, "w") as fh:

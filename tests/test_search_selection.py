@@ -72,32 +72,34 @@ def test_choose_prefers_a_sure_gain_and_a_dominating_curve_over_fewer_tokens():
     assert (best, tier) == (sure, 1)  # the cheapest point whose lower bound clears SC@64, on a dominating curve
     best, tier = choose([lucky, sure, sure_dear, flat], curves, margin=0.8)
     assert (best, tier) == (sure_dear, 1)  # a margin on the lower bound asks for more
-    # no dominating curve: the cheapest sure point
+    # no dominating curve: a curve whose gain over CMC is sure, though dearer than `flat`
     curves["sure"] = curve(0.5, False)
-    assert choose([lucky, sure, flat], curves, 0.0) == (flat, 3)
-    # nothing sure: a point estimate at or above SC@64 (tier 4), else the best lower bound (tier 0)
-    assert choose([lucky], curves, 0.0) == (lucky, 4)
+    assert choose([lucky, sure, flat], curves, 0.0) == (sure, 3)
+    # no sure curve gain either: the surest curve, at its cheapest sure point
+    curves["sure"] = curve(-0.2, False)
+    assert choose([lucky, sure, sure_dear, flat], curves, 0.0) == (sure, 4)
+    # nothing sure: a point estimate at or above SC@64 (tier 5), else the best lower bound (tier 0)
+    assert choose([lucky], curves, 0.0) == (lucky, 5)
     below = Point("flat", 0.0, 60.0, 50.0, vs_sc64=(-6.0, -4.0, -2.0))
     less_below = Point("flat", 0.2, 61.0, 60.0, vs_sc64=(-5.0, -3.0, -1.0))
     assert choose([below, less_below], curves, 0.0) == (less_below, 0)
     assert choose([], curves, 0.0) == (None, 0)
 
 
-def test_finalists_are_the_best_of_each_family_first():
+def test_finalists_skip_near_copies_of_a_better_candidate():
     from mlflow_autotts.replay.results import EvalResult as Score
     from mlflow_autotts.search.archive import Archive
     from mlflow_autotts.search.genome import SEEDS
     from mlflow_autotts.search.selection import finalists_of
     from mlflow_autotts.search.types import Candidate, Proposal
 
-    def cand(cid: str, genome: str, acc: float) -> Candidate:
-        scores = [Score("m/b", 0.0, acc, 100.0), Score("m/b", 1.0, acc + 5, 300.0)]
-        return Candidate(cid, Proposal(source=cid, meta={"genome": SEEDS[genome].to_dict()}), scores)
+    def cand(cid: str, acc: float, tokens: float = 100.0) -> Candidate:
+        scores = [Score("m/b", 0.0, acc, tokens), Score("m/b", 1.0, acc + 5, 3 * tokens)]
+        return Candidate(cid, Proposal(source=cid, meta={"genome": SEEDS["cmc"].to_dict()}), scores)
 
-    # three near-copies of one family rank first; the other family is still a finalist
-    cands = [cand("a1", "cmc", 60.0), cand("a2", "cmc", 59.9), cand("a3", "cmc", 59.8),
-             cand("b1", "short_race", 55.0)]
+    # a2 and a3 are near-copies of a1 (a3 only by tokens); b1 is behaviourally different
+    cands = [cand("a1", 60.0), cand("a2", 59.9), cand("a3", 60.0, 101.0), cand("b1", 58.0), cand("c1", 57.0)]
     arch = Archive.from_candidates(cands, reference=((100.0, 58.0), (300.0, 62.0)))
-    assert arch.ranked() == ["a1", "a2", "a3", "b1"]
+    assert arch.ranked()[:3] == ["a1", "a3", "a2"]
     assert [c.id for c in finalists_of(arch, 2)] == ["a1", "b1"]
-    assert [c.id for c in finalists_of(arch, 4)] == ["a1", "b1", "a2", "a3"]
+    assert [c.id for c in finalists_of(arch, 5)] == ["a1", "b1", "c1"]

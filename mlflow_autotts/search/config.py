@@ -55,8 +55,8 @@ class SearchConfig:
     final_shuffles: int = 100
     """Shuffles for finalists on the validation data."""
     finalists: int = 6
-    """Candidates re-scored on validation: the best of each family (MAP-Elites cell) by
-    search objective first, then the best of the rest."""
+    """Candidates re-scored on validation: the best by search objective, near-copies of a
+    better one skipped."""
     select_margin: float = 0.0
     """Points above SC@64's validation accuracy the *lower confidence bound* of a winner's
     accuracy must reach (see ``select_confidence``)."""

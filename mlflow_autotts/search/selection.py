@@ -1,7 +1,7 @@
 """Choosing the winner on data the explorer never saw, by lower confidence bounds.
 
-The best ``finalists`` candidates (by their search-split objective, one per MAP-Elites cell
-first: ``finalists_of``) are re-scored in the
+The best ``finalists`` candidates (by their search-split objective, near-copies skipped:
+``finalists_of``) are re-scored in the
 sandbox on the validation data with the full shuffles; SC@64, ASC, ESC and CMC at
 ``CMC_BETAS`` are replayed in-process on the same data. Every configuration is reduced to
 per-problem means (``bootstrap.ProblemTable``) and a paired bootstrap over the validation
@@ -13,11 +13,13 @@ problems (stratified by dataset) gives, for each finalist:
   lower bound, and whether it dominates every CMC β point (at least CMC's accuracy with
   fewer tokens) on the validation data.
 
-The winner is the (finalist, β) with the fewest mean validation tokens in the first
-non-empty tier: (1) its accuracy gain over SC@64 has a lower bound ≥ ``select_margin``,
-its curve dominates every CMC point and its curve-gain lower bound is ≥ 0; (2) the first
-two; (3) the first alone; (4) accuracy ≥ SC@64's as measured. Otherwise the point with the
-highest lower bound over SC@64 is chosen and the selection says it does not reach SC@64.
+The winner is the (finalist, β) with the fewest mean validation tokens among the *sure*
+points (accuracy gain over SC@64 with a lower bound ≥ ``select_margin``) in the first
+non-empty tier: (1) its curve dominates every CMC point and its curve-gain lower bound is
+≥ 0; (2) it dominates; (3) its curve-gain lower bound is ≥ 0; (4) the finalist with the
+highest curve-gain lower bound; (5) no sure point: accuracy ≥ SC@64's as measured.
+Otherwise the point with the highest lower bound over SC@64 is chosen (tier 0) and the
+selection says it does not reach SC@64.
 A lower bound, not a mean, protects against the luck of a few validation problems.
 """
 
@@ -184,33 +186,48 @@ def choose(points: Sequence[Point], curves: dict[str, CurveStats], margin: float
     def lcb(p: Point) -> float:
         return p.vs_sc64[0] if p.vs_sc64 else -math.inf
 
+    def gain_lcb(p: Point) -> float:
+        return curves[p.label].gain_over_cmc[0]
+
+    sure = [p for p in points if p.label in curves and lcb(p) >= margin]
     tiers = [
-        lambda p: lcb(p) >= margin and curves[p.label].dominates and curves[p.label].gain_over_cmc[0] >= 0,
-        lambda p: lcb(p) >= margin and curves[p.label].dominates,
-        lambda p: lcb(p) >= margin,
-        lambda p: p.vs_sc64 is not None and p.vs_sc64[1] >= 0,
+        [p for p in sure if curves[p.label].dominates and gain_lcb(p) >= 0],
+        [p for p in sure if curves[p.label].dominates],
+        [p for p in sure if gain_lcb(p) >= 0],
     ]
-    for i, ok in enumerate(tiers, start=1):
-        chosen = [p for p in points if p.label in curves and ok(p)]
+    for i, chosen in enumerate(tiers, start=1):
         if chosen:
             return min(chosen, key=lambda p: (p.mean_tokens, -p.accuracy)), i
+    if sure:  # no curve holds against CMC's: the surest curve, at its cheapest sure point
+        best = max(gain_lcb(p) for p in sure)
+        return min((p for p in sure if gain_lcb(p) == best), key=lambda p: (p.mean_tokens, -p.accuracy)), 4
+    reached = [p for p in points if p.label in curves and p.vs_sc64 is not None and p.vs_sc64[1] >= 0]
+    if reached:
+        return min(reached, key=lambda p: (p.mean_tokens, -p.accuracy)), 5
     if not points:
         return None, 0
     return max(points, key=lambda p: (lcb(p), p.accuracy, -p.mean_tokens)), 0
 
 
+def _near(a: Candidate, b: Candidate, points: float = 0.25, share: float = 0.03) -> bool:
+    """Whether two candidates' search curves agree within ``points`` of accuracy and
+    ``share`` of tokens at every β (near-copies share their luck on the search split)."""
+    ca, cb = {x[0]: x[1:] for x in a.curve()}, {x[0]: x[1:] for x in b.curve()}
+    return ca.keys() == cb.keys() and all(
+        abs(ca[k][0] - cb[k][0]) <= points and abs(ca[k][1] - cb[k][1]) <= share * max(ca[k][1], 1.0) for k in ca)
+
+
 def finalists_of(archive: Archive, n: int) -> list[Candidate]:
-    """The ``n`` candidates re-scored on validation: the best of each MAP-Elites cell in
-    objective order first (near-copies of one lucky candidate would share its luck), then
-    the best of the rest; behavioural duplicates never."""
-    ranked = archive.ranked(distinct=True)
-    cells: set[tuple] = set()
-    first, rest = [], []
-    for cid in ranked:
-        cell = archive.cell_of(archive.candidates[cid])
-        (rest if cell in cells else first).append(cid)
-        cells.add(cell)
-    return [archive.candidates[cid] for cid in (first + rest)[:n]]
+    """The ``n`` best candidates by search objective that are not near-copies of a better
+    one (``_near``): re-scoring a copy spends validation time on the same luck."""
+    out: list[Candidate] = []
+    for cid in archive.ranked(distinct=True):
+        c = archive.candidates[cid]
+        if not any(_near(c, f) for f in out):
+            out.append(c)
+        if len(out) == n:
+            break
+    return out
 
 
 def select(config: SearchConfig, archive: Archive, validation: Sequence[TrajectorySet],
