@@ -1,10 +1,12 @@
 """Research harness for the offline evolve explorer: how good a controller does it find?
 
 Runs the explorer in-process (no sandbox, no MLflow: the rendered sources are our own),
-scores every proposal on the *search* split over a β sweep, re-scores the best few on the
-*validation* split with the full shuffle count, picks the winner as the search does (the
+ranked as the search ranks (gain of the β-curve over CMC's on the search split), scores
+every proposal on the *search* split over a β sweep, re-scores the best few on the
+*validation* split with the full shuffle count, picks the winner by point estimates (the
 fewest mean tokens among (candidate, β) whose validation accuracy, averaged over the
-datasets, reaches SC@64's), and prints the comparison table on the validation split:
+datasets, reaches SC@64's; the search itself uses bootstrap lower bounds, see
+``benchmarks/search_cv.py`` for the product's path), and prints the comparison table on the validation split:
 winner per model, SC@64, CMC at several β, ASC, ESC. The quality goal: SC@64's accuracy
 with at most 80% of CMC β=0.5's tokens.
 
@@ -108,7 +110,9 @@ def main() -> None:
     t0 = time.time()
 
     sc_s = mean_point(scores(lambda b: SelfConsistency(), search_sets, [None], a.search_shuffles))
-    cmc_s = mean_point(scores(ConfidenceMomentum, search_sets, [0.5], a.search_shuffles))
+    cmc_curve = {b: mean_point(scores(ConfidenceMomentum, search_sets, [b], a.search_shuffles))
+                 for b in sorted(set(betas) | {0.5})}
+    cmc_s = cmc_curve[0.5]
     budget = 0.8 * cmc_s[1]
     print(f"search split: SC@64 {sc_s[0]:.2f}% / {sc_s[1]:,.0f}; CMC β=0.5 {cmc_s[0]:.2f}% / {cmc_s[1]:,.0f}; "
           f"budget (0.8 × CMC β=0.5) {budget:,.0f}")
@@ -121,7 +125,8 @@ def main() -> None:
         cands.append(Candidate("c000", p, scores(controller_class(p.source, p.class_name), search_sets, betas,
                                                  a.search_shuffles)))
     else:
-        explorer = EvolveExplorer(seed=a.seed, target_accuracy=sc_s[0], budget_tokens=budget)
+        explorer = EvolveExplorer(seed=a.seed, target_accuracy=sc_s[0], budget_tokens=budget,
+                                  reference=tuple((tok, acc) for acc, tok in cmc_curve.values()))
         gen = 0
         while len(cands) < a.candidates:
             for p in explorer.propose(cands, min(a.population, a.candidates - len(cands)), gen):

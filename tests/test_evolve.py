@@ -153,3 +153,36 @@ def test_crossover_takes_each_slot_with_its_knobs_from_one_parent():
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EvolveExplorer(**kwargs)
+
+
+def test_union_crossover_adds_the_other_parents_stopping_rule_as_new_code():
+    """A child that takes the other parent's stopping rule as a second rule is a controller
+    neither parent is: it passes the lint, and its source has a rule neither parent's has."""
+    from mlflow_autotts.search.evolve import union_stop
+    from mlflow_autotts.search.extract import check_source
+
+    a = SEEDS["short_race"]  # stops on Beta confidence
+    b = SEEDS["shorter_margin"]  # stops on a vote margin
+    child = union_stop(a, b)
+    assert child is not None
+    assert child.block("stop") == "beta" and child.block("stop2") == "margin"
+    assert child.line("margin") == b.line("margin")
+    assert child.line("threshold") == a.line("threshold")  # what the child already used is kept
+    source = render(child)
+    check_source(source, class_name(child))
+    second = [ln for ln in source.splitlines() if "second rule" in ln]
+    assert second and not any("second rule" in render(g) for g in (a, b))
+    assert child.key() not in {a.key(), b.key()}
+    assert union_stop(a, a) is None  # the same rule twice adds nothing
+    assert union_stop(a, SEEDS["cmc"]) is None  # momentum is not a second rule
+
+
+def test_explorer_reaches_structures_no_seed_has():
+    explorer = EvolveExplorer(seed=3)
+    archive = grow(explorer, 8, per_gen=8)
+    seeds = {tuple(SEEDS[n].blocks) for n in DEFAULT_SEEDS}
+    structures = {tuple(genome_of(c).blocks) for c in archive}
+    ops = {c.proposal.meta["op"] for c in archive}
+    assert "union" in ops and "crossover" in ops and "mutate" in ops
+    assert len(structures - seeds) >= 10
+    assert any(dict(s)["stop2"] != "none" for s in structures)

@@ -197,3 +197,13 @@ def test_rendered_source_loads_like_any_controller_file(tmp_path):
     ctrl = build_controller(cls, beta=0.3)
     assert ctrl.config() == {"beta": 0.3}
     assert isinstance(ctrl.solve(ReplayEpisode(synthetic_branches(4))), str)
+
+
+def test_a_genome_stored_before_the_second_stop_rule_reads_as_having_none():
+    d = CMC.to_dict()
+    del d["blocks"]["stop2"]
+    assert Genome.from_dict(d) == CMC
+    # the same rule as first and second rule behaves (and is keyed) as the rule once
+    g = SEEDS["short_race"]
+    assert g.with_blocks(stop2="beta").key() == g.key()
+    assert g.with_blocks(stop2="margin").key() != g.key()

@@ -63,6 +63,16 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
     rows = json.loads(client.download_artifacts(result.run_id, "selection.json") and
                       Path(client.download_artifacts(result.run_id, "selection.json")).read_text())
     assert {"sc@64", "cmc", "asc", "esc"} <= {r["controller"] for r in rows}
+    # the objective (gain over CMC's curve) after every candidate, and the bounds of the selection
+    objective = sorted(client.get_metric_history(result.run_id, "best_objective"), key=lambda m: m.step)
+    assert [m.step for m in objective] == [1, 2, 3, 4, 5]
+    assert all(b.value >= a.value for a, b in zip(objective, objective[1:]))
+    finalist_rows = [r for r in rows if r["controller"].startswith("c0")]
+    assert finalist_rows and all(r["vs_sc64_lcb"] <= r["vs_sc64"] <= r["vs_sc64_ucb"] for r in finalist_rows)
+    assert all(r["gain_over_cmc_lcb"] <= r["gain_over_cmc"] for r in finalist_rows)
+    assert sum(r["winner"] for r in rows) == 1
+    assert version.tags["autotts.selection.tier"] == str(result.selection.tier)
+    assert version.tags["autotts.validation.gain_over_cmc"].count("[") == 1
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_print_config_output_is_a_valid_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("bogus: 1\nmax_candidates: 2\n", "unknown setting(s) bogus; valid: alias, allow_weaker_isolation, betas, budget_tokens"),
+    ("bogus: 1\nmax_candidates: 2\n", "unknown setting(s) bogus; valid: alias, allow_weaker_isolation, betas, bootstrap_resamples"),
     ("max_candidates: many\n", "invalid max_candidates 'many': expected an integer"),
     ("log_models: maybe\n", "invalid log_models 'maybe': expected true or false"),
     ("betas: [0, high]\n", "invalid betas 'high': expected a number"),

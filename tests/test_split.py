@@ -72,3 +72,21 @@ def test_published_data_same_questions_for_every_model(data_dir):
         assert (len(search), len(val)) == (20, 10)
         sides.append(({p.question for p in search.problems}, {p.question for p in val.problems}))
     assert all(s == sides[0] for s in sides)
+
+
+def test_three_folds_hold_out_every_problem_exactly_once_and_fold_0_is_the_default_split():
+    ts = make_set(QUESTIONS)
+    folds = [validation_indices(ts, seed=2, fold=k) for k in range(3)]
+    assert folds[0] == validation_indices(ts, seed=2)
+    assert sorted(p for f in folds for p in f) == list(range(30))
+    assert [len(f) for f in folds] == [10, 10, 10]
+    # the same question lands in the same fold for every model
+    other = make_set(list(reversed(QUESTIONS)), "Qwen3-8B")
+    for k in range(3):
+        assert {ts.problems[p].question for p in folds[k]} == {
+            other.problems[p].question for p in validation_indices(other, seed=2, fold=k)}
+    search, val = split_problems(ts, seed=2, fold=1)
+    assert {p.question for p in val.problems} == {ts.problems[p].question for p in folds[1]}
+    assert len(search) == 20
+    with pytest.raises(ValueError, match="fold"):
+        validation_indices(ts, fold=3)

@@ -29,7 +29,8 @@ def search_cmd(config: SearchConfig, resume: str | None, progress: bool) -> None
                f"({sum(1 for c in result.outcome.candidates if not c.ok)} failed); stopped: {result.outcome.stop_reason}")
     click.echo(format_table(selection_rows(result.selection), [
         ("controller", "controller (validation)", ""), ("beta", "beta", ".2f"), ("accuracy", "accuracy %", ".2f"),
-        ("mean_tokens", "mean tokens", ",.0f"), ("winner", "winner", "")]))
+        ("mean_tokens", "mean tokens", ",.0f"), ("vs_sc64_lcb", "vs SC@64 (LCB)", "+.2f"),
+        ("gain_over_cmc_lcb", "gain over CMC (LCB)", "+.2f"), ("winner", "winner", "")]))
     sel = result.selection
     if result.challenger_version:
         click.echo(f"challenger: models:/{config.model_name}@challenger (version {result.challenger_version}, "

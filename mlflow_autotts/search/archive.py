@@ -2,9 +2,12 @@
 
 Every scored candidate contributes the points of its β curve (mean accuracy and mean
 tokens over datasets at each β). The *front* is the set of points no other point beats on
-both. For parent selection each candidate also gets one scalar *objective*, chosen to
-match what the final selection rewards (SC@64's accuracy at a bounded token cost):
+both. For parent selection each candidate also gets one scalar *objective*:
 
+- with a *reference* curve (CMC's β sweep on the search split; what a search uses): the
+  gain of the candidate's whole curve over it (``curves.gain_over``: mean accuracy points
+  above the reference across its token span), so the search improves the curve, not one
+  point of it;
 - with a token *budget* (e.g. 80% of CMC β=0.5's tokens on the search data): the
   accuracy the curve reaches at that budget (linearly interpolated between β points),
   ties broken by the tokens it needs to reach the target accuracy;
@@ -27,6 +30,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from mlflow_autotts.search.curves import gain_over
 from mlflow_autotts.search.types import Candidate
 
 NO_GENOME_CELL = ("other",)
@@ -48,7 +52,15 @@ class Objective:
     area: float
     """Accuracy-vs-log-tokens area of the curve's front."""
     mode: str = "area"
-    """Which of the above leads: ``budget``, ``target`` or ``area``."""
+    """Which of the above leads: ``gain``, ``budget``, ``target`` or ``area``."""
+    gain: float = -math.inf
+    """Mean accuracy gain (points) of the curve over the reference curve (-inf without one)."""
+
+    @property
+    def value(self) -> float:
+        """The leading number as a float (what progress metrics show)."""
+        return {"gain": self.gain, "budget": self.accuracy_at_budget, "target": -self.tokens_at_target,
+                "area": self.area}[self.mode]
 
     @property
     def reaches(self) -> bool:
@@ -56,6 +68,8 @@ class Objective:
 
     @property
     def key(self) -> tuple:
+        if self.mode == "gain":
+            return (round(self.gain, 9), self.best_accuracy)
         if self.mode == "budget":
             return (round(self.accuracy_at_budget, 9), -self.tokens_at_target, self.best_accuracy)
         if self.mode == "target":
@@ -121,15 +135,19 @@ def _front_area(curve: Sequence[tuple[float, float, float]]) -> float:
     return area
 
 
-def objective(candidate: Candidate, target: float | None = None, budget: float | None = None) -> Objective:
+def objective(candidate: Candidate, target: float | None = None, budget: float | None = None,
+              reference: Sequence[tuple[float, float]] | None = None) -> Objective:
+    """The candidate's rank key; ``reference`` ((tokens, accuracy) points) takes precedence,
+    then ``budget``, then ``target``."""
+    mode = "gain" if reference else "budget" if budget is not None else "target" if target is not None else "area"
     curve = candidate.curve()
     if not curve:
-        return Objective(-math.inf, math.inf, -math.inf, -math.inf, "budget" if budget else "area")
+        return Objective(-math.inf, math.inf, -math.inf, -math.inf, mode)
     best = max(acc for _, acc, _ in curve)
     tok = tokens_to_reach(curve, target) if target is not None else math.inf
     at_budget = accuracy_at(curve, budget) if budget is not None else -math.inf
-    mode = "budget" if budget is not None else "target" if target is not None else "area"
-    return Objective(at_budget, tok, best, _front_area(curve), mode)
+    gain = gain_over([(t, a) for _, a, t in curve], reference) if reference else -math.inf
+    return Objective(at_budget, tok, best, _front_area(curve), mode, gain)
 
 
 def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
@@ -161,6 +179,9 @@ class Archive:
     budget_tokens: float | None = None
     """Mean tokens per problem the objective measures accuracy at (e.g. 0.8 × CMC β=0.5's);
     None: rank by tokens to the target."""
+    reference: tuple[tuple[float, float], ...] | None = None
+    """(mean tokens, accuracy %) of the reference curve (CMC's β sweep); when set the
+    objective is the gain over it, whatever the target and budget say."""
     cell_slots: tuple[str, ...] = ("open", "stop")
     """Genome slots whose options define a MAP-Elites cell."""
     candidates: dict[str, Candidate] = field(default_factory=dict)
@@ -168,6 +189,8 @@ class Archive:
     cells: dict[tuple, str] = field(default_factory=dict)
     """cell -> id of its best candidate."""
     front: list[FrontPoint] = field(default_factory=list)
+    offspring: dict[str, int] = field(default_factory=dict)
+    """candidate id -> how many later candidates name it as a parent (novelty pressure)."""
 
     @property
     def target(self) -> float | None:
@@ -196,9 +219,11 @@ class Archive:
         if candidate.id in self.candidates:
             raise ValueError(f"candidate {candidate.id!r} is already in the archive")
         self.candidates[candidate.id] = candidate
+        for parent in candidate.proposal.parents:
+            self.offspring[parent] = self.offspring.get(parent, 0) + 1
         if not candidate.ok:
             return False
-        obj = self.objectives[candidate.id] = objective(candidate, self.target, self.budget_tokens)
+        obj = self.objectives[candidate.id] = objective(candidate, self.target, self.budget_tokens, self.reference)
         improved = False
         cell = self.cell_of(candidate)
         holder = self.cells.get(cell)
@@ -240,7 +265,9 @@ class Archive:
 
     def select_parents(self, rng: random.Random, k: int, tournament: int = 3,
                        elite_share: float = 0.5, eligible: set[str] | None = None) -> list[str]:
-        """``k`` parent ids: half by tournament on the objective, half from random cells.
+        """``k`` parent ids: ``elite_share`` by tournament on the objective, the rest elites
+        of MAP-Elites cells, drawn with weight 1 / (1 + children the elite already has), so
+        neglected families get their turn (novelty pressure).
 
         ``eligible`` restricts the choice (e.g. to candidates that carry a genome).
         Returns fewer than ``k`` only if nothing is eligible.
@@ -253,7 +280,8 @@ class Archive:
         out: list[str] = []
         for _ in range(k):
             if cell_heads and rng.random() >= elite_share:
-                out.append(cell_heads[rng.randrange(len(cell_heads))])
+                weights = [1.0 / (1 + self.offspring.get(c, 0) + out.count(c)) for c in cell_heads]
+                out.append(rng.choices(cell_heads, weights)[0])
             else:
                 picks = [pool[rng.randrange(len(pool))] for _ in range(max(1, tournament))]
                 out.append(max(picks, key=lambda c: keys[c]))
@@ -266,10 +294,12 @@ class Archive:
         return {
             "target_accuracy": self.target_accuracy, "target_margin": self.target_margin,
             "budget_tokens": self.budget_tokens,
+            "reference": [list(p) for p in self.reference] if self.reference else None,
             "cell_slots": list(self.cell_slots),
             "front": [vars(f) for f in self.front],
             "cells": {"/".join(cell): cid for cell, cid in sorted(self.cells.items())},
             "ranking": [{"id": c, "accuracy_at_budget": num(self.objectives[c].accuracy_at_budget),
                          "tokens_at_target": num(self.objectives[c].tokens_at_target),
-                         "best_accuracy": num(self.objectives[c].best_accuracy)} for c in self.ranked()],
+                         "best_accuracy": num(self.objectives[c].best_accuracy),
+                         "gain_over_reference": num(self.objectives[c].gain)} for c in self.ranked()],
         }

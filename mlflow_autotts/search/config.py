@@ -24,6 +24,9 @@ class SearchConfig:
     """Separate validation datasets; empty means a fixed-seed 1/3 split of ``data``."""
     split_seed: int = 0
     """Seed of the search/validation split."""
+    split_fold: int = 0
+    """Which third of each dataset's problems is held out for validation (0, 1 or 2): three
+    searches with folds 0, 1, 2 are a cross-validation that holds out every problem once."""
     explorer: str = "evolve"
     """``evolve`` (offline, no LLM) or ``openai:<model>`` (any OpenAI-compatible endpoint)."""
     seed: int = 0
@@ -51,12 +54,17 @@ class SearchConfig:
     """Shuffles per candidate on the search split."""
     final_shuffles: int = 100
     """Shuffles for finalists on the validation data."""
-    finalists: int = 4
-    """Best distinct candidates (by search objective) re-scored on validation."""
-    select_margin: float = 0.5
-    """Points above SC@64's validation accuracy a winner must reach (falling back to no
-    margin when none does): with ~10 validation problems per model a point that merely
-    ties SC@64 is often luck, and a margin favours winners that hold on new data."""
+    finalists: int = 6
+    """Candidates re-scored on validation: the best by search objective, near-copies of a
+    better one skipped."""
+    select_margin: float = 0.0
+    """Points above SC@64's validation accuracy the *lower confidence bound* of a winner's
+    accuracy must reach (see ``select_confidence``)."""
+    select_confidence: float = 0.8
+    """One-sided confidence of the lower bounds the winner is chosen by (a paired bootstrap
+    over the validation problems): higher asks for surer gains, at more tokens."""
+    bootstrap_resamples: int = 2000
+    """Bootstrap resamples of the validation problems behind every lower bound."""
     candidate_timeout_s: float = 300.0
     """Wall-clock limit of one candidate's sandbox."""
     candidate_memory_mb: int = 1024
@@ -82,6 +90,8 @@ class SearchConfig:
         for name in ("max_candidates", "population", "search_shuffles", "final_shuffles", "finalists"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")
+        if self.split_fold not in (0, 1, 2):
+            raise bad("split_fold", "must be 0, 1 or 2")
         if self.workers < 0:
             raise bad("workers", "must be >= 0")
         if not self.time_budget_minutes > 0:
@@ -89,6 +99,10 @@ class SearchConfig:
         for name in ("budget_usd", "budget_tokens"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "must be > 0 when set")
+        if not 0.5 <= self.select_confidence < 1.0:
+            raise bad("select_confidence", "must be in [0.5, 1)")
+        if self.bootstrap_resamples < 100:
+            raise bad("bootstrap_resamples", "must be >= 100")
         if not 0.0 <= self.select_margin <= 100.0:
             raise bad("select_margin", "must be in [0, 100]")
         if min(self.price_input, self.price_output) < 0:

@@ -3,9 +3,11 @@
 Generation 0 proposes the seed genomes (CMC block for block and a few simple families),
 then mutants of them.
 Later generations pick parents from the archive (tournament on the objective, or the
-elite of a random MAP-Elites cell) and either *mutate* one (nudge one or two knob lines,
-or swap one slot's option) or *cross* two (each slot, with its knobs, from either
-parent). Every proposal is the genome rendered to source, with the genome in
+elite of a MAP-Elites cell, preferring cells whose elite has had few children) and either
+*mutate* one (nudge one or two knob lines, or swap one slot's option, which also adds or
+drops a second stopping rule) or *cross* two (each slot, with its knobs, from either
+parent; half the time the child also takes the other parent's stopping rule as a second
+rule, a structure neither parent has). Every proposal is the genome rendered to source, with the genome in
 ``meta["genome"]``.
 
 Reproducible: each ``propose`` call draws from ``random.Random`` seeded by the explorer
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.genome import KNOBS, SEEDS, SLOTS, Genome, GenomeError, snap_line
+from mlflow_autotts.search.genome import ACTIVE, KNOBS, SEEDS, SLOTS, Genome, GenomeError, snap_line
 from mlflow_autotts.search.render import class_name, render
 from mlflow_autotts.search.types import Candidate, Proposal
 
@@ -99,6 +101,18 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
     return Genome.make(blocks, knobs)
 
 
+def union_stop(child: Genome, other: Genome) -> Genome | None:
+    """``child`` with ``other``'s stopping rule added as its second rule (OR-ed), and the
+    knobs that rule reads which ``child`` does not use taken from ``other``: a controller
+    neither parent is. None when the rule cannot be a second rule or adds nothing."""
+    rule = other.block("stop")
+    if rule not in SLOTS["stop2"] or rule in (child.block("stop"), child.block("stop2")):
+        return None
+    used = set(child.active_knobs())
+    knobs = {n: other.line(n) for n in ACTIVE[("stop2", rule)] if n not in used}
+    return Genome.make({"stop2": rule}, knobs, base=child)
+
+
 def genome_of(candidate: Candidate) -> Genome | None:
     """The candidate's genome, or None if it has none (or an unreadable one)."""
     meta = candidate.proposal.meta or {}
@@ -138,16 +152,25 @@ class EvolveExplorer:
     budget_tokens: float | None = None
     """Mean tokens per problem at which the objective measures accuracy (e.g. 80% of
     CMC β=0.5's on the search data); takes precedence over the target when set."""
+    reference: tuple[tuple[float, float], ...] | None = None
+    """(mean tokens, accuracy %) of the reference curve (CMC on the search data); when set
+    the objective is the gain of a candidate's whole curve over it (the search default)."""
     seeds: tuple[str, ...] = DEFAULT_SEEDS
     """Names from ``genome.SEEDS`` proposed first, in this order."""
-    crossover_rate: float = 0.25
+    crossover_rate: float = 0.35
     """Share of proposals made by crossing two parents."""
+    union_rate: float = 0.5
+    """Chance that a crossover child also takes the other parent's stopping rule as a second,
+    OR-ed rule (``union_stop``): a structure neither parent has."""
     immigrant_rate: float = 0.05
     """Share of proposals that are fresh random genomes."""
     block_rate: float = 0.25
     """Chance that a mutation swaps a slot's option rather than nudging knobs."""
     strength: float = 1.0
     """Scale of knob perturbations."""
+    feedback: bool = True
+    """Breed from the archive (selection, crossover); False proposes only the seeds and their
+    random mutants, whatever was scored (the ablation baseline: seeds without evolution)."""
     tournament: int = 3
     """Tournament size for parent selection."""
     elite_share: float = 0.5
@@ -160,13 +183,15 @@ class EvolveExplorer:
         if unknown:
             raise ValueError(f"unknown seed genome(s) {', '.join(unknown)}; valid: {', '.join(SEEDS)}")
         for label, rate in (("crossover_rate", self.crossover_rate), ("immigrant_rate", self.immigrant_rate),
+                            ("union_rate", self.union_rate),
                             ("block_rate", self.block_rate), ("elite_share", self.elite_share)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{label} must be in [0, 1], got {rate!r}")
 
     def archive(self, candidates: Sequence[Candidate]) -> Archive:
         return Archive.from_candidates(candidates, target_accuracy=self.target_accuracy,
-                                       target_margin=self.target_margin, budget_tokens=self.budget_tokens)
+                                       target_margin=self.target_margin, budget_tokens=self.budget_tokens,
+                                       reference=self.reference)
 
     def propose(self, archive: Sequence[Candidate], n: int, generation: int) -> list[Proposal]:
         """Up to ``n`` new genomes: unproposed seeds first, then offspring of the archive."""
@@ -186,7 +211,7 @@ class EvolveExplorer:
                 seen.add(g.key())
                 out.append(proposal_for(g, (), generation, "seed", seed_name=name))
         arch = self.archive(archive)
-        eligible = {cid for cid in genomes if cid in arch.objectives}
+        eligible = {cid for cid in genomes if cid in arch.objectives} if self.feedback else set()
         attempts = 0
         while len(out) < n and attempts < 50 * n:
             attempts += 1
@@ -201,7 +226,13 @@ class EvolveExplorer:
                 parents = arch.select_parents(rng, 2, self.tournament, self.elite_share, eligible)
                 if parents[0] == parents[1]:
                     continue
-                child, op = crossover(genomes[parents[0]], genomes[parents[1]], rng), "crossover"
+                a, b = genomes[parents[0]], genomes[parents[1]]
+                child, op = crossover(a, b, rng), "crossover"
+                if rng.random() < self.union_rate:
+                    other = b if child.block("stop") == a.block("stop") else a
+                    joined = union_stop(child, other)
+                    if joined is not None:
+                        child, op = joined, "union"
                 if rng.random() < 0.5:
                     child = mutate(child, rng, self.block_rate, self.strength)
             else:

@@ -84,6 +84,8 @@ KNOBS: dict[str, KnobSpec] = {k.name: k for k in (
     # aggregation
     _k("power", "vote", False, 0.0, 4.0, 0, "finished answers are weighted by (shortest length / length) ** power"),
     _k("cut", "vote", False, 0.5, 3.0, 0, "only finished answers at most this times the median finished length vote"),
+    # a second stopping rule, OR-ed with the first
+    _k("agree", "stop2", True, 2, 16, +1, "finished answers that, all equal, end the question at once"),
 )}
 
 SLOTS: dict[str, dict[str, str]] = {
@@ -110,6 +112,12 @@ SLOTS: dict[str, dict[str, str]] = {
         "margin": "stop when the leader has `margin` more finished votes than the runner-up",
         "probe_mix": "Beta confidence of finished answers plus settled intermediate answers, weighted",
     },
+    "stop2": {
+        "none": "no second stopping rule",
+        "margin": "also stop when the leader has `margin` more finished votes than the runner-up",
+        "beta": "also stop when the Beta-majority confidence of the finished answers reaches `threshold`",
+        "unanimous": "also stop once `agree` finished answers are in and all of them are equal",
+    },
     "vote": {
         "plurality": "the most frequent finished answer",
         "short_weighted": "finished answers weighted by (shortest length / length) ** power",
@@ -135,11 +143,19 @@ ACTIVE: dict[tuple[str, str], tuple[str, ...]] = {
     ("stop", "momentum"): ("threshold", "min_done", "alpha", "window", "slack") + _SHARED,
     ("stop", "margin"): ("margin", "min_done") + _SHARED,
     ("stop", "probe_mix"): ("threshold", "min_done", "probe_weight", "settle") + _SHARED,
+    ("stop2", "none"): (),
+    ("stop2", "margin"): ("margin", "min_done"),
+    ("stop2", "beta"): ("threshold", "min_done"),
+    ("stop2", "unanimous"): ("agree",),
     ("vote", "plurality"): (),
     ("vote", "short_weighted"): ("power",),
     ("vote", "shorter"): ("cut",),
 }
 """The knobs each option reads."""
+
+
+OPTIONAL_SLOTS = {"stop2": "none"}
+"""Slots added after genomes were first stored, and the option a genome without them has."""
 
 
 class GenomeError(ValueError):
@@ -208,6 +224,7 @@ class Genome:
         blocks, knobs = data.get("blocks", {}), data.get("knobs", {})
         if not isinstance(blocks, Mapping) or not isinstance(knobs, Mapping):
             raise GenomeError("genome 'blocks' and 'knobs' must be mappings")
+        blocks = {**{s: o for s, o in OPTIONAL_SLOTS.items() if s not in blocks}, **blocks}
         missing = [s for s in SLOTS if s not in blocks]
         if missing:
             raise GenomeError(f"genome lacks slot(s) {', '.join(missing)}")
@@ -264,7 +281,10 @@ class Genome:
     def key(self) -> str:
         """Identity of the behaviour: blocks and *used* knob lines (dormant ones ignored)."""
         used = set(self.used_knobs())
-        payload = {"blocks": dict(self.blocks), "knobs": {n: [lo, hi] for n, lo, hi in self.knobs if n in used}}
+        blocks = dict(self.blocks)
+        if blocks.get("stop2") == blocks["stop"]:  # the same rule twice is the rule once
+            blocks["stop2"] = "none"
+        payload = {"blocks": blocks, "knobs": {n: [lo, hi] for n, lo, hi in self.knobs if n in used}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_blocks(self, **blocks: str) -> "Genome":
@@ -289,13 +309,15 @@ def snap_line(name: str, lo: float, hi: float) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------- seeds
-_DEFAULT_BLOCKS = {"open": "fixed", "alloc": "round_robin", "prune": "none", "stop": "beta", "vote": "plurality"}
+_DEFAULT_BLOCKS = {"open": "fixed", "alloc": "round_robin", "prune": "none", "stop": "beta", "stop2": "none",
+                   "vote": "plurality"}
 _DEFAULT_KNOBS: dict[str, tuple[float, float]] = {
     "n_init": (4, 8), "max_open": (16, 64), "widen": (1, 4), "every": (4, 2), "trend": (0.04, 0.01),
     "burst": (1, 3), "patience": (3, 12), "keep": (2, 2), "ratio": (1.5, 2.5),
     "warm_up": (2, 10), "threshold": (0.85, 0.97), "min_done": (2, 5), "margin": (2, 4),
     "alpha": (0.7, 0.3), "window": (2, 8), "slack": (0.04, 0.01), "cap": (64, 64),
     "futile_after": (64, 64), "futile_share": (0.0, 0.0), "probe_weight": (0.5, 0.5), "settle": (3, 3), "power": (1.0, 1.0), "cut": (1.0, 1.0),
+    "agree": (3, 5),
 }
 
 def _bootstrap() -> Genome:
@@ -307,7 +329,8 @@ DEFAULT = _bootstrap()
 """Genes every other seed starts from."""
 
 CMC = Genome.make(
-    {"open": "plateau", "alloc": "leader_burst", "prune": "disagree", "stop": "momentum", "vote": "plurality"},
+    {"open": "plateau", "alloc": "leader_burst", "prune": "disagree", "stop": "momentum", "stop2": "none",
+     "vote": "plurality"},
     {"n_init": (2, 8), "max_open": (4, 64), "widen": (1, 4), "trend": (0.04, 0.01), "burst": (1, 3),
      "patience": (3, 12), "keep": (2, 2), "warm_up": (2, 10), "threshold": (0.85, 0.97), "min_done": (2, 5),
      "alpha": (0.7, 0.3), "window": (2, 8), "slack": (0.04, 0.01), "cap": (64, 64)})

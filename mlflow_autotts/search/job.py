@@ -2,8 +2,9 @@
 
 A search (see docs/architecture.md, "The flow") splits its data into a search part and a
 validation part, measures SC@64 and a CMC β sweep on the search part, and from those sets
-the goal every candidate is ranked by: SC@64's accuracy within ``BUDGET_SHARE_OF_CMC`` of
-CMC β=0.5's tokens. This module computes those pieces and builds the explorer; the MLflow
+the goal every candidate is ranked by: the gain of its whole β-curve over CMC's
+(``curves.gain_over``). SC@64's accuracy within ``BUDGET_SHARE_OF_CMC`` of CMC β=0.5's
+tokens is the point the final selection asks the winner to reach. This module computes those pieces and builds the explorer; the MLflow
 parent run that records them lives in ``tracking/search_job.py``.
 """
 
@@ -43,6 +44,11 @@ class References:
     """(β, accuracy %, mean tokens) of CMC for ``betas`` ∪ {0.5}, β ascending."""
 
     @property
+    def cmc_points(self) -> tuple[tuple[float, float], ...]:
+        """CMC's curve as (mean tokens, accuracy %) points: the objective's reference."""
+        return tuple((t, a) for _, a, t in self.cmc_curve)
+
+    @property
     def token_budget(self) -> float:
         """The tokens a candidate should reach the target within."""
         return BUDGET_SHARE_OF_CMC * next(t for b, _, t in self.cmc_curve if b == CMC_BUDGET_BETA)
@@ -53,7 +59,7 @@ def split_data(config: SearchConfig) -> tuple[list[TrajectorySet], list[Trajecto
     data = load_datasets(list(config.data))
     if config.validation:
         return data, load_datasets(list(config.validation))
-    pairs = [split_problems(ts, config.split_seed) for ts in data]
+    pairs = [split_problems(ts, config.split_seed, fold=config.split_fold) for ts in data]
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
@@ -74,7 +80,7 @@ def make_explorer(config: SearchConfig, references: References) -> Explorer:
     """The explorer ``config.explorer`` names, aimed at the references' goal."""
     if config.explorer == "evolve":
         return EvolveExplorer(seed=config.seed, target_accuracy=references.sc64_accuracy,
-                              budget_tokens=references.token_budget)
+                              budget_tokens=references.token_budget, reference=references.cmc_points)
     return LLMExplorer(config.explorer.split(":", 1)[1], price_input=config.price_input,
                        price_output=config.price_output, seed=config.seed)
 
@@ -85,7 +91,8 @@ def archive_factory(explorer: Explorer, references: References) -> Callable[[lis
     if hasattr(explorer, "archive"):
         return explorer.archive
     return lambda cands: Archive.from_candidates(cands, target_accuracy=references.sc64_accuracy,
-                                                 budget_tokens=references.token_budget)
+                                                 budget_tokens=references.token_budget,
+                                                 reference=references.cmc_points)
 
 
 __all__ = ["BUDGET_SHARE_OF_CMC", "References", "split_data", "measure_references", "make_explorer",

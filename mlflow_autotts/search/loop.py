@@ -60,6 +60,11 @@ class Progress:
     best_tokens_at_target: float = math.inf
     """Fewest search-split tokens at which a candidate reaches the target accuracy."""
     best_accuracy: float = 0.0
+    best_objective: float = -math.inf
+    """The best candidate's objective (the archive's leading number: with a reference curve,
+    its gain over CMC's β-curve in accuracy points)."""
+    objective_mode: str = ""
+    """What ``best_objective`` measures (``Objective.mode``)."""
     usage: Usage = Usage()
     elapsed_s: float = 0.0
 
@@ -200,6 +205,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
         if best is not None:
             obj = arch.objectives[best]
             stats.best_tokens_at_target = obj.tokens_at_target
+            stats.best_objective, stats.objective_mode = obj.value, obj.mode
             stats.best_accuracy = max(o.best_accuracy for o in arch.objectives.values())
         recorder.progress(stats)
         bar.update(1)

@@ -309,6 +309,15 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     else:
         w(f"            if {W}pool.n >= min_done and confidence({V}) >= threshold:")
     w("                return final()")
+    s2 = g.block("stop2")
+    if s2 != "none" and s2 != st:  # a second stopping rule, OR-ed with the first
+        if s2 == "margin":
+            w(f"            if {W}pool.n >= min_done and {V}.top1 - {V}.top2 >= margin:  # second rule")
+        elif s2 == "beta":
+            w(f"            if {W}pool.n >= min_done and {V}.confidence() >= threshold:  # second rule")
+        else:
+            w("            if pool.n >= agree and pool.top1 == pool.n:  # second rule: unanimous")
+        w("                return final()")
     if _caps(g):
         w("            if pool.n >= cap:  # budget cap: enough finished answers, however split")
         w("                return final()")

@@ -31,6 +31,15 @@ def challenger_tags(selection: Selection, parent_run_id: str) -> dict[str, str]:
         "autotts.validation.sc64_mean_tokens": f"{sel.sc64.mean_tokens:.1f}",
         "autotts.validation.reaches_sc64": str(sel.reached_sc64).lower(),
     }
+    if p.vs_sc64 is not None:
+        tags["autotts.validation.vs_sc64"] = "{:+.2f} [{:+.2f}, {:+.2f}]".format(p.vs_sc64[1], p.vs_sc64[0], p.vs_sc64[2])
+    curve = sel.winner_curve
+    if curve is not None:
+        g = curve.gain_over_cmc
+        tags["autotts.validation.gain_over_cmc"] = f"{g[1]:+.2f} [{g[0]:+.2f}, {g[2]:+.2f}]"
+        tags["autotts.validation.dominates_cmc"] = str(curve.dominates).lower()
+    tags["autotts.selection.confidence"] = f"{sel.confidence:g}"
+    tags["autotts.selection.tier"] = str(sel.tier)
     if search_point[0] is not None:
         tags["autotts.search.accuracy"] = f"{search_point[0]:.4f}"
         tags["autotts.search.mean_tokens"] = f"{search_point[1]:.1f}"

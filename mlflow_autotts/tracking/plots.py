@@ -139,18 +139,27 @@ def accuracy_tokens_figure(report: "EvaluationReport") -> "Figure":
                            title=f"{controllers} across β (lines) and reference controllers (points)")
 
 
-def progress_figure(steps: Sequence[int], values: Sequence[float], *, ylabel: str, title: str = "") -> "Figure":
-    """A search's best-so-far value against candidates scored."""
+def progress_figure(steps: Sequence[int], values: Sequence[float], *, ylabel: str, title: str = "",
+                    baseline: tuple[float, str] | None = None, marks: Sequence[tuple[float, str]] = ()) -> "Figure":
+    """A search's best-so-far value against candidates scored; ``baseline`` (value, label)
+    draws a horizontal reference (e.g. CMC's own curve at gain 0), ``marks`` (step, label)
+    vertical lines (e.g. where the seeds end)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     if steps:
-        ax.step(list(steps), list(values), where="post", color="tab:blue")
+        ax.step(list(steps), list(values), where="post", color="tab:blue", label="best so far")
         ax.plot(list(steps), list(values), "o", color="tab:blue", markersize=3)
+    if baseline is not None:
+        ax.axhline(baseline[0], color="0.4", linestyle="--", linewidth=1, label=baseline[1])
+    for step, label in marks:
+        ax.axvline(step, color="tab:orange", linestyle=":", linewidth=1.2, label=label)
     ax.set_xlabel("candidates scored")
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
+    if baseline is not None or marks:
+        ax.legend(loc="lower right", fontsize="small")
     ax.grid(True, alpha=0.35)
     return fig

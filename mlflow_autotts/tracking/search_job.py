@@ -135,16 +135,30 @@ def _metrics(values: dict[str, float]):
 
 
 def selection_rows(selection: Selection) -> list[dict[str, Any]]:
-    """The comparison table: finalists, SC@64, CMC at several β, ASC, ESC (validation data)."""
+    """The comparison table: finalists (with their bootstrap bounds), SC@64, CMC at several
+    β, ASC, ESC (validation data)."""
     rows = []
     for label, points in [("sc@64", [selection.sc64])] + [(p.label, [p]) for p in selection.baselines] + [
             (cid, pts) for cid, pts in selection.finalists.items()]:
+        curve = selection.curves.get(label)
         for p in points:
-            rows.append({"controller": label, "beta": p.beta, "accuracy": p.accuracy, "mean_tokens": p.mean_tokens,
-                         "winner": selection.winner_point is p,
-                         **{f"accuracy.{d}": a for d, (a, _) in p.per_data.items()},
-                         **{f"mean_tokens.{d}": t for d, (_, t) in p.per_data.items()}})
+            row = {"controller": label, "beta": p.beta, "accuracy": p.accuracy, "mean_tokens": p.mean_tokens,
+                   "winner": selection.winner_point is p}
+            if p.vs_sc64 is not None:
+                row.update({"vs_sc64": p.vs_sc64[1], "vs_sc64_lcb": p.vs_sc64[0], "vs_sc64_ucb": p.vs_sc64[2]})
+            if curve is not None:
+                row.update({"gain_over_cmc": curve.gain_over_cmc[1], "gain_over_cmc_lcb": curve.gain_over_cmc[0],
+                            "dominates_cmc": curve.dominates})
+            row.update({f"accuracy.{d}": a for d, (a, _) in p.per_data.items()})
+            row.update({f"mean_tokens.{d}": t for d, (_, t) in p.per_data.items()})
+            rows.append(row)
     return rows
+
+
+def _seed_marks(outcome: SearchOutcome) -> list[tuple[float, str]]:
+    """Where the explorer's seeds end (a vertical line on the progress plot)."""
+    seeds = [i + 1 for i, c in enumerate(outcome.candidates) if c.proposal.meta.get("op") == "seed"]
+    return [(max(seeds) + 0.5, "last seed")] if seeds else []
 
 
 def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Selection,
@@ -166,18 +180,24 @@ def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Sele
     fig = plots.tradeoff_figure([front, cmc], pts + sc64, title="search split: candidates across β", label_points=False)
     mlflow.log_figure(fig, "pareto.png")
     client = mlflow.tracking.MlflowClient()
-    history = client.get_metric_history(parent_id, "best_tokens_at_target")
-    ylabel = "fewest tokens reaching SC@64 accuracy (search split)"
-    if not history:  # no candidate reached the target: show the best accuracy instead
-        history, ylabel = client.get_metric_history(parent_id, "best_accuracy"), "best accuracy % (search split)"
-    history = sorted(history, key=lambda m: m.step)
-    mlflow.log_figure(plots.progress_figure([m.step for m in history], [m.value for m in history], ylabel=ylabel),
-                      "progress.png")
+    history = sorted(client.get_metric_history(parent_id, "best_objective"), key=lambda m: m.step)
+    mlflow.log_figure(plots.progress_figure(
+        [m.step for m in history], [m.value for m in history],
+        ylabel="best gain over CMC's β-curve (accuracy points)",
+        title="search objective: mean accuracy above CMC across its token range (search split)",
+        baseline=(0.0, "CMC"), marks=_seed_marks(outcome)), "progress.png")
     sel = selection
     summary = {"validation.sc64.accuracy": sel.sc64.accuracy, "validation.sc64.mean_tokens": sel.sc64.mean_tokens}
     if sel.winner_point is not None:
         summary.update({"validation.winner.accuracy": sel.winner_point.accuracy,
-                        "validation.winner.mean_tokens": sel.winner_point.mean_tokens})
+                        "validation.winner.mean_tokens": sel.winner_point.mean_tokens,
+                        "validation.winner.selection_tier": sel.tier})
+        if sel.winner_point.vs_sc64 is not None:
+            summary["validation.winner.vs_sc64_lcb"] = sel.winner_point.vs_sc64[0]
+        if sel.winner_curve is not None:
+            summary.update({"validation.winner.gain_over_cmc": sel.winner_curve.gain_over_cmc[1],
+                            "validation.winner.gain_over_cmc_lcb": sel.winner_curve.gain_over_cmc[0],
+                            "validation.winner.dominance_probability": sel.winner_curve.dominance_probability})
     for p in sel.baselines:
         if p.label == "cmc" and p.beta == 0.5:
             summary["validation.cmc_0.5.mean_tokens"] = p.mean_tokens

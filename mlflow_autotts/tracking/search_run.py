@@ -163,6 +163,8 @@ class MlflowRecorder:
                   "elapsed_s": p.elapsed_s}
         if math.isfinite(p.best_tokens_at_target):
             values["best_tokens_at_target"] = p.best_tokens_at_target
+        if math.isfinite(p.best_objective):
+            values["best_objective"] = p.best_objective
         self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), 0, p.done) for k, v in values.items()])
 
 
