@@ -74,8 +74,8 @@ class CollectConfig:
     request_timeout, overall_timeout, api_key_env, max_retries)."""
     concurrency: int = 8
     """Questions in flight at once; their branches share the engine's batches (on 2 CPU
-    cores, 8 questions took 1.29x the time of generating every branch in one plain batch,
-    4 questions 1.49x: ``benchmarks/collect_throughput.py``)."""
+    cores, 8 questions took 1.29-1.35x the time of generating every branch in one plain
+    batch, 4 questions 1.49x: ``benchmarks/collect_throughput.py``)."""
     resume: bool = False
     """Continue an interrupted collection into the same output with the same settings."""
     experiment: str = "autotts"
