@@ -152,3 +152,49 @@ def test_a_candidate_killed_before_its_proposal_was_written_reuses_its_run_on_re
     kids = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert [k.info.run_id for k in kids] == [orphan.info.run_id]
     assert [c.id for c in MlflowRecorder(config, parent.info.run_id, log_models=False).recorded()] == ["c0000"]
+
+
+def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scored_again_once(mlflow_store):
+    """The state tag is written last: a search killed after a candidate's run ended but
+    before it was tagged ``scored`` finds that candidate unscored on resume and scores it
+    again in the same run, with each metric value logged once."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.replay.results import EvalResult
+    from mlflow_autotts.search.types import Candidate, Proposal
+    from mlflow_autotts.tracking.search_run import STATE, MlflowRecorder
+
+    class Killed(Exception):
+        pass
+
+    config = build_config(None, SMALL)
+    with mlflow.start_run() as parent:
+        pass
+    client = MlflowClient()
+    recorder = MlflowRecorder(config, parent.info.run_id, log_models=False)
+    c = Candidate("c0000", Proposal(source="pass", explorer="evolve"))
+    recorder.created(c)
+    c.scores = [EvalResult("d", b, 60.0 + 10 * b, 1000.0 * (1 + b)) for b in (0.0, 0.5, 1.0)]
+    set_tag = recorder.client.set_tag
+
+    def killed_at_the_state_tag(run_id, key, value):
+        if key == STATE:
+            raise Killed
+        set_tag(run_id, key, value)
+
+    recorder.client.set_tag = killed_at_the_state_tag
+    with pytest.raises(Killed):
+        recorder.scored(c, None)
+    run_id = recorder.child_ids["c0000"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+    resumed = MlflowRecorder(config, parent.info.run_id, log_models=False)
+    (again,) = resumed.recorded()
+    assert again.id == "c0000" and not again.scores and again.failure is None  # to be scored again
+    again.scores = c.scores
+    resumed.scored(again, None)
+    run = client.get_run(run_id)
+    assert run.data.tags[STATE] == "scored" and run.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run_id, "accuracy.mean")] == [60.0, 65.0, 70.0]
+    assert [c.id for c in MlflowRecorder(config, parent.info.run_id, log_models=False).recorded()] == ["c0000"]
