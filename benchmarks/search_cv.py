@@ -35,24 +35,15 @@ from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.curves import dominance_margins, gain_over, tokens_to_reach, front
 from mlflow_autotts.search.job import archive_factory, make_explorer, measure_references, split_data
-from mlflow_autotts.search.loop import Scorer, run_search
+from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
 from mlflow_autotts.search.selection import CMC_BETAS, CMC_BUDGET_BETA, select
 
 
-class Recorder:
+class Recorder(NullRecorder):
     """Keeps the objective after every candidate (no MLflow)."""
 
     def __init__(self) -> None:
         self.objective: list[float] = []
-
-    def recorded(self):
-        return []
-
-    def created(self, c):
-        pass
-
-    def scored(self, c, outcome):
-        pass
 
     def progress(self, p):
         self.objective.append(p.best_objective)

@@ -13,22 +13,8 @@ import time
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
 from mlflow_autotts.search.evolve import EvolveExplorer
-from mlflow_autotts.search.loop import Scorer, run_search
+from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
 from mlflow_autotts.search.split import split_problems
-
-
-class NullRecorder:
-    def recorded(self):
-        return []
-
-    def created(self, c):
-        pass
-
-    def scored(self, c, outcome):
-        pass
-
-    def progress(self, p):
-        pass
 
 
 def main() -> None:

@@ -51,6 +51,22 @@ class Recorder(Protocol):
         ...
 
 
+class NullRecorder:
+    """A recorder that keeps nothing: a search run without MLflow (benchmarks, experiments)."""
+
+    def recorded(self) -> list[Candidate]:
+        return []
+
+    def created(self, candidate: Candidate) -> None:
+        pass
+
+    def scored(self, candidate: Candidate, outcome: CandidateOutcome | None) -> None:
+        pass
+
+    def progress(self, progress: "Progress") -> None:
+        pass
+
+
 @dataclass
 class Progress:
     """Where the search stands; logged as step metrics of the parent run."""
