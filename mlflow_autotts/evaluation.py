@@ -25,7 +25,7 @@ from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.report import EvaluationReport
 from mlflow_autotts.replay.results import EvalResult
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import EvalConfig, episode_flags, evaluate_many
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.scoring import score_source
 
@@ -111,9 +111,7 @@ def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig,
     in one shared process pool, other code in the sandbox (consecutive specs of one source
     in one sandbox run over their β values). Specs of a source that ignores β collapse to
     one result per dataset. ``keep_episodes`` is one flag or one per spec."""
-    keep = [keep_episodes] * len(specs) if isinstance(keep_episodes, bool) else list(keep_episodes)
-    if len(keep) != len(specs):
-        raise ValueError(f"keep_episodes has {len(keep)} flags for {len(specs)} specs")
+    keep = episode_flags(keep_episodes, len(specs))
     builtin = [k for k, s in enumerate(specs) if s.is_builtin]
     pooled = iter(evaluate_many([specs[k] for k in builtin], datasets, config, [keep[k] for k in builtin])
                   if builtin else [])

@@ -129,6 +129,14 @@ def _pool(workers: int, datasets: list[TrajectorySet], specs: list[ControllerSpe
                                initargs=(datasets, specs))
 
 
+def episode_flags(keep_episodes: bool | Sequence[bool], n_specs: int) -> list[bool]:
+    """``keep_episodes`` (one flag for all specs, or one per spec) as one flag per spec."""
+    keep = [keep_episodes] * n_specs if isinstance(keep_episodes, bool) else list(keep_episodes)
+    if len(keep) != n_specs:
+        raise ValueError(f"keep_episodes has {len(keep)} flags for {n_specs} specs")
+    return keep
+
+
 def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[TrajectorySet],
                   config: EvalConfig = EvalConfig(),
                   keep_episodes: bool | Sequence[bool] = True) -> list[EvalResult]:
@@ -139,9 +147,7 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
     from tqdm import tqdm
 
     specs, datasets = list(specs), list(datasets)
-    keep = [keep_episodes] * len(specs) if isinstance(keep_episodes, bool) else list(keep_episodes)
-    if len(keep) != len(specs):
-        raise ValueError(f"keep_episodes has {len(keep)} flags for {len(specs)} specs")
+    keep = episode_flags(keep_episodes, len(specs))
     labels = []
     for spec in specs:  # fail fast, in this process, on a bad spec
         built = spec.build()
