@@ -47,7 +47,6 @@ from mlflow_autotts.search.types import Candidate
 
 CMC_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """CMC's β points a winner's curve must dominate (the evaluate recipe's sweep)."""
-COMPARISON_BETAS = CMC_BETAS
 CMC_BUDGET_BETA = 0.5
 """The CMC β whose tokens the winner's are compared with (the goal: ≤ 0.8× of them)."""
 
@@ -281,4 +280,4 @@ def cmc_budget_tokens(selection: Selection) -> float | None:
 
 
 __all__ = ["Point", "CurveStats", "Selection", "select", "choose", "baselines", "mean_points", "pick",
-           "cmc_budget_tokens", "finalists_of", "CMC_BETAS", "COMPARISON_BETAS"]
+           "cmc_budget_tokens", "finalists_of", "CMC_BETAS"]
