@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from dataclasses import replace
@@ -30,7 +29,7 @@ from mlflow_autotts.collect.run import collect
 from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.live.backends import GenerationRequest, VLLMEngineBackend
 from mlflow_autotts.live.episode import interval_seed
-from mlflow_autotts.live.models import CPU_VLLM_ENV, demo_model_dir
+from mlflow_autotts.live.models import demo_model_dir
 from mlflow_autotts.live.prompts import ChatPrompts
 
 
@@ -44,8 +43,6 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=CollectConfig.concurrency, help="questions in flight")
     ap.add_argument("--warmup", type=int, default=0, help="questions of an untimed first collection")
     args = ap.parse_args()
-    for k, v in CPU_VLLM_ENV.items():
-        os.environ.setdefault(k, v)
 
     model = str(demo_model_dir())
     work = Path(tempfile.mkdtemp())

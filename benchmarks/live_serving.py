@@ -22,7 +22,6 @@ same generation made directly is measured by ``benchmarks/live_served_overhead.p
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from mlflow_autotts.live.backends import (
 )
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveResult, LiveRunner
-from mlflow_autotts.live.models import CPU_VLLM_ENV, demo_model_dir
+from mlflow_autotts.live.models import demo_model_dir
 from mlflow_autotts.live.server import VLLMServer
 
 QUESTIONS = [
@@ -106,8 +105,6 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=LiveConfig.lookahead_depth,
                     help="intervals an open branch may hold generated ahead (lookahead_depth)")
     args = ap.parse_args()
-    for k, v in CPU_VLLM_ENV.items():
-        os.environ.setdefault(k, v)
 
     model = str(demo_model_dir())
     questions = QUESTIONS[: args.questions]
