@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import TrajectorySet
@@ -55,7 +55,59 @@ class EvalConfig:
             raise ValueError(f"in_process_below must be >= 0, got {self.in_process_below}")
 
 
-# ---------------------------------------------------------------------------- workers
+# ---------------------------------------------------------------------------- work items
+Task = tuple[int, int, range]
+"""A work item: (spec index, dataset index, consecutive shuffle seeds)."""
+Chunk = tuple[int, int, range, list[tuple]]
+"""A finished work item: its task and one row per episode (``solve_chunk``)."""
+
+
+def solve_chunk(spec: ControllerSpec, controller: Any, ts: TrajectorySet, seeds: range) -> list[tuple]:
+    """Solve every problem of ``ts`` for each seed with ``controller`` (built from ``spec``);
+    one row per episode, grouped by seed, problems in order. Wherever it runs (this process,
+    a forked worker, a Ray worker), this is the one loop that makes the numbers."""
+    solve = controller.solve
+    rows = []
+    for seed in seeds:
+        for p, prob in enumerate(ts.problems):
+            br = prob.branches
+            ep = ReplayEpisode(br, shuffle_order(br.n_branches, seed))
+            try:
+                answer = solve(ep)
+            except Exception as exc:
+                raise chunk_failed(spec, ts, p, seed, exc) from None
+            rows.append((p, seed, answer, answer == prob.gold_answer, ep.tokens_used, ep.branches_opened, ep.intervals))
+    return rows
+
+
+def chunk_failed(spec: ControllerSpec, ts: TrajectorySet, p: int, seed: int, exc: Exception) -> ControllerError:
+    return ControllerError(f"controller {spec.label!r} raised {type(exc).__name__} on "
+                           f"{ts.name}, problem {p}, shuffle {seed}: {exc}")
+
+
+def make_chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None) -> list[range]:
+    """Shuffle ranges of ``size`` (None: at least ~4 work items per worker overall, but not
+    so small that dispatch dominates)."""
+    if size is None:
+        per_job = max(1, (4 * workers + jobs - 1) // jobs)
+        size = max(1, -(-shuffles // per_job))
+    return [range(first + lo, first + min(lo + size, shuffles)) for lo in range(0, shuffles, size)]
+
+
+class ChunkExecutor(Protocol):
+    """Where work items run: the local process pool (``LocalPool``, the default) or a
+    cluster (``cluster.ray_replay.RayChunks``). Every executor runs ``solve_chunk``, so
+    the numbers do not depend on the choice."""
+
+    def slots(self, requested: int | None) -> int:
+        """Work items that can run at once (``requested``: the configured workers, if any)."""
+
+    def run(self, specs: list[ControllerSpec], datasets: list[TrajectorySet], tasks: list[Task],
+            workers: int) -> Iterator[Chunk]:
+        """Every task's rows, in any order; a controller's error is raised as ``ControllerError``."""
+
+
+# ---------------------------------------------------------------------------- local pool
 _DATASETS: list[TrajectorySet] = []
 _SPECS: list[ControllerSpec] = []
 _BUILT: dict[int, Any] = {}
@@ -68,29 +120,11 @@ def _init_worker(datasets: list[TrajectorySet] | None, specs: list[ControllerSpe
     _BUILT.clear()
 
 
-def _run_chunk(spec_i: int, data_i: int, seeds: range) -> tuple[int, int, range, list[tuple]]:
-    """Solve every problem of dataset ``data_i`` for each seed; one row per episode."""
+def _run_chunk(spec_i: int, data_i: int, seeds: range) -> Chunk:
     controller = _BUILT.get(spec_i)
     if controller is None:
         controller = _BUILT[spec_i] = _SPECS[spec_i].build()
-    solve = controller.solve
-    ts = _DATASETS[data_i]
-    rows = []
-    for seed in seeds:
-        for p, prob in enumerate(ts.problems):
-            br = prob.branches
-            ep = ReplayEpisode(br, shuffle_order(br.n_branches, seed))
-            try:
-                answer = solve(ep)
-            except Exception as exc:
-                raise _failed(spec_i, ts, p, seed, exc) from None
-            rows.append((p, seed, answer, answer == prob.gold_answer, ep.tokens_used, ep.branches_opened, ep.intervals))
-    return spec_i, data_i, seeds, rows
-
-
-def _failed(spec_i: int, ts: TrajectorySet, p: int, seed: int, exc: Exception) -> ControllerError:
-    return ControllerError(f"controller {_SPECS[spec_i].label!r} raised {type(exc).__name__} on "
-                           f"{ts.name}, problem {p}, shuffle {seed}: {exc}")
+    return spec_i, data_i, seeds, solve_chunk(_SPECS[spec_i], controller, _DATASETS[data_i], seeds)
 
 
 def _warm_up(seed: int) -> None:
@@ -104,19 +138,39 @@ def _warm_up(seed: int) -> None:
     if ts is None:
         return
     br = ts.problems[0].branches
-    for spec_i, spec in enumerate(_SPECS):
+    for spec in _SPECS:
         try:
             spec.build().solve(ReplayEpisode(br, shuffle_order(br.n_branches, seed)))
         except Exception as exc:
-            raise _failed(spec_i, ts, 0, seed, exc) from None
+            raise chunk_failed(spec, ts, 0, seed, exc) from None
 
 
-def _chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None) -> list[range]:
-    if size is None:
-        # at least ~4 items per worker overall, but not so small that IPC dominates
-        per_job = max(1, (4 * workers + jobs - 1) // jobs)
-        size = max(1, -(-shuffles // per_job))
-    return [range(first + lo, first + min(lo + size, shuffles)) for lo in range(0, shuffles, size)]
+class LocalPool:
+    """This machine's cores: forked workers that inherit the datasets (nothing large is
+    pickled), or this process alone for one worker or one task."""
+
+    def slots(self, requested: int | None) -> int:
+        return requested or os.cpu_count() or 1
+
+    def run(self, specs: list[ControllerSpec], datasets: list[TrajectorySet], tasks: list[Task],
+            workers: int) -> Iterator[Chunk]:
+        try:
+            if workers == 1 or len(tasks) == 1:
+                _init_worker(datasets, specs)
+                for t in tasks:
+                    yield _run_chunk(*t)
+                return
+            with _pool(min(workers, len(tasks)), datasets, specs) as pool:
+                futures = [pool.submit(_run_chunk, *t) for t in tasks]
+                try:
+                    for fut in as_completed(futures):
+                        yield fut.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        finally:
+            _init_worker([], [])
 
 
 def _pool(workers: int, datasets: list[TrajectorySet], specs: list[ControllerSpec]) -> ProcessPoolExecutor:
@@ -139,11 +193,14 @@ def episode_flags(keep_episodes: bool | Sequence[bool], n_specs: int) -> list[bo
 
 def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[TrajectorySet],
                   config: EvalConfig = EvalConfig(),
-                  keep_episodes: bool | Sequence[bool] = True) -> list[EvalResult]:
+                  keep_episodes: bool | Sequence[bool] = True,
+                  executor: ChunkExecutor | None = None) -> list[EvalResult]:
     """Every spec on every dataset; results in (spec, dataset) order.
 
     ``keep_episodes`` is one flag for all specs or one per spec: the per-episode tables
-    are built only for the specs that keep them."""
+    are built only for the specs that keep them. ``executor`` runs the work items (default:
+    ``LocalPool``); work below ``config.in_process_below`` episodes runs in this process
+    whatever the executor."""
     from tqdm import tqdm
 
     specs, datasets = list(specs), list(datasets)
@@ -152,35 +209,19 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
     for spec in specs:  # fail fast, in this process, on a bad spec
         built = spec.build()
         labels.append((spec.label, built.config()))
-    workers = config.workers or os.cpu_count() or 1
+    pool = executor or LocalPool()
+    workers = pool.slots(config.workers)
     jobs = [(si, di) for si in range(len(specs)) for di in range(len(datasets))]
-    seeds = _chunks(config.shuffles, config.first_seed, workers, len(jobs), config.chunk_shuffles)
+    seeds = make_chunks(config.shuffles, config.first_seed, workers, len(jobs), config.chunk_shuffles)
     tasks = [(si, di, r) for si, di in jobs for r in seeds]
     total = sum(len(r) * len(datasets[di]) for _, di, r in tasks)
+    if total < config.in_process_below:
+        pool, workers = LocalPool(), 1
     collected: dict[tuple[int, int], list[tuple[range, list[tuple]]]] = {j: [] for j in jobs}
-    bar = tqdm(total=total, unit="ep", disable=not config.progress, desc="replay", leave=False)
-    try:
-        if workers == 1 or len(tasks) == 1 or total < config.in_process_below:
-            _init_worker(datasets, specs)
-            for t in tasks:
-                si, di, r, rows = _run_chunk(*t)
-                collected[(si, di)].append((r, rows))
-                bar.update(len(rows))
-        else:
-            with _pool(min(workers, len(tasks)), datasets, specs) as pool:
-                futures = [pool.submit(_run_chunk, *t) for t in tasks]
-                try:
-                    for fut in as_completed(futures):
-                        si, di, r, rows = fut.result()
-                        collected[(si, di)].append((r, rows))
-                        bar.update(len(rows))
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-    finally:
-        bar.close()
-        _init_worker([], [])
+    with tqdm(total=total, unit="ep", disable=not config.progress, desc="replay", leave=False) as bar:
+        for si, di, r, rows in pool.run(specs, datasets, tasks, workers):
+            collected[(si, di)].append((r, rows))
+            bar.update(len(rows))
 
     results = []
     for si, di in jobs:
@@ -217,6 +258,6 @@ def episode_frame(dataset: str, rows: list[tuple]) -> Any:
 
 
 def evaluate(spec: ControllerSpec, datasets: Sequence[TrajectorySet], config: EvalConfig = EvalConfig(),
-             keep_episodes: bool = True) -> list[EvalResult]:
+             keep_episodes: bool = True, executor: ChunkExecutor | None = None) -> list[EvalResult]:
     """One controller on each dataset."""
-    return evaluate_many([spec], datasets, config, keep_episodes)
+    return evaluate_many([spec], datasets, config, keep_episodes, executor)
