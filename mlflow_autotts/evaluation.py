@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+from mlflow_autotts.cluster.choice import chunk_executor, check_executor, sandbox
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.reference import REFERENCE_POINTS, SC64
@@ -48,7 +49,10 @@ class EvaluateConfig:
     shuffles: int = 100
     """Runs per dataset; run s visits branches in random.Random(s).shuffle order."""
     workers: int = 0
-    """Worker processes; 0 means all cores."""
+    """Worker processes; 0 means all cores (on Ray: all the cluster's CPUs)."""
+    executor: str = "local"
+    """Where the replay runs: ``local`` (this machine's processes) or ``ray`` (the cluster at
+    RAY_ADDRESS, else a local Ray instance); the numbers are the same."""
     references: bool | None = None
     """Also replay asc, esc and parallel_probe as plot points; unset means when several β are given."""
     output_json: str | None = None
@@ -76,6 +80,7 @@ class EvaluateConfig:
             raise AutoTTSError(f"evaluate config: shuffles must be >= 1, got {self.shuffles}")
         if self.workers < 0:
             raise AutoTTSError(f"evaluate config: workers must be >= 0, got {self.workers}")
+        check_executor(self.executor, "evaluate config")
 
     def mlflow_params(self) -> dict[str, Any]:
         """What the run's own params (controller, β, shuffles, dataset names) do not say."""
@@ -106,15 +111,18 @@ def controller_specs(base: ControllerSpec, betas: list[float] | None, params: di
 
 
 def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig,
-                keep_episodes: bool | Sequence[bool] = True, limits: SandboxLimits | None = None) -> list[EvalResult]:
+                keep_episodes: bool | Sequence[bool] = True, limits: SandboxLimits | None = None,
+                executor: str = "local") -> list[EvalResult]:
     """Every spec on every dataset, in (spec, dataset) order, on the trusted side: built-ins
-    in one shared process pool, other code in the sandbox (consecutive specs of one source
-    in one sandbox run over their β values). Specs of a source that ignores β collapse to
-    one result per dataset. ``keep_episodes`` is one flag or one per spec."""
+    in one shared replay run, other code in the sandbox (consecutive specs of one source
+    in one sandbox run over their β values), both on ``executor`` (``cluster.choice``).
+    Specs of a source that ignores β collapse to one result per dataset. ``keep_episodes``
+    is one flag or one per spec."""
     keep = episode_flags(keep_episodes, len(specs))
     builtin = [k for k, s in enumerate(specs) if s.is_builtin]
-    pooled = iter(evaluate_many([specs[k] for k in builtin], datasets, config, [keep[k] for k in builtin])
-                  if builtin else [])
+    pooled = iter(evaluate_many([specs[k] for k in builtin], datasets, config, [keep[k] for k in builtin],
+                                chunk_executor(executor, config.workers)) if builtin else [])
+    box = None
     seeds = list(range(config.first_seed, config.first_seed + config.shuffles))
     out: list[EvalResult] = []
     k = 0
@@ -128,8 +136,9 @@ def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig,
         while k + len(group) < len(specs) and _same_code(specs[k + len(group)], spec):
             group.append(specs[k + len(group)])
         source, class_name = spec.source()
+        box = box or sandbox(executor, limits or SandboxLimits(), config.workers)
         results = score_source(source, datasets, [s.beta for s in group], seeds, class_name=class_name,
-                               params=spec.params, limits=limits or SandboxLimits())
+                               params=spec.params, sandbox=box)
         for r in results:
             r.shuffles = config.shuffles
             if not keep[k]:
@@ -159,6 +168,8 @@ class EvaluationPlan:
     """Shuffles, workers and progress of the replay."""
     limits: SandboxLimits
     """The sandbox's limits, for controller code that is not built in."""
+    executor: str = "local"
+    """Where the replay runs (``cluster.choice.EXECUTORS``)."""
 
     @property
     def trusted(self) -> bool:
@@ -169,7 +180,8 @@ class EvaluationPlan:
         """Every spec on every dataset (``score_specs`` order); only the evaluated
         controller's episode tables are built."""
         return score_specs(self.specs + self.extra, self.datasets, self.eval_config,
-                           keep_episodes=[True] * len(self.specs) + [False] * len(self.extra), limits=self.limits)
+                           keep_episodes=[True] * len(self.specs) + [False] * len(self.extra), limits=self.limits,
+                           executor=self.executor)
 
     def report(self, results: list[EvalResult]) -> EvaluationReport:
         """The report of ``results`` (from :meth:`replay`)."""
@@ -191,7 +203,7 @@ def plan_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> Evalu
     extra = [SC64] + (list(REFERENCE_POINTS) if with_refs else [])
     eval_config = EvalConfig(shuffles=config.shuffles, workers=config.workers or None, progress=config.progress)
     limits = SandboxLimits(allow_weaker_isolation=config.allow_weaker_isolation)
-    return EvaluationPlan(specs, extra, datasets, eval_config, limits)
+    return EvaluationPlan(specs, extra, datasets, eval_config, limits, config.executor)
 
 
 def run_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> EvaluationReport:

@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(Path(os.environ.get("TMPDIR", "/tmp")) / "autotts-tests-unused.db"))
 
-pytest_plugins = ["tests.live_fixtures"]
+pytest_plugins = ["tests.live_fixtures", "tests.ray_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]

@@ -77,9 +77,15 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
 
 @pytest.mark.slow
 def test_resume_after_sigkill_loses_nothing_and_scores_nothing_twice(mlflow_store, data_dir, tmp_path):
+    kill_and_resume(mlflow_store, data_dir, tmp_path, workers=1)
+
+
+def kill_and_resume(mlflow_store: str, data_dir: Path, tmp_path: Path, **settings) -> dict:
+    """A search (SMALL, 7 candidates, ``settings`` on top) SIGKILLed after 3 candidates and
+    resumed: checks that nothing was lost or scored twice; returns the candidates' runs."""
     from mlflow.tracking import MlflowClient
 
-    cfg = dict(SMALL, max_candidates=7, population=2, workers=1, log_models=False)
+    cfg = dict(SMALL, max_candidates=7, population=2, log_models=False, **settings)
     cfg_file = tmp_path / "search.yaml"
     import yaml
 
@@ -115,8 +121,9 @@ def test_resume_after_sigkill_loses_nothing_and_scores_nothing_twice(mlflow_stor
     assert parent_id and len(before) >= 3, "the search did not get far enough to be killed mid-way"
     assert len(before) < 7
 
+    again = ["--executor", settings["executor"]] if "executor" in settings else []
     done = subprocess.run([sys.executable, "-m", "mlflow_autotts.cli", "search", "--resume", parent_id,
-                           "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
+                           "--no-progress", *again], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     kids = children(client, parent_id)
     assert sorted(kids) == [f"c{k:04d}" for k in range(7)]  # one run per candidate: none lost, none doubled
@@ -128,6 +135,7 @@ def test_resume_after_sigkill_loses_nothing_and_scores_nothing_twice(mlflow_stor
             history = client.get_metric_history(run.info.run_id, "accuracy.mean")
             assert len(history) == 3  # one value per β, logged once
     assert client.get_model_version_by_alias("autotts-controller", "challenger")
+    return kids
 
 
 def test_a_candidate_killed_before_its_proposal_was_written_reuses_its_run_on_resume(mlflow_store):

@@ -33,7 +33,7 @@ def resolve_controller(ref: str) -> ControllerSpec:
 def evaluate(config: EvaluateConfig) -> None:
     """Score a controller in replay on DATA (dataset URIs: files, folders, autotts:<model>/<benchmark>)."""
     plan = plan_evaluation(config, resolve_controller(config.controller))
-    if config.mlflow and plan.trusted and can_fork():
+    if config.mlflow and plan.trusted and plan.executor == "local" and can_fork():
         import pandas  # noqa: F401  (both sides need it, MLflow here and the episode tables there: import it once)
 
         results = run_beside(plan.replay, lambda: warm_up(config.experiment))

@@ -10,6 +10,7 @@ sandbox refuses to run under weaker isolation than its limits ask unless told ot
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
@@ -33,6 +34,10 @@ class Sandbox(ABC):
         ``SandboxError`` (``SandboxIsolationError`` for weaker isolation than configured);
         everything the candidate does becomes ``outcome.failure``.
         """
+
+    def parallelism(self) -> int:
+        """Candidates worth scoring at once: this machine's cores (a cluster's sandbox: its CPUs)."""
+        return os.cpu_count() or 1
 
     @abstractmethod
     def isolation(self) -> Isolation:

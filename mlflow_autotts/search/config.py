@@ -3,12 +3,12 @@ files and MLproject parameters (derived by ``mlflow_autotts.settings``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from mlflow_autotts import settings
+from mlflow_autotts.cluster.choice import EXECUTORS
 from mlflow_autotts.errors import AutoTTSError
 
 PUBLISHED_AIME24 = tuple(f"autotts:Qwen3-{m}/aime24" for m in ("0.6B", "1.7B", "4B", "8B"))
@@ -47,7 +47,12 @@ class SearchConfig:
     """Proposals per generation; the archive is updated between generations, which keeps
     a seeded search reproducible whatever the number of workers."""
     workers: int = 0
-    """Candidates scored at once, each in its own sandbox process; 0 means all cores."""
+    """Candidates scored at once, each in its own sandbox process; 0 means all cores (on
+    Ray: all the cluster's CPUs)."""
+    executor: str = "local"
+    """Where candidates and baselines are scored: ``local`` (this machine's processes) or
+    ``ray`` (the cluster at RAY_ADDRESS, else a local Ray instance), each candidate still in
+    its sandbox on the worker node."""
     betas: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     """β sweep each candidate is scored over."""
     search_shuffles: int = 20
@@ -94,6 +99,8 @@ class SearchConfig:
             raise bad("split_fold", "must be 0, 1 or 2")
         if self.workers < 0:
             raise bad("workers", "must be >= 0")
+        if self.executor not in EXECUTORS:
+            raise bad("executor", f"must be one of {', '.join(EXECUTORS)}")
         if not self.time_budget_minutes > 0:
             raise bad("time_budget_minutes", "must be > 0")
         for name in ("budget_usd", "budget_tokens"):
@@ -111,10 +118,6 @@ class SearchConfig:
             raise bad("betas", "must be values in [0, 1]")
         if not (self.explorer == "evolve" or (self.explorer.startswith("openai:") and len(self.explorer) > 7)):
             raise bad("explorer", "must be 'evolve' or 'openai:<model>'")
-
-    def worker_count(self) -> int:
-        """``workers``, with 0 meaning every core."""
-        return self.workers or os.cpu_count() or 1
 
     def params(self) -> dict[str, Any]:
         """Flat, string-friendly form for MLflow params."""

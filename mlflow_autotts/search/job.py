@@ -18,7 +18,7 @@ from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.replay.results import mean_over_datasets
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ChunkExecutor, EvalConfig, evaluate_many
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.evolve import EvolveExplorer
@@ -63,12 +63,14 @@ def split_data(config: SearchConfig) -> tuple[list[TrajectorySet], list[Trajecto
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def measure_references(config: SearchConfig, search_sets: Sequence[TrajectorySet]) -> References:
-    """SC@64 and CMC over ``betas`` ∪ {0.5} on the search split, in one process pool."""
+def measure_references(config: SearchConfig, search_sets: Sequence[TrajectorySet],
+                       executor: ChunkExecutor | None = None) -> References:
+    """SC@64 and CMC over ``betas`` ∪ {0.5} on the search split, in one replay run on
+    ``executor`` (default: the local pool)."""
     cmc_betas = sorted(set(config.betas) | {CMC_BUDGET_BETA})
     results = evaluate_many([SC64] + [ControllerSpec("cmc", b) for b in cmc_betas], search_sets,
                             EvalConfig(shuffles=config.search_shuffles, workers=config.workers or None,
-                                       progress=False), keep_episodes=False)
+                                       progress=False), keep_episodes=False, executor=executor)
     n = len(search_sets)
     groups = [results[i * n:(i + 1) * n] for i in range(len(results) // n)]
     sc64_accuracy, sc64_tokens = mean_over_datasets(groups[0])

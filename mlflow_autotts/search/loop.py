@@ -205,7 +205,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
     for c in candidates:
         budget.charge(c.proposal.usage)
     stats = Progress()
-    workers = config.worker_count()
+    workers = config.workers or scorer.sandbox.parallelism()
     bar = tqdm(total=config.max_candidates, initial=sum(1 for c in candidates if c.ok or c.failure),
                unit="cand", desc="search", disable=not progress_bar)
     generation = max((c.proposal.generation for c in candidates), default=-1) + 1

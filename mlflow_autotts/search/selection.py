@@ -34,7 +34,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import EvalResult, by_beta, mean_over_datasets
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ChunkExecutor, EvalConfig, evaluate_many
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.sandbox.parent import ProcessSandbox
@@ -144,12 +144,13 @@ def _tables_of_outcome(outcome: CandidateOutcome, sizes: dict[str, int]) -> dict
 
 
 def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int | None,
-              progress: bool = False) -> tuple[Point, list[Point], dict[tuple[str, float | None], ProblemTable]]:
-    """SC@64 and the comparison baselines on the validation data (trusted, in-process),
-    with their per-problem tables keyed by (label, β)."""
+              progress: bool = False, executor: ChunkExecutor | None = None
+              ) -> tuple[Point, list[Point], dict[tuple[str, float | None], ProblemTable]]:
+    """SC@64 and the comparison baselines on the validation data (trusted built-ins, on
+    ``executor``), with their per-problem tables keyed by (label, β)."""
     specs = [SC64, ControllerSpec("asc"), ControllerSpec("esc")] + [ControllerSpec("cmc", b) for b in CMC_BETAS]
     results = evaluate_many(specs, validation, EvalConfig(shuffles=shuffles, workers=workers, progress=progress),
-                            keep_episodes=True)
+                            keep_episodes=True, executor=executor)
     sizes = {ts.name: len(ts) for ts in validation}
     n = len(validation)
     groups = [results[i * n:(i + 1) * n] for i in range(len(specs))]
@@ -230,10 +231,13 @@ def finalists_of(archive: Archive, n: int) -> list[Candidate]:
 
 
 def select(config: SearchConfig, archive: Archive, validation: Sequence[TrajectorySet],
-           progress: bool = False, sandbox: Sandbox | None = None) -> Selection:
+           progress: bool = False, sandbox: Sandbox | None = None,
+           executor: ChunkExecutor | None = None) -> Selection:
     """Re-score the finalists on ``validation`` in ``sandbox`` (default: a process sandbox
-    with five times the search's per-candidate time) and pick the winner."""
-    sc64, base, base_tables = baselines(validation, config.final_shuffles, config.workers or None, progress)
+    with five times the search's per-candidate time) and pick the winner; the baselines
+    run on ``executor`` (default: the local pool)."""
+    sc64, base, base_tables = baselines(validation, config.final_shuffles, config.workers or None, progress,
+                                        executor)
     sizes = {ts.name: len(ts) for ts in validation}
     resampler = Resampler(sizes, config.bootstrap_resamples, seed=config.seed)
     conf = config.select_confidence
@@ -252,7 +256,7 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
     def score(c: Candidate) -> tuple[Candidate, CandidateOutcome]:
         return c, box.score(c.proposal.source, validation, config.betas, seeds, class_name=c.proposal.class_name)
 
-    with ThreadPoolExecutor(max_workers=config.worker_count()) as pool:
+    with ThreadPoolExecutor(max_workers=config.workers or box.parallelism()) as pool:
         for c, outcome in pool.map(score, ranked):
             if not outcome.ok:
                 failures[c.id] = str(outcome.failure)

@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mlflow_autotts import settings
+from mlflow_autotts.cluster.choice import chunk_executor, sandbox
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.search.config import SearchConfig, build_config
 from mlflow_autotts.search.job import References, archive_factory, make_explorer, measure_references, split_data
-from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search
+from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search, search_limits
 from mlflow_autotts.search.selection import Selection, select
 from mlflow_autotts.search.split import SEARCH_SUFFIX, VALIDATION_SUFFIX
 from mlflow_autotts.tracking.datasets import log_datasets
@@ -67,7 +68,7 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
     import mlflow
 
     if resume:
-        config = replace(stored_config(resume), workers=config.workers)
+        config = replace(stored_config(resume), workers=config.workers, executor=config.executor)
     search_sets, validation_sets = split_data(config)
     with _start_parent(config, resume) as run:
         parent_id = run.info.run_id
@@ -77,7 +78,8 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
             mlflow.log_text(json.dumps(asdict(config), indent=2), CONFIG_FILE)
             mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.explorer})
         _log_data(client, parent_id, search_sets, validation_sets)
-        refs = measure_references(config, search_sets)
+        chunks = chunk_executor(config.executor, config.workers or None)
+        refs = measure_references(config, search_sets, chunks)
         client.log_batch(parent_id, metrics=_metrics({"sc64.search.accuracy": refs.sc64_accuracy,
                                                       "sc64.search.mean_tokens": refs.sc64_tokens,
                                                       "search.token_budget": refs.token_budget}))
@@ -85,12 +87,14 @@ def run_search_job(config: SearchConfig, resume: str | None = None, progress: bo
         if config.explorer.startswith("openai:"):
             mlflow.openai.autolog()
         recorder = MlflowRecorder(config, parent_id, log_models=config.log_models)
-        outcome = run_search(config, explorer, Scorer(config, search_sets), recorder,
+        scorer = Scorer(config, search_sets, sandbox(config.executor, search_limits(config), config.workers or None))
+        outcome = run_search(config, explorer, scorer, recorder,
                              archive_factory(explorer, refs), progress_bar=progress)
         mlflow.set_tag("autotts.stop_reason", outcome.stop_reason)
         if outcome.isolation is not None:
             client.log_batch(parent_id, tags=isolation_tags(outcome.isolation))
-        selection = select(config, outcome.archive, validation_sets)
+        selection = select(config, outcome.archive, validation_sets, executor=chunks,
+                           sandbox=sandbox(config.executor, search_limits(config, scale=5), config.workers or None))
         version = _log_selection(config, outcome, selection, refs, parent_id)
     return SearchJobResult(parent_id, outcome, selection, version)
 
