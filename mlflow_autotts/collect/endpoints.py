@@ -136,8 +136,8 @@ def spread(items: Sequence[int], endpoints: Sequence[Endpoint], concurrency: int
                 ep.served += 1
             queue.done(item)
 
-    if not items or not live:
-        return list(items) if not live else []
+    if not live or not items:
+        return sorted(items)
     with ThreadPoolExecutor(len(live) * concurrency, thread_name_prefix="collect") as pool:
         try:
             futures = [pool.submit(worker, ep) for ep in live for _ in range(concurrency)]

@@ -150,15 +150,17 @@ def open_endpoints(config: CollectConfig, warn: Warn) -> list[Endpoint]:
     reached is left out with a warning (kept in the list with its error); a server that
     does not serve the model is an error, and so is no endpoint up."""
     lives = config.endpoint_configs()
-    names = [live.base_url or IN_PROCESS for live in lives]
+    if len(lives) == 1:  # the in-process engine starts in this thread; one server's error is raised as is
+        return [Endpoint(lives[0].base_url or IN_PROCESS, _checked(lives[0]))]
     with ThreadPoolExecutor(len(lives), thread_name_prefix="collect-check") as pool:
         futures = [pool.submit(_checked, live) for live in lives]
-    endpoints, errors = [], []
-    for name, f in zip(names, futures):
-        exc = f.exception()
+    endpoints: list[Endpoint] = []
+    errors: list[BaseException] = []
+    for live, f in zip(lives, futures):
+        name, exc = live.base_url or IN_PROCESS, f.exception()
         if exc is None:
             endpoints.append(Endpoint(name, f.result()))
-        elif isinstance(exc, BackendUnavailable) and len(lives) > 1:
+        elif isinstance(exc, BackendUnavailable):
             endpoints.append(Endpoint(name, None, error=endpoint_error(name, exc)))
         else:
             errors.append(exc)
