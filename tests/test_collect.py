@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from click.testing import CliRunner
 from mlflow_autotts.cli.main import main
 from mlflow_autotts.collect.config import CollectConfig, CollectConfigError
 from mlflow_autotts.collect.questions import QuestionFileError, read_questions
-from mlflow_autotts.collect.run import collect
-from mlflow_autotts.collect.shards import ResumeError, work_dir
+from mlflow_autotts.collect.endpoints import WorkQueue
+from mlflow_autotts.collect.run import CollectError, EndpointWarning, collect
+from mlflow_autotts.collect.shards import SERVED, ResumeError, work_dir
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.data.parquet_io import read_parquet
@@ -180,8 +182,9 @@ class FailAfter(ScriptedBackend):
 
 def test_a_failed_collection_keeps_finished_questions_and_resume_finishes_without_repeating(tmp_path):
     cfg = config(tmp_path, concurrency=1)
-    with pytest.raises(BackendUnavailable, match="went down"):
-        collect(cfg, backend=FailAfter(LENGTHS, interval=4, ok_calls=25), prompts=char_prompts())
+    with pytest.raises(CollectError, match=r"every endpoint failed \(in-process: scripted backend went down\); "
+                                           r"2 of 5 questions are done .* --resume"):
+        collect(cfg, backend=FailAfter(LENGTHS, interval=4, ok_calls=25), prompts=char_prompts(), warn=lambda m: None)
     out = Path(cfg.output)
     assert not out.exists()
     kept = sorted(p.name for p in work_dir(out).glob("q*.parquet"))
@@ -239,3 +242,159 @@ def test_a_backend_without_logprobs_is_a_clear_error_not_missing_signals(tmp_pat
     with pytest.raises(BackendError, match=r"returned top-k logprobs for 0 of \d+ generated tokens"):
         collect(cfg, backend=NoLogprobs(LENGTHS, interval=4), prompts=char_prompts())
     assert not Path(cfg.output).exists()
+
+
+# ------------------------------------------------------------------ several endpoints
+def scripted() -> ScriptedBackend:
+    return ScriptedBackend(LENGTHS, interval=4)
+
+
+class Slow(ScriptedBackend):
+    """A slower server: every engine call takes ``delay`` seconds more."""
+
+    def __init__(self, *a, delay: float, **kw):
+        super().__init__(*a, **kw)
+        self.delay = delay
+
+    def generate(self, requests, timeout=None):
+        time.sleep(self.delay)
+        return super().generate(requests, timeout)
+
+
+def same_problems(a: Path | str, b: Path | str) -> None:
+    ta, tb = read_parquet(a), read_parquet(b)
+    assert [p.question for p in ta.problems] == [p.question for p in tb.problems]
+    for pa, pb in zip(ta.problems, tb.problems):
+        assert pa.branches.triples() == pb.branches.triples() and pa.branches.signals == pb.branches.signals
+
+
+@pytest.fixture
+def reference(tmp_path) -> Path:
+    """The collection on one scripted backend, to compare the others with."""
+    (tmp_path / "ref").mkdir()
+    cfg = config(tmp_path / "ref")
+    collect(cfg, backend=scripted(), prompts=char_prompts())
+    return Path(cfg.output)
+
+
+def test_questions_go_to_whichever_endpoint_is_free_and_the_result_is_one_endpoints(tmp_path, reference):
+    cfg = config(tmp_path, concurrency=1)
+    report = collect(cfg, endpoints={"http://fast:1/v1": scripted(), "http://slow:2/v1": Slow(LENGTHS, interval=4,
+                     delay=0.15)}, prompts=char_prompts())
+    fast, slow = report.endpoints
+    assert fast.served + slow.served == len(QUESTIONS) and fast.served > slow.served  # work stealing
+    assert fast.error is slow.error is None
+    same_problems(cfg.output, reference)
+    sampling = read_parquet(cfg.output).provenance.sampling
+    assert sampling["endpoints"] == ["http://fast:1/v1", "http://slow:2/v1"] and "base_url" not in sampling
+    assert sampling[SERVED] == {"http://fast:1/v1": fast.served, "http://slow:2/v1": slow.served}
+    m = report.metrics()
+    assert (m["endpoints"], m["endpoints_failed"]) == (2, 0)
+    assert (m["endpoint.0.questions"], m["endpoint.1.questions"]) == (fast.served, slow.served)
+
+
+def test_a_failing_endpoint_leaves_rotation_and_its_question_is_done_by_another(tmp_path, reference):
+    cfg, warned = config(tmp_path, concurrency=2), []
+    report = collect(cfg, endpoints={"a": FailAfter(LENGTHS, interval=4, ok_calls=8), "b": Slow(LENGTHS, interval=4,
+                     delay=0.01)}, prompts=char_prompts(), warn=warned.append)
+    a, b = report.endpoints
+    assert a.error == "a: scripted backend went down" and b.error is None
+    assert warned == ["endpoint a failed and is out of rotation (a: scripted backend went down); its questions go to b"]
+    assert a.served + b.served == len(QUESTIONS) and b.served > 0
+    same_problems(cfg.output, reference)  # nothing half-written: each question whole, once
+    assert report.metrics()["endpoints_failed"] == 1
+
+
+def test_the_default_warning_is_an_endpoint_warning(tmp_path):
+    with pytest.warns(EndpointWarning, match="endpoint a failed and is out of rotation"):
+        collect(config(tmp_path), endpoints={"a": FailAfter(LENGTHS, interval=4, ok_calls=0), "b": scripted()},
+                prompts=char_prompts())
+
+
+def test_every_endpoint_failing_stops_naming_each_and_resume_finishes_on_other_endpoints(tmp_path, reference):
+    cfg = config(tmp_path, concurrency=1)
+    with pytest.raises(CollectError) as err:
+        collect(cfg, endpoints={"a": FailAfter(LENGTHS, interval=4, ok_calls=12),
+                                "b": FailAfter(LENGTHS, interval=4, ok_calls=6)}, prompts=char_prompts(),
+                warn=lambda m: None)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("every endpoint failed (")
+    assert "a: scripted backend went down" in line and "b: scripted backend went down" in line and "--resume" in line
+    out = Path(cfg.output)
+    kept = len(list(work_dir(out).glob("q*.parquet")))
+    assert not out.exists() and 0 < kept < len(QUESTIONS) and f"{kept} of {len(QUESTIONS)} questions are done" in line
+    report = collect(config(tmp_path, concurrency=1, resume=True), endpoints={"c": scripted()}, prompts=char_prompts())
+    assert report.resumed == kept and report.endpoints[0].served == len(QUESTIONS) - kept
+    same_problems(out, reference)
+    served = read_parquet(out).provenance.sampling[SERVED]
+    assert sum(served.values()) == len(QUESTIONS) and served["c"] == len(QUESTIONS) - kept
+
+
+def test_an_error_that_is_not_the_endpoints_stops_the_collection(tmp_path):
+    """A refused request would be refused anywhere: no rotation, the error itself."""
+    cfg = config(tmp_path)
+    with pytest.raises(BackendError, match="returned top-k logprobs for 0"):
+        collect(cfg, endpoints={"a": NoLogprobs(LENGTHS, interval=4), "b": scripted()}, prompts=char_prompts())
+    assert not Path(cfg.output).exists()
+
+
+def test_work_queue_waits_for_items_in_flight_and_hands_back_a_returned_one():
+    q = WorkQueue([1, 2])
+    a, b = q.take(), q.take()
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.take()))
+    t.start()
+    time.sleep(0.05)
+    assert got == [] and t.is_alive()  # nothing pending, but 2 in flight: it waits
+    q.put_back(a)
+    t.join(5)
+    assert got == [a]
+    q.done(a)
+    q.done(b)
+    assert q.take() is None and q.pending() == []
+
+
+def test_server_urls_one_or_several_each_checked(tmp_path):
+    one = config(tmp_path, backend="openai", base_url="http://127.0.0.1:8000/v1/")
+    assert one.base_url == ("http://127.0.0.1:8000/v1",) and one.live_config().base_url == "http://127.0.0.1:8000/v1"
+    two = config(tmp_path, backend="openai", base_url="http://a:1/v1,http://b:2/v1")
+    assert two.base_url == ("http://a:1/v1", "http://b:2/v1")
+    assert [c.base_url for c in two.endpoint_configs()] == list(two.base_url)
+    assert two.fingerprint() == one.fingerprint()  # a resume may use other servers
+    with pytest.raises(CollectConfigError, match=r"base_url 'htp://b:2/v1' \(URL 2 of 2\) is not an http\(s\) server URL"):
+        config(tmp_path, backend="openai", base_url=("http://a:1/v1", "htp://b:2/v1"))
+    with pytest.raises(CollectConfigError, match=r"base_url 'http://a:port/v1' is not an http\(s\) server URL"):
+        config(tmp_path, backend="openai", base_url="http://a:port/v1")
+    with pytest.raises(CollectConfigError, match=r"base_url 'http://a:1/v1/' \(URL 2 of 2\) is listed twice"):
+        config(tmp_path, backend="openai", base_url=("http://a:1/v1", "http://a:1/v1/"))
+    with pytest.raises(CollectConfigError, match="the openai backend needs a server URL"):
+        config(tmp_path, backend="openai")
+    with pytest.raises(CollectConfigError, match="base_url is for the openai backend"):
+        config(tmp_path, base_url="http://a:1/v1")
+
+
+def _cli(tmp_path, *args):
+    q = write_jsonl(tmp_path / "q.jsonl", QUESTIONS)
+    return CliRunner().invoke(main, ["collect", "-q", str(q), "-o", str(tmp_path / "new" / "c.parquet"), "--model",
+                                     "served-name", "--backend", "openai", "--no-progress", "--no-mlflow", *args])
+
+
+def test_cli_takes_several_urls_and_names_a_bad_one(tmp_path):
+    res = _cli(tmp_path, "--base-url", "http://a:1/v1", "--base-url", "http://b:2/v1,http://c:3/v1", "--print-config")
+    assert res.exit_code == 0, res.output
+    assert "base_url:\n- http://a:1/v1\n- http://b:2/v1\n- http://c:3/v1\n" in res.output
+    res = _cli(tmp_path, "--base-url", "http://a:1/v1,http:/b/v1")
+    assert res.exit_code == 2 and res.output.strip().count("\n") == 0
+    assert "base_url 'http:/b/v1' (URL 2 of 2) is not an http(s) server URL" in res.output
+
+
+def test_no_endpoint_reachable_is_one_line_naming_each_and_writes_nothing(tmp_path):
+    from mlflow_autotts.live.server import free_port
+
+    urls = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    res = _cli(tmp_path, "--base-url", ",".join(urls), "--live", "max_retries=0")
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error: no endpoint is reachable: ") and "\n" not in line
+    assert all(f"{u}: cannot reach the server" in line for u in urls)
+    assert not (tmp_path / "new").exists()

@@ -5,6 +5,8 @@ Its options are generated from ``CollectConfig`` (``cli/options.py``).
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from mlflow_autotts.cli.options import settings_options
@@ -32,10 +34,13 @@ def collect_cmd(config: CollectConfig) -> None:
                         refresh=False)
         bar.refresh()
 
+    def warn(message: str) -> None:  # at once, above the progress bar
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
     if config.progress:
         bar = tqdm(total=None, unit="q", desc="collect", dynamic_ncols=True)
     try:
-        report = collect(config, progress=progress, on_start=(lambda total, done: _start(bar, total, done)))
+        report = collect(config, progress=progress, on_start=(lambda total, done: _start(bar, total, done)), warn=warn)
     finally:
         if bar is not None:
             bar.close()
@@ -44,6 +49,9 @@ def collect_cmd(config: CollectConfig) -> None:
                f"({report.resumed} resumed); {t.generated_tokens:,} generated + {t.probe_tokens:,} probe tokens "
                f"in {report.wall_seconds:.1f} s ({report.tokens_per_second:.0f} tokens/s, prefix cache "
                f"{100 * t.cache_hit_rate:.0f}% of prompt tokens); validation passed")
+    if len(report.endpoints) > 1:
+        click.echo("endpoints: " + ", ".join(
+            f"{e.name} {e.served} questions" + (" (failed)" if e.error else "") for e in report.endpoints))
     if config.mlflow:
         run_id = log_collection(config, report)
         click.echo(f"MLflow run: {run_id}", err=True)

@@ -3,11 +3,13 @@ YAML keys and MLproject parameters (derived by ``mlflow_autotts.settings``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.settings import split_list
 from mlflow_autotts.live.collection import collection_config
 from mlflow_autotts.live.config import BACKENDS, MATH_INSTRUCTION, LiveConfig, LiveConfigError
 
@@ -39,8 +41,11 @@ class CollectConfig:
     backend: str = "vllm"
     """``vllm`` (an engine in this process) or ``openai`` (an OpenAI-compatible server with
     logprobs and token ids, in practice vLLM's)."""
-    base_url: str | None = None
-    """Server URL including /v1 (openai backend)."""
+    base_url: tuple[str, ...] = ()
+    """Server URL including /v1 (openai backend). Several URLs spread the questions over
+    several servers: each keeps ``concurrency`` questions in flight, taken from one shared
+    queue (a faster server does more); a server that fails is left out with a warning and
+    its question goes back to the queue. Not part of ``--resume``'s settings check."""
     tokenizer: str | None = None
     """Folder of the tokenizer and chat template; defaults to the model."""
     question_column: str = "question"
@@ -73,7 +78,7 @@ class CollectConfig:
     """Other live settings as key=value (probe_suffix, probe_tokens, dtype, max_model_len,
     request_timeout, overall_timeout, api_key_env, max_retries)."""
     concurrency: int = 8
-    """Questions in flight at once; their branches share the engine's batches (on 2 CPU
+    """Questions in flight at once (per server with several base URLs); their branches share the engine's batches (on 2 CPU
     cores, 8 questions took 1.29-1.35x the time of generating every branch in one plain
     batch, 4 questions 1.49x: ``benchmarks/collect_throughput.py``)."""
     resume: bool = False
@@ -109,11 +114,13 @@ class CollectConfig:
                                          f"{', '.join(sorted(known - set(_FIXED) - set(_FLAT)))}")
         if self.backend not in BACKENDS:
             raise CollectConfigError(f"collect config: backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        object.__setattr__(self, "base_url", _urls(self.base_url, self.backend))
         self.live_config()  # every live value checked now, before anything runs
 
     def live_config(self) -> LiveConfig:
         """The live settings each question's episode runs with."""
         values = {name: getattr(self, name) for name in _FLAT}
+        values["base_url"] = self.base_url[0] if self.base_url else None
         values.update(self.live)
         try:
             return collection_config(LiveConfig(**values), self.branches)
@@ -121,6 +128,11 @@ class CollectConfig:
             raise CollectConfigError(str(exc).replace("live config: ", "collect config: ", 1)) from None
         except TypeError as exc:
             raise CollectConfigError(f"collect config: live: {exc}") from None
+
+    def endpoint_configs(self) -> list[LiveConfig]:
+        """One live configuration per server URL (the openai backend), else the one engine's."""
+        live = self.live_config()
+        return [replace(live, base_url=url) for url in self.base_url] if self.base_url else [live]
 
     @property
     def benchmark_name(self) -> str:
@@ -131,7 +143,35 @@ class CollectConfig:
         keep = ("question_column", "answer_column", "limit")
         out = {k: getattr(self, k) for k in keep}
         out.update(self.live_config().sampling())
+        out.pop("base_url")  # a resumed collection may run on other servers
         return out
+
+
+def _urls(value: Any, backend: str) -> tuple[str, ...]:
+    """The server URLs, each checked (one string may hold several, comma-separated)."""
+    items = split_list(value) if isinstance(value, str) else list(value or ())
+    urls: list[str] = []
+    for n, url in enumerate(items, 1):
+        where = f"base_url {url!r}" + (f" (URL {n} of {len(items)})" if len(items) > 1 else "")
+        try:
+            parts = urlsplit(str(url))
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+        except ValueError:  # a port that is not a number
+            ok = False
+        if not isinstance(url, str) or not ok:
+            raise CollectConfigError(f"collect config: {where} is not an http(s) server URL "
+                                     "(e.g. http://127.0.0.1:8000/v1)")
+        url = url.rstrip("/")
+        if url in urls:
+            raise CollectConfigError(f"collect config: {where} is listed twice")
+        urls.append(url)
+    if backend == "openai" and not urls:
+        raise CollectConfigError("collect config: base_url: the openai backend needs a server URL "
+                                 "(e.g. http://127.0.0.1:8000/v1)")
+    if backend != "openai" and urls:
+        raise CollectConfigError(f"collect config: base_url is for the openai backend; the {backend} backend "
+                                 "runs the model in this process")
+    return tuple(urls)
 
 
 __all__ = ["CollectConfig", "CollectConfigError"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from mlflow_autotts.data.trajectory import Problem, Provenance, TrajectorySet
 from mlflow_autotts.errors import AutoTTSError
 
 MANIFEST = "manifest.json"
+ENDPOINT = "endpoint"
+"""Sampling key of a shard's provenance: the endpoint that generated it."""
+SERVED = "questions_per_endpoint"
+"""Sampling key of the merged provenance: endpoint -> questions it generated."""
 _SHARD = re.compile(r"^q(\d{6,})\.parquet$")
 
 
@@ -74,19 +80,28 @@ class Shards:
     def path(self, index: int) -> Path:
         return self.dir / f"q{index:06d}.parquet"
 
-    def write(self, index: int, problem: Problem, provenance: Provenance) -> None:
-        """Keep question ``index``'s problem (atomic: whole or absent)."""
+    def write(self, index: int, problem: Problem, provenance: Provenance, endpoint: str | None = None) -> None:
+        """Keep question ``index``'s problem (atomic: whole or absent), noting the endpoint
+        that generated it."""
+        if endpoint is not None:
+            provenance = replace(provenance, sampling={**provenance.sampling, ENDPOINT: endpoint})
         write_parquet(TrajectorySet([problem], provenance), self.path(index))
 
     def merge(self, count: int, provenance: Provenance) -> TrajectorySet:
-        """Every question's problem, in question order."""
-        problems = []
+        """Every question's problem, in question order; the provenance also counts the
+        questions each endpoint generated, over every run of a resumed collection."""
+        problems, served = [], Counter()
         for i in range(count):
-            problems.extend(read_parquet(self.path(i)).problems)
+            shard = read_parquet(self.path(i))
+            problems.extend(shard.problems)
+            if ENDPOINT in shard.provenance.sampling:
+                served[str(shard.provenance.sampling[ENDPOINT])] += 1
+        if served:
+            provenance = replace(provenance, sampling={**provenance.sampling, SERVED: dict(sorted(served.items()))})
         return TrajectorySet(problems, provenance)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-__all__ = ["MANIFEST", "ResumeError", "Shards", "work_dir"]
+__all__ = ["ENDPOINT", "MANIFEST", "SERVED", "ResumeError", "Shards", "work_dir"]

@@ -1,8 +1,10 @@
 """Logging an ``autotts collect`` to MLflow (``docs/architecture.md``, "MLflow conventions").
 
 One run per collection: params are the collection settings (``live.<key>`` for the
-``live`` mapping) and the engine that generated; metrics its throughput (questions,
-branches, generated and probe tokens, prefix-cache hit rate, tokens/s); the published
+``live`` mapping), the engine that generated and each endpoint (``endpoint.<i>``, with
+``endpoint.<i>.failed`` for one taken out of rotation); metrics its throughput (questions,
+branches, generated and probe tokens, prefix-cache hit rate, tokens/s) and the questions
+each endpoint generated (``endpoint.<i>.questions``); the published
 file is the run's dataset input (context ``collect``) and an artifact, beside the
 validation report, so the data a controller is later searched on traces back to this run.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.collect.run import CollectReport
+from mlflow_autotts.settings import flat
 from mlflow_autotts.tracking.datasets import log_collected_dataset
 from mlflow_autotts.tracking.mlflow_utils import client, param_value, params_beside, target_run
 
@@ -30,9 +33,15 @@ def collect_params(config: CollectConfig, report: CollectReport) -> dict[str, st
     for k, v in asdict(config).items():
         if k == "live":
             out.update({f"live.{kk}": vv for kk, vv in v.items()})
+        elif k == "base_url":
+            out[k] = flat(v) or None
         elif k not in ("experiment", "run_name", "mlflow", "progress", "resume"):
             out[k] = v
     out.update({f"engine.{k}": v for k, v in report.backend.items()})
+    for i, e in enumerate(report.endpoints):  # metrics endpoint.<i>.questions count what each served
+        out[f"endpoint.{i}"] = e.name
+        if e.error is not None:
+            out[f"endpoint.{i}.failed"] = e.error
     return {k: param_value(v) for k, v in out.items() if v is not None}
 
 
