@@ -111,3 +111,16 @@ def test_episode_frame_equals_the_row_by_row_table(answers):
 def test_in_process_threshold_is_checked():
     with pytest.raises(ValueError, match="in_process_below must be >= 0"):
         EvalConfig(in_process_below=-1)
+
+
+def test_work_items_are_about_four_per_worker_and_never_too_small_for_a_large_cluster():
+    from mlflow_autotts.replay.runner import MIN_ITEM_EPISODES_PER_WORKER, make_chunks
+
+    local = make_chunks(100, 0, workers=2, jobs=1, size=None, problems=30)
+    assert [len(r) for r in local] == [13] * 7 + [9] and local[0].start == 0 and local[-1].stop == 100
+    matrix = make_chunks(100, 0, workers=2, jobs=36, size=None, problems=30)
+    assert len(matrix) == 1  # 36 jobs already keep 2 workers busy
+    big = make_chunks(1000, 0, workers=800, jobs=36, size=None, problems=30)  # 100 nodes x 8 CPUs
+    assert min(len(r) for r in big[:-1]) * 30 >= MIN_ITEM_EPISODES_PER_WORKER * 800
+    assert sum(len(r) for r in big) == 1000 and make_chunks(10, 5, 2, 1, size=4) == [range(5, 9), range(9, 13),
+                                                                                   range(13, 15)]

@@ -55,9 +55,14 @@ class RayChunks:
         pending = [_solve.remote(refs, si, di, seeds) for si, di, seeds in tasks]
         try:
             while pending:
+                # block for one, then take every other finished one in the same call: one
+                # round trip per batch, not per task, keeps the driver off the critical path
                 done, pending = ray.wait(pending, num_returns=1)
+                if pending:
+                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    done += more
                 try:
-                    yield ray.get(done[0])
+                    yield from ray.get(done)
                 except ray.exceptions.RayTaskError as exc:
                     raise unwrap(exc) from None
         finally:

@@ -41,6 +41,11 @@ def work_dir(output: str | Path) -> Path:
     return out.with_name(f".{out.name}.collect")
 
 
+NOT_COMPARED = frozenset({"base_url"})
+"""Manifest keys a resume does not compare: where the branches were generated (folders
+written before collection spread over several servers still record their one URL)."""
+
+
 class Shards:
     """The work folder of one collection."""
 
@@ -63,7 +68,7 @@ class Shards:
             raise ResumeError(f"{self.output}: nothing to resume (no {manifest})")
         before = json.loads(manifest.read_text(encoding="utf-8"))
         now = json.loads(json.dumps(fingerprint, default=str))
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in NOT_COMPARED)
         if changed:
             detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
             raise ResumeError(f"{self.output}: cannot resume with other settings ({detail})")

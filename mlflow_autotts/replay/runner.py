@@ -85,12 +85,23 @@ def chunk_failed(spec: ControllerSpec, ts: TrajectorySet, p: int, seed: int, exc
                            f"{ts.name}, problem {p}, shuffle {seed}: {exc}")
 
 
-def make_chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None) -> list[range]:
-    """Shuffle ranges of ``size`` (None: at least ~4 work items per worker overall, but not
-    so small that dispatch dominates)."""
+MIN_ITEM_EPISODES_PER_WORKER = 64
+"""A work item holds at least this many episodes per worker, so that dispatching never
+limits a large cluster. A Ray driver hands out ~850-1,050 items/s (1.0-1.2 ms per item on
+this 2-core machine, ``benchmarks/ray_scaling.py``) and the cheapest built-in solves an
+episode in ~0.023 ms (asc), so W workers stay fed while an item lasts at least W × 1.2 ms,
+i.e. holds at least W × 52 episodes. Locally (W ≤ 64) the ~4-items-per-worker rule
+already gives larger items."""
+
+
+def make_chunks(shuffles: int, first: int, workers: int, jobs: int, size: int | None,
+                problems: int = 1) -> list[range]:
+    """Shuffle ranges of ``size``; None: about 4 work items per worker overall, each of at
+    least ``MIN_ITEM_EPISODES_PER_WORKER × workers`` episodes (``problems`` per shuffle)."""
     if size is None:
         per_job = max(1, (4 * workers + jobs - 1) // jobs)
-        size = max(1, -(-shuffles // per_job))
+        floor = -(-MIN_ITEM_EPISODES_PER_WORKER * workers // max(1, problems))
+        size = max(1, -(-shuffles // per_job), floor)
     return [range(first + lo, first + min(lo + size, shuffles)) for lo in range(0, shuffles, size)]
 
 
@@ -212,7 +223,8 @@ def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[Trajectory
     pool = executor or LocalPool()
     workers = pool.slots(config.workers)
     jobs = [(si, di) for si in range(len(specs)) for di in range(len(datasets))]
-    seeds = make_chunks(config.shuffles, config.first_seed, workers, len(jobs), config.chunk_shuffles)
+    seeds = make_chunks(config.shuffles, config.first_seed, workers, len(jobs), config.chunk_shuffles,
+                        min((len(d) for d in datasets), default=1))
     tasks = [(si, di, r) for si, di in jobs for r in seeds]
     total = sum(len(r) * len(datasets[di]) for _, di, r in tasks)
     if total < config.in_process_below:
