@@ -120,7 +120,7 @@ def test_work_items_are_about_four_per_worker_and_never_too_small_for_a_large_cl
     assert [len(r) for r in local] == [13] * 7 + [9] and local[0].start == 0 and local[-1].stop == 100
     matrix = make_chunks(100, 0, workers=2, jobs=36, size=None, problems=30)
     assert len(matrix) == 1  # 36 jobs already keep 2 workers busy
-    big = make_chunks(1000, 0, workers=800, jobs=36, size=None, problems=30)  # 100 nodes x 8 CPUs
-    assert min(len(r) for r in big[:-1]) * 30 >= MIN_ITEM_EPISODES_PER_WORKER * 800
-    assert sum(len(r) for r in big) == 1000 and make_chunks(10, 5, 2, 1, size=4) == [range(5, 9), range(9, 13),
+    big = make_chunks(5000, 0, workers=800, jobs=36, size=None, problems=30)  # 100 nodes x 8 CPUs
+    assert len(big) == 3 and min(len(r) for r in big[:-1]) * 30 >= MIN_ITEM_EPISODES_PER_WORKER * 800
+    assert sum(len(r) for r in big) == 5000 and make_chunks(10, 5, 2, 1, size=4) == [range(5, 9), range(9, 13),
                                                                                    range(13, 15)]
