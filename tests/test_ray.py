@@ -108,14 +108,15 @@ def test_a_controller_error_on_ray_is_the_local_error(ray_cluster, tmp_path):
                    "        if episode.question == 'question 3':\n            raise KeyError('no such branch')\n"
                    "        return super().solve(episode)\n", encoding="utf-8")
     spec = ControllerSpec(f"{src}:Broken", 0.5)
-    cfg = EvalConfig(shuffles=2, workers=2, progress=False, in_process_below=0, chunk_shuffles=1)
+    # one work item: with several, which failing item is reported first is a race
+    cfg = EvalConfig(shuffles=2, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
     errors = []
     for executor in (LocalPool(), chunk_executor("ray")):
         with pytest.raises(ControllerError) as info:
             evaluate_many([spec], SYNTH[:1], cfg, executor=executor)
         errors.append(str(info.value))
     assert errors[0] == errors[1]
-    assert "raised KeyError on Synth/a, problem 3, shuffle" in errors[1]
+    assert "raised KeyError on Synth/a, problem 3, shuffle 0: 'no such branch'" in errors[1]
 
 
 def test_candidates_scored_on_ray_equal_the_local_sandbox(ray_cluster, data_dir):
@@ -233,3 +234,18 @@ def test_a_search_on_ray_resumes_like_a_local_one_with_the_local_scores(ray_clus
             for name, column in (("accuracy.mean", 1), ("mean_tokens.mean", 2)):
                 history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
                 assert history == [(k, point[column]) for k, point in enumerate(c.curve())], (c.id, name)
+
+
+def test_a_driver_puts_each_dataset_list_into_the_object_store_once(ray_cluster):
+    from mlflow_autotts.cluster.runtime import DataRefs
+
+    refs = DataRefs()
+    a = refs.ref(SYNTH)
+    assert refs.ref(list(SYNTH)) == a  # the same objects again (a search's every candidate): no new put
+    assert refs.ref(SYNTH[:1]) != a
+    executor = chunk_executor("ray")
+    cfg = EvalConfig(shuffles=4, workers=2, progress=False, in_process_below=0, chunk_shuffles=1)
+    first = evaluate_many([ControllerSpec("cmc", 0.5)], SYNTH, cfg, executor=executor)
+    shipped = executor.data_refs.ref(SYNTH)
+    again = evaluate_many([ControllerSpec("sc")], SYNTH, cfg, executor=executor)
+    assert executor.data_refs.ref(SYNTH) == shipped and len(first) == len(again) == 2

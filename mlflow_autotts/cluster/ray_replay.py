@@ -44,14 +44,14 @@ class RayChunks:
     def __init__(self, workers: int | None = None):
         self.workers = workers
         self.cpus = connect(workers)
-        self._data = DataRefs()
+        self.data_refs = DataRefs()
 
     def slots(self, requested: int | None) -> int:
         return min(requested, self.cpus) if requested else self.cpus
 
     def run(self, specs: list[ControllerSpec], datasets: list[TrajectorySet], tasks: list[Task],
             workers: int) -> Iterator[Chunk]:
-        refs = [ray.put(specs), self._data.ref(datasets)]
+        refs = [ray.put(specs), self.data_refs.ref(datasets)]
         pending = [_solve.remote(refs, si, di, seeds) for si, di, seeds in tasks]
         try:
             while pending:

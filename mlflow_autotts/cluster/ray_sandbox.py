@@ -46,7 +46,7 @@ class RaySandbox(Sandbox):
     def __init__(self, limits: SandboxLimits = SandboxLimits(), workers: int | None = None):
         self.limits = limits
         self.cpus = connect(workers)
-        self._data = DataRefs()
+        self.data_refs = DataRefs()
 
     def parallelism(self) -> int:
         return self.cpus
@@ -54,7 +54,7 @@ class RaySandbox(Sandbox):
     def score(self, source: str, datasets: Sequence[TrajectorySet], betas: Sequence[float | None],
               seeds: Sequence[int], *, class_name: str | None = None, params: dict[str, Any] | None = None,
               full_actions: bool = False) -> CandidateOutcome:
-        ref = self._data.ref(list(datasets))
+        ref = self.data_refs.ref(list(datasets))
         task = _score.remote(self.limits, source, [ref], list(betas), list(seeds), class_name, params, full_actions)
         try:
             return ray.get(task)
