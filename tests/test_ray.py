@@ -152,7 +152,7 @@ def test_a_hostile_candidate_fails_on_ray_as_it_does_locally(ray_cluster, body, 
     assert not remote.results
 
 
-SLOW_HONEST = HONEST.replace("        finals = []", "        sum(range(300_000))  # honest, just slow\n        finals = []")
+SLOW_HONEST = HONEST.replace("        finals = []", "        sum(range(1_000_000))  # honest, just slow\n        finals = []")
 
 
 def _sandbox_children() -> dict[int, int]:
@@ -177,17 +177,20 @@ def test_a_worker_killed_while_scoring_a_candidate_is_retried_with_the_same_outc
     before = set(_sandbox_children())
     job = threading.Thread(target=lambda: result.update(out=box.score(SLOW_HONEST, SYNTH, [0.3, 0.7], range(6))))
     job.start()
-    victim = None
-    deadline = time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline and job.is_alive():
+    victim, child, seen = None, None, set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.is_alive():
         fresh = {pid: ppid for pid, ppid in _sandbox_children().items() if pid not in before}
-        if fresh:
+        seen |= set(fresh)
+        if fresh and victim is None:
             child, victim = next(iter(fresh.items()))
             time.sleep(0.3)  # mid-candidate: the child has its data and is solving
+            assert job.is_alive(), "the candidate finished before its worker could be killed"
             os.kill(victim, signal.SIGKILL)  # the Ray worker running the sandbox
         time.sleep(0.02)
     job.join(timeout=120)
     assert victim is not None and victim != os.getpid(), "no sandbox child was seen on a Ray worker"
+    assert len(seen) >= 2, "Ray did not run the candidate again after its worker died"
     out = result["out"]
     local = ProcessSandbox(LIMITS).score(SLOW_HONEST, SYNTH, [0.3, 0.7], range(6))
     assert out.ok and out.episodes == local.episodes
