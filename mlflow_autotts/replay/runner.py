@@ -1,10 +1,12 @@
-"""The replay evaluation protocol: shuffles × problems, over a process pool.
+"""The replay evaluation protocol: shuffles × problems, as work items on an executor.
 
 Run ``s`` visits every problem's branches in ``random.Random(s).shuffle`` order. Work is
-cut into chunks of consecutive shuffles for one (controller, dataset) pair; workers are
-forked with the datasets already in memory, so nothing large is pickled, and after each
-controller has solved one episode here, so what it builds on first use is built once.
-Small work (``EvalConfig.in_process_below``) runs in this process: a pool costs more.
+cut into chunks of consecutive shuffles for one (controller, dataset) pair, and every
+executor solves a chunk with ``solve_chunk``. The default, ``LocalPool``, forks workers
+with the datasets already in memory, so nothing large is pickled, and after each
+controller has solved one episode here, so what it builds on first use is built once;
+``cluster.ray_replay.RayChunks`` runs the same items on a Ray cluster. Small work
+(``EvalConfig.in_process_below``) runs in this process: a pool costs more.
 """
 
 from __future__ import annotations
