@@ -28,6 +28,9 @@ class DataError(AutoTTSError):
             where += f", field {field!r}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # its own arguments, so it crosses a process (a worker, a Ray task) as itself
+        return type(self), (self.source, self.detail, self.problem, self.field)
+
 
 class ControllerError(AutoTTSError):
     """An unknown controller name, a bad source file, or invalid controller parameters."""

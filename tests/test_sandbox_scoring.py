@@ -108,3 +108,21 @@ def test_a_failing_candidate_raises_a_one_line_controller_error():
     assert text.startswith("controller 'my.py' failed in the sandbox: exception: solve() raised KeyError: 'boom'")
     assert "data=Toy/a, problem=3, shuffle=0" in text
     assert err.value.failure.kind == "exception" and "raise KeyError('boom')" in err.value.failure.traceback
+
+
+def test_errors_with_their_own_arguments_cross_a_process_as_themselves():
+    """A Ray task or a pool worker sends errors back pickled: each keeps its type and fields."""
+    import pickle
+
+    from mlflow_autotts.errors import DataError
+    from mlflow_autotts.sandbox.limits import Isolation
+    from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxIsolationError
+
+    iso = Isolation("parent", False, True, 2_000_000_001, True, None, 10, 0, 64, 1, 0, True, ("network namespace",))
+    errors = [SandboxIsolationError(iso, "as a test"),
+              CandidateFailedError("mine", CandidateFailure("timeout", "wall clock", where={"problem": 3}), "printed"),
+              DataError("x.json", "no branches", problem=2, field="branches")]
+    for exc in errors:
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc) and vars(back) == vars(exc)
+    assert "network namespace not in force (as a test)" in str(errors[0])

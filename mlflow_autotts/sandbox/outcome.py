@@ -34,11 +34,15 @@ class SandboxIsolationError(SandboxError):
 
     def __init__(self, isolation: Isolation, detail: str = ""):
         self.isolation = isolation
+        self.detail = detail
         extra = f" ({detail})" if detail else ""
         super().__init__(
             f"the sandbox's isolation is weaker than configured: {', '.join(isolation.missing)} not in force"
             f"{extra}. Run as root where `unshare --net` works, or allow weaker isolation "
             "(SandboxLimits.allow_weaker_isolation) to run untrusted code anyway")
+
+    def __reduce__(self):  # its own arguments, so it crosses a process (a Ray task) as itself
+        return type(self), (self.isolation, self.detail)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class CandidateFailedError(ControllerError):
         self.output = output
         """The start of what the candidate printed."""
         super().__init__(f"controller {label!r} failed in the sandbox: {failure}")
+
+    def __reduce__(self):
+        return type(self), (self.label, self.failure, self.output)
 
 
 class EpisodeRow(NamedTuple):
