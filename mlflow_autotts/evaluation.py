@@ -84,7 +84,7 @@ class EvaluateConfig:
 
     def mlflow_params(self) -> dict[str, Any]:
         """What the run's own params (controller, β, shuffles, dataset names) do not say."""
-        return {"controller_ref": self.controller, "data_uris": ",".join(self.data)}
+        return {"controller_ref": self.controller, "data_uris": ",".join(self.data), "executor": self.executor}
 
 
 def local_controller(ref: str) -> ControllerSpec:

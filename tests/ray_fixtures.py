@@ -1,5 +1,5 @@
 """A real local Ray cluster for the executor tests: ``ray start --head`` with 2 CPUs on
-loopback (``cluster.head.LocalRayHead``), started once per session and stopped by its pid.
+loopback (``cluster.head.LocalRayHead``), started once per test module and stopped by its pid.
 
 Registered from ``conftest.py``. Under ``CI=true`` a missing Ray fails instead of skipping.
 """
@@ -25,10 +25,11 @@ def _require_ray() -> None:
         pytest.skip("Ray is not installed (pip install -e '.[test]')")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
     """A running 2-CPU Ray head on loopback; this process is its driver (``RAY_ADDRESS`` is
-    set, so subprocesses started by tests join it too)."""
+    set, so subprocesses started by tests join it too). One per test module, stopped after
+    it, so the cluster's processes do not compete with the tests that follow."""
     _require_ray()
     import ray
 
