@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_autotts.cluster.choice import ExecutorError, chunk_executor, check_executor, sandbox
+from mlflow_autotts.cluster.choice import chunk_executor, sandbox
 from mlflow_autotts.controllers import cmc
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.uris import load_datasets
@@ -200,23 +200,24 @@ def test_a_worker_killed_while_scoring_a_candidate_is_retried_with_the_same_outc
     assert child not in _sandbox_children()  # the killed worker's candidate did not outlive it
 
 
-def test_evaluate_cli_on_ray_prints_the_local_numbers(ray_cluster, data_dir, tmp_path):
+@pytest.mark.parametrize("controller", ["cmc", "source"])
+def test_evaluate_cli_on_ray_prints_the_local_numbers(ray_cluster, data_dir, tmp_path, controller):
+    """A built-in (replay work items on Ray) and a source file (scored in the sandbox on a Ray
+    worker), each against the same command on the local executor."""
+    if controller == "source":
+        (tmp_path / "first_agreement.py").write_text(HONEST, encoding="utf-8")
+        controller = f"{tmp_path / 'first_agreement.py'}:FirstAgreement"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "AUTOTTS_DATA_DIR": str(data_dir)}
     outs = {}
     for executor in ("local", "ray"):
         out = tmp_path / f"{executor}.json"
         done = subprocess.run([sys.executable, "-m", "mlflow_autotts.cli", "evaluate", "autotts:Qwen3-4B/aime24",
-                               "-c", "cmc", "--beta", "0.3", "--beta", "0.7", "--shuffles", "20", "--no-mlflow",
+                               "-c", controller, "--beta", "0.3", "--beta", "0.7", "--shuffles", "20", "--no-mlflow",
                                "--no-progress", "--executor", executor, "--output-json", str(out)],
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         outs[executor] = json.loads(out.read_text())
-    assert outs["ray"] == outs["local"]
-
-
-def test_an_unknown_executor_is_a_clear_error():
-    with pytest.raises(ExecutorError, match="executor must be one of local, ray, got 'dask'"):
-        check_executor("dask", "evaluate config")
+    assert outs["ray"] == outs["local"] and len(outs["ray"]["results"]) >= 2
 
 
 def test_a_search_on_ray_resumes_like_a_local_one_with_the_local_scores(ray_cluster, mlflow_store, data_dir, tmp_path):

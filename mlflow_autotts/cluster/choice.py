@@ -38,7 +38,7 @@ def _ray_modules() -> None:
 
 def chunk_executor(name: str, workers: int | None = None) -> ChunkExecutor:
     """The replay runner's executor for ``name``; ``workers`` caps a local Ray instance's CPUs."""
-    if check_executor(name, "executor") == "local":
+    if check_executor(name, "chunk_executor") == "local":
         return LocalPool()
     _ray_modules()
     from mlflow_autotts.cluster.ray_replay import RayChunks
@@ -48,7 +48,7 @@ def chunk_executor(name: str, workers: int | None = None) -> ChunkExecutor:
 
 def sandbox(name: str, limits: SandboxLimits, workers: int | None = None) -> Sandbox:
     """The sandbox candidates are scored in for ``name``."""
-    if check_executor(name, "executor") == "local":
+    if check_executor(name, "sandbox") == "local":
         return ProcessSandbox(limits)
     _ray_modules()
     from mlflow_autotts.cluster.ray_sandbox import RaySandbox
