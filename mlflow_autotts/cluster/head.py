@@ -11,18 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mlflow_autotts.live.server import free_port
 
 
 class LocalRayHead:
@@ -30,11 +25,11 @@ class LocalRayHead:
 
     def __init__(self, cpus: int = 2):
         self.temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--num-cpus={cpus}",
                "--num-gpus=0", f"--port={self.port}", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp}",
-               "--include-dashboard=false", "--disable-usage-stats", f"--ray-client-server-port={_free_port()}"]
+               "--include-dashboard=false", "--disable-usage-stats", f"--ray-client-server-port={free_port()}"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("RAY_ADDRESS", None)
         self._log = open(self.temp / "head.log", "wb")

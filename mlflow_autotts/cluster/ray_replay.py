@@ -14,13 +14,10 @@ from typing import Any, Iterator
 
 import ray
 
-from mlflow_autotts.cluster.runtime import DataRefs, connect, resolve, unwrap
+from mlflow_autotts.cluster.runtime import MAX_RETRIES, DataRefs, connect, fetch, resolve
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.runner import Chunk, Task, solve_chunk
-
-MAX_RETRIES = 3
-"""Times Ray re-runs a task whose worker died (a controller's own error is never retried)."""
 
 _BUILT: dict[tuple[str, int], Any] = {}
 
@@ -42,7 +39,6 @@ class RayChunks:
     """``ChunkExecutor`` on the Ray cluster ``runtime.connect`` joins."""
 
     def __init__(self, workers: int | None = None):
-        self.workers = workers
         self.cpus = connect(workers)
         self.data_refs = DataRefs()
 
@@ -61,10 +57,7 @@ class RayChunks:
                 if pending:
                     more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                     done += more
-                try:
-                    yield from ray.get(done)
-                except ray.exceptions.RayTaskError as exc:
-                    raise unwrap(exc) from None
+                yield from fetch(done)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -15,16 +15,12 @@ from typing import Any, Sequence
 
 import ray
 
-from mlflow_autotts.cluster.runtime import DataRefs, connect, resolve, unwrap
+from mlflow_autotts.cluster.runtime import MAX_RETRIES, DataRefs, connect, fetch, resolve
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.sandbox.parent import ProcessSandbox
-
-MAX_RETRIES = 3
-"""Times Ray re-runs a candidate whose worker died (whatever the candidate does is an
-outcome, never an error, so only a lost worker is retried)."""
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
@@ -55,15 +51,9 @@ class RaySandbox(Sandbox):
               seeds: Sequence[int], *, class_name: str | None = None, params: dict[str, Any] | None = None,
               full_actions: bool = False) -> CandidateOutcome:
         ref = self.data_refs.ref(list(datasets))
-        task = _score.remote(self.limits, source, [ref], list(betas), list(seeds), class_name, params, full_actions)
-        try:
-            return ray.get(task)
-        except ray.exceptions.RayTaskError as exc:
-            raise unwrap(exc) from None
+        return fetch(_score.remote(self.limits, source, [ref], list(betas), list(seeds), class_name, params,
+                                   full_actions))
 
     def isolation(self) -> Isolation:
         """The isolation on a worker node (every outcome records its own node's)."""
-        try:
-            return ray.get(_isolation.remote(self.limits))
-        except ray.exceptions.RayTaskError as exc:
-            raise unwrap(exc) from None
+        return fetch(_isolation.remote(self.limits))

@@ -18,6 +18,10 @@ from typing import Any
 
 import ray
 
+MAX_RETRIES = 3
+"""Times Ray re-runs a task whose worker died (lost, killed, out of memory). A task's own
+error (a controller's, the sandbox's refusal) is never retried: it comes back from ``fetch``."""
+
 _CONNECT_LOCK = threading.Lock()
 
 
@@ -70,8 +74,11 @@ def resolve(ref: ray.ObjectRef) -> Any:
     return hit
 
 
-def unwrap(exc: ray.exceptions.RayTaskError) -> BaseException:
-    """The error a task raised, as its own type when it survived the trip (a controller's
-    ``ControllerError``, a sandbox's ``ValueError``), else Ray's error."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
+def fetch(refs: Any) -> Any:
+    """``ray.get(refs)``, raising the error a task raised as its own type when it survived
+    the trip (a controller's ``ControllerError``, a sandbox's ``ValueError``), else Ray's."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        raise (cause if isinstance(cause, BaseException) else exc) from None
