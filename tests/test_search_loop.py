@@ -131,6 +131,19 @@ def test_resume_scores_only_unfinished_candidates():
     assert [c.id for c in out.candidates] == [f"c{k:04d}" for k in range(5)]
 
 
+@pytest.mark.parametrize("killed_after", [1, 2, 3, 4])
+def test_a_search_resumed_mid_generation_proposes_what_an_uninterrupted_one_does(killed_after):
+    """Killed after ``killed_after`` candidates (population 3: inside or at the end of a
+    generation), the resumed search completes the generation and then goes on exactly as
+    the uninterrupted search."""
+    whole, _ = search(config(max_candidates=7), EvolveExplorer(seed=5))
+    rec = MemoryRecorder(whole.candidates[:killed_after])
+    resumed, rec = search(config(max_candidates=7), EvolveExplorer(seed=5), rec)
+    assert [(c.id, c.proposal.generation, c.proposal.source) for c in resumed.candidates] == \
+           [(c.id, c.proposal.generation, c.proposal.source) for c in whole.candidates]
+    assert rec.created_ids == [f"c{k:04d}" for k in range(killed_after, 7)]
+
+
 @pytest.mark.slow
 def test_llm_explorer_drives_the_loop_and_its_budget(openai_stub):
     openai_stub.push(StubReply(fenced(BROKEN_CONTROLLER), prompt_tokens=1000, completion_tokens=200))

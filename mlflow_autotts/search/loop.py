@@ -208,7 +208,11 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
     workers = config.workers or scorer.sandbox.parallelism()
     bar = tqdm(total=config.max_candidates, initial=sum(1 for c in candidates if c.ok or c.failure),
                unit="cand", desc="search", disable=not progress_bar)
-    generation = max((c.proposal.generation for c in candidates), default=-1) + 1
+    # a search killed mid-generation resumes by completing that generation, so that it
+    # proposes what an uninterrupted search would have (proposals depend on the generation)
+    last = max((c.proposal.generation for c in candidates), default=-1)
+    made_in_last = sum(1 for c in candidates if c.proposal.generation == last)
+    generation, made = (last, made_in_last) if 0 < made_in_last < config.population else (last + 1, 0)
 
     def finished(c: Candidate, outcome: CandidateOutcome | None) -> None:
         recorder.scored(c, outcome)
@@ -245,7 +249,6 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
         _drain(running, finished, config.betas, wait_all=True)
         while True:
             # one generation: propose `population` candidates (each seeing all earlier ones)
-            made = 0
             while made < config.population:
                 stop_reason = budget.exhausted(len(candidates)) or ""
                 if stop_reason:
@@ -270,7 +273,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
             _drain(running, finished, config.betas, wait_all=True)
             if stop_reason:
                 break
-            generation += 1
+            generation, made = generation + 1, 0
     bar.close()
     scored = [c for c in candidates if c.ok or c.failure]
     return SearchOutcome(scored, archive_factory(scored), stop_reason, stats, isolation)
