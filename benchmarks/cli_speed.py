@@ -12,7 +12,10 @@ interleaved runs:
 - the marginal cost of the 99 more shuffles (median of the paired differences), and the
   paper's evaluator's time for the 3,000 episodes on one core over that marginal cost;
 - beside each wall time, the CPU time of the command and its child processes, and for
-  comparison the same replay (cmc and SC@64, 100 shuffles, 2 workers) in one warm process.
+  comparison the same replay (cmc and SC@64, 100 shuffles, 2 workers) in one warm process;
+- MLflow's own floor, interleaved with the rest: a fresh Python that imports MLflow, opens
+  the same store and lists its experiments (what any command that logs to it must do), and
+  how much ``evaluate`` with 1 shuffle takes beyond that floor.
 
 With MLflow logging, ``autotts evaluate`` replays in a child process while it imports MLflow
 (``cli/overlap.py``), so on two idle cores part of the replay's CPU time is hidden behind
@@ -21,7 +24,9 @@ MLflow's start-up: the wall marginal is what a user waits for, the CPU marginal 
 
 The paper's evaluator takes about 16 s for those 3,000 episodes on one core of this machine
 (``benchmarks/replay_speed.py``); pass ``--reference-seconds`` with your own measurement.
-Targets (issue 10): marginal ratio >= 50x, ``--help`` < 0.5 s, 1 shuffle < 3 s.
+Targets (issue 10): marginal ratio >= 50x, ``--help`` < 0.5 s, 1 shuffle < 3 s. The last one
+is below MLflow's floor on a slow day of this machine (3.0-3.3 s measured on 2026-12-06), so
+the figure that is ours to improve is the time beyond the floor (proposed target: < 0.5 s).
 
 The commands run with ``MLFLOW_DISABLE_TELEMETRY=true`` and, as an installed package would,
 with Python's bytecode cache enabled (``PYTHONDONTWRITEBYTECODE`` is removed from their
@@ -42,7 +47,8 @@ import time
 from pathlib import Path
 
 CELL = ["autotts:Qwen3-4B/aime24", "--controller", "cmc", "--beta", "0.5", "--workers", "2", "--no-progress"]
-TARGETS = {"help": 0.5, "one": 3.0, "ratio": 50.0}
+TARGETS = {"help": 0.5, "one": 3.0, "ratio": 50.0, "beyond": 0.5}
+FLOOR = "import sys; from mlflow import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
 
 
 def command() -> list[str]:
@@ -84,8 +90,7 @@ def core_seconds(repeat: int) -> float:
 def make_store(folder: Path, env: dict[str, str]) -> str:
     """A migrated sqlite store (creating one takes seconds: never timed)."""
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    code = "import sys; from mlflow import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
-    subprocess.run([sys.executable, "-c", code, uri], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", FLOOR, uri], env=env, check=True, capture_output=True)
     return uri
 
 
@@ -107,20 +112,26 @@ def main() -> None:
         timed(evaluate + ["--shuffles", "1"], env)  # compiles bytecode, creates the experiment
         timed([*cli, "--help"], env)
 
-        runs: dict[str, list[tuple[float, float]]] = {"help": [], "one": [], "hundred": []}
+        floor = [sys.executable, "-c", FLOOR, env["MLFLOW_TRACKING_URI"]]
+        runs: dict[str, list[tuple[float, float]]] = {"help": [], "floor": [], "one": [], "hundred": []}
         for _ in range(args.repeat):  # interleaved, so drifting load hits every figure alike
             runs["help"].append(timed([*cli, "--help"], env))
+            runs["floor"].append(timed(floor, env))
             runs["one"].append(timed(evaluate + ["--shuffles", "1"], env))
             runs["hundred"].append(timed(evaluate + ["--shuffles", "100"], env))
         wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
         cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
         marginal = statistics.median(h[0] - o[0] for h, o in zip(runs["hundred"], runs["one"]))
         marginal_cpu = statistics.median(h[1] - o[1] for h, o in zip(runs["hundred"], runs["one"]))
+        beyond = statistics.median(o[0] - f[0] for o, f in zip(runs["one"], runs["floor"]))
         ratio = args.reference_seconds / marginal if marginal > 0 else float("inf")
         core = core_seconds(args.repeat)
         rows = [
             ("autotts --help", wall["help"], cpu["help"], f"< {TARGETS['help']} s", wall["help"] < TARGETS["help"]),
             ("evaluate, 1 shuffle", wall["one"], cpu["one"], f"< {TARGETS['one']} s", wall["one"] < TARGETS["one"]),
+            ("  MLflow's floor (import, open the store)", wall["floor"], cpu["floor"], "", None),
+            ("  evaluate beyond the floor (paired)", beyond, None, f"< {TARGETS['beyond']} s",
+             beyond < TARGETS["beyond"]),
             ("evaluate, 100 shuffles", wall["hundred"], cpu["hundred"], "", None),
             ("marginal cost of 99 shuffles (paired)", marginal, marginal_cpu, "", None),
             ("  the same replay in one warm process", core, None, "", None),
@@ -128,14 +139,15 @@ def main() -> None:
         print(f"cmc beta=0.5 on Qwen3-4B/aime24 through `autotts evaluate`, 2 workers, sqlite store; "
               f"medians of {args.repeat} interleaved runs on {os.cpu_count()} cores "
               f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: timings need an idle machine)")
-        print(f"{'figure':<40} {'wall s':>7} {'CPU s':>7}  {'target':<8} ok")
+        print(f"{'figure':<42} {'wall s':>7} {'CPU s':>7}  {'target':<8} ok")
         for name, w, c, target, ok in rows:
             shown = "" if c is None else f"{c:7.3f}"
-            print(f"{name:<40} {w:7.3f} {shown:>7}  {target:<8} {'' if ok is None else 'yes' if ok else 'NO'}")
-        print(f"{'reference evaluator / marginal wall':<40} {ratio:6.1f}x {'':>7}  "
+            print(f"{name:<42} {w:7.3f} {shown:>7}  {target:<8} {'' if ok is None else 'yes' if ok else 'NO'}")
+        print(f"{'reference evaluator / marginal wall':<42} {ratio:6.1f}x {'':>7}  "
               f">= {TARGETS['ratio']:g}x    {'yes' if ratio >= TARGETS['ratio'] else 'NO'}   "
               f"(reference {args.reference_seconds:g} s; / the warm core: {args.reference_seconds / core:.1f}x)")
         print("wall per run (s): help " + " ".join(f"{w:.2f}" for w, _ in runs["help"])
+              + " | floor " + " ".join(f"{w:.2f}" for w, _ in runs["floor"])
               + " | 1 shuffle " + " ".join(f"{w:.2f}" for w, _ in runs["one"])
               + " | 100 shuffles " + " ".join(f"{w:.2f}" for w, _ in runs["hundred"]))
     finally:
