@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--top-logprobs", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=CollectConfig.concurrency, help="questions in flight")
     ap.add_argument("--warmup", type=int, default=0, help="questions of an untimed first collection")
+    ap.add_argument("--block-size", type=int, default=32, help="the engine's KV-cache block size (tokens)")
     args = ap.parse_args()
 
     model = str(demo_model_dir())
@@ -55,7 +56,7 @@ def main() -> None:
                         live={"max_model_len": 2048, "request_timeout": 1800.0, "overall_timeout": 7200.0})
     live = cfg.live_config()
     t0 = time.monotonic()
-    backend = VLLMEngineBackend(model, max_model_len=2048)
+    backend = VLLMEngineBackend(model, max_model_len=2048, block_size=args.block_size)
     prompts = ChatPrompts.from_pretrained(model, live.instruction, live.probe_suffix)
     print(f"demo model {model}: engine ready in {time.monotonic() - t0:.0f} s; {args.questions} questions × "
           f"{args.branches} branches, interval {args.interval}, ≤ {args.max_tokens} tokens, "
