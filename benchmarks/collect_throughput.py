@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 
 from mlflow_autotts.collect.config import CollectConfig
@@ -72,7 +73,9 @@ def main() -> None:
             collect(replace(cfg, questions=str(wq), output=str(work / "warmup" / "c.parquet")), backend=backend,
                     prompts=prompts)
             print(f"warm-up collection of {args.warmup} other questions: {time.monotonic() - t0:.1f} s", flush=True)
+        backend.batch_sizes.clear()
         report = collect(cfg, backend=backend, prompts=prompts)
+        steps = {"collection": Counter(backend.batch_sizes)}
         ts = report.dataset
         t = report.totals
         branch_tokens = sum(sum(p.branches.branch_tokens) for p in ts.problems)
@@ -88,11 +91,13 @@ def main() -> None:
                                       seed=interval_seed(live.seed, j, 0), ignore_eos=True)
                     for j in range(br.n_branches)]
 
+        backend.batch_sizes.clear()
         t1 = time.monotonic()
         with ThreadPoolExecutor(args.concurrency) as pool:
             outs = [o for batch in pool.map(lambda p: backend.generate(requests_of(p), 1800), range(len(ts)))
                     for o in batch]
         same_conc = time.monotonic() - t1
+        steps["plain, same concurrency"] = Counter(backend.batch_sizes)
         assert sum(len(o.token_ids) for o in outs) == branch_tokens
         t2 = time.monotonic()
         backend.generate([r for p in range(len(ts)) for r in requests_of(p)], 3600)
@@ -106,6 +111,10 @@ def main() -> None:
               f"{label} / plain (one batch): {secs / one_batch:.2f}x   (target <= 1.25x)", end="")
     print()
     print(f"probe tokens {t.probe_tokens}, prefix-cache hit rate {100 * t.cache_hit_rate:.1f}%")
+    for label, sizes in steps.items():
+        n = sum(sizes.values())
+        print(f"engine steps, {label}: {n}, mean {sum(k * v for k, v in sizes.items()) / max(1, n):.1f} requests "
+              f"in flight, {sum(v for k, v in sizes.items() if k < 32)} steps with fewer than 32")
 
 
 if __name__ == "__main__":
