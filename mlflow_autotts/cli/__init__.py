@@ -1,5 +1,5 @@
 """The ``autotts`` command line: one module per command group, shared helpers in ``common``."""
 
-from mlflow_autotts.cli.main import main
+from mlflow_autotts.cli.main import console, main
 
-__all__ = ["main"]
+__all__ = ["console", "main"]

@@ -1,5 +1,3 @@
-import sys
+from mlflow_autotts.cli.main import console
 
-from mlflow_autotts.cli.main import main
-
-sys.exit(main())
+console()

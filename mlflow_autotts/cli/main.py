@@ -10,10 +10,10 @@ the like are imported where they are used, so ``autotts --help`` stays fast.
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
+from mlflow_autotts.cli import process_exit
 from mlflow_autotts.cli.lazy import LazyCommand, LazyCommands, LazyGroup
 
 COMMANDS = {
@@ -53,5 +53,12 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def console() -> None:
+    """The ``autotts`` console script and ``python -m mlflow_autotts.cli``: the CLI, then an
+    exit that skips the interpreter's teardown (``cli/process_exit.py``: ~1 s once MLflow is
+    imported)."""
+    process_exit.run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
