@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mlflow_autotts.cli.overlap import ChildFailedError, can_fork, run_beside
+from mlflow_autotts.cli.overlap import CHILD_NICENESS, ChildFailedError, can_fork, run_beside
 from mlflow_autotts.errors import AutoTTSError, DataError
 from tests.conftest import require
 
@@ -22,6 +22,12 @@ def test_work_runs_in_a_child_while_the_parent_runs_meanwhile():
     result = run_beside(lambda: (os.getpid(), [1, 2, 3]), lambda: seen.append(os.getpid()))
     assert result[1] == [1, 2, 3]
     assert result[0] != parent and seen == [parent]
+
+
+def test_the_child_yields_the_cpu_to_the_parent_and_the_parent_keeps_its_priority():
+    mine = os.nice(0)
+    assert run_beside(lambda: os.nice(0), lambda: None) == min(19, mine + CHILD_NICENESS)
+    assert os.nice(0) == mine
 
 
 def test_an_autotts_error_keeps_its_message_and_exit_code():
