@@ -7,6 +7,7 @@ Every test starts real sandbox children.
 from __future__ import annotations
 
 import inspect
+import pickle
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,9 @@ from test_sandbox import _runner
 from mlflow_autotts.controllers import baselines, cmc
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
-from mlflow_autotts.errors import ControllerError
-from mlflow_autotts.sandbox.limits import SandboxLimits
-from mlflow_autotts.sandbox.outcome import CandidateFailedError
+from mlflow_autotts.errors import ControllerError, DataError
+from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
+from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxIsolationError
 from mlflow_autotts.sandbox.scoring import score_source
 
 LIMITS = SandboxLimits(wall_seconds=60, cpu_seconds=30, memory_mb=512)
@@ -112,12 +113,6 @@ def test_a_failing_candidate_raises_a_one_line_controller_error():
 
 def test_errors_with_their_own_arguments_cross_a_process_as_themselves():
     """A Ray task or a pool worker sends errors back pickled: each keeps its type and fields."""
-    import pickle
-
-    from mlflow_autotts.errors import DataError
-    from mlflow_autotts.sandbox.limits import Isolation
-    from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxIsolationError
-
     iso = Isolation("parent", False, True, 2_000_000_001, True, None, 10, 0, 64, 1, 0, True, ("network namespace",))
     errors = [SandboxIsolationError(iso, "as a test"),
               CandidateFailedError("mine", CandidateFailure("timeout", "wall clock", where={"problem": 3}), "printed"),
