@@ -9,7 +9,10 @@ the in-process vLLM engine. Plain generation then generates the same branches: t
 chat prompts, each branch one request with the seed of its first interval, exactly as many
 tokens as the collected branch (``ignore_eos``), no probes, no logprobs. It runs twice:
 with the collection's concurrency (``--concurrency`` questions at once, each question's
-branches in one call), and all branches of all questions in one batch (the best vLLM does). ``--warmup N`` runs an
+branches in one call), and all branches of all questions in one batch (the best vLLM does).
+Both use the engine's top-p without a vocabulary sort (``live/backends/cpu_top_p.py``) as
+collection does; a third run at the same concurrency uses vLLM's stock top-p, i.e. plain
+vLLM as shipped, and checks that it samples the same tokens. ``--warmup N`` runs an
 untimed collection of N other questions first. Prints wall times, their ratios (target: collection ≤ 1.25× plain), probe tokens and the
 prefix-cache hit rate.
 """
@@ -29,6 +32,7 @@ from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.collect.run import collect
 from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.live.backends import GenerationRequest, VLLMEngineBackend
+from mlflow_autotts.live.backends.cpu_top_p import stock_sampler
 from mlflow_autotts.live.episode import interval_seed
 from mlflow_autotts.live.models import demo_model_dir
 from mlflow_autotts.live.prompts import ChatPrompts
@@ -91,14 +95,24 @@ def main() -> None:
                                       seed=interval_seed(live.seed, j, 0), ignore_eos=True)
                     for j in range(br.n_branches)]
 
-        backend.batch_sizes.clear()
-        t1 = time.monotonic()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            outs = [o for batch in pool.map(lambda p: backend.generate(requests_of(p), 1800), range(len(ts)))
-                    for o in batch]
-        same_conc = time.monotonic() - t1
+        def plain_same_concurrency() -> tuple[float, list]:
+            backend.batch_sizes.clear()
+            t1 = time.monotonic()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                outs = [o for batch in pool.map(lambda p: backend.generate(requests_of(p), 1800), range(len(ts)))
+                        for o in batch]
+            assert sum(len(o.token_ids) for o in outs) == branch_tokens
+            return time.monotonic() - t1, outs
+
+        same_conc, outs = plain_same_concurrency()
         steps["plain, same concurrency"] = Counter(backend.batch_sizes)
-        assert sum(len(o.token_ids) for o in outs) == branch_tokens
+        stock_conc = None
+        if backend.fast_top_p:
+            with stock_sampler():
+                stock_conc, stock_outs = plain_same_concurrency()
+            same_tokens = sum(a.token_ids == b.token_ids for a, b in zip(outs, stock_outs))
+            print(f"plain generation with vLLM's stock top-p (sorts the vocabulary): {stock_conc:.1f} s, "
+                  f"{same_tokens}/{len(outs)} branches token for token as with autotts's top-p", flush=True)
         t2 = time.monotonic()
         backend.generate([r for p in range(len(ts)) for r in requests_of(p)], 3600)
         one_batch = time.monotonic() - t2
@@ -109,6 +123,8 @@ def main() -> None:
     for label, secs in (("whole collection", report.wall_seconds), ("generation phase", report.generation_seconds)):
         print(f"\n{label} / plain (same concurrency): {secs / same_conc:.2f}x   "
               f"{label} / plain (one batch): {secs / one_batch:.2f}x   (target <= 1.25x)", end="")
+        if stock_conc:
+            print(f"   {label} / plain vLLM as shipped (stock top-p, same concurrency): {secs / stock_conc:.2f}x", end="")
     print()
     print(f"probe tokens {t.probe_tokens}, prefix-cache hit rate {100 * t.cache_hit_rate:.1f}%")
     for label, sizes in steps.items():

@@ -185,3 +185,17 @@ def test_the_demo_model_follows_its_chat_template_and_a_probe_answers_with_a_num
     probes = [a for b in result.episode.branches for a in b.probes.values()]
     assert probes and all(any(ch.isdigit() for ch in a) for a in probes)
     assert result.stats.cached_prompt_tokens > 0
+
+
+def test_the_engines_top_p_samples_the_same_tokens_as_vllms_stock_sampler(vllm_engine, tiny_prompts):
+    from mlflow_autotts.live.backends.cpu_top_p import stock_sampler
+
+    assert vllm_engine.fast_top_p  # a CPU engine uses it
+    prompt = tuple(tiny_prompts.question_ids(QUESTIONS[1]))
+    reqs = [GenerationRequest(prompt, 48, temperature=t, top_p=p, seed=s, ignore_eos=True)
+            for s, (t, p) in enumerate([(0.7, 0.95), (1.0, 0.9), (1.5, 0.5), (0.0, 1.0)] * 4)]
+    fast = vllm_engine.generate(reqs, timeout=120)
+    with stock_sampler():
+        stock = vllm_engine.generate(reqs, timeout=120)
+    assert [g.token_ids for g in fast] == [g.token_ids for g in stock]
+    assert len({g.token_ids for g in fast}) > 8  # the seeds and settings do sample differently

@@ -7,7 +7,9 @@ than one process. So the engine is vLLM's ``LLMEngine`` in one-process mode
 owns it. Callers (one per question, from any thread) post requests to that thread and wait
 on futures; between two engine steps the driver adds every request that arrived, so the
 requests of all concurrent questions are batched together by the engine's scheduler, not
-serialised. A timed-out batch is aborted in the engine, so it stops using compute.
+serialised. A timed-out batch is aborted in the engine, so it stops using compute. On a CPU
+the sampler's top-p runs without sorting the vocabulary (``cpu_top_p``: same tokens, a
+sixth of the sampling time).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class VLLMEngineBackend(Backend):
                  block_size: int = 32, max_logprobs: int = 20, start_timeout: float = 600.0,
                  warmup: bool = True, **engine_kwargs: Any):
         self.model = model
+        self.fast_top_p = False
+        """Whether this process's CPU sampler finds top-p without sorting (``cpu_top_p``)."""
         self.max_model_len = max_model_len
         cpu_defaults()
         self._args = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,
@@ -90,7 +94,11 @@ class VLLMEngineBackend(Backend):
             from vllm.inputs import TokensPrompt
             from vllm.sampling_params import RequestOutputKind
 
+            # torch-heavy like vLLM, so imported with it
+            from mlflow_autotts.live.backends import cpu_top_p
+
             engine = LLMEngine.from_engine_args(EngineArgs(**self._args))
+            self.fast_top_p = cpu_top_p.install()
         except Exception as exc:  # noqa: BLE001  (reported to the constructor as one line)
             self._failure = f"cannot start vLLM engine for {self.model!r}: {type(exc).__name__}: {exc}"
             self._ready.set()
