@@ -127,6 +127,13 @@ def main() -> None:
             print(f"   {label} / plain vLLM as shipped (stock top-p, same concurrency): {secs / stock_conc:.2f}x", end="")
     print()
     print(f"probe tokens {t.probe_tokens}, prefix-cache hit rate {100 * t.cache_hit_rate:.1f}%")
+    # what the model computes: every prompt token not served from the prefix cache, and
+    # every generated one; on a compute-bound CPU wall time follows it
+    work_c = t.prompt_tokens - t.cached_prompt_tokens + branch_tokens + t.probe_tokens
+    work_p = sum(o.prompt_tokens - o.cached_tokens + len(o.token_ids) for o in outs)
+    print(f"tokens through the model (computed prompt + generated): collection {work_c} "
+          f"({t.prompt_tokens - t.cached_prompt_tokens} prompt), plain {work_p} "
+          f"({work_p - branch_tokens} prompt): {work_c / work_p:.2f}x")
     for label, sizes in steps.items():
         n = sum(sizes.values())
         print(f"engine steps, {label}: {n}, mean {sum(k * v for k, v in sizes.items()) / max(1, n):.1f} requests "

@@ -78,9 +78,9 @@ class CollectConfig:
     """Other live settings as key=value (probe_suffix, probe_tokens, dtype, max_model_len,
     request_timeout, overall_timeout, api_key_env, max_retries)."""
     concurrency: int = 8
-    """Questions in flight at once (per server with several base URLs); their branches share the engine's batches (on 2 CPU
-    cores, 8 questions took 1.29-1.35x the time of generating every branch in one plain
-    batch, 4 questions 1.49x: ``benchmarks/collect_throughput.py``)."""
+    """Questions in flight at once (per server with several base URLs); their branches share the engine's batches
+    (``benchmarks/collect_throughput.py`` compares collection with plain generation at this
+    concurrency and in one batch)."""
     resume: bool = False
     """Continue an interrupted collection into the same output with the same settings."""
     experiment: str = "autotts"
