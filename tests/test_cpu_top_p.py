@@ -88,3 +88,17 @@ def test_install_swaps_vllms_function_once_and_stock_sampler_restores_it(ops):
     with ops.cpu_top_p.stock_sampler():
         assert not getattr(ops.module.apply_top_k_top_p, "_autotts", False)
     assert ops.module.apply_top_k_top_p is patched
+
+
+def test_install_leaves_an_unknown_sampler_or_a_non_cpu_platform_alone(ops, monkeypatch):
+    assert ops.cpu_top_p.install()
+    stock = ops.cpu_top_p._stock  # vLLM's own function
+
+    def other(logits, k, p, extra):  # a vLLM whose function changed shape
+        return logits
+
+    monkeypatch.setattr(ops.module, "apply_top_k_top_p", other)
+    assert not ops.cpu_top_p.install() and ops.module.apply_top_k_top_p is other
+    monkeypatch.setattr(ops.module, "apply_top_k_top_p", stock)
+    monkeypatch.setattr(ops.module, "current_platform", SimpleNamespace(is_cpu=lambda: False))
+    assert not ops.cpu_top_p.install() and ops.module.apply_top_k_top_p is stock

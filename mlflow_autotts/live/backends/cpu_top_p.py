@@ -4,9 +4,8 @@ vLLM's CPU sampler applies top-p by sorting every row of the logits over the who
 vocabulary (49k tokens for SmolLM2, 152k for Qwen3). Here that sort took 130 ms for a
 64-row step, more than the 135M demo model's forward pass, and sampling was ~45% of the
 engine's time in a collection (py-spy). A nucleus is nearly always a few dozen tokens, so
-``top_p`` finds it among the ``torch.topk`` largest probabilities (~3 ms for 64 rows) with
-vLLM's own rule, and only rows whose nucleus is larger than the candidates are sorted
-the stock way.
+``top_p`` looks for it among the tokens of the ``torch.topk`` largest logits (~3 ms for 64
+rows) with vLLM's own rule, and only rows it cannot settle there are sorted the stock way.
 
 vLLM's rule: sort ascending, cumulative sum of the probabilities, mask every token whose
 cumulative sum is <= 1 - p, never the largest. The cumulative sum at a token is the whole
@@ -95,13 +94,17 @@ def install() -> bool:
     one it was checked against (the stock sampler then stays)."""
     global _stock
     with _lock:
-        module = importlib.import_module(_SAMPLER_MODULE)
+        try:
+            module = importlib.import_module(_SAMPLER_MODULE)
+        except ImportError:  # a vLLM laid out differently keeps its own sampler
+            return False
         current = getattr(module, "apply_top_k_top_p", None)
         if _stock is not None and current is not None and getattr(current, "_autotts", False):
             return True
         if current is None or list(inspect.signature(current).parameters) != ["logits", "k", "p"]:
             return False
-        if not getattr(module, "current_platform").is_cpu():
+        platform = getattr(module, "current_platform", None)
+        if platform is None or not platform.is_cpu():
             return False
         stock = current
 
