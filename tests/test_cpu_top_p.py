@@ -102,3 +102,16 @@ def test_install_leaves_an_unknown_sampler_or_a_non_cpu_platform_alone(ops, monk
     monkeypatch.setattr(ops.module, "apply_top_k_top_p", stock)
     monkeypatch.setattr(ops.module, "current_platform", SimpleNamespace(is_cpu=lambda: False))
     assert not ops.cpu_top_p.install() and ops.module.apply_top_k_top_p is stock
+
+
+def test_the_vllm_plugin_installs_only_when_the_process_asks_for_it(ops, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ops.cpu_top_p, "install", lambda: calls.append(1) or True)
+    monkeypatch.delenv(ops.cpu_top_p.PLUGIN_ENV, raising=False)
+    ops.cpu_top_p.vllm_plugin()
+    monkeypatch.setenv(ops.cpu_top_p.PLUGIN_ENV, "0")
+    ops.cpu_top_p.vllm_plugin()
+    assert calls == []
+    monkeypatch.setenv(ops.cpu_top_p.PLUGIN_ENV, "1")
+    ops.cpu_top_p.vllm_plugin()
+    assert calls == [1]

@@ -199,3 +199,9 @@ def test_the_engines_top_p_samples_the_same_tokens_as_vllms_stock_sampler(vllm_e
         stock = vllm_engine.generate(reqs, timeout=120)
     assert [g.token_ids for g in fast] == [g.token_ids for g in stock]
     assert len({g.token_ids for g in fast}) > 8  # the seeds and settings do sample differently
+
+
+def test_a_vllm_server_samples_top_p_without_the_sort_through_the_plugin(vllm_server):
+    # VLLMServer passes AUTOTTS_CPU_TOP_P=1; vLLM loads the entry point in its engine process
+    log = vllm_server.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "autotts: top-p without a vocabulary sort installed" in log

@@ -18,13 +18,18 @@ takes the stock path, as does a row whose nucleus outgrows the candidates. Greed
 
 ``install`` swaps vLLM's module-level ``apply_top_k_top_p`` (what its CPU sampler calls)
 for ``top_p`` in this process; it checks the function it replaces and leaves an unknown vLLM
-alone. Rows with top-k, or tensors not on the CPU, go to vLLM's own function.
+alone. Rows with top-k, or tensors not on the CPU, go to vLLM's own function. The in-process
+engine installs it; a vLLM server started with ``AUTOTTS_CPU_TOP_P=1`` installs it through
+``vllm_plugin``, a vLLM general plugin (entry point ``vllm.general_plugins``) that leaves
+every other vLLM process alone.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +40,9 @@ import torch
 CANDIDATES = (64, 1024)
 """Nucleus sizes tried before the full sort: 64 holds nearly every row of a sampled
 reasoning branch; 1024 catches flat rows at ~15 ms, still far below a sort."""
+
+PLUGIN_ENV = "AUTOTTS_CPU_TOP_P"
+"""``1`` in a vLLM process's environment: ``vllm_plugin`` installs ``top_p`` there."""
 
 _SAMPLER_MODULE = "vllm.v1.sample.ops.topk_topp_sampler"
 _lock = threading.Lock()
@@ -117,6 +125,16 @@ def install() -> bool:
         return True
 
 
+def vllm_plugin() -> None:
+    """vLLM loads this in each of its processes: ``install`` when ``PLUGIN_ENV`` is 1."""
+    if os.environ.get(PLUGIN_ENV, "").strip() == "1":
+        installed = install()
+        # vLLM's logger, so the line is in the server's log with vLLM's own
+        logging.getLogger("vllm.plugins.autotts").info(
+            "autotts: top-p without a vocabulary sort %s", "installed" if installed else
+            "not installed (this vLLM's sampler is not the one it was checked against)")
+
+
 @contextmanager
 def stock_sampler() -> Iterator[None]:
     """vLLM's own top-p for the duration (benchmarks and the equality test compare them)."""
@@ -132,4 +150,4 @@ def stock_sampler() -> Iterator[None]:
             module.apply_top_k_top_p = patched
 
 
-__all__ = ["CANDIDATES", "install", "stock_sampler", "top_p"]
+__all__ = ["CANDIDATES", "PLUGIN_ENV", "install", "stock_sampler", "top_p", "vllm_plugin"]
