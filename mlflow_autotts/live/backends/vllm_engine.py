@@ -8,8 +8,8 @@ owns it. Callers (one per question, from any thread) post requests to that threa
 on futures; between two engine steps the driver adds every request that arrived, so the
 requests of all concurrent questions are batched together by the engine's scheduler, not
 serialised. A timed-out batch is aborted in the engine, so it stops using compute. On a CPU
-the sampler's top-p runs without sorting the vocabulary (``cpu_top_p``: same tokens, a
-sixth of the sampling time).
+the sampler's top-p runs without sorting the vocabulary (``cpu_top_p``: the same tokens,
+~20 ms instead of ~130 ms for 64 rows of a 49k vocabulary).
 """
 
 from __future__ import annotations
