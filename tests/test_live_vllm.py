@@ -187,16 +187,22 @@ def test_the_demo_model_follows_its_chat_template_and_a_probe_answers_with_a_num
     assert result.stats.cached_prompt_tokens > 0
 
 
-def test_the_engines_top_p_samples_the_same_tokens_as_vllms_stock_sampler(vllm_engine, tiny_prompts):
-    from mlflow_autotts.live.backends.cpu_top_p import stock_sampler
+def test_the_engines_top_p_samples_the_same_tokens_as_vllms_stock_sampler(vllm_engine, tiny_prompts, monkeypatch):
+    from mlflow_autotts.live.backends import cpu_top_p  # torch-heavy, like the engine
 
-    assert vllm_engine.fast_top_p  # a CPU engine uses it
+    assert vllm_engine.fast_top_p  # a CPU engine installs it
+    calls = []
+    ours = cpu_top_p.top_p
+    monkeypatch.setattr(cpu_top_p, "top_p", lambda *a: calls.append(1) or ours(*a))
     prompt = tuple(tiny_prompts.question_ids(QUESTIONS[1]))
     reqs = [GenerationRequest(prompt, 48, temperature=t, top_p=p, seed=s, ignore_eos=True)
             for s, (t, p) in enumerate([(0.7, 0.95), (1.0, 0.9), (1.5, 0.5), (0.0, 1.0)] * 4)]
     fast = vllm_engine.generate(reqs, timeout=120)
-    with stock_sampler():
+    used = len(calls)
+    assert used >= 48  # the engine's sampler ran it at every step
+    with cpu_top_p.stock_sampler():
         stock = vllm_engine.generate(reqs, timeout=120)
+    assert len(calls) == used  # and vLLM's own while swapped back
     assert [g.token_ids for g in fast] == [g.token_ids for g in stock]
     assert len({g.token_ids for g in fast}) > 8  # the seeds and settings do sample differently
 

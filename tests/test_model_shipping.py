@@ -25,9 +25,11 @@ MAX_CODE_BYTES = 100_000
 served live generation; it still bounds everything but the live part."""
 LIVE_PART = ("mlflow_autotts/live/", "mlflow_autotts/serving/live_backend.py", "mlflow_autotts/settings.py")
 """What answering question-only rows by generation adds (the live backend, its settings)."""
-MAX_LIVE_BYTES = 100_000
+MAX_LIVE_BYTES = 110_000
 """A guard on that part: 81 KB when it landed, 93 KB with the confidence signals
-(``live/signals.py``, 7 KB) and the backends' model check and engine description."""
+(``live/signals.py``, 7 KB) and the backends' model check and engine description, 100.3 KB
+with the CPU top-p (``live/backends/cpu_top_p.py``, ~6 KB: a served model's in-process
+engine samples with it)."""
 SET = random_set(n_problems=4, n_branches=16, seed=11)
 SEED = 2
 

@@ -1,27 +1,18 @@
 """Top-p for vLLM's CPU sampler without sorting the vocabulary.
 
-vLLM's CPU sampler applies top-p by sorting every row of the logits over the whole
-vocabulary (49k tokens for SmolLM2, 152k for Qwen3). Here that sort took 130 ms for a
-64-row step, more than the 135M demo model's forward pass, and sampling was ~45% of the
-engine's time in a collection (py-spy). A nucleus is nearly always a few dozen tokens, so
-``top_p`` looks for it among the tokens of the ``torch.topk`` largest logits (~3 ms for 64
-rows) with vLLM's own rule, and only rows it cannot settle there are sorted the stock way.
+vLLM's CPU sampler sorts every row of the logits over the whole vocabulary to apply top-p:
+130 ms for 64 rows of SmolLM2's 49k tokens, more than the demo model's forward pass. A
+nucleus is nearly always a few dozen tokens, so ``top_p`` applies vLLM's rule (mask a token
+when the probability mass at or below it is <= 1 - p, never the largest) to the largest
+logits from ``torch.topk``: the mass at or below a token is the row's mass minus the mass
+above it. Sums in float64, comparisons in float32, as vLLM's. Rows it cannot settle there
+(a nucleus beyond the candidates, or one ending between equal logits, which vLLM's unstable
+sort orders by chance) take vLLM's path, as do top-k and non-CPU tensors.
 
-vLLM's rule: sort ascending, cumulative sum of the probabilities, mask every token whose
-cumulative sum is <= 1 - p, never the largest. The cumulative sum at a token is the whole
-row's mass minus the mass above it, which the top candidates give without the sort. Both
-sides accumulate in float64 and compare in float32 as vLLM does, so a token's fate can only
-differ when its cumulative mass equals 1 - p to within float32 rounding of the softmax.
-A row whose nucleus ends between equal logits (vLLM's unstable sort decides which stay)
-takes the stock path, as does a row whose nucleus outgrows the candidates. Greedy rows
-(p = 1) keep every token of nonzero probability, as vLLM's rule does.
-
-``install`` swaps vLLM's module-level ``apply_top_k_top_p`` (what its CPU sampler calls)
-for ``top_p`` in this process; it checks the function it replaces and leaves an unknown vLLM
-alone. Rows with top-k, or tensors not on the CPU, go to vLLM's own function. The in-process
-engine installs it; a vLLM server started with ``AUTOTTS_CPU_TOP_P=1`` installs it through
-``vllm_plugin``, a vLLM general plugin (entry point ``vllm.general_plugins``) that leaves
-every other vLLM process alone.
+``install`` swaps vLLM's module-level ``apply_top_k_top_p`` (what its CPU sampler calls) in
+this process, only for the function it was checked against. The in-process engine calls
+it; a vLLM server started with ``AUTOTTS_CPU_TOP_P=1`` gets it from ``vllm_plugin`` (entry
+point ``vllm.general_plugins``), which leaves every other vLLM process alone.
 """
 
 from __future__ import annotations
