@@ -10,9 +10,10 @@ above it. Sums in float64, comparisons in float32, as vLLM's. Rows it cannot set
 sort orders by chance) take vLLM's path, as do top-k and non-CPU tensors.
 
 ``install`` swaps vLLM's module-level ``apply_top_k_top_p`` (what its CPU sampler calls) in
-this process, only for the function it was checked against. The in-process engine calls
-it; a vLLM server started with ``AUTOTTS_CPU_TOP_P=1`` gets it from ``vllm_plugin`` (entry
-point ``vllm.general_plugins``), which leaves every other vLLM process alone.
+this process, only for the function it was checked against. Both ways in read one switch,
+``AUTOTTS_CPU_TOP_P=1``: the in-process engine (whose CPU defaults set it) and a vLLM
+server, through ``vllm_plugin`` (entry point ``vllm.general_plugins``), which leaves every
+other vLLM process alone.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ CANDIDATES = (64, 1024)
 reasoning branch; 1024 catches flat rows at ~15 ms, still far below a sort."""
 
 PLUGIN_ENV = "AUTOTTS_CPU_TOP_P"
-"""``1`` in a vLLM process's environment: ``vllm_plugin`` installs ``top_p`` there."""
+"""``1`` in a process's environment: the in-process engine and ``vllm_plugin`` install
+``top_p`` there (``CPU_VLLM_ENV`` sets it unless the environment has it; ``0`` keeps vLLM's)."""
 
 _SAMPLER_MODULE = "vllm.v1.sample.ops.topk_topp_sampler"
 _lock = threading.Lock()
@@ -59,11 +61,11 @@ def top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None,
     todo = (~greedy).nonzero().squeeze(1)
     if todo.numel() == 0:
         return logits
-    total = probs[todo].sum(dim=-1, dtype=torch.float64)
+    total = probs.sum(dim=-1, dtype=torch.float64)[todo]
     for size in CANDIDATES:
         size = min(size, logits.shape[1])
         top, idx = logits[todo].topk(size, dim=-1)  # by logit, as vLLM sorts
-        mass = probs[todo].gather(1, idx).double()
+        mass = probs[todo.unsqueeze(1), idx].double()  # no copy of whole rows
         at_or_below = (total.unsqueeze(1) - (mass.cumsum(dim=-1) - mass)).float()
         keep = at_or_below > floor[todo].unsqueeze(1)
         keep[:, 0] = True  # the largest is never masked
@@ -116,9 +118,14 @@ def install() -> bool:
         return True
 
 
+def enabled() -> bool:
+    """Whether this process asks for ``top_p`` (``PLUGIN_ENV`` is 1)."""
+    return os.environ.get(PLUGIN_ENV, "").strip() == "1"
+
+
 def vllm_plugin() -> None:
-    """vLLM loads this in each of its processes: ``install`` when ``PLUGIN_ENV`` is 1."""
-    if os.environ.get(PLUGIN_ENV, "").strip() == "1":
+    """vLLM loads this in each of its processes: ``install`` when ``enabled``."""
+    if enabled():
         installed = install()
         # vLLM's logger, so the line is in the server's log with vLLM's own
         logging.getLogger("vllm.plugins.autotts").info(
@@ -141,4 +148,4 @@ def stock_sampler() -> Iterator[None]:
             module.apply_top_k_top_p = patched
 
 
-__all__ = ["CANDIDATES", "PLUGIN_ENV", "install", "stock_sampler", "top_p", "vllm_plugin"]
+__all__ = ["CANDIDATES", "PLUGIN_ENV", "enabled", "install", "stock_sampler", "top_p", "vllm_plugin"]

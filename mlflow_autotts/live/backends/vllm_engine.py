@@ -100,7 +100,7 @@ class VLLMEngineBackend(Backend):
             from mlflow_autotts.live.backends import cpu_top_p
 
             engine = LLMEngine.from_engine_args(EngineArgs(**self._args))
-            self.fast_top_p = cpu_top_p.install()
+            self.fast_top_p = cpu_top_p.enabled() and cpu_top_p.install()
         except Exception as exc:  # noqa: BLE001  (reported to the constructor as one line)
             self._failure = f"cannot start vLLM engine for {self.model!r}: {type(exc).__name__}: {exc}"
             self._ready.set()
