@@ -62,12 +62,17 @@ def top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None,
     if todo.numel() == 0:
         return logits
     total = probs.sum(dim=-1, dtype=torch.float64)[todo]
+    least = torch.zeros_like(total)  # a lower bound on each row's nucleus size
     for size in CANDIDATES:
         size = min(size, logits.shape[1])
-        top, idx = logits[todo].topk(size, dim=-1)  # by logit, as vLLM sorts
-        mass = probs[todo.unsqueeze(1), idx].double()  # no copy of whole rows
-        at_or_below = (total.unsqueeze(1) - (mass.cumsum(dim=-1) - mass)).float()
-        keep = at_or_below > floor[todo].unsqueeze(1)
+        here = least <= size
+        if not bool(here.any()):
+            continue
+        rows_here = todo[here]
+        top, idx = logits[rows_here].topk(size, dim=-1)  # by logit, as vLLM sorts
+        mass = probs[rows_here.unsqueeze(1), idx].double()  # no copy of whole rows
+        at_or_below = (total[here].unsqueeze(1) - (mass.cumsum(dim=-1) - mass)).float()
+        keep = at_or_below > floor[rows_here].unsqueeze(1)
         keep[:, 0] = True  # the largest is never masked
         kept = keep.sum(dim=-1, keepdim=True)  # a prefix: the mass at or below only falls
         edge = top.gather(1, kept - 1)  # the smallest kept logit
@@ -77,13 +82,19 @@ def top_p(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None,
         tied = ((kept < size) & (outside == edge)).squeeze(1)
         done = ((kept < size) & (outside < edge)).squeeze(1) | ((size == logits.shape[1]) & ~tied)
         if bool(done.any()):
-            rows = todo[done]
+            rows = rows_here[done]
             logits[rows] = logits[rows].masked_fill(logits[rows] < edge[done], float("-inf"))
         if bool(tied.any()):
-            rows = todo[tied]
+            rows = rows_here[tied]
             logits[rows] = stock(logits[rows], None, p[rows])
-        rest = ~(done | tied)
-        todo, total = todo[rest], total[rest]
+        settled = torch.zeros_like(here)
+        settled[here] = done | tied
+        # an unsettled row needs more mass than its candidates hold, and no further token
+        # has more than the smallest candidate's: a flat row (a random model's) whose
+        # nucleus cannot fit the next candidates goes straight to the sort
+        need = total[here] - floor[rows_here].double() - mass.sum(dim=-1)
+        least[here] = size + need / mass[:, -1]
+        todo, total, least = todo[~settled], total[~settled], least[~settled]
         if todo.numel() == 0:
             return logits
     logits[todo] = stock(logits[todo], None, p[todo])
