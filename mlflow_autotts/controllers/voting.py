@@ -62,6 +62,26 @@ def beta_confidence(top1: int, top2: int) -> float:
     return _CONF[top1][top2]
 
 
+def beta_confidence_of_weights(top1: float, top2: float) -> float:
+    """``beta_confidence`` of vote counts that need not be whole (weighted votes), by bilinear
+    interpolation between the four surrounding whole-count values.
+
+    Weighted votes rounded to whole counts make a threshold step from one count to the
+    next, so thresholds between two steps select the same rule; interpolating keeps the
+    confidence continuous in the weights while reading only the table (no scipy, so it also
+    runs in the sandbox). Equal to ``beta_confidence`` at whole counts."""
+    if top1 <= 0:
+        return 0.0
+    top2 = max(0.0, top2)
+    a, b = int(top1), int(top2)
+    fa, fb = top1 - a, top2 - b
+    low = (1.0 - fa) * beta_confidence(a, b) + fa * beta_confidence(a + 1, b)
+    if not fb:
+        return low
+    high = (1.0 - fa) * beta_confidence(a, b + 1) + fa * beta_confidence(a + 1, b + 1)
+    return (1.0 - fb) * low + fb * high
+
+
 def plurality(answers: Iterable[str]) -> str | None:
     """The most frequent answer (first appearance breaks ties); None if there are none."""
     counts: dict[str, int] = {}

@@ -61,7 +61,8 @@ Helpers in `mlflow_autotts.controllers.voting`: `plurality(answers) -> str | Non
 frequent; among equal counts the one that reached it first); `Tally()` with `.add(answer)`, \
 `.winner`, `.top1`, `.top2` (two largest counts), `.n`, `.confidence()`; \
 `beta_confidence(top1, top2)` = 1 - BetaCDF(0.5; top1 + 1, top2 + 1), the Beta-majority \
-confidence that the leader is the true majority; `vote_stats(answers) -> (winner, top1, top2)`.
+confidence that the leader is the true majority; `beta_confidence_of_weights(top1, top2)`, the \
+same for weighted votes (counts that need not be whole); `vote_stats(answers) -> (winner, top1, top2)`.
 
 ## Rules
 1. β in [0, 1] is the only budget knob: every numeric hyperparameter is a smooth monotone \
