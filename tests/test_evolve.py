@@ -89,7 +89,8 @@ def test_offspring_have_parents_from_the_archive_and_are_new():
     assert later and any(p.meta["op"] == "mutate" for p in later)
     for p in later:
         assert set(p.parents) <= ids - failed
-        assert len(p.parents) == {"mutate": 1, "crossover": 2, "random": 0, "seed": 0, "seed_mutant": 0}[p.meta["op"]]
+        assert len(p.parents) == {"mutate": 1, "crossover": 2, "union": 2, "random": 0, "seed": 0,
+                                  "seed_mutant": 0}[p.meta["op"]]
 
 
 def test_foreign_candidates_are_ignored_as_parents():

@@ -207,3 +207,56 @@ def test_a_genome_stored_before_the_second_stop_rule_reads_as_having_none():
     g = SEEDS["short_race"]
     assert g.with_blocks(stop2="beta").key() == g.key()
     assert g.with_blocks(stop2="margin").key() != g.key()
+
+
+# ------------------------------------------------------------- the sequential length-weighted family
+def namespace(genome: Genome) -> dict:
+    ns: dict = {}
+    exec(compile(render(genome), f"<{class_name(genome)}>", "exec"), ns)
+    return ns
+
+
+def test_length_weighted_votes_favour_short_reasoning_and_keep_a_count():
+    votes_cls = namespace(SEEDS["short_sequential"])["LengthWeightedVotes"]
+    # three long answers "a" against two short answers "b": plurality says "a"
+    v = votes_cls([("a", 30), ("a", 32), ("a", 34), ("b", 10), ("b", 12)], 1.0)
+    assert v.winner == "b" and v.n == 5
+    assert abs(sum(v.counts.values()) - 5) < 1e-9  # rescaled: the weights still sum to the count
+    assert v.top1 == max(v.counts.values()) and v.top2 == min(v.counts.values())
+    assert votes_cls([("a", 30), ("a", 32), ("a", 34), ("b", 10), ("b", 12)], 0.0).winner == "a"  # power 0: plurality
+    assert votes_cls([], 1.0).winner is None
+
+
+def branches_of(lengths: list[int], finals: list[str]) -> Branches:
+    """Branches of ``lengths`` intervals each (probes repeat the final answer)."""
+    return Branches.from_lists("q", 500, [[f] * (n - 1) for n, f in zip(lengths, finals)],
+                               [500 * n for n in lengths], finals)
+
+
+def test_a_sequential_reader_abandons_a_branch_longer_than_the_median_and_opens_the_next():
+    g = SEEDS["short_sequential"].with_knobs(threshold=(0.999, 0.999), min_done=(16, 16), ratio=(1.5, 1.5))
+    cls = load(g)
+    # two branches of 10 intervals finish; the third runs 40: it is dropped once it is longer than
+    # 15 intervals (1.5 x the median), at 16
+    br = branches_of([10, 10, 40, 10], ["1", "2", "3", "4"])
+    ep = ReplayEpisode(br)
+    cls(0.5).solve(ep)
+    assert ep.branches_opened == 4
+    assert ep.tokens_used == 500 * (10 + 10 + 16 + 10)
+
+
+def test_keep_zero_is_what_lets_the_last_running_branch_go():
+    g = SEEDS["short_sequential"].with_knobs(threshold=(0.999, 0.999), min_done=(16, 16), ratio=(1.5, 1.5))
+    br = branches_of([10, 10, 40, 10], ["1", "2", "3", "4"])
+    ep = ReplayEpisode(br)
+    load(g.with_knobs(keep=(1, 1)))(0.5).solve(ep)
+    assert ep.tokens_used == 500 * (10 + 10 + 40 + 10)  # keep 1: the long branch runs to its end
+
+
+def test_a_sequential_reader_is_not_cut_short_by_a_round_limit():
+    """64 branches of 40 intervals read one after another take 2,560 rounds."""
+    g = SEEDS["short_sequential"].with_knobs(threshold=(0.999, 0.999), min_done=(16, 16), ratio=(4, 4))
+    br = branches_of([40] * 64, [str(i) for i in range(64)])
+    ep = ReplayEpisode(br)
+    load(g)(1.0).solve(ep)
+    assert ep.branches_opened == 64 and ep.tokens_used == 64 * 40 * 500

@@ -66,7 +66,8 @@ KNOBS: dict[str, KnobSpec] = {k.name: k for k in (
     _k("burst", "alloc", True, 1, 4, +1, "intervals per round for a branch that agrees with the leader"),
     # pruning
     _k("patience", "prune", True, 1, 40, +1, "rounds a branch may disagree with the leader before it is pruned"),
-    _k("keep", "prune", True, 1, 8, +1, "pruning never leaves fewer running branches than this"),
+    _k("keep", "prune", True, 0, 8, +1, "pruning never leaves fewer running branches than this (0: a refilling "
+       "opening rule replaces the last one)"),
     _k("ratio", "prune", False, 1.0, 4.0, +1, "prune a running branch longer than this times the median finished length"),
     # stopping
     _k("warm_up", "stop", True, 0, 20, +1, "rounds before pruning, bursts and stopping are allowed"),
@@ -103,7 +104,8 @@ SLOTS: dict[str, dict[str, str]] = {
     "prune": {
         "none": "never prune",
         "disagree": "prune branches that disagree with the leader for `patience` rounds (CMC)",
-        "overlong": "prune running branches longer than `ratio` times the median finished length",
+        "overlong": "prune running branches longer than `ratio` times the median finished length (once two "
+                    "branches have finished)",
         "disagree_overlong": "both of the above",
     },
     "stop": {
@@ -122,6 +124,8 @@ SLOTS: dict[str, dict[str, str]] = {
         "plurality": "the most frequent finished answer",
         "short_weighted": "finished answers weighted by (shortest length / length) ** power",
         "shorter": "only finished answers at most `cut` times the median finished length vote",
+        "len_weighted": "finished answers weighted by (median length / length) ** power, rescaled to sum to their "
+                        "count, so the Beta confidence reads them as votes",
     },
 }
 """Slot -> option -> what it does (also used in the rendered docstring)."""
@@ -150,6 +154,7 @@ ACTIVE: dict[tuple[str, str], tuple[str, ...]] = {
     ("vote", "plurality"): (),
     ("vote", "short_weighted"): ("power",),
     ("vote", "shorter"): ("cut",),
+    ("vote", "len_weighted"): ("power",),
 }
 """The knobs each option reads."""
 
@@ -358,6 +363,13 @@ SEEDS: dict[str, Genome] = {
     # ASC over branches read one at a time (a probe-by-probe read costs what a whole read costs)
     "sequential_beta": DEFAULT.with_blocks(open="refill", stop="beta").with_knobs(
         n_init=(1, 1), max_open=(16, 64), threshold=(0.85, 0.97), min_done=(2, 3), warm_up=(0, 0)),
+    # ASC over branches read one at a time, each answer weighted by how short its reasoning is
+    # (median length / length), and a branch abandoned once it is longer than the median
+    # finished one (its vote would weigh little and its tokens are the most): shorter
+    # reasoning is more often right, and long branches are where the tokens go
+    "short_sequential": DEFAULT.with_blocks(open="refill", prune="overlong", stop="beta", vote="len_weighted")
+    .with_knobs(n_init=(1, 1), max_open=(64, 64), keep=(0, 0), ratio=(1.0, 1.0), threshold=(0.5, 0.9),
+                min_done=(2, 3), warm_up=(0, 0), power=(1, 1)),
     # finished votes plus settled intermediate answers of running branches
     "probe_mix": DEFAULT.with_blocks(open="refill", stop="probe_mix").with_knobs(
         n_init=(4, 8), max_open=(16, 64), threshold=(0.85, 0.97), min_done=(1, 3), warm_up=(0, 0),

@@ -12,7 +12,10 @@ import textwrap
 from mlflow_autotts.controllers.base import MAX_BRANCHES
 from mlflow_autotts.search.genome import KNOBS, SLOTS, Genome, slope
 
-MAX_ROUNDS = 500
+MAX_ROUNDS = 8192
+"""Rounds a rendered controller may take: enough for 64 branches read one after another
+(a branch is at most ~70 intervals on the published data), so only the knobs end a
+sequential read."""
 
 
 def class_name(genome: Genome) -> str:
@@ -69,7 +72,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     knobs = g.used_knobs()
     warmed = "warm_up" in knobs  # else every round is warm
     W = "warm and " if warmed else ""
-    lengths = vo in ("short_weighted", "shorter") or pr in ("overlong", "disagree_overlong")
+    lengths = vo in ("short_weighted", "shorter", "len_weighted") or pr in ("overlong", "disagree_overlong")
     disagree = pr in ("disagree", "disagree_overlong")
     needs_winner = disagree or al == "leader_burst"
     # the tally that decisions (stop, give up, widen) look at
@@ -85,6 +88,8 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     imports = ["Tally", "plurality"]
     if st == "probe_mix" or vo == "short_weighted":
         imports.insert(1, "beta_confidence")
+    if vo == "len_weighted":
+        imports.insert(1, "beta_confidence_of_weights")
     w(f"from mlflow_autotts.controllers.voting import {', '.join(imports)}")
     w("")
     w(f"MAX_ROUNDS = {MAX_ROUNDS}")
@@ -110,6 +115,31 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("    def confidence(self) -> float:")
         w('        """Beta-majority confidence of the weighted counts, rounded to whole votes."""')
         w("        return beta_confidence(round(self.top1), round(self.top2))")
+        w("")
+        w("")
+    if vo == "len_weighted":
+        w("class LengthWeightedVotes:")
+        w('    """Finished answers, each counting (median length / its length) ** power, rescaled so the')
+        w('    weights sum to the number of answers: shorter reasoning counts more, the total stays a count."""')
+        w("")
+        w("    def __init__(self, lengths: list[tuple[str, int]], power: float):")
+        w("        score: dict[str, float] = {}")
+        w("        if lengths:")
+        w("            ordered = sorted(n for _, n in lengths)")
+        w("            median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2")
+        w("            for answer, n in lengths:")
+        w("                score[answer] = score.get(answer, 0.0) + (median / n) ** power")
+        w("            scale = len(lengths) / sum(score.values())")
+        w("            score = {answer: s * scale for answer, s in score.items()}")
+        w("        ranked = sorted(score.values(), reverse=True) + [0.0, 0.0]")
+        w("        self.counts = score")
+        w("        self.winner = max(score, key=score.__getitem__) if score else None")
+        w("        self.top1, self.top2 = ranked[0], ranked[1]")
+        w("        self.n = len(lengths)")
+        w("")
+        w("    def confidence(self) -> float:")
+        w('        """Beta-majority confidence of the weighted counts (interpolated between whole counts)."""')
+        w("        return beta_confidence_of_weights(self.top1, self.top2)")
         w("")
         w("")
     w(f"class {cls}(Controller):")
@@ -175,10 +205,10 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("                    finish(len(index) - 1, answer)")
     w("")
     if lengths and (vo == "shorter" or pr in ("overlong", "disagree_overlong")):
-        w("        def median_length() -> int:")
-        w('            """Median (lower) length, in intervals, of the finished branches."""')
+        w("        def median_length() -> float:")
+        w('            """Median length, in intervals, of the finished branches."""')
         w("            ordered = sorted(n for _, n in lengths)")
-        w("            return ordered[(len(ordered) - 1) // 2]")
+        w("            return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2")
         w("")
     if vo != "plurality":
         w("        recount: list = [-1, None]  # (finished count, votes) at the last recount")
@@ -189,6 +219,13 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("            if recount[0] != pool.n:  # recount only when a branch has finished since")
         w("                limit = max(cut * median_length(), min(n for _, n in lengths)) if lengths else 0")
         w("                recount[:] = [pool.n, Tally(answer for answer, n in lengths if n <= limit)]")
+        w("            return recount[1]")
+        w("")
+    elif vo == "len_weighted":
+        w("        def counted() -> LengthWeightedVotes:")
+        w('            """The length-weighted votes of the finished answers."""')
+        w("            if recount[0] != pool.n:  # recount only when a branch has finished since")
+        w("                recount[:] = [pool.n, LengthWeightedVotes(lengths, power)]")
         w("            return recount[1]")
         w("")
     elif vo == "short_weighted":
@@ -264,7 +301,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("                        dropped[k] = True")
         w("                    live = [k for k in live if not dropped[k]]")
     if pr in ("overlong", "disagree_overlong"):
-        w("            if lengths:  # prune running branches far longer than the median finished one")
+        w("            if len(lengths) >= 2:  # prune running branches far longer than the median finished one")
         w("                limit = ratio * median_length()")
         w("                overlong = [k for k in live if probes[k] + 1 > limit]")
         w("                if overlong:")
