@@ -260,3 +260,12 @@ def test_a_sequential_reader_is_not_cut_short_by_a_round_limit():
     ep = ReplayEpisode(br)
     load(g)(1.0).solve(ep)
     assert ep.branches_opened == 64 and ep.tokens_used == 64 * 40 * 500
+
+
+def test_the_overlong_rule_waits_for_two_finished_branches():
+    g = SEEDS["short_sequential"].with_knobs(threshold=(0.999, 0.999), min_done=(16, 16), ratio=(1.5, 1.5))
+    # one finished branch (10) is no median: the second branch runs its 40 intervals to the end
+    br = branches_of([10, 40, 10], ["1", "2", "3"])
+    ep = ReplayEpisode(br)
+    load(g)(0.5).solve(ep)
+    assert ep.tokens_used == 500 * (10 + 40 + 10)
