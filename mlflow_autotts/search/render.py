@@ -169,6 +169,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("        latest: list[str] = []  # its latest answer (intermediate, or final once finished)")
     w("        finished: list[bool] = []")
     w("        dropped: list[bool] = []  # pruned")
+    w("        alive: list[int] = []  # branches neither finished nor dropped, in opening order")
     w("        probes: list[int] = []  # intervals taken since opening")
     if disagree:
         w("        disagree: list[int] = []  # consecutive rounds disagreeing with the leader")
@@ -180,6 +181,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("")
     w("        def finish(k: int, answer: str) -> None:")
     w("            finished[k] = True")
+    w("            alive.remove(k)")
     w("            pool.add(answer)")
     if lengths:
         w("            lengths.append((answer, probes[k] + 1))")
@@ -196,6 +198,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("                latest.append(answer)")
     w("                finished.append(False)")
     w("                dropped.append(False)")
+    w("                alive.append(len(index) - 1)")
     w("                probes.append(0)")
     if disagree:
         w("                disagree.append(0)")
@@ -289,7 +292,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("                history.pop(0)")
     if warmed:
         w("            warm = r >= warm_up")
-    w("            live = [k for k in range(len(index)) if not finished[k] and not dropped[k]]")
+    w("            live = list(alive)")
     if disagree:
         w(f"            if {W}winner is not None:  # prune branches that keep disagreeing")
         w("                for k in live:")
@@ -300,6 +303,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("                    for k in stale[: max(0, len(live) - keep)]:")
         w("                        dropped[k] = True")
         w("                    live = [k for k in live if not dropped[k]]")
+        w("                    alive[:] = [k for k in alive if not dropped[k]]")
     if pr in ("overlong", "disagree_overlong"):
         w("            if len(lengths) >= 2:  # prune running branches far longer than the median finished one")
         w("                limit = ratio * median_length()")
@@ -309,6 +313,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("                    for k in overlong[: max(0, len(live) - keep)]:")
         w("                        dropped[k] = True")
         w("                    live = [k for k in live if not dropped[k]]")
+        w("                    alive[:] = [k for k in alive if not dropped[k]]")
     if al == "leader_burst":
         w("            live.sort(key=lambda k: -probes[k])  # most-probed first")
         w("            for k in live:")
@@ -362,13 +367,13 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("            if pool.n >= futile_after and pool.top1 < futile_share * pool.n:  # scattered: give up")
         w("                return final()")
     if op in ("fixed", "plateau"):
-        w("            if all(finished[k] or dropped[k] for k in range(len(index))):")
+        w("            if not alive:")
         w("                break")
         if op == "plateau":
             w("            if len(index) < max_open and delta <= trend and r >= widen_from and ema < threshold:")
             w("                open_branches(widen, max_open)")
     else:
-        w("            running = sum(1 for k in range(len(index)) if not finished[k] and not dropped[k])")
+        w("            running = len(alive)")
         if op == "refill":
             w("            if running < n_init:  # keep n_init branches running")
             w("                open_branches(n_init - running, max_open)")
@@ -379,7 +384,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         else:
             w("            if running == 0 or (r + 1) % every == 0:  # scheduled widening")
             w("                open_branches(widen, max_open)")
-        w("            if all(finished[k] or dropped[k] for k in range(len(index))):")
+        w("            if not alive:")
         w("                break")
     w("        return final()")
     return "\n".join(out) + "\n"
