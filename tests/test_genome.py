@@ -76,7 +76,7 @@ def test_every_slot_and_knob_is_in_every_genome():
     (lambda d: d["knobs"].update(speed=[1, 2]), "unknown knob 'speed'"),
     (lambda d: d["knobs"].update(n_init=[0, 4]), "knob 'n_init': 0"),
     (lambda d: d["knobs"].update(threshold=[0.9, "high"]), "knob 'threshold'"),
-    (lambda d: d["knobs"].update(n_init=[8, 2]), "higher β spends more"),
+    (lambda d: d["knobs"].update(max_open=[64, 4]), "higher β spends more"),
     (lambda d: d["knobs"].update(slack=[0.01, 0.04]), "higher β spends more"),
     (lambda d: d.update(version=99), "version 99"),
 ])
@@ -269,3 +269,26 @@ def test_the_overlong_rule_waits_for_two_finished_branches():
     ep = ReplayEpisode(br)
     load(g)(0.5).solve(ep)
     assert ep.tokens_used == 500 * (10 + 40 + 10)
+
+
+def test_race_then_read_races_three_branches_at_low_beta_and_reads_one_at_a_time_at_high_beta():
+    cls = load(SEEDS["race_then_read"])
+    br = branches_of([10, 30, 30, 10, 10, 10], ["7"] * 6)
+    ep = ReplayEpisode(br)
+    assert cls(0.0).solve(ep) == "7"
+    # β=0: branches 0-2 race; 0 finishes at round 10 and 3 opens in its place; 3 finishes at
+    # round 19, and two agreeing votes reach the 0.7 threshold: 1 and 2 ran 19 intervals each
+    assert (ep.branches_opened, ep.tokens_used) == (4, 500 * (10 + 19 + 19 + 10))
+    ep = ReplayEpisode(br)
+    assert cls(1.0).solve(ep) == "7"
+    # β=1: one at a time. 0 (10); 1 runs to its end (30: no median of two yet); 2 is dropped at 22
+    # (bursts of 3 intervals carry it past the median, 20); 3 (10): three votes reach 0.9
+    assert (ep.branches_opened, ep.tokens_used) == (4, 500 * (10 + 30 + 22 + 10))
+
+
+def test_width_and_keep_may_narrow_as_beta_grows():
+    g = SEEDS["race_then_read"]
+    assert [g.value("n_init", b) for b in (0.0, 0.5, 1.0)] == [3, 2, 1]
+    assert [g.value("keep", b) for b in (0.0, 0.5, 1.0)] == [2, 1, 0]
+    assert Genome.from_dict(g.to_dict()) == g
+

@@ -133,7 +133,7 @@ def proposal_for(genome: Genome, parents: Sequence[str] = (), generation: int = 
 
 
 # -------------------------------------------------------------------------- explorer
-DEFAULT_SEEDS = ("short_race", "short_race_capped", "cmc", "contest_race", "short_sequential")
+DEFAULT_SEEDS = ("short_race", "short_race_capped", "cmc", "contest_race", "short_sequential", "race_then_read")
 """Seeds of a default search: the families with the best, monotone β curves in research,
 and CMC. (``shorter_margin`` scores well on the search split but its β curve is flat.)"""
 

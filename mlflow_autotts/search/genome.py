@@ -57,7 +57,10 @@ def _k(name: str, slot: str, integer: bool, low: float, high: float, direction: 
 
 KNOBS: dict[str, KnobSpec] = {k.name: k for k in (
     # opening and widening
-    _k("n_init", "open", True, 1, 64, +1, "branches opened before the first round (the width for 'refill')"),
+    # n_init and keep have no fixed direction: a wide race with a loose stop can spend less than
+    # a one-at-a-time read with a strict one (on the published data a 3-wide race at β=0 costs
+    # 52k tokens a question, a sequential read at β=0.2 104k), so a line may narrow with β
+    _k("n_init", "open", True, 1, 64, 0, "branches opened before the first round (the width for 'refill')"),
     _k("max_open", "open", True, 1, 64, +1, "most branches ever opened"),
     _k("widen", "open", True, 1, 16, +1, "branches opened per widening"),
     _k("every", "open", True, 1, 20, -1, "rounds between scheduled widenings"),
@@ -66,7 +69,7 @@ KNOBS: dict[str, KnobSpec] = {k.name: k for k in (
     _k("burst", "alloc", True, 1, 4, +1, "intervals per round for a branch that agrees with the leader"),
     # pruning
     _k("patience", "prune", True, 1, 40, +1, "rounds a branch may disagree with the leader before it is pruned"),
-    _k("keep", "prune", True, 0, 8, +1, "pruning never leaves fewer running branches than this (0: a refilling "
+    _k("keep", "prune", True, 0, 8, 0, "pruning never leaves fewer running branches than this (0: a refilling "
        "opening rule replaces the last one)"),
     _k("ratio", "prune", False, 1.0, 4.0, +1, "prune a running branch longer than this times the median finished length"),
     # stopping
@@ -370,6 +373,14 @@ SEEDS: dict[str, Genome] = {
     "short_sequential": DEFAULT.with_blocks(open="refill", prune="overlong", stop="beta", vote="len_weighted")
     .with_knobs(n_init=(1, 1), max_open=(64, 64), keep=(0, 0), ratio=(1.0, 1.0), threshold=(0.5, 0.9),
                 min_done=(2, 3), warm_up=(0, 0), power=(1, 1)),
+    # a race that turns into a read: at low β three branches race (refilled, the leader's
+    # branches get more intervals, never fewer than two running), which is what makes CMC's
+    # cheapest points good; as β grows the race narrows to one branch read at a time, with
+    # short_sequential's length-weighted votes and overlong pruning, where reading wins
+    "race_then_read": DEFAULT.with_blocks(open="refill", alloc="leader_burst", prune="overlong", stop="beta",
+                                          vote="len_weighted")
+    .with_knobs(n_init=(3, 1), max_open=(4, 64), burst=(1, 3), keep=(2, 0), ratio=(1.0, 1.0),
+                threshold=(0.7, 0.9), min_done=(2, 3), warm_up=(0, 0), power=(1, 1)),
     # finished votes plus settled intermediate answers of running branches
     "probe_mix": DEFAULT.with_blocks(open="refill", stop="probe_mix").with_knobs(
         n_init=(4, 8), max_open=(16, 64), threshold=(0.85, 0.97), min_done=(1, 3), warm_up=(0, 0),
