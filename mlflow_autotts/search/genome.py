@@ -58,8 +58,9 @@ def _k(name: str, slot: str, integer: bool, low: float, high: float, direction: 
 KNOBS: dict[str, KnobSpec] = {k.name: k for k in (
     # opening and widening
     # n_init and keep have no fixed direction: a wide race with a loose stop can spend less than
-    # a one-at-a-time read with a strict one (on the published data a 3-wide race at β=0 costs
-    # 52k tokens a question, a sequential read at β=0.2 104k), so a line may narrow with β
+    # a one-at-a-time read with a stricter one (on the published data a 3-wide race stopping at
+    # confidence 0.7 costs 52k tokens a question, a one-at-a-time read stopping at 0.58 64k),
+    # so a line may narrow with β
     _k("n_init", "open", True, 1, 64, 0, "branches opened before the first round (the width for 'refill')"),
     _k("max_open", "open", True, 1, 64, +1, "most branches ever opened"),
     _k("widen", "open", True, 1, 16, +1, "branches opened per widening"),
