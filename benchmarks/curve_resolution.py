@@ -115,7 +115,7 @@ def main() -> None:
         print(f"  CMC β={b:.2f}: {shown} [{lo:+.1%}, {hi:+.1%}]; dominated in {(boot[:, j] > 0).mean():.0%} of resamples")
     print(f"  every point dominated in {(boot.min(axis=1) > 0).mean():.0%} of resamples")
     for label, cb in (("cheapest", order[0]), ("dearest", order[-1])):
-        c_acc, c_tok = C[cb]
+        c_acc, _ = C[cb]
         ct = cmc[cb].point()[1]
         near = sorted(seed, key=lambda b: abs(seed[b].point()[1] - ct))[:2]
         for b in sorted(near):

@@ -291,4 +291,3 @@ def test_width_and_keep_may_narrow_as_beta_grows():
     assert [g.value("n_init", b) for b in (0.0, 0.5, 1.0)] == [3, 2, 1]
     assert [g.value("keep", b) for b in (0.0, 0.5, 1.0)] == [2, 1, 0]
     assert Genome.from_dict(g.to_dict()) == g
-
