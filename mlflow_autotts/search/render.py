@@ -8,6 +8,7 @@ a person wrote. Rendering is deterministic: the same genome always gives the sam
 from __future__ import annotations
 
 import textwrap
+from typing import Callable
 
 from mlflow_autotts.controllers.base import MAX_BRANCHES
 from mlflow_autotts.search.genome import KNOBS, SLOTS, Genome, slope
@@ -61,6 +62,14 @@ def _docstring(g: Genome) -> str:
     for ln in lines:
         wrapped.extend(textwrap.wrap(ln, 92, subsequent_indent="  ") or [""])
     return "\n".join(wrapped)
+
+
+def _drop_and_refilter(w: Callable[[str], None]) -> None:
+    """The end of a prune rule: mark the chosen branches dropped, then refilter ``live``
+    and make it ``alive`` (``live`` was ``alive``'s copy; both stay in opening order)."""
+    w("                        dropped[k] = True")
+    w("                    live = [k for k in live if not dropped[k]]")
+    w("                    alive[:] = live  # live was alive's copy; both in opening order")
 
 
 def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch per block option)
@@ -173,7 +182,6 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("        probe_new, probe_more = episode.probe_new, episode.probe_more")
     w("        index: list[int] = []  # episode index of each opened branch")
     w("        latest: list[str] = []  # its latest answer (intermediate, or final once finished)")
-    w("        finished: list[bool] = []")
     w("        dropped: list[bool] = []  # pruned")
     w("        alive: list[int] = []  # branches neither finished nor dropped, in opening order")
     w("        probes: list[int] = []  # intervals taken since opening")
@@ -186,7 +194,6 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("        lengths: list[tuple[str, int]] = []  # (final answer, intervals) in finishing order")
     w("")
     w("        def finish(k: int, answer: str) -> None:")
-    w("            finished[k] = True")
     w("            alive.remove(k)")
     w("            pool.add(answer)")
     if lengths:
@@ -202,7 +209,6 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
     w("                    return")
     w("                index.append(i)")
     w("                latest.append(answer)")
-    w("                finished.append(False)")
     w("                dropped.append(False)")
     w("                alive.append(len(index) - 1)")
     w("                probes.append(0)")
@@ -260,8 +266,8 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("        def confidence(votes: Tally) -> float:")
         w('            """Beta confidence of the votes plus weighted settled intermediate answers."""')
         w("            score: dict[str, float] = dict(votes.counts)")
-        w("            for k in range(len(index)):")
-        w('                if not finished[k] and not dropped[k] and settled[k] >= settle and latest[k] != "ERR":')
+        w("            for k in alive:")
+        w('                if settled[k] >= settle and latest[k] != "ERR":')
         w("                    score[latest[k]] = score.get(latest[k], 0.0) + probe_weight")
         w("            top = sorted(score.values(), reverse=True) + [0.0, 0.0]")
         w("            return beta_confidence(int(top[0]), int(top[1]))")
@@ -301,9 +307,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("                if stale:")
         w("                    stale.sort(key=lambda k: -disagree[k])")
         w("                    for k in stale[: max(0, len(live) - keep)]:")
-        w("                        dropped[k] = True")
-        w("                    live = [k for k in live if not dropped[k]]")
-        w("                    alive[:] = live  # live was alive's copy; both in opening order")
+        _drop_and_refilter(w)
     if pr in ("overlong", "disagree_overlong"):
         w("            if len(lengths) >= 2:  # prune running branches far longer than the median finished one")
         w("                limit = ratio * median_length(lengths)")
@@ -311,9 +315,7 @@ def render(genome: Genome) -> str:  # noqa: C901  (a template with one branch pe
         w("                if overlong:")
         w("                    overlong.sort(key=lambda k: -probes[k])")
         w("                    for k in overlong[: max(0, len(live) - keep)]:")
-        w("                        dropped[k] = True")
-        w("                    live = [k for k in live if not dropped[k]]")
-        w("                    alive[:] = live  # live was alive's copy; both in opening order")
+        _drop_and_refilter(w)
     if al == "leader_burst":
         w("            live.sort(key=lambda k: -probes[k])  # most-probed first")
         w("            for k in live:")
