@@ -10,7 +10,7 @@ prints, with paired bootstrap intervals over problems (stratified by model):
 - the selected points' accuracy against SC@64's and tokens against CMC β=0.5's;
 - the objective after the seeds (candidate 10) and at the end.
 
-    python benchmarks/search_cv.py --fold 0 --out /tmp/cv/evolve-0.json          # one fold (≈6–8 min, 2 cores)
+    python benchmarks/search_cv.py --fold 0 --out /tmp/cv/evolve-0.json          # one fold (≈4–5 min, 2 cores)
     python benchmarks/search_cv.py --fold 0 --mode seeds --out /tmp/cv/seeds-0.json  # ablation: no evolution
     python benchmarks/search_cv.py --report /tmp/cv/evolve-*.json
     (--cache FILE.pkl stores a fold's search, and reruns only the selection when it exists)
