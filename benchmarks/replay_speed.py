@@ -1,6 +1,7 @@
-"""Replay speed: cmc β=0.5 on Qwen3-4B/aime24 (30 problems × 100 shuffles = 3,000 episodes)
-with one worker and with all cores, then the whole reference matrix (4 files × 9
-configurations × 100 shuffles).
+"""Replay speed: loading each published file (JSON and Parquet, best of ``--repeat``), then
+cmc β=0.5 on Qwen3-4B/aime24 (30 problems × 100 shuffles = 3,000 episodes) with one
+worker and with all cores, then the whole reference matrix (4 files × 9 configurations ×
+100 shuffles).
 
     AUTOTTS_DATA_DIR=../shared/data/autotts-replay python benchmarks/replay_speed.py
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.voting import beta_confidence
-from mlflow_autotts.data.uris import load_datasets
+from mlflow_autotts.data import read_json, read_parquet, write_parquet
+from mlflow_autotts.data.uris import load_datasets, resolve_published
 from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
 
 MODELS = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]
@@ -34,6 +38,28 @@ def timed(specs, datasets, workers: int, repeat: int) -> tuple[float, list]:
     return best, results
 
 
+def best_of(repeat: int, fn, *args) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def load_times(repeat: int) -> None:
+    """Reading a published file is on every evaluation's path: JSON as published, Parquet
+    as ``collect`` writes it."""
+    print(f"{'file':<22} {'JSON ms':>8} {'Parquet ms':>11}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in MODELS:
+            src = resolve_published(f"autotts:{m}/aime24")
+            pq = Path(tmp) / f"{m}.parquet"
+            write_parquet(read_json(src), pq)
+            tj, tp = best_of(repeat, read_json, src), best_of(repeat, read_parquet, pq)
+            print(f"{m + '/aime24':<22} {tj * 1e3:>8.1f} {tp * 1e3:>11.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference-seconds", type=float, default=16.0,
@@ -43,6 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cores = os.cpu_count() or 1
+    load_times(args.repeat)
     beta_confidence(1, 1)  # build the confidence table once, outside the timings
     qwen4b = load_datasets(["autotts:Qwen3-4B/aime24"])
     spec = [ControllerSpec("cmc", 0.5)]
