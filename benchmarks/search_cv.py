@@ -17,6 +17,17 @@ prints, with paired bootstrap intervals over problems (stratified by model):
 
 Modes: ``evolve`` (the default search), ``seeds`` (the seeds and their random mutants, no
 archive feedback: the same budget without evolution).
+
+The held-out fold of a plain run is the search's *validation* split: the search never sees
+it, but the selection picks the winner (finalist and β) on it, so the winner's figures there
+carry the luck it was picked for. ``--test-fold t`` nests the split (``nested_split``): fold
+t of every dataset is a test block that neither the search nor the selection sees, the
+other two folds are the search and validation splits, and every finalist and the baselines
+are also replayed on the test block; ``--report`` on such files prints the picks of the product's rule (per-point lower
+bounds) and of simultaneous bounds (``bootstrap.simultaneous_lower_bounds``) on the test
+blocks, then the full tables of the product's picks there:
+
+    python benchmarks/search_cv.py --test-fold 0 --out /tmp/ncv/evolve-0.json --cache /tmp/ncv/evolve-0.pkl
 """
 
 from __future__ import annotations
@@ -31,12 +42,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval
+from mlflow_autotts.data.uris import load_datasets
+from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval, lower_bound, simultaneous_lower_bounds
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.curves import dominance_margins, gain_over, tokens_to_reach, front
 from mlflow_autotts.search.job import archive_factory, make_explorer, measure_references, split_data
-from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
-from mlflow_autotts.search.selection import CMC_BETAS, CMC_BUDGET_BETA, select
+from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search, search_limits
+from mlflow_autotts.search.selection import (CMC_BETAS, CMC_BUDGET_BETA, Point, baselines, choose, curve_stats,
+                                            select, tables_of_outcome)
+from mlflow_autotts.search.split import SEARCH_SUFFIX, VALIDATION_SUFFIX, validation_indices
 
 
 class Recorder(NullRecorder):
@@ -59,12 +74,51 @@ def _table(d: dict) -> ProblemTable:
                         {k: np.array(v) for k, v in d["tokens"].items()})
 
 
-def run_fold(fold: int, mode: str, candidates: int, workers: int, cache: str | None = None) -> dict:
+def nested_split(config: SearchConfig, test_fold: int) -> tuple[list, list, list]:
+    """(search, validation, test) by rotating the three folds of the default split: fold
+    t is the test block, which neither the search nor the selection sees, fold t + 1
+    validates and fold t + 2 is searched on (10 + 10 problems of a 30-problem set, against
+    the default run's 20 + 10), so over t = 0, 1, 2 every fold plays every part once."""
+    out: tuple[list, list, list] = ([], [], [])
+    for ts in load_datasets(list(config.data)):
+        test = validation_indices(ts, config.split_seed, fold=test_fold)
+        val = validation_indices(ts, config.split_seed, fold=(test_fold + 1) % 3)
+        search = [p for p in range(len(ts)) if p not in set(test) | set(val)]
+        for part, idx, suffix in zip(out, (search, val, test), (SEARCH_SUFFIX, VALIDATION_SUFFIX, ":test")):
+            part.append(ts.subset(idx, suffix))
+    return out
+
+
+def on_test(config: SearchConfig, sel, archive, test_sets: list) -> dict:
+    """Every finalist (all its β) and the baselines replayed on the test block: finalists in
+    the sandbox, as the selection scores them; any selection rule can then be judged on
+    data it never saw."""
+    sizes = {ts.name: len(ts) for ts in test_sets}
+    _, _, base = baselines(test_sets, config.final_shuffles, config.workers or None)
+    box = ProcessSandbox(search_limits(config, scale=5))
+    seeds = list(range(config.final_shuffles))
+    finalists = {}
+    for cid in sel.finalists:
+        c = archive.candidates[cid]
+        outcome = box.score(c.proposal.source, test_sets, config.betas, seeds, class_name=c.proposal.class_name)
+        if outcome.ok:
+            finalists[cid] = {str(b): _table_json(t) for b, t in tables_of_outcome(outcome, sizes).items()}
+    return {"finalists": finalists, "sc64": _table_json(base[("sc@64", None)]),
+            "cmc": {str(b): _table_json(t) for (label, b), t in base.items() if label == "cmc"}}
+
+
+def run_fold(fold: int, mode: str, candidates: int, workers: int, cache: str | None = None,
+             test_fold: int | None = None) -> dict:
     """Search and select on one fold; with ``cache`` (a pickle path) the search is stored
-    there, or read from it when it exists (then only the selection runs again)."""
+    there, or read from it when it exists (then only the selection runs again). With
+    ``test_fold`` the split is nested (``nested_split``) and the finalists and baselines
+    are also replayed on the test block."""
     config = replace(SearchConfig(), split_fold=fold, max_candidates=candidates, workers=workers)
     t0 = time.perf_counter()
-    search_sets, validation_sets = split_data(config)
+    if test_fold is None:
+        search_sets, validation_sets = split_data(config)
+    else:
+        search_sets, validation_sets, test_sets = nested_split(config, test_fold)
     if cache and os.path.exists(cache):
         with open(cache, "rb") as fh:
             refs, scored, objective, search_s = pickle.load(fh)
@@ -86,8 +140,12 @@ def run_fold(fold: int, mode: str, candidates: int, workers: int, cache: str | N
     t1 = time.perf_counter()
     sel = select(config, archive, validation_sets)
     w, p = sel.winner, sel.winner_point
+    test = on_test(config, sel, archive, test_sets) if test_fold is not None else None
     return {
-        "fold": fold, "mode": mode, "candidates": len(scored), "search_s": search_s,
+        "fold": fold if test_fold is None else test_fold, "nested": test_fold is not None, "test": test,
+        "finalist_tables": {cid: {str(b): _table_json(t) for b, t in sel.tables[cid].items()}
+                            for cid in sel.finalists},
+        "mode": mode, "candidates": len(scored), "search_s": search_s,
         "total_s": search_s + time.perf_counter() - t1, "objective": objective,
         "winner": w.id if w else None, "winner_op": w.proposal.meta.get("op") if w else None,
         "winner_blocks": (w.proposal.meta.get("genome") or {}).get("blocks") if w else None,
@@ -120,8 +178,7 @@ def fmt(ci: tuple[float, float], est: float, spec: str = "+.2f") -> str:
     return f"{est:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
-def report(paths: list[str], confidence: float = 0.9, resamples: int = 2000) -> None:
-    folds = [json.load(open(p)) for p in paths]
+def report(folds: list[dict], confidence: float = 0.9, resamples: int = 2000) -> None:
     print(f"{len(folds)} fold(s): {', '.join(str(f['fold']) for f in folds)}; mode {folds[0]['mode']}")
     for f in folds:
         obj = f["objective"]
@@ -187,6 +244,66 @@ def report(paths: list[str], confidence: float = 0.9, resamples: int = 2000) -> 
           f"{fmt(interval(finite, confidence), need, '.3f')}")
 
 
+def reselect(fold: dict, bounds: str, config: SearchConfig = SearchConfig()) -> tuple[str, float, int]:
+    """The (finalist, β, tier) the selection picks from a fold's stored validation tables,
+    with per-point lower bounds over SC@64 (the product's rule) or ``simultaneous`` ones."""
+    t = fold["tables"]
+    sc64 = _table(t["sc64"])
+    cmc = {float(b): _table(x) for b, x in t["cmc"].items()}
+    fin = {cid: {float(b): _table(x) for b, x in bt.items()} for cid, bt in fold["finalist_tables"].items()}
+    r = Resampler({d: len(a) for d, a in sc64.accuracy.items()}, config.bootstrap_resamples, seed=config.seed)
+    conf = config.select_confidence
+    sc_acc = r.means(sc64)[0]
+    keys = [(cid, b) for cid, bt in fin.items() for b in bt]
+    diffs = np.array([r.means(fin[cid][b])[0] - sc_acc for cid, b in keys])
+    est = np.array([fin[cid][b].point()[0] - sc64.point()[0] for cid, b in keys])
+    lows = (simultaneous_lower_bounds(diffs, est, conf) if bounds == "simultaneous"
+            else [lower_bound(d, conf) for d in diffs])
+    points = [Point(cid, b, *fin[cid][b].point(), {}, (lo, e, math.inf)) for (cid, b), lo, e in zip(keys, lows, est)]
+    curves = {cid: curve_stats(bt, cmc, r, conf) for cid, bt in fin.items()}
+    best, tier = choose(points, curves, config.select_margin)
+    return best.label, best.beta, tier
+
+
+def on_test_block(fold: dict, pick: tuple[str, float, int]) -> dict:
+    """A nested fold as ``report`` reads it, with the test block's tables in place of the
+    validation ones and ``pick`` as its winner."""
+    cid, beta, tier = pick
+    t = fold["test"]
+    return dict(fold, winner=cid, beta=beta, tier=tier,
+                tables={"winner": t["finalists"][cid], "sc64": t["sc64"], "cmc": t["cmc"]})
+
+
+def report_nested(folds: list[dict], confidence: float = 0.9, resamples: int = 2000) -> None:
+    """The selected points on the test blocks, which neither search nor selection saw,
+    under each selection rule."""
+    sc64 = pool([_table(f["test"]["sc64"]) for f in folds])
+    half = pool([_table(f["test"]["cmc"][str(CMC_BUDGET_BETA)]) for f in folds])
+    r = Resampler({d: len(a) for d, a in sc64.accuracy.items()}, resamples, seed=0)
+    S, H = r.means(sc64), r.means(half)
+    print(f"nested: {len(folds)} test block(s), {dict(r.sizes)} problems; SC@64 {sc64.point()[0]:.2f}% / "
+          f"{sc64.point()[1]:,.0f}; CMC β=0.5 {half.point()[0]:.2f}% / {half.point()[1]:,.0f}")
+    for bounds in ("per-point", "simultaneous"):
+        picks = [reselect(f, bounds) for f in folds]
+        if bounds == "per-point":
+            assert [(c, b) for c, b, _ in picks] == [(f["winner"], f["beta"]) for f in folds], "rebuild differs"
+        sel = pool([_table(f["test"]["finalists"][c][str(b)]) for f, (c, b, _) in zip(folds, picks)])
+        A = r.means(sel)
+        a, x = sel.point()
+        print(f"\n{bounds} bounds: picks {', '.join(f'{c}@{b} (tier {t})' for c, b, t in picks)}")
+        print(f"  test accuracy − SC@64's: {fmt(interval(A[0] - S[0], confidence), a - sc64.point()[0])} points; "
+              f"tokens / CMC β=0.5's: {fmt(interval(A[1] / H[1], confidence), x / half.point()[1], '.3f')}")
+        for f, (c, b, _) in zip(folds, picks):
+            one = _table(f["test"]["finalists"][c][str(b)])
+            print(f"  test block {f['fold']}: {one.point()[0]:.2f}% / {one.point()[1]:,.0f} against SC@64 "
+                  f"{_table(f['test']['sc64']).point()[0]:.2f}%")
+        if bounds == "per-point":
+            print("\nthe product's picks on the test blocks, in full:")
+            report([on_test_block(f, p) for f, p in zip(folds, picks)], confidence, resamples)
+            print("\nthe same picks on the validation blocks they were picked on:")
+            report(folds, confidence, resamples)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fold", type=int, default=0)
@@ -195,12 +312,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON file for this fold")
     ap.add_argument("--cache", default=None, help="pickle of the search: written, or reused to rerun only the selection")
+    ap.add_argument("--test-fold", type=int, default=None,
+                    help="nested: hold this fold out of search and selection, and replay the finalists on it")
     ap.add_argument("--report", nargs="+", default=None, help="pool these fold files and print the tables")
     a = ap.parse_args()
     if a.report:
-        report(a.report)
+        folds = [json.load(open(p)) for p in a.report]
+        (report_nested if all(f.get("nested") for f in folds) else report)(folds)
         return
-    out = run_fold(a.fold, a.mode, a.candidates, a.workers, a.cache)
+    out = run_fold(a.fold, a.mode, a.candidates, a.workers, a.cache, a.test_fold)
     text = json.dumps(out)
     if a.out:
         with open(a.out, "w") as fh:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval, lower_bound
+from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval, lower_bound, simultaneous_lower_bounds
 from mlflow_autotts.search.selection import CurveStats, Point, choose
 
 SIZES = {"m1/b": 10, "m2/b": 10}
@@ -60,6 +60,33 @@ def test_lower_bound_tells_a_steady_gain_from_one_lucky_problem():
 
 def curve(gain_lcb: float, dominates: bool) -> CurveStats:
     return CurveStats((gain_lcb, gain_lcb + 1, gain_lcb + 2), (0.1, 0.2) if dominates else (0.1, -0.3), 0.5)
+
+
+def test_simultaneous_bounds_cover_every_row_at_once_where_per_row_bounds_do_not():
+    """Twenty rows whose true value is 0 and whose estimates err by N(0, 1), with
+    bootstrap samples that err around the estimate the same way: the simultaneous bounds
+    lie under all twenty true values in about ``confidence`` of the trials; per-row bounds
+    in about confidence ** 20 of them, so the best-looking row's bound misleads."""
+    rng = np.random.default_rng(0)
+    conf, rows, trials = 0.8, 20, 300
+    together = apart = 0
+    for _ in range(trials):
+        est = rng.normal(0.0, 1.0, rows)
+        samples = est[:, None] + rng.normal(0.0, 1.0, (rows, 1000))
+        together += bool((simultaneous_lower_bounds(samples, est, conf) <= 0).all())
+        apart += bool((np.array([lower_bound(s, conf) for s in samples]) <= 0).all())
+    assert 0.72 <= together / trials <= 0.88
+    assert apart / trials < 0.05  # 0.8 ** 20 = 0.012
+
+
+def test_simultaneous_bounds_of_one_row_are_its_own_and_a_constant_row_keeps_its_estimate():
+    rng = np.random.default_rng(1)
+    samples = 2.0 + rng.normal(0.0, 1.0, (1, 4000))
+    one = simultaneous_lower_bounds(samples, np.array([2.0]), 0.8)
+    assert one[0] == pytest.approx(lower_bound(samples[0], 0.8), abs=1e-9)
+    assert one[0] == pytest.approx(2.0 - 0.8416, abs=0.05)  # the 20% quantile of N(2, 1)
+    both = simultaneous_lower_bounds(np.vstack([samples, np.full((1, 4000), 5.0)]), np.array([2.0, 5.0]), 0.8)
+    assert both[1] == 5.0 and both[0] == pytest.approx(one[0])
 
 
 def test_choose_prefers_a_sure_gain_and_a_dominating_curve_over_fewer_tokens():

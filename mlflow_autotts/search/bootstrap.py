@@ -89,4 +89,24 @@ def interval(samples: np.ndarray | list[float], confidence: float = 0.9) -> tupl
     return float(np.quantile(s, tail)), float(np.quantile(s, 1.0 - tail))
 
 
-__all__ = ["ProblemTable", "Resampler", "lower_bound", "interval", "DEFAULT_RESAMPLES"]
+def simultaneous_lower_bounds(samples: np.ndarray, estimates: np.ndarray, confidence: float) -> np.ndarray:
+    """Lower bounds that hold for every row at once with ``confidence`` (bootstrap max-t).
+
+    ``samples`` is (rows, resamples), ``estimates`` the rows' point estimates. Each row's
+    shortfalls below its estimate are scaled by its bootstrap sd, and the ``confidence``
+    quantile of their maximum over rows is one critical value for all: picking the
+    best-looking of many rows then keeps its bound's meaning, which per-row bounds lose.
+    One row gets ``lower_bound``'s percentile bound; a row that never varies keeps its
+    estimate."""
+    d = np.asarray(samples, dtype=float)
+    est = np.asarray(estimates, dtype=float)
+    sd = d.std(axis=1, ddof=1) if d.shape[1] > 1 else np.zeros(len(d))
+    varies = sd > 0
+    if not varies.any():
+        return est.copy()
+    z = (est[varies, None] - d[varies]) / sd[varies, None]
+    q = float(np.quantile(z.max(axis=0), confidence))
+    return est - q * sd
+
+
+__all__ = ["ProblemTable", "Resampler", "lower_bound", "interval", "simultaneous_lower_bounds", "DEFAULT_RESAMPLES"]

@@ -136,7 +136,8 @@ def _tables_of_results(results: Sequence[EvalResult], sizes: dict[str, int]) -> 
     return out
 
 
-def _tables_of_outcome(outcome: CandidateOutcome, sizes: dict[str, int]) -> dict[float, ProblemTable]:
+def tables_of_outcome(outcome: CandidateOutcome, sizes: dict[str, int]) -> dict[float, ProblemTable]:
+    """Per-β tables of a sandboxed scoring, from the episodes the trusted side re-billed."""
     rows: dict[float, list] = {}
     for e in outcome.episodes:
         rows.setdefault(e.beta, []).append((e.dataset, e.problem, e.correct, e.tokens))
@@ -164,8 +165,9 @@ def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int |
     return points[0], points[1:], tables
 
 
-def _curve_stats(tables: dict[float, ProblemTable], cmc: dict[float, ProblemTable], resampler: Resampler,
-                 confidence: float) -> CurveStats:
+def curve_stats(tables: dict[float, ProblemTable], cmc: dict[float, ProblemTable], resampler: Resampler,
+                confidence: float) -> CurveStats:
+    """A curve's gain over CMC's and its dominance of CMC's points, with bootstrap bounds."""
     mine = {b: resampler.means(t) for b, t in tables.items()}
     ref = {b: resampler.means(t) for b, t in cmc.items()}
     gains, dominated = [], 0
@@ -261,7 +263,7 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
             if not outcome.ok:
                 failures[c.id] = str(outcome.failure)
                 continue
-            tables = _tables_of_outcome(outcome, sizes)
+            tables = tables_of_outcome(outcome, sizes)
             pts = []
             for p in mean_points(c.id, outcome.results):
                 acc, _ = resampler.means(tables[p.beta])
@@ -270,7 +272,7 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
                 pts.append(Point(p.label, p.beta, p.accuracy, p.mean_tokens, p.per_data,
                                  (lo, p.accuracy - sc64.accuracy, hi)))
             finalists[c.id] = pts
-            curves[c.id] = _curve_stats(tables, cmc_tables, resampler, conf)
+            curves[c.id] = curve_stats(tables, cmc_tables, resampler, conf)
             all_tables[c.id] = tables
     all_points = [p for pts in finalists.values() for p in pts]
     best, tier = choose(all_points, curves, config.select_margin)
