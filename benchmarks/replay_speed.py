@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.voting import beta_confidence
@@ -29,22 +30,19 @@ MATRIX = [ControllerSpec("sc", None, {"n": 64}), ControllerSpec("asc"), Controll
           ControllerSpec("parallel_probe")] + [ControllerSpec("cmc", b) for b in (0.0, 0.25, 0.5, 0.75, 1.0)]
 
 
+def best_of(repeat: int, fn, *args) -> tuple[float, Any]:
+    """(the fastest of ``repeat`` calls in seconds, the last call's result)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
 def timed(specs, datasets, workers: int, repeat: int) -> tuple[float, list]:
-    best, results = float("inf"), []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        results = evaluate_many(specs, datasets, EvalConfig(workers=workers, progress=False), keep_episodes=False)
-        best = min(best, time.perf_counter() - t)
-    return best, results
-
-
-def best_of(repeat: int, fn, *args) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - t)
-    return best
+    config = EvalConfig(workers=workers, progress=False)
+    return best_of(repeat, lambda: evaluate_many(specs, datasets, config, keep_episodes=False))
 
 
 def load_times(repeat: int) -> None:
@@ -56,7 +54,7 @@ def load_times(repeat: int) -> None:
             src = resolve_published(f"autotts:{m}/aime24")
             pq = Path(tmp) / f"{m}.parquet"
             write_parquet(read_json(src), pq)
-            tj, tp = best_of(repeat, read_json, src), best_of(repeat, read_parquet, pq)
+            (tj, _), (tp, _) = best_of(repeat, read_json, src), best_of(repeat, read_parquet, pq)
             print(f"{m + '/aime24':<22} {tj * 1e3:>8.1f} {tp * 1e3:>11.1f}")
 
 

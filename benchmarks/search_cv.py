@@ -83,7 +83,8 @@ def nested_split(config: SearchConfig, test_fold: int) -> tuple[list, list, list
     for ts in load_datasets(list(config.data)):
         test = validation_indices(ts, config.split_seed, fold=test_fold)
         val = validation_indices(ts, config.split_seed, fold=(test_fold + 1) % 3)
-        search = [p for p in range(len(ts)) if p not in set(test) | set(val)]
+        taken = set(test) | set(val)
+        search = [p for p in range(len(ts)) if p not in taken]
         for part, idx, suffix in zip(out, (search, val, test), (SEARCH_SUFFIX, VALIDATION_SUFFIX, ":test")):
             part.append(ts.subset(idx, suffix))
     return out
@@ -244,9 +245,14 @@ def report(folds: list[dict], confidence: float = 0.9, resamples: int = 2000) ->
           f"{fmt(interval(finite, confidence), need, '.3f')}")
 
 
-def reselect(fold: dict, bounds: str, config: SearchConfig = SearchConfig()) -> tuple[str, float, int]:
+BOUNDS = ("per-point", "simultaneous")
+
+
+def reselect(fold: dict, config: SearchConfig = SearchConfig()) -> dict[str, tuple[str, float, int]]:
     """The (finalist, β, tier) the selection picks from a fold's stored validation tables,
-    with per-point lower bounds over SC@64 (the product's rule) or ``simultaneous`` ones."""
+    by each kind of lower bound over SC@64: ``per-point`` (the product's rule) and
+    ``simultaneous``. The bootstrap and the curves, which the bounds do not change, are
+    computed once for both."""
     t = fold["tables"]
     sc64 = _table(t["sc64"])
     cmc = {float(b): _table(x) for b, x in t["cmc"].items()}
@@ -257,12 +263,16 @@ def reselect(fold: dict, bounds: str, config: SearchConfig = SearchConfig()) -> 
     keys = [(cid, b) for cid, bt in fin.items() for b in bt]
     diffs = np.array([r.means(fin[cid][b])[0] - sc_acc for cid, b in keys])
     est = np.array([fin[cid][b].point()[0] - sc64.point()[0] for cid, b in keys])
-    lows = (simultaneous_lower_bounds(diffs, est, conf) if bounds == "simultaneous"
-            else [lower_bound(d, conf) for d in diffs])
-    points = [Point(cid, b, *fin[cid][b].point(), {}, (lo, e, math.inf)) for (cid, b), lo, e in zip(keys, lows, est)]
     curves = {cid: curve_stats(bt, cmc, r, conf) for cid, bt in fin.items()}
-    best, tier = choose(points, curves, config.select_margin)
-    return best.label, best.beta, tier
+    lows = {"per-point": [lower_bound(d, conf) for d in diffs],
+            "simultaneous": simultaneous_lower_bounds(diffs, est, conf)}
+    picks = {}
+    for bounds in BOUNDS:
+        points = [Point(cid, b, *fin[cid][b].point(), {}, (lo, e, math.inf))
+                  for (cid, b), lo, e in zip(keys, lows[bounds], est)]
+        best, tier = choose(points, curves, config.select_margin)
+        picks[bounds] = (best.label, best.beta, tier)
+    return picks
 
 
 def on_test_block(fold: dict, pick: tuple[str, float, int]) -> dict:
@@ -283,8 +293,9 @@ def report_nested(folds: list[dict], confidence: float = 0.9, resamples: int = 2
     S, H = r.means(sc64), r.means(half)
     print(f"nested: {len(folds)} test block(s), {dict(r.sizes)} problems; SC@64 {sc64.point()[0]:.2f}% / "
           f"{sc64.point()[1]:,.0f}; CMC β=0.5 {half.point()[0]:.2f}% / {half.point()[1]:,.0f}")
-    for bounds in ("per-point", "simultaneous"):
-        picks = [reselect(f, bounds) for f in folds]
+    by_fold = [reselect(f) for f in folds]
+    for bounds in BOUNDS:
+        picks = [p[bounds] for p in by_fold]
         if bounds == "per-point":
             assert [(c, b) for c, b, _ in picks] == [(f["winner"], f["beta"]) for f in folds], "rebuild differs"
         sel = pool([_table(f["test"]["finalists"][c][str(b)]) for f, (c, b, _) in zip(folds, picks)])
