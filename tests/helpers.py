@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import random
+import sys
+from pathlib import Path
 
+from mlflow_autotts.controllers.loading import pick_controller_class
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 
 
@@ -29,3 +34,21 @@ def random_set(n_problems: int = 6, n_branches: int = 16, seed: int = 0, name: s
         problems.append(Problem(make_branches(specs, question=f"question {p}"), gold))
     model, _, bench = name.partition("/")
     return TrajectorySet(problems, Provenance(model, bench, source=name))
+
+
+def import_source(path: str | Path, class_name: str | None = None) -> type:
+    """The controller class a source file defines, imported in *this* (test) process.
+
+    Only tests may do this, with sources they wrote or rendered themselves: the product never
+    turns a controller source into a class outside the sandbox child."""
+    path = Path(path)
+    source = path.read_bytes()
+    mod_name = f"autotts_test_controller_{hashlib.sha256(source).hexdigest()[:16]}"
+    module = sys.modules.get(mod_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+    return pick_controller_class(module, class_name, str(path))

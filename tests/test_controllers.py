@@ -101,9 +101,11 @@ def test_unknown_parameter_names_the_valid_ones():
         build_controller(get_controller_class("sc"), params={"n": 0})
 
 
-def test_loading_a_controller_from_a_source_file(tmp_path):
+def test_a_source_file_is_named_from_its_ast_and_never_imported_here(tmp_path):
+    mark = tmp_path / "ran"
     src = tmp_path / "mine.py"
-    src.write_text(textwrap.dedent("""
+    src.write_text(textwrap.dedent(f"""
+        open({str(mark)!r}, "w").write("imported")
         from mlflow_autotts.controllers.base import Controller
 
         class FirstAnswer(Controller):
@@ -112,21 +114,28 @@ def test_loading_a_controller_from_a_source_file(tmp_path):
             def solve(self, episode):
                 return episode.get_new_branch_final_answer()
     """))
-    cls = load_controller_class(str(src))
-    assert cls.__name__ == "FirstAnswer"
-    assert load_controller_class(f"{src}:FirstAnswer") is cls
     spec = ControllerSpec(str(src), 0.3)
-    assert spec.label == "first" and spec.build().beta == 0.3
+    assert not spec.is_builtin
+    assert spec.label == "first" and ControllerSpec(f"{src}:FirstAnswer").label == "first"
+    for call in (spec.build, spec.controller_class, lambda: load_controller_class(str(src))):
+        with pytest.raises(ControllerError, match="not built in: its code runs only in the sandbox"):
+            call()
+    assert not mark.exists()
 
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")
     with pytest.raises(ControllerError, match="defines no Controller subclass"):
-        load_controller_class(str(empty))
-    with pytest.raises(ControllerError, match="no controller class 'Nope'"):
-        load_controller_class(f"{src}:Nope")
-    with pytest.raises(ControllerError, match="does not exist"):
-        load_controller_class(str(tmp_path / "missing.py"))
+        ControllerSpec(str(empty)).label
+    with pytest.raises(ControllerError, match="no top-level class 'Nope'"):
+        ControllerSpec(f"{src}:Nope").label
+    with pytest.raises(ControllerError, match="cannot be read"):
+        ControllerSpec(str(tmp_path / "missing.py")).label
     broken = tmp_path / "broken.py"
     broken.write_text("def (:\n")
-    with pytest.raises(ControllerError, match="failed to import \\(line 1\\)"):
-        load_controller_class(str(broken))
+    with pytest.raises(ControllerError, match="does not parse \\(line 1\\)"):
+        ControllerSpec(str(broken)).label
+    two = tmp_path / "two.py"
+    two.write_text("class A(Controller): pass\nclass B(cmc.CMC): pass\nclass C: name = 'c'\n")
+    with pytest.raises(ControllerError, match="several controllers \\(A, B\\)"):
+        ControllerSpec(str(two)).label
+    assert ControllerSpec(f"{two}:C").label == "c"

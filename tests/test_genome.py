@@ -12,13 +12,14 @@ import pytest
 
 from mlflow_autotts.controllers.base import Controller, build_controller
 from mlflow_autotts.controllers.cmc import ConfidenceMomentum
-from mlflow_autotts.controllers.loading import controllers_in_module, load_controller_class
+from mlflow_autotts.controllers.loading import controllers_in_module
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Branches, Provenance
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.search.evolve import random_genome
 from mlflow_autotts.search.genome import CMC, KNOBS, SEEDS, SLOTS, Genome, GenomeError
 from mlflow_autotts.search.render import class_name, render
+from tests.helpers import import_source
 
 BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
@@ -191,7 +192,7 @@ def test_rendered_source_loads_like_any_controller_file(tmp_path):
     g = SEEDS["contest_race"]
     path = tmp_path / "candidate.py"
     path.write_text(render(g), encoding="utf-8")
-    cls = load_controller_class(f"{path}:{class_name(g)}")
+    cls = import_source(path, class_name(g))
     module = sys.modules[cls.__module__]
     assert controllers_in_module(module) == [cls]
     ctrl = build_controller(cls, beta=0.3)

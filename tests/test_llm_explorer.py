@@ -23,7 +23,6 @@ from openai_stub import (  # noqa: F401  (openai_stub is a fixture)
 )
 
 from mlflow_autotts.controllers.base import Controller, build_controller
-from mlflow_autotts.controllers.loading import load_controller_class
 from mlflow_autotts.data.trajectory import Branches
 from mlflow_autotts.replay.episode import ReplayEpisode
 from mlflow_autotts.replay.results import EvalResult as Score
@@ -31,6 +30,7 @@ from mlflow_autotts.search.extract import ProposalError, check_source, extract_c
 from mlflow_autotts.search.llm_explorer import ExplorerError, LLMExplorer
 from mlflow_autotts.search.prompts import default_reference_sources, format_leaderboard, front_points, rank_candidates
 from mlflow_autotts.search.types import Candidate, Proposal
+from tests.helpers import import_source
 
 server = pytest.mark.slow  # starts the local OpenAI-compatible server (fast: a thread)
 
@@ -73,7 +73,7 @@ def test_valid_proposal_compiles_to_a_controller_that_runs(openai_stub, tmp_path
 
     path = tmp_path / "candidate.py"
     path.write_text(p.source)
-    cls = load_controller_class(f"{path}:{p.class_name}")
+    cls = import_source(path, p.class_name)
     assert issubclass(cls, Controller)
     spent = {}
     for beta in (0.0, 1.0):

@@ -1,14 +1,15 @@
 """Resolving a controller reference: a registered name or a source file ``path.py[:Class]``.
 
-Loading a source file executes it: only do this for trusted code. Explorer-written
-candidates go through ``mlflow_autotts.sandbox.parent`` instead.
+A built-in is a name in the controller registry and nothing else; only it is turned into a
+class in this process. A source file (a user's file, a search candidate, a registered
+model's source) is read as text and parsed, never executed: its code runs only in the
+sandbox child (``sandbox.worker``), which uses ``pick_controller_class`` on the module it
+built there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import sys
+import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,29 +50,6 @@ def controllers_in_module(module: Any) -> list[type]:
     ]
 
 
-def load_source_module(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise ControllerError(f"controller source {str(path)!r} does not exist")
-    source = path.read_bytes()
-    mod_name = f"autotts_controller_{hashlib.sha256(source).hexdigest()[:16]}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # the file is the user's: report, don't crash
-        del sys.modules[mod_name]
-        line = ""
-        if isinstance(exc, SyntaxError):
-            line = f" (line {exc.lineno})"
-        raise ControllerError(f"controller source {str(path)!r} failed to import{line}: {type(exc).__name__}: {exc}") from None
-    return module
-
-
 def pick_controller_class(module: Any, class_name: str | None, where: str) -> type:
     if class_name:
         cls = getattr(module, class_name, None)
@@ -88,13 +66,58 @@ def pick_controller_class(module: Any, class_name: str | None, where: str) -> ty
     return found[0]
 
 
+def source_label(text: str, class_name: str | None, where: str) -> tuple[str, str]:
+    """``(label, class name)`` of a controller source read from its AST, never by running it.
+
+    The class is ``class_name``, or the one top-level class whose bases name a controller
+    (``…Controller`` or a built-in's class); its label is a string literal ``name = "…"``
+    in the class body, else the class name. What the sandbox reports after building it is
+    the authority for scoring; this is for tables, messages and checks before any run."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise ControllerError(f"{where}: does not parse (line {exc.lineno}): {exc.msg}") from None
+    except (ValueError, MemoryError, RecursionError) as exc:
+        raise ControllerError(f"{where}: cannot be parsed: {type(exc).__name__}") from None
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    if class_name:
+        picked = [c for c in classes if c.name == class_name]
+        if not picked:
+            found = ", ".join(c.name for c in classes) or "none"
+            raise ControllerError(f"{where}: no top-level class {class_name!r} (classes found: {found})")
+    else:
+        picked = [c for c in classes if any(_names_controller(b) for b in c.bases)]
+        if not picked:
+            raise ControllerError(f"{where}: defines no Controller subclass")
+        if len(picked) > 1:
+            names = ", ".join(c.name for c in picked)
+            raise ControllerError(f"{where}: defines several controllers ({names}); name one as {where}:Class")
+    cls = picked[-1]  # a later definition of the same name wins, as at run time
+    for node in cls.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        value = getattr(node, "value", None)
+        if any(isinstance(t, ast.Name) and t.id == "name" for t in targets) and isinstance(value, ast.Constant) \
+                and isinstance(value.value, str) and value.value.strip():
+            return value.value.strip()[:200], cls.name
+    return cls.name, cls.name
+
+
+def _names_controller(base: ast.expr) -> bool:
+    name = base.attr if isinstance(base, ast.Attribute) else base.id if isinstance(base, ast.Name) else ""
+    return name.endswith("Controller") or name in _BUILTIN_CLASS_NAMES
+
+
+_BUILTIN_CLASS_NAMES = frozenset({"SC", "ASC", "ESC", "ParallelProbe", "CMC", "DeepConf"})
+"""Classes of the reference controllers a source may subclass without ``Controller`` in the name."""
+
+
 def load_controller_class(ref: str) -> type:
-    """The class a reference names: a registered name or ``path.py[:Class]``."""
-    src = split_source_ref(ref)
-    if src is None:
-        return get_controller_class(ref)
-    path, class_name = src
-    return pick_controller_class(load_source_module(path), class_name, path)
+    """The class of a built-in (registered) controller. A source file is never turned into a
+    class here: only the sandbox child does that (``docs/architecture.md``, "The trust
+    boundary")."""
+    if split_source_ref(ref) is not None:
+        raise ControllerError(f"controller {ref!r} is not built in: its code runs only in the sandbox")
+    return get_controller_class(ref)
 
 
 @dataclass(frozen=True)
@@ -128,16 +151,19 @@ class ControllerSpec:
             raise ControllerError(f"controller source {path!r} cannot be read: {exc.strerror or exc}") from None
 
     def controller_class(self) -> type:
+        """The built-in's class; a source file is refused (it runs only in the sandbox)."""
         return load_controller_class(self.ref)
 
     def build(self) -> Controller:
+        """The built-in controller, in this process; a source file is refused."""
         return build_controller(self.controller_class(), self.beta, self.params)
 
     @property
     def label(self) -> str:
-        """A short name for tables: the registry name, or the source file's class."""
+        """A short name for tables: the registry name, or the source's ``name`` read from its
+        AST (``source_label``), so naming a candidate never runs it."""
         src = split_source_ref(self.ref)
         if src is None:
             return self.ref
-        cls = self.controller_class()
-        return getattr(cls, "name", "") or cls.__name__
+        text, class_name = self.source()
+        return source_label(text, class_name, src[0])[0]
