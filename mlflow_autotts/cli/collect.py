@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from mlflow_autotts.cli.common import shown
 from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.collect.run import Totals, collect
@@ -35,7 +36,7 @@ def collect_cmd(config: CollectConfig) -> None:
         bar.refresh()
 
     def warn(message: str) -> None:  # at once, above the progress bar
-        tqdm.write(f"warning: {message}", file=sys.stderr)
+        tqdm.write(f"warning: {shown(message)}", file=sys.stderr)
 
     if config.progress:
         bar = tqdm(total=None, unit="q", desc="collect", dynamic_ncols=True)

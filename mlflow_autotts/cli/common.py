@@ -9,7 +9,17 @@ from typing import Any
 
 import click
 
-from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.errors import AutoTTSError, safe_text
+
+
+ERROR_CHARS = 20_000
+"""Longest error message the CLI prints (a validation report fits)."""
+
+
+def shown(message: object) -> str:
+    """An error or warning as the CLI prints it: messages quote files, data, servers and
+    candidates, so they are shown without control characters or escape sequences."""
+    return safe_text(message, ERROR_CHARS, multiline=True)
 
 
 class AutoTTSGroup(click.Group):
@@ -19,7 +29,7 @@ class AutoTTSGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AutoTTSError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {shown(exc)}", err=True)
             ctx.exit(exc.exit_code)
 
 

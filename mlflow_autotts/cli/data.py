@@ -13,6 +13,7 @@ from typing import Iterator
 
 import click
 
+from mlflow_autotts.cli.common import shown
 from mlflow_autotts.errors import AutoTTSError, DataError
 
 FORMATS = (".json", ".parquet")
@@ -34,7 +35,7 @@ class _Warnings:
 
         for w in self._caught:
             if issubclass(w.category, DataWarning):
-                click.echo(f"warning: {w.message}", err=True)
+                click.echo(f"warning: {shown(w.message)}", err=True)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
@@ -65,7 +66,7 @@ def validate_cmd(uris: tuple[str, ...]) -> None:
         except AutoTTSError as exc:
             if len(uris) == 1 and uri == uris[0]:
                 raise  # a single unreadable input: the root group prints it, exit 2
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {shown(exc)}", err=True)
             unreadable += 1
             continue
         click.echo(report.format())

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from mlflow_autotts.errors import AutoTTSError, ControllerError
+from mlflow_autotts.errors import AutoTTSError, ControllerError, safe_text
 from mlflow_autotts.replay.episode import Action
 from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.sandbox.limits import Isolation
-from mlflow_autotts.sandbox.protocol import FailureKind
+from mlflow_autotts.sandbox.protocol import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, FailureKind
 
 FAILURE_KINDS = tuple(k.value for k in FailureKind)
 """Every ``CandidateFailure.kind`` (see ``protocol.FailureKind`` for their meaning)."""
@@ -58,10 +58,18 @@ class CandidateFailure:
     where: dict[str, Any] | None = None
     """The episode it happened on (``beta``, ``data``, ``problem``, ``shuffle``), when known."""
 
+    def __post_init__(self) -> None:
+        # the message and traceback may be the candidate's own text: made safe to show (no
+        # carriage returns, escape sequences or other control characters) and bounded here,
+        # where every failure is built, before any terminal, log or response sees it (the
+        # kind is the parent's: a child may only report kinds from a fixed list)
+        object.__setattr__(self, "message", safe_text(self.message, MAX_MESSAGE_CHARS))
+        object.__setattr__(self, "traceback", safe_text(self.traceback, MAX_TRACEBACK_CHARS, multiline=True))
+
     def __str__(self) -> str:
         at = ""
         if self.where:
-            at = " (" + ", ".join(f"{k}={v}" for k, v in self.where.items()) + ")"
+            at = " (" + ", ".join(f"{safe_text(k, 40)}={safe_text(v, 200)}" for k, v in self.where.items()) + ")"
         return f"{self.kind}: {self.message}{at}"
 
 
@@ -70,11 +78,11 @@ class CandidateFailedError(ControllerError):
     (``score_source``, ``SandboxedController``); one line: who, kind, message, where."""
 
     def __init__(self, label: str, failure: CandidateFailure, output: str = ""):
-        self.label = label
+        self.label = safe_text(label, MAX_NAME_CHARS)  # may be the name the candidate reported
         self.failure = failure
         self.output = output
-        """The start of what the candidate printed."""
-        super().__init__(f"controller {label!r} failed in the sandbox: {failure}")
+        """The start of what the candidate printed (raw: sanitise before showing it)."""
+        super().__init__(f"controller {self.label!r} failed in the sandbox: {failure}")
 
     def __reduce__(self):
         return type(self), (self.label, self.failure, self.output)
@@ -134,6 +142,9 @@ class CandidateOutcome:
     isolation: Isolation | None = None
     """The isolation in force, as the parent observed it before the candidate ran."""
     timings: SandboxTimings = field(default_factory=SandboxTimings)
+
+    def __post_init__(self) -> None:
+        self.controller_name = safe_text(self.controller_name, MAX_NAME_CHARS)
 
     @property
     def ok(self) -> bool:
