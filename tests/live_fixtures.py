@@ -107,9 +107,9 @@ class CharTokenizer:
 
     def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True, return_dict=True):
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
-        return {"input_ids": [ord(c) for c in text]}
+        return {"input_ids": [ord(c) for c in text]} if tokenize else text
 
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, split_special_tokens=False):
         return {"input_ids": [ord(c) for c in text]}
 
     def decode(self, ids, skip_special_tokens=True):

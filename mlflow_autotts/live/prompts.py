@@ -4,6 +4,15 @@ Branches continue and probes read from token-id prompts, never from re-tokenised
 decoding drops special tokens, so text round trips change the ids, miss vLLM's prefix
 cache and can change what the model sees.
 
+A question is text, never markup: its chat-template control tokens (``<|im_end|>``,
+``<|im_start|>assistant``) are encoded as the ordinary text they spell, so a question
+cannot close its own turn and forge an assistant's. The template is rendered once around a
+placeholder; the prompt of a question is the template's own tokens up to the user's text,
+that text (with the template's text on either side up to the nearest control token)
+tokenised with special tokens split, and the template's tokens after it. For a question
+holding no control token this gives exactly the ids of tokenising the whole rendered
+template (tokenizers split text at added tokens first, and the pieces are cut there).
+
 One ``ChatPrompts`` serves every thread of a runner; calls into the tokenizer hold a lock,
 because a Rust tokenizer shared between threads can fail with "Already borrowed" when one
 thread encodes while another changes its truncation settings (``apply_chat_template``).
@@ -17,6 +26,10 @@ from functools import cached_property
 from typing import Any
 
 from mlflow_autotts.errors import AutoTTSError
+
+PLACEHOLDER = "\ue000autotts-question\ue000"
+"""Stands for the user's text when the template is rendered once: private-use code points,
+which no template or tokenizer gives a meaning."""
 
 
 class ChatPrompts:
@@ -45,13 +58,45 @@ class ChatPrompts:
     def user_message(self, question: str) -> str:
         return f"{question}\n\n{self.instruction}" if self.instruction else question
 
-    def question_ids(self, question: str) -> list[int]:
-        """The chat prompt of ``question`` (one user turn, generation prompt added)."""
+    def _render(self, content: str) -> str:
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, text: str, as_text: bool) -> list[int]:
+        """Ids of ``text``; with ``as_text`` control-token strings in it are plain text."""
+        if not text:
+            return []
+        if as_text:
+            return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @cached_property
+    def _frame(self) -> tuple[str, str, list[int], str, str, list[int]]:
+        """The template around the user's text: (text before it, its opening text after
+        the last control token, the ids up to there, and the same after it)."""
         with self._lock:
-            enc = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": self.user_message(question)}],
-                add_generation_prompt=True, tokenize=True, return_dict=True)
-        return list(enc["input_ids"])
+            shell = self._render(PLACEHOLDER)
+            if shell.count(PLACEHOLDER) != 1:
+                raise AutoTTSError(f"the chat template of {getattr(self.tokenizer, 'name_or_path', '?')!r} does not "
+                                   "write the user's message once, as given")
+            before, after = shell.split(PLACEHOLDER)
+            markers = [m for m in (getattr(self.tokenizer, "get_added_vocab", dict)() or {}) if m]
+            cut_before = max((before.rfind(m) + len(m) for m in markers if m in before), default=0)
+            cut_after = min((after.find(m) for m in markers if m in after), default=len(after))
+            return (before, before[cut_before:], self._encode(before[:cut_before], as_text=False),
+                    after, after[:cut_after], self._encode(after[cut_after:], as_text=False))
+
+    def question_ids(self, question: str) -> list[int]:
+        """The chat prompt of ``question`` (one user turn, generation prompt added), with
+        the question's text encoded as text (see the module docstring)."""
+        before, lead, head_ids, after, trail, tail_ids = self._frame
+        with self._lock:
+            text = self._render(self.user_message(question))
+            if not (text.startswith(before) and text.endswith(after) and len(text) >= len(before) + len(after)):
+                raise AutoTTSError("the chat template changes its own text around this question, so the question "
+                                   "cannot be kept as plain text")
+            user = text[len(before): len(text) - len(after)]  # as the template wrote it (some trim it)
+            return head_ids + self._encode(lead + user + trail, as_text=True) + tail_ids
 
     @cached_property
     def suffix_ids(self) -> list[int]:
