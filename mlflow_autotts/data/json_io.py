@@ -18,13 +18,14 @@ import json
 import math
 import os
 import re
+import sys
 import uuid
 import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.errors import DataError
@@ -50,9 +51,40 @@ WARNING_CHECKS = frozenset({"branch counts"})
 (every cost rule is per branch), so such data is usable, but the published sets all have 128
 and comparisons against them (SC@64, the reference numbers) assume one count."""
 
+MAX_INT = 2**63 - 1
+"""Largest token count or interval a set may hold: the Parquet form stores them as int64."""
+
+MAX_INT_DIGITS = 20
+"""Integers with more digits are not converted when parsing: they cannot be valid (see
+:data:`MAX_INT`), and Python refuses to convert ones past 4,300 digits with a ValueError."""
+
+QUOTE_CHARS = 40
+"""Characters of a value or name quoted in an error message; a message stays one short line."""
+
 _MISSING = object()
 _STR = frozenset({str})
 _NUM = frozenset({int, float})
+
+
+class LongInteger:
+    """A JSON integer too long to be any valid value, kept unconverted by :func:`parse_json`.
+
+    Converting it could fail (Python's 4,300-digit limit) or cost time; as a value of its
+    own type it fails every type check at its place, which the error then names."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of at most ``limit`` characters of ``text``: one line, whatever it holds."""
+    r = repr(text[:limit])
+    return r if len(text) <= limit else r[:-1] + "..." + r[-1]
 
 
 class DataWarning(UserWarning):
@@ -146,9 +178,12 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
-        r = repr(value)
-        return f"string {r if len(r) <= 40 else r[:37] + '...'}"
+        return f"string {quote(value)}"
+    if isinstance(value, LongInteger):
+        return repr(value)[1:-1]
     if isinstance(value, int):
+        if value.bit_length() > 64:  # str() of a huge int is slow or refused
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
         return str(value)
     if isinstance(value, float):
         return f"number {value!r}"
@@ -160,7 +195,8 @@ def describe(value: Any) -> str:
 
 
 def check_records(records: Any, source: str, *, strict: bool = True, style: FieldStyle = JSON_STYLE,
-                  per_check: int = 20, collector: IssueCollector | None = None) -> StructureResult:
+                  per_check: int = 20, collector: IssueCollector | None = None,
+                  numbers: Sequence[int] | None = None) -> StructureResult:
     """Check published-form records and build their :class:`Problem` objects in one pass.
 
     ``strict`` raises :class:`DataError` at the first error (what loading wants: fail fast
@@ -176,7 +212,8 @@ def check_records(records: Any, source: str, *, strict: bool = True, style: Fiel
         fail("records", None, None, "no problems: the list is empty")
     problems: list[Problem] = []
     n_branches: list[tuple[int, int]] = []
-    for p, rec in enumerate(records):
+    for i, rec in enumerate(records):
+        p = i if numbers is None else numbers[i]
         problem = _check_problem(p, rec, fail, style)
         if problem is not None:
             problems.append(problem)
@@ -212,6 +249,8 @@ def _check_problem(p: int, rec: Any, fail: IssueCollector, style: FieldStyle) ->
     elif type(interval) is not int or interval <= 0:
         fail("problem fields", p, style.interval,
              f"expected a positive integer (tokens per probe interval), got {describe(interval)}")
+    elif interval > MAX_INT:
+        fail("problem fields", p, style.interval, f"{describe(interval)} is past the 64-bit range intervals are stored in")
     if each is _MISSING:
         fail("records", p, "each_branch", "missing")
         return None
@@ -243,6 +282,9 @@ def _check_problem(p: int, rec: Any, fail: IssueCollector, style: FieldStyle) ->
         if type(tok) is not int or tok < 0:
             fail("branch tokens", p, style.branch_field.format(b=b, name="branch_tokens"),
                  f"expected a non-negative integer, got {describe(tok)}")
+        elif tok > MAX_INT:
+            fail("branch tokens", p, style.branch_field.format(b=b, name="branch_tokens"),
+                 f"{describe(tok)} is past the 64-bit range token counts are stored in")
         tokens.append(tok)
         if type(fa) is not str:
             fail("final answers", p, style.branch_field.format(b=b, name="final_answer"),
@@ -281,21 +323,22 @@ def _check_signals(p: int, raw: Any, offsets: list[int], fail: IssueCollector,
     n = len(offsets) - 1
     out: dict[str, list[float]] = {}
     for name, per_branch in raw.items():
+        shown = name if len(name) <= QUOTE_CHARS else name[:QUOTE_CHARS] + "..."
         if type(per_branch) is not list or len(per_branch) != n:
             got = f"{len(per_branch)} lists" if type(per_branch) is list else describe(per_branch)
-            fail("signals", p, style.signal_name.format(name=name), f"expected {n} lists (one per branch), got {got}")
+            fail("signals", p, style.signal_name.format(name=shown), f"expected {n} lists (one per branch), got {got}")
             continue
         flat: list[float] = []
         for b, vals in enumerate(per_branch):
             want = offsets[b + 1] - offsets[b]
             if type(vals) is not list or len(vals) != want:
                 got = f"{len(vals)} values" if type(vals) is list else describe(vals)
-                fail("signals", p, style.signal.format(name=name, b=b),
+                fail("signals", p, style.signal.format(name=shown, b=b),
                      f"expected {want} numbers (one per probe answer), got {got}")
                 break
             if vals and not set(map(type, vals)) <= _NUM:
                 k = next(i for i, v in enumerate(vals) if type(v) not in _NUM)
-                fail("signals", p, style.signal_value.format(name=name, b=b, k=k),
+                fail("signals", p, style.signal_value.format(name=shown, b=b, k=k),
                      f"expected a number, got {describe(vals[k])}")
                 break
             flat.extend(vals)
@@ -312,6 +355,55 @@ def problems_from_records(records: Any, source: str, style: FieldStyle = JSON_ST
     return result.problems
 
 
+def _int(text: str) -> int | LongInteger:
+    return int(text) if len(text) <= MAX_INT_DIGITS else LongInteger(text)
+
+
+def parse_json(data: bytes | str, source: str, what: str = "JSON", unit: str = "file") -> Any:
+    """Parse JSON text from an untrusted file; every failure is one :class:`DataError` line.
+
+    The one parser every file of the project goes through (trajectories, Parquet metadata,
+    question lines, a collection's manifest), so each hostile input is refused the same
+    way: bytes that are not UTF-8, nesting past what Python's recursive parser can take
+    (a RecursionError there), integers too long to be valid (kept as :class:`LongInteger`,
+    never converted), text that is not JSON. ``what`` names the text in messages, ``unit``
+    what holds it (a file, a line, a value).
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(source, f"not UTF-8 text (byte {exc.start}): is this really a {what} {unit}?") from None
+    else:
+        text = data
+    try:
+        return json.loads(text, parse_int=_int)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
+        if exc.pos >= len(exc.doc.rstrip()):
+            raise DataError(source, f"not valid {what}: truncated, the {unit} ends at {where} in the middle of a value") from None
+        raise DataError(source, f"not valid {what} at {where}: {exc.msg}") from None
+    except RecursionError:
+        raise DataError(source, f"{what} nested too deeply to read (Python's parser stops near "
+                                f"{sys.getrecursionlimit()} levels)") from None
+    except MemoryError:
+        raise DataError(source, f"{what} too large to hold in memory") from None
+
+
+def check_depth(value: Any, source: str, limit: int, what: str) -> None:
+    """Refuse ``value`` nested more than ``limit`` levels, without recursing (a deep value
+    would break every recursive reader after this one: repr, comparison, ``json.dumps``)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, dict)):
+            if depth > limit:
+                raise DataError(source, f"{what} is nested more than {limit} levels deep")
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+        elif isinstance(v, LongInteger):
+            raise DataError(source, f"{what} holds {describe(v)}")
+
+
 def load_json_records(path: str | Path) -> Any:
     """Parse a JSON file, turning every failure into one DataError line with the position."""
     path = Path(path)
@@ -319,16 +411,9 @@ def load_json_records(path: str | Path) -> Any:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return json.loads(data)
-    except UnicodeDecodeError as exc:
-        raise DataError(str(path), f"not UTF-8 text (byte {exc.start}): is this really a JSON file?") from None
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
-        if exc.pos >= len(exc.doc.rstrip()):
-            raise DataError(str(path),
-                            f"not valid JSON: truncated, the file ends at {where} in the middle of a value") from None
-        raise DataError(str(path), f"not valid JSON at {where}: {exc.msg}") from None
+    except MemoryError:
+        raise DataError(str(path), "too large to hold in memory") from None
+    return parse_json(data, str(path))
 
 
 _NAME = re.compile(r"[\w.+-]+")

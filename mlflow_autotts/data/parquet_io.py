@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mlflow_autotts.data.json_io import (
     DataWarning,
@@ -27,8 +27,11 @@ from mlflow_autotts.data.json_io import (
     IssueCollector,
     StructureResult,
     atomic_path,
+    check_depth,
     check_records,
+    parse_json,
     provenance_from_path,
+    quote,
 )
 from mlflow_autotts.data.trajectory import Provenance, TrajectorySet
 from mlflow_autotts.errors import DataError
@@ -150,47 +153,191 @@ def write_parquet(ts: TrajectorySet, path: str | Path) -> None:
         raise DataError(str(path), f"cannot write: {exc.strerror or exc}") from None
 
 
-def read_metadata(path: str | Path, table: Any) -> dict[str, Any]:
-    """The ``autotts.*`` schema metadata as Python values (sampling and interval parsed)."""
-    raw = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()
-           if k.startswith(META_PREFIX.encode())}
-    meta: dict[str, Any] = {k[len(META_PREFIX):]: v for k, v in raw.items()}
-    try:
-        version = int(meta.get("format_version", FORMAT_VERSION))
-    except ValueError:
-        raise DataError(str(path), f"bad metadata autotts.format_version {meta['format_version']!r}") from None
+MAX_ROWS = 4_000_000
+"""Most rows (branches) a trajectory file may have: a published set has 3,840. Checked in the
+footer before anything is read, and again on what was read."""
+MAX_VALUES = 50_000_000
+"""Most list elements (probe answers, signal values) in all list columns together."""
+MAX_BYTES = 2 << 30
+"""Most bytes the columns read may take uncompressed (as the footer declares them), and most
+distinct text (dictionary) bytes they may decode to."""
+METADATA_DEPTH = 16
+"""Deepest nesting of the ``autotts.sampling`` settings (flat settings, a few mappings)."""
+
+_ARROW_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError, RecursionError)
+"""What pyarrow raises on a file it cannot read (``ArrowException`` subclasses these or is
+added where pyarrow is imported); every such failure is one ``not a readable Parquet file``
+line, whichever part of the file (footer, schema, pages) it came from."""
+
+
+def read_metadata(path: str | Path, metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    """The ``autotts.*`` key-value metadata as Python values (sampling and interval parsed),
+    every key and value checked: UTF-8, valid bounded JSON where JSON is expected."""
+    source = str(path)
+    meta: dict[str, Any] = {}
+    for key, value in (metadata or {}).items():
+        if not key.startswith(META_PREFIX.encode()):
+            continue  # other tools' metadata (pandas, ARROW:schema) is not ours to read
+        try:
+            name = key.decode("utf-8")[len(META_PREFIX):]
+        except UnicodeDecodeError:
+            raise DataError(source, f"metadata key {quote(key.decode('utf-8', 'replace'))} is not UTF-8 text") from None
+        try:
+            meta[name] = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(source, f"metadata {quote(META_PREFIX + name)} is not UTF-8 text (byte {exc.start})") from None
+    if "format_version" in meta:
+        text = meta["format_version"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            raise DataError(source, f"bad metadata autotts.format_version {quote(text)}")
+        version = int(text)
+    else:
+        version = FORMAT_VERSION
     if version > FORMAT_VERSION:
-        raise DataError(str(path), f"written in trajectory format {version}; this version of mlflow-autotts "
-                                   f"reads up to {FORMAT_VERSION} (upgrade mlflow-autotts)")
+        raise DataError(source, f"written in trajectory format {version}; this version of mlflow-autotts "
+                                f"reads up to {FORMAT_VERSION} (upgrade mlflow-autotts)")
     meta["format_version"] = version
     for key in ("sampling", "interval_tokens"):
         if key in meta:
-            try:
-                meta[key] = json.loads(meta[key])
-            except json.JSONDecodeError:
-                raise DataError(str(path), f"metadata autotts.{key} is not valid JSON: {meta[key]!r}") from None
+            what = f"metadata autotts.{key}"
+            meta[key] = parse_json(meta[key], source, what, "value")
+            check_depth(meta[key], source, METADATA_DEPTH, what)
     if not isinstance(meta.get("sampling", {}), dict):
-        raise DataError(str(path), "metadata autotts.sampling must be a JSON object")
+        raise DataError(source, "metadata autotts.sampling must be a JSON object")
+    for key in ("model", "benchmark"):
+        if len(meta.get(key, "")) > 200:
+            raise DataError(source, f"metadata autotts.{key} is {len(meta[key])} characters long; a name is expected")
     return meta
 
 
-def load_table(path: str | Path) -> Any:
-    """Read the file and check its schema; anything wrong here makes the file unreadable."""
+def _read_error(path: Path, exc: BaseException) -> DataError:
+    if isinstance(exc, MemoryError):
+        return DataError(str(path), "not readable in bounded memory: the file decodes to more than it declares")
+    if isinstance(exc, OSError) and exc.strerror and not str(exc).startswith(("Invalid", "Couldn't", "Parquet")):
+        return DataError(str(path), f"cannot read: {exc.strerror}")
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return DataError(str(path), f"not a readable Parquet file: {quote(first, 200)[1:-1]}")
+
+
+def open_parquet(path: str | Path, columns: Sequence[str], prefixes: Sequence[str] = (),
+                 *, max_rows: int | None = None) -> tuple[Any, Any]:
+    """Open a Parquet file for reading ``columns`` with bounded memory, checking only its
+    footer: its row count, and the values and bytes the columns declare (every other
+    column is never read). Text columns are then read as dictionaries, so a value repeated
+    in many rows (a question per branch, a dictionary bomb) is decoded once.
+
+    Only the columns among ``columns`` or starting with one of ``prefixes`` count. Returns
+    the ``ParquetFile`` and the file's own Arrow schema (types as written, for the caller's
+    checks; missing columns are the caller's to report); raises one ``DataError`` line for a
+    file that is not Parquet or breaks a limit.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
+    errors = (*_ARROW_ERRORS, pa.ArrowException)
     try:
-        table = pq.read_table(path)
-    except OSError as exc:
-        raise DataError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    except (pa.ArrowInvalid, pa.ArrowException) as exc:
-        raise DataError(str(path), f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
-    schema = table.schema
+        md = pq.read_metadata(path)
+        schema = md.schema
+        leaves = [schema.column(i) for i in range(len(schema))]
+        arrow_schema = schema.to_arrow_schema()
+    except errors as exc:
+        raise _read_error(path, exc) from None
+    found = [n for n in arrow_schema.names if n in set(columns) or n.startswith(tuple(prefixes))]
+    mine = [i for i, leaf in enumerate(leaves)
+            if any(leaf.path == n or leaf.path.startswith(n + ".") for n in found)]
+    limit = MAX_ROWS if max_rows is None else max_rows
+    if md.num_rows > limit:
+        raise DataError(str(path), f"has {md.num_rows:,} rows; at most {limit:,} are read")
+    try:
+        chunks = [md.row_group(g).column(i) for g in range(md.num_row_groups) for i in mine]
+        declared = sum(c.total_uncompressed_size for c in chunks)
+        values = sum(c.num_values for c, i in zip(chunks, mine * md.num_row_groups) if leaves[i].max_repetition_level)
+    except errors as exc:
+        raise _read_error(path, exc) from None
+    if declared > MAX_BYTES:
+        raise DataError(str(path), f"its columns take {declared:,} bytes uncompressed; at most {MAX_BYTES:,} are read")
+    if values > MAX_VALUES:
+        raise DataError(str(path), f"its list columns hold {values:,} values; at most {MAX_VALUES:,} are read")
+    text = [leaves[i].path for i in mine if leaves[i].physical_type == "BYTE_ARRAY"]
+    try:
+        return pq.ParquetFile(path, metadata=md, read_dictionary=text), arrow_schema
+    except errors as exc:
+        raise _read_error(path, exc) from None
+
+
+def read_columns(pf: Any, path: str | Path, columns: Sequence[str]) -> Any:
+    """Read ``columns`` of an :func:`open_parquet` file, and check what was decoded against
+    the limits before anything becomes Python objects (a file can declare less than its
+    pages hold)."""
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        table = pf.read(columns=list(columns))
+    except (*_ARROW_ERRORS, pa.ArrowException) as exc:
+        raise _read_error(path, exc) from None
+    if table.num_rows > MAX_ROWS:
+        raise DataError(str(path), f"has {table.num_rows:,} rows; at most {MAX_ROWS:,} are read")
+    values = text = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            arr = chunk
+            if _is_list(arr.type):
+                values += len(arr.values)
+                arr = arr.values
+            if pa.types.is_dictionary(arr.type):
+                text += arr.dictionary.nbytes
+    if values > MAX_VALUES:
+        raise DataError(str(path), f"its list columns hold {values:,} values; at most {MAX_VALUES:,} are read")
+    if text > MAX_BYTES:
+        raise DataError(str(path), f"its text takes {text:,} bytes; at most {MAX_BYTES:,} are read")
+    return table
+
+
+def pylist(column: Any, source: str, field: str) -> list[Any]:
+    """A column (chunked) as Python values; dictionary-encoded text shares one ``str`` per
+    distinct value, so memory follows the distinct text, not the rows."""
+    out: list[Any] = []
+    try:
+        for chunk in column.chunks:
+            out.extend(_chunk_values(chunk))
+    except IndexError:
+        raise DataError(source, "dictionary indices out of range (a corrupt file)", field=field) from None
+    return out
+
+
+def _chunk_values(arr: Any) -> list[Any]:
+    import pyarrow as pa
+
+    ty = arr.type
+    if pa.types.is_dictionary(ty):
+        values = arr.dictionary.to_pylist()
+        return [None if i is None else values[i] for i in arr.indices.to_pylist()]
+    if _is_list(ty) and pa.types.is_dictionary(ty.value_type):
+        flat = _chunk_values(arr.values)
+        offs = arr.offsets.to_pylist()
+        nulls = arr.is_null().to_pylist()
+        return [None if null else flat[offs[i]:offs[i + 1]] for i, null in enumerate(nulls)]
+    return arr.to_pylist()
+
+
+def load_table(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Read the columns of the trajectory form (and nothing else) with bounded memory after
+    checking the schema and the ``autotts.*`` metadata: anything wrong here makes the file
+    unreadable. Returns the table and the parsed metadata."""
+    import pyarrow as pa
+
+    path = Path(path)
+    pf, schema = open_parquet(path, COLUMNS, (SIGNAL_PREFIX,))
+    meta = read_metadata(path, pf.metadata.metadata)
     missing = [c for c in COLUMNS if c not in schema.names]
     if missing:
         raise DataError(str(path), f"missing column{'s' if len(missing) > 1 else ''} "
                                    f"{', '.join(map(repr, missing))}; the trajectory form has {', '.join(COLUMNS)}")
+    if len(set(schema.names)) != len(schema.names):
+        dup = next(n for n in schema.names if schema.names.count(n) > 1)
+        raise DataError(str(path), "appears more than once", field=quote(dup)[1:-1])
     t = pa.types
     kinds = {
         "problem": (t.is_integer, "an integer"), "branch": (t.is_integer, "an integer"),
@@ -199,18 +346,20 @@ def load_table(path: str | Path) -> Any:
         "final_answer": (_is_string, "string"),
         "probe_answers": (lambda ty: _is_list(ty) and _is_string(ty.value_type), "list<string>"),
     }
-    for name in schema.names:
-        if name.startswith(SIGNAL_PREFIX):
-            kinds[name] = (lambda ty: _is_list(ty) and (t.is_floating(ty.value_type) or t.is_integer(ty.value_type)),
-                           "list<double>")
+    signals = [n for n in schema.names if n.startswith(SIGNAL_PREFIX)]
+    for name in signals:
+        kinds[name] = (lambda ty: _is_list(ty) and (t.is_floating(ty.value_type) or t.is_integer(ty.value_type)),
+                       "list<double>")
     for name, (ok, want) in kinds.items():
         ty = schema.field(name).type
         if not ok(ty):
-            raise DataError(str(path), f"has type {ty}, expected {want}", field=name)
+            raise DataError(str(path), f"has type {quote(str(ty), 80)[1:-1]}, expected {want}",
+                            field=quote(name)[1:-1])
+    table = read_columns(pf, path, [*COLUMNS, *signals])
     for name in ("problem", "branch"):
         if table.column(name).null_count:
             raise DataError(str(path), "has null row indices", field=name)
-    return table
+    return table, meta
 
 
 def _is_string(ty: Any) -> bool:
@@ -227,16 +376,23 @@ def _is_list(ty: Any) -> bool:
     return pa.types.is_list(ty) or pa.types.is_large_list(ty)
 
 
-def table_records(table: Any, source: str, fail: IssueCollector) -> list[dict[str, Any]]:
+def table_records(table: Any, source: str, fail: IssueCollector) -> tuple[list[dict[str, Any]], list[int]]:
     """Group the rows back into published-form records (plus ``signals``), reporting rows
     that do not fit: gaps or duplicates in the indices, or per-problem values (question,
-    gold answer, interval) that differ between a problem's rows."""
-    table = table.sort_by([("problem", "ascending"), ("branch", "ascending")])
-    cols = {name: table.column(name).to_pylist() for name in table.schema.names
+    gold answer, interval) that differ between a problem's rows.
+
+    Returns the records and each one's problem index. A gap in the indices is reported
+    once and never filled: a few rows can name problem 10^12, and records are only made
+    for rows that exist, so memory follows the file's rows whatever its indices say.
+    """
+    cols = {name: pylist(table.column(name), source, name) for name in table.schema.names
             if name in COLUMNS or name.startswith(SIGNAL_PREFIX)}
     signal_names = [n for n in cols if n.startswith(SIGNAL_PREFIX)]
+    order = sorted(range(len(cols["problem"])), key=lambda r: (cols["problem"][r], cols["branch"][r]))
+    cols = {name: [values[r] for r in order] for name, values in cols.items()}
     pidx, bidx = cols["problem"], cols["branch"]
     records: list[dict[str, Any]] = []
+    numbers: list[int] = []
     n = len(pidx)
     lo = 0
     expected_p = 0
@@ -245,14 +401,11 @@ def table_records(table: Any, source: str, fail: IssueCollector) -> list[dict[st
         hi = lo
         while hi < n and pidx[hi] == p:
             hi += 1
-        if p != expected_p:
-            if p < expected_p:
-                fail("records", p, "problem", "negative problem index")
-            else:
-                fail("records", expected_p, "problem",
-                     f"missing: the problem indices jump from {expected_p - 1} to {p}")
-            records.extend({} for _ in range(max(0, p - expected_p)))
-        expected_p = p + 1
+        if p < 0:
+            fail("records", p, "problem", "negative problem index")
+        elif p != expected_p:
+            fail("records", expected_p, "problem", f"missing: the problem indices jump from {expected_p - 1} to {p}")
+        expected_p = max(expected_p, p + 1)
         branches = bidx[lo:hi]
         if branches != list(range(hi - lo)):
             k = next(i for i, b in enumerate(branches) if b != i)
@@ -277,36 +430,38 @@ def table_records(table: Any, source: str, fail: IssueCollector) -> list[dict[st
             if len(nulls) == len(values):
                 continue  # this problem has no such signal
             if nulls:
-                fail("signals", p, f"{col}[{nulls[0]}]", "null while other branches of this problem have values")
+                fail("signals", p, f"{quote(col)[1:-1]}[{nulls[0]}]", "null while other branches of this problem have values")
                 continue
             signals[col[len(SIGNAL_PREFIX):]] = values
         if signals:
             rec["signals"] = signals
         records.append(rec)
+        numbers.append(p)
         lo = hi
-    return records
+    return records, numbers
 
 
-def check_parquet(path: str | Path, *, strict: bool = True,
-                  per_check: int = 20) -> tuple[StructureResult, dict[str, Any], list[dict[str, Any]]]:
+def check_parquet(path: str | Path, *, strict: bool = True, per_check: int = 20
+                  ) -> tuple[StructureResult, dict[str, Any], list[dict[str, Any]], list[int]]:
     """Structural checks of a Parquet file (strict: raise at the first error), with its
-    metadata and the rows regrouped as published-form records (for the validation suite)."""
+    metadata, the rows regrouped as published-form records (for the validation suite) and
+    each record's problem index."""
     path = Path(path)
-    table = load_table(path)
-    meta = read_metadata(path, table)
+    table, meta = load_table(path)
     fail = IssueCollector(str(path), strict, per_check)
-    records = table_records(table, str(path), fail)
+    records, numbers = table_records(table, str(path), fail)
     if not records:
         fail("records", None, None, "no problems: the table has no rows")
-        return StructureResult([], fail.issues, dict(fail.counts)), meta, records
-    return check_records(records, str(path), strict=strict, style=PARQUET_STYLE, collector=fail), meta, records
+        return StructureResult([], fail.issues, dict(fail.counts)), meta, records, numbers
+    result = check_records(records, str(path), strict=strict, style=PARQUET_STYLE, collector=fail, numbers=numbers)
+    return result, meta, records, numbers
 
 
 def read_parquet(path: str | Path, provenance: Provenance | None = None) -> TrajectorySet:
     """Load the Parquet form; provenance from its metadata (model and benchmark from the path
     when the metadata has none), with ``source`` set to where it was loaded from."""
     path = Path(path)
-    result, meta, _ = check_parquet(path, strict=True)
+    result, meta, _, _ = check_parquet(path, strict=True)
     for issue in result.issues:
         warnings.warn(DataWarning(issue.render(str(path))), stacklevel=2)
     if provenance is None:

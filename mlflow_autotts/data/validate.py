@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from mlflow_autotts.data.json_io import (
+    MAX_INT,
     STRUCTURE_CHECKS,
     WARNING_CHECKS,
     Issue,
     StructureResult,
     check_records,
+    describe,
     load_json_records,
+    quote,
 )
 from mlflow_autotts.data.parquet_io import check_parquet
 from mlflow_autotts.data.uris import SCHEME, expand_dataset_uri, resolve_dataset_uri
@@ -120,33 +123,56 @@ def structure_checks(result: StructureResult, names: list[str]) -> list[CheckRes
 
 
 # ---------------------------------------------------------------------------- expectations
-def branch_frame(records: list[Any]) -> Any:
-    """One row per branch, values kept as found (so wrong types stay visible), plus numeric
-    columns holding only the well-typed integers, which range expectations can compare."""
+class Shown(str):
+    """A value that is not a scalar (a list, an object, an over-long integer), kept in the
+    branch table as its short description: its type still fails the type expectations, and
+    nothing downstream (pandas, great-expectations, the report) walks a structure the file
+    may have nested a thousand levels deep."""
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _cell(value: Any) -> Any:
+    if type(value) is int and value.bit_length() > 64:
+        return Shown(describe(value))
+    return value if isinstance(value, _SCALARS) else Shown(describe(value))
+
+
+def branch_frame(records: list[Any], numbers: Sequence[int] | None = None) -> Any:
+    """One row per branch, values kept as found (so wrong types stay visible; containers as
+    a :class:`Shown` description), plus numeric columns holding only the well-typed
+    integers, which range expectations can compare. ``numbers``: each record's problem
+    index where it is not its position."""
     import pandas as pd
 
     cols: dict[str, list[Any]] = {k: [] for k in (
         "problem", "branch", "question", "gold_answer", "interval_tokens", "n_probes",
         "branch_tokens", "final_answer", "problem_branches")}
-    for p, rec in enumerate(records):
+    for i, rec in enumerate(records):
         if not isinstance(rec, dict) or not isinstance(rec.get("each_branch"), list):
             continue
+        p = i if numbers is None else numbers[i]
         each = rec["each_branch"]
         for b, br in enumerate(each):
             ok = isinstance(br, list) and len(br) == 3
             probes, tokens, final = br if ok else (None, None, None)
             cols["problem"].append(p)
             cols["branch"].append(b)
-            cols["question"].append(rec.get("question"))
-            cols["gold_answer"].append(rec.get("gold_answer"))
-            cols["interval_tokens"].append(rec.get("probe_freq"))
+            cols["question"].append(_cell(rec.get("question")))
+            cols["gold_answer"].append(_cell(rec.get("gold_answer")))
+            cols["interval_tokens"].append(_cell(rec.get("probe_freq")))
             cols["n_probes"].append(len(probes) if isinstance(probes, list) else None)
-            cols["branch_tokens"].append(tokens)
-            cols["final_answer"].append(final)
+            cols["branch_tokens"].append(_cell(tokens))
+            cols["final_answer"].append(_cell(final))
             cols["problem_branches"].append(len(each))
     df = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()})
     for col in ("branch_tokens", "interval_tokens", "n_probes"):
-        df[col + "_value"] = pd.Series([float(v) if type(v) is int else None for v in cols[col]], dtype="float64")
+        df[col + "_value"] = pd.Series([float(v) if type(v) is int and abs(v) <= MAX_INT else None for v in cols[col]],
+                                       dtype="float64")
     return df
 
 
@@ -217,6 +243,15 @@ def expectation_checks(df: Any) -> list[CheckResult]:
     return [found[k] for k in by_id if k in found]
 
 
+def _shown(value: Any) -> str:
+    """A found value as the report quotes it: short and on one line."""
+    if isinstance(value, Shown):
+        return repr(value)
+    if type(value) is str:
+        return quote(value)
+    return describe(value) if type(value) is int else repr(value)
+
+
 def _details(r: Any, df: Any) -> str:
     """Readable details of one expectation result, with the locations of unexpected rows."""
     info = r.exception_info or {}
@@ -242,20 +277,21 @@ def _details(r: Any, df: Any) -> str:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # the numeric helper columns are float; show the integer found
         try:
-            where.append(f"problem {df.at[idx, 'problem']} branch {df.at[idx, 'branch']}: {value!r}")
+            where.append(f"problem {df.at[idx, 'problem']} branch {df.at[idx, 'branch']}: {_shown(value)}")
         except KeyError:
-            where.append(repr(value))
+            where.append(_shown(value))
     return f"{bad} of {total} rows unexpected" + (f", e.g. {'; '.join(where)}" if where else "")
 
 
 # ---------------------------------------------------------------------------- entry points
 def validate_records(records: Any, source: str, uri: str | None = None,
-                     structure: StructureResult | None = None, parquet: bool = False) -> ValidationReport:
+                     structure: StructureResult | None = None, parquet: bool = False,
+                     numbers: Sequence[int] | None = None) -> ValidationReport:
     """Validate published-form records: structural checks, then the expectation suite."""
     if structure is None:
-        structure = check_records(records, source, strict=False)
+        structure = check_records(records, source, strict=False, numbers=numbers)
     names = [n for n in STRUCTURE_CHECKS if not (parquet and n == "final_answers_trace")]
-    df = branch_frame(records)
+    df = branch_frame(records, numbers)
     report = ValidationReport(uri or source, source, len(records), len(df))
     report.checks = structure_checks(structure, names) + expectation_checks(df)
     return report
@@ -271,8 +307,8 @@ def validate_uri(uri: str) -> ValidationReport:
     path = resolve_dataset_uri(files[0])
     label = uri if uri.startswith(SCHEME) or len(files) == 1 and files[0] == uri else files[0]
     if path.suffix == ".parquet":
-        structure, _, records = check_parquet(path, strict=False)
-        return validate_records(records, str(path), label, structure, parquet=True)
+        structure, _, records, numbers = check_parquet(path, strict=False)
+        return validate_records(records, str(path), label, structure, parquet=True, numbers=numbers)
     if path.suffix == ".json":
         records = load_json_records(path)
         structure = check_records(records, str(path), strict=False)
