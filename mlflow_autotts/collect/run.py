@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.collect.endpoints import Endpoint, Warn, endpoint_error, spread
-from mlflow_autotts.collect.questions import QuestionFile, read_questions
+from mlflow_autotts.collect.questions import Question, QuestionFile, read_questions
 from mlflow_autotts.collect.shards import Shards
 from mlflow_autotts.data.parquet_io import write_parquet
 from mlflow_autotts.data.trajectory import Provenance, TrajectorySet
@@ -255,7 +255,7 @@ def _collect(config: CollectConfig, questions: QuestionFile, out: Path, endpoint
     shards = Shards(out)
     fingerprint = dict(config.fingerprint(), question_file_sha256=questions.sha256,
                        questions=len(questions.questions))
-    done = shards.open(fingerprint, config.resume)
+    done = shards.open(fingerprint, config.resume, questions.questions)
     resumed = len(done)
     live = config.live_config()  # an endpoint's URL is its backend's; the episode does not read it
     runners = {e.name: LiveRunner(live, backend=e.backend, prompts=prompts) for e in endpoints
@@ -285,19 +285,24 @@ def _collect(config: CollectConfig, questions: QuestionFile, out: Path, endpoint
             f"{len(questions.questions) - len(undone)} of {len(questions.questions)} questions are done and kept "
             f"in {shards.dir}: run again with --resume (on these or other endpoints) to finish")
     generation = time.monotonic() - t_gen
-    dataset, report = publish(shards, len(questions.questions), prov, out)
+    dataset, report = publish(shards, questions.questions, prov, out)
     return CollectReport(out, dataset, report, totals, resumed, time.monotonic() - t0, generation, described,
                          endpoints)
 
 
-def publish(shards: Shards, count: int, prov: Provenance, out: Path) -> tuple[TrajectorySet, ValidationReport]:
-    """Merge the shards, validate the merged file, then move it to ``out`` (atomic rename)."""
-    merged = shards.merge(count, prov)
+def publish(shards: Shards, questions: Sequence[Question], prov: Provenance,
+            out: Path) -> tuple[TrajectorySet, ValidationReport]:
+    """Merge the shards, each checked against its question row, validate the merged file,
+    then move it to ``out`` (atomic rename); on any failure ``out`` is untouched."""
+    merged = shards.merge(questions, prov)
     tmp = shards.dir / MERGED
     write_parquet(merged, tmp)
     report = validate_uri(str(tmp))
     if not report.passed:
-        raise CollectError(f"the collected data failed validation (kept in {shards.dir}):\n{report.format()}")
+        first = report.failures[0]
+        raise CollectError(f"the collected data failed validation ({first.name}: {first.details}); "
+                           f"{len(report.failures)} failed check(s) in all, the data is kept in {shards.dir} "
+                           f"(autotts data validate {tmp} shows them)")
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, out)
     shards.remove()
