@@ -10,13 +10,14 @@ recording (``live/recording.py``) turns the episode into the replay form.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.data.trajectory import Problem
 from mlflow_autotts.live.answers import normalize_answer
 from mlflow_autotts.live.config import LiveConfig
-from mlflow_autotts.live.episode import LiveEpisode, LiveRunner, LiveStats
+from mlflow_autotts.live.episode import LiveEpisode, LiveRunner, LiveStats, QuestionTooLong
 from mlflow_autotts.live.recording import record_branches
 
 
@@ -37,6 +38,18 @@ class Collected:
     """The live episode the problem was recorded from."""
 
 
+def check_questions(runners: Iterable[LiveRunner], questions: Sequence[str], source: str) -> None:
+    """Refuse a question too long for any runner's model context before anything is
+    generated: ``QuestionTooLong`` naming ``source`` and the question's row (1-based, as
+    question files count them) and the limit."""
+    for runner in runners:
+        for n, question in enumerate(questions):
+            try:
+                runner.check_question(question)
+            except QuestionTooLong as exc:
+                raise QuestionTooLong(f"{source}: row {n + 1}: {exc}", exc.prompt_tokens, exc.room, exc.limit) from None
+
+
 def collect_question(runner: LiveRunner, question: str, gold: str) -> Collected:
     """Generate and probe every branch of ``question`` (``runner`` from ``collection_config``)."""
     cfg = runner.config
@@ -50,4 +63,4 @@ def collect_question(runner: LiveRunner, question: str, gold: str) -> Collected:
                      result.episode)
 
 
-__all__ = ["Collected", "collect_question", "collection_config"]
+__all__ = ["Collected", "check_questions", "collect_question", "collection_config"]

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlflow_autotts.controllers.base import CONFIDENCE, GROUP_CONFIDENCE, EpisodeFacts, open_branch
+from mlflow_autotts.errors import AutoTTSError, safe_text
 from mlflow_autotts.live.answers import (
     NO_ANSWER,
     box_is_open,
@@ -66,6 +67,50 @@ PROBE, READ = "probe", "read"
 
 class LiveTimeout(BackendUnavailable):
     """The question took longer than ``overall_timeout``."""
+
+
+class QuestionTooLong(AutoTTSError):
+    """A question whose prompt leaves the model no room for a branch and its probe: the
+    caller's input, not a backend failure (serving answers 400, ``collect`` exits 2)."""
+
+    def __init__(self, message: str, prompt_tokens: int, room: int, limit: int):
+        self.prompt_tokens = prompt_tokens
+        self.room = room
+        """The most prompt tokens a question may take."""
+        self.limit = limit
+        """The model's context length (``max_model_len``)."""
+        super().__init__(message)
+
+    def __reduce__(self):  # its own arguments, so it crosses a process as itself
+        return type(self), (str(self), self.prompt_tokens, self.room, self.limit)
+
+
+def check_prompt(question: str, prompt_tokens: int, prompts: ChatPrompts, config: LiveConfig,
+                 limit: int | None) -> None:
+    """Refuse, before generating, a question the model's context cannot hold together with
+    a whole branch, the probe suffix and a probe (the longest prompt an episode sends).
+
+    The engine would refuse it too, but as a failed request mid-episode (a 400 from a
+    server, which reads as the backend's failure); here it is the caller's error, naming
+    the limit. When even an empty question does not fit, the settings are at fault.
+    """
+    if limit is None:
+        return
+    answer = config.max_tokens_per_branch + len(prompts.suffix_ids) + config.probe_tokens
+    bare = prompts.bare_prompt_tokens
+    if bare + answer > limit:
+        raise LiveConfigError(
+            "max_tokens_per_branch",
+            f"({config.max_tokens_per_branch}) + prompt without the question ({bare}) + probe suffix "
+            f"({len(prompts.suffix_ids)}) + probe_tokens ({config.probe_tokens}) = {bare + answer} exceeds the "
+            f"engine's max_model_len ({limit})")
+    if prompt_tokens + answer > limit:
+        room = limit - answer
+        raise QuestionTooLong(
+            f"question {safe_text(question, 48)!r} is too long: its prompt is {prompt_tokens:,} tokens, and the "
+            f"model's context (max_model_len {limit:,}) holds at most {room:,} beside a branch of "
+            f"max_tokens_per_branch ({config.max_tokens_per_branch:,}) and a probe ({answer - config.max_tokens_per_branch})",
+            prompt_tokens, room, limit)
 
 
 def interval_seed(base: int, branch: int, interval: int) -> int:
@@ -155,13 +200,7 @@ class LiveEpisode(EpisodeFacts):
         self._eos = prompts.eos_ids
         self._interval = config.interval_tokens
         self._n = config.max_branches
-        need = len(self._prompt) + config.max_tokens_per_branch + len(self._suffix) + config.probe_tokens
-        limit = backend.max_model_len
-        if limit is not None and need > limit:
-            raise LiveConfigError(
-                "max_tokens_per_branch",
-                f"({config.max_tokens_per_branch}) + prompt ({len(self._prompt)}) + probe suffix ({len(self._suffix)}) "
-                f"+ probe_tokens ({config.probe_tokens}) = {need} exceeds the engine's max_model_len ({limit})")
+        check_prompt(question, len(self._prompt), prompts, config, backend.context_length() or prompts.model_max_len)
         self._branches: list[LiveBranch] = []
         self._opened = 0
         self._speculate: str | None = None  # how the controller last opened a branch
@@ -486,6 +525,11 @@ class LiveRunner:
     def episode(self, question: str) -> LiveEpisode:
         return LiveEpisode(question, self.backend, self.config, self.prompts)
 
+    def check_question(self, question: str) -> None:
+        """``QuestionTooLong`` when ``question`` does not fit the model's context (the
+        episode's own check, without generating: a collection checks every question first)."""
+        self.episode(question)
+
     def solve(self, controller: Any, question: str) -> LiveResult:
         """Run ``controller.solve`` on a new live episode of ``question``."""
         ep = self.episode(question)
@@ -512,5 +556,7 @@ __all__ = [
     "LiveRunner",
     "LiveStats",
     "LiveTimeout",
+    "QuestionTooLong",
+    "check_prompt",
     "interval_seed",
 ]

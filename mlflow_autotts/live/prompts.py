@@ -20,9 +20,11 @@ thread encodes while another changes its truncation settings (``apply_chat_templ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
 import threading
+from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from mlflow_autotts.errors import AutoTTSError
@@ -35,10 +37,14 @@ which no template or tokenizer gives a meaning."""
 class ChatPrompts:
     """A tokenizer with the chat template of the model being served."""
 
-    def __init__(self, tokenizer: Any, instruction: str = "", probe_suffix: str = ""):
+    def __init__(self, tokenizer: Any, instruction: str = "", probe_suffix: str = "",
+                 model_max_len: int | None = None):
         self.tokenizer = tokenizer
         self.instruction = instruction
         self.probe_suffix = probe_suffix
+        self.model_max_len = model_max_len or _declared_length(getattr(tokenizer, "model_max_length", None))
+        """The model's own context length (its config, else its tokenizer's), when it gives
+        one: the limit of prompts when the backend does not tell its own."""
         self._lock = threading.Lock()
         if not getattr(tokenizer, "chat_template", None):
             raise AutoTTSError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
@@ -53,7 +59,7 @@ class ChatPrompts:
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise AutoTTSError(f"cannot load the tokenizer from {path!r}: {str(exc).splitlines()[0]}") from None
-        return cls(tok, instruction, probe_suffix)
+        return cls(tok, instruction, probe_suffix, _config_length(Path(path) / "config.json"))
 
     def user_message(self, question: str) -> str:
         return f"{question}\n\n{self.instruction}" if self.instruction else question
@@ -99,6 +105,11 @@ class ChatPrompts:
             return head_ids + self._encode(lead + user + trail, as_text=True) + tail_ids
 
     @cached_property
+    def bare_prompt_tokens(self) -> int:
+        """Tokens of the prompt of an empty question: what the template and instruction take."""
+        return len(self.question_ids(""))
+
+    @cached_property
     def suffix_ids(self) -> list[int]:
         """The probe suffix as tokens, appended to a branch's ids."""
         with self._lock:
@@ -112,6 +123,21 @@ class ChatPrompts:
     def decode(self, ids: Sequence[int]) -> str:
         with self._lock:
             return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def _declared_length(value: Any) -> int | None:
+    """A context length as declared; None when absent or a placeholder (transformers writes
+    ~1e30 for "unknown")."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 24
+    return value if ok else None
+
+
+def _config_length(path: Path) -> int | None:
+    """``max_position_embeddings`` of a model folder's ``config.json``, when it has one."""
+    try:
+        return _declared_length(json.loads(path.read_text(encoding="utf-8")).get("max_position_embeddings"))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 __all__ = ["ChatPrompts"]

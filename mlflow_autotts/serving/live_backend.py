@@ -12,7 +12,8 @@ The rows of one request are solved concurrently (a thread per question, up to
 sandboxed controller's children decide while this process drives generation
 (``docs/architecture.md``, "Live generation"). A backend that is down or times out is
 ``BackendUnavailable``: the request fails with HTTP 503 and the reason, within the
-configured timeouts.
+configured timeouts. A question too long for the model's context is the caller's: that
+row's error, and HTTP 400 when no row could be answered.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from mlflow_autotts import settings
-from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.errors import AutoTTSError, safe_text
 from mlflow_autotts.live.backends.base import BackendError
-from mlflow_autotts.live.config import LiveConfig
-from mlflow_autotts.live.episode import LiveRunner
+from mlflow_autotts.live.config import LiveConfig, LiveConfigError
+from mlflow_autotts.live.episode import LiveRunner, QuestionTooLong
 from mlflow_autotts.serving.backend import RowResult, register_backend
 from mlflow_autotts.serving.payload import RequestParams, Row, TrajectoryError, parse_question
 from mlflow_autotts.serving.replay_backend import answer_text
@@ -102,10 +103,14 @@ class LiveBackend:
             return RowResult(error="question is empty: live generation needs the question text", bad_input=True)
         try:
             result = runner.solve(controller, question)
+        except QuestionTooLong as exc:  # the caller's input: this row's error (400 when every row is bad)
+            return RowResult(error=str(exc), bad_input=True)
         except ControllerFailed as exc:
-            return RowResult(error=str(exc))
+            return RowResult(error=safe_text(exc))
         except BackendError as exc:  # down, timed out, or refusing: not the caller's fault
-            raise unavailable(f"the live backend failed: {exc}") from None
+            raise unavailable(f"the live backend failed: {safe_text(exc)}") from None
+        except LiveConfigError as exc:  # the served model's settings: the operator's to mend
+            raise unavailable(f"the live backend is misconfigured: {exc}") from None
         s = result.stats
         return RowResult(answer_text(result.answer), s.billed_tokens, s.branches_opened, result.episode.intervals,
                          extra={"generated_tokens": s.generated_tokens, "probe_tokens": s.probe_tokens,

@@ -71,6 +71,11 @@ class Backend(ABC):
     max_model_len: int | None = None
     """Longest prompt + generation the engine accepts, when known."""
 
+    def context_length(self) -> int | None:
+        """Longest prompt + generation the engine accepts, as the engine itself says (None
+        when it cannot tell): episodes refuse a question too long for it before generating."""
+        return self.max_model_len
+
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
         """Run ``requests`` as one concurrent batch; results in request order.

@@ -44,6 +44,8 @@ class OpenAIServerBackend(Backend):
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai:{self.base_url}", daemon=True)
         self._thread.start()
         self._closed = False
+        self._context: tuple[int | None] | None = None  # (max_model_len,) once asked
+        self._context_lock = threading.Lock()
 
     def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
         if self._closed:
@@ -91,16 +93,31 @@ class OpenAIServerBackend(Backend):
             fut.cancel()
             raise BackendUnavailable(f"{self.base_url}: no answer within {timeout:.1f} s") from None
 
-    def served_models(self, timeout: float = 30.0) -> list[str]:
-        """The model ids the server lists (``GET /v1/models``)."""
-        async def ids() -> list[str]:
+    def _model_cards(self, timeout: float) -> list[Any]:
+        """The model cards the server lists (``GET /v1/models``)."""
+        async def cards() -> list[Any]:
             try:
-                return [m.id async for m in self._client.models.list()]
+                return [m async for m in self._client.models.list()]
             except self._openai.APIConnectionError as exc:
                 raise BackendUnavailable(f"{self.base_url}: cannot reach the server ({exc})") from None
             except self._openai.APIStatusError as exc:
                 raise BackendUnavailable(f"{self.base_url}: GET /models: HTTP {exc.status_code}: {_message(exc)}") from None
-        return self._run(ids(), timeout)
+        return self._run(cards(), timeout)
+
+    def served_models(self, timeout: float = 30.0) -> list[str]:
+        """The model ids the server lists (``GET /v1/models``)."""
+        return [m.id for m in self._model_cards(timeout)]
+
+    def context_length(self) -> int | None:
+        """The ``max_model_len`` vLLM lists for the model (``GET /v1/models``), asked once;
+        None from a server that does not list it."""
+        with self._context_lock:
+            if self._context is None:
+                card = next((m for m in self._model_cards(30.0) if m.id == self.model), None)
+                value = (card.model_extra or {}).get("max_model_len") if card is not None else None
+                ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+                self._context = (value if ok else None,)
+            return self._context[0]
 
     def check_model(self) -> None:
         served = self.served_models()
