@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from helpers import random_set
 from mlflow_autotts.controllers import cmc as cmc_module
-from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.loading import ControllerSpec, source_label
 from mlflow_autotts.replay.episode import ReplayEpisode, replay_cost, shuffle_order
 from mlflow_autotts.serving.model_config import candidate_config, model_config_for
 from mlflow_autotts.serving.payload import TrajectoryError, parse_trajectory
@@ -25,9 +25,15 @@ SET = random_set(n_problems=5, n_branches=24, seed=3)
 def _model(ref: str = "cmc", beta: float | None = 0.5, params: dict | None = None) -> ControllerModel:
     """A ControllerModel set up from its config, as MLflow's loader would."""
     spec = ControllerSpec(ref, beta, params or {})
-    config, source = model_config_for(spec)
+    if spec.is_builtin:
+        config, source = model_config_for(spec)
+        m = ControllerModel()
+        m.setup(config, source.path)
+        return m
+    text, class_name = spec.source()  # a source is never built here: its config from facts
+    label, class_name = source_label(text, class_name, ref)
     m = ControllerModel()
-    m.setup(config, source.path)
+    m.setup(candidate_config(text, class_name, label, 0.5 if beta is None else beta, params), ref.partition(":")[0])
     return m
 
 
@@ -216,10 +222,16 @@ class ProbeTwo(Controller):
 
 
 def test_candidate_config_equals_the_trusted_config_of_the_same_source(tmp_path):
-    path = tmp_path / "ProbeTwo.py"
-    path.write_text(PROBE_SOURCE)
-    trusted, _ = model_config_for(ControllerSpec(f"{path}:ProbeTwo", 0.25, {"depth": 3}))
-    assert candidate_config(PROBE_SOURCE, "ProbeTwo", "probe_two", 0.25, {"depth": 3}) == trusted
+    """What a built-in's config holds, a candidate's holds from facts (the source is never
+    built outside the sandbox, so the trusted side cannot build it to compare)."""
+    import hashlib
+
+    builtin, _ = model_config_for(ControllerSpec("cmc", 0.25))
+    config = candidate_config(PROBE_SOURCE, "ProbeTwo", "probe_two", 0.25, {"depth": 3})
+    assert config.keys() == builtin.keys()
+    assert config == {"autotts": 1, "controller": "probe_two", "class_name": "ProbeTwo", "registry_name": None,
+                      "source_file": "ProbeTwo.py", "source_sha256": hashlib.sha256(PROBE_SOURCE.encode()).hexdigest(),
+                      "beta": 0.25, "uses_beta": True, "params": {"depth": 3}}
     # a blank label falls back to the class name; the source file is always named after the class
     assert candidate_config(PROBE_SOURCE, "ProbeTwo", "  ", 0.25)["controller"] == "ProbeTwo"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import random_set
-from mlflow_autotts.controllers.loading import ControllerSpec
+from helpers import import_source, random_set
+from mlflow_autotts.controllers.base import build_controller
+from mlflow_autotts.controllers.loading import ControllerSpec, split_source_ref
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.serving.model_config import model_config_for
 from mlflow_autotts.serving.shipping import ENTRY_MODULE, code_roots
@@ -84,7 +85,8 @@ def predict_isolated(model_dir: Path, tmp_path: Path) -> dict:
 
 
 def direct_rows(spec: ControllerSpec) -> list[list]:
-    controller = spec.build()
+    src = split_source_ref(spec.ref)  # this test's own source, imported here on purpose
+    controller = spec.build() if src is None else build_controller(import_source(*src), spec.beta, spec.params)
     rows = []
     for p in SET.problems:
         ep = ReplayEpisode(p.branches, shuffle_order(p.branches.n_branches, SEED))

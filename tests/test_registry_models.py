@@ -17,12 +17,14 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_autotts.cli.main import main
-from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.controllers.base import build_controller
+from mlflow_autotts.controllers.loading import ControllerSpec, split_source_ref
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
+from tests.helpers import import_source
 
 NAME = "autotts-controller"
 SEED = 5
@@ -92,7 +94,8 @@ def invoke(*args: str):
 
 
 def direct_rows(spec: ControllerSpec, ts, seed: int) -> list[list]:
-    controller = spec.build()
+    src = split_source_ref(spec.ref)  # this test's own sources, imported here on purpose
+    controller = spec.build() if src is None else build_controller(import_source(*src), spec.beta, spec.params)
     rows = []
     for p in ts.problems:
         ep = ReplayEpisode(p.branches, shuffle_order(p.branches.n_branches, seed))
