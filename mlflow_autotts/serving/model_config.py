@@ -16,16 +16,14 @@ import ast
 import hashlib
 import inspect
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.controllers.loading import ControllerSpec, split_source_ref
+from mlflow_autotts.controllers.registry import is_registered
 from mlflow_autotts.errors import ControllerError
-
-_log = logging.getLogger(__name__)
 
 MODEL_FORMAT = 1
 """Version of the layout above; ``model_config["autotts"]`` holds it and marks the model as
@@ -134,18 +132,30 @@ def is_controller_config(config: Any) -> bool:
 
 
 def is_builtin(config: Mapping[str, Any]) -> bool:
-    """True for a registered built-in controller (code that ships with the package), False
-    for code from a source file or a search: the line the trust boundary follows."""
-    return bool(config.get("registry_name"))
+    """True for a built-in controller: ``registry_name`` is a name in the built-in controller
+    registry (``controllers/registry.py``) and nothing else; False when it is None (code from
+    a source file or a search), the line the trust boundary follows. Any other
+    ``registry_name`` (a path, ``path.py:Class``, an unknown name) is a config claiming a
+    trust it does not have: a ``ControllerError``, neither run in process nor quietly
+    demoted to untrusted code."""
+    name = config.get("registry_name")
+    if name is None:
+        return False
+    if isinstance(name, str) and is_registered(name):
+        return True
+    raise ControllerError(f"controller model {str(config.get('controller'))!r:.100}: its config names {name!r:.200} "
+                          "as a built-in controller, which is not a name in the built-in controller registry; "
+                          "refusing it")
 
 
 def spec_from_config(config: Mapping[str, Any], source_path: str | Path | None) -> ControllerSpec:
     """The spec that rebuilds the logged controller.
 
     A built-in is taken from the registry (its module cannot be executed a second time
-    without registering its names twice); a mismatch between the installed source and the
-    logged one is reported, since the numbers may then differ. A source-file controller is
-    loaded from the logged file itself.
+    without registering its names twice), and only when the installed source is the one
+    logged with the model: another source would give other numbers under the model's name,
+    so a mismatch is refused. Any other controller is its logged source file, which the
+    trusted side never imports (it runs in the sandbox).
     """
     params = dict(config.get("params") or {})
     beta = config.get("beta")
@@ -153,9 +163,11 @@ def spec_from_config(config: Mapping[str, Any], source_path: str | Path | None) 
         name = str(config["registry_name"])
         spec = ControllerSpec(name, beta, params)
         installed = inspect.getsourcefile(spec.controller_class())
-        if installed and source_sha256(Path(installed).read_text(encoding="utf-8")) != config.get("source_sha256"):
-            _log.warning("the installed built-in controller %r differs from the source logged with the model "
-                         "(sha256 %s); using the installed one", name, config.get("source_sha256"))
+        found = source_sha256(Path(installed).read_text(encoding="utf-8")) if installed else "none"
+        if found != config.get("source_sha256"):
+            raise ControllerError(f"built-in controller {name!r}: the installed source (sha256 {found[:12]}…) is not "
+                                  f"the one logged with the model ({str(config.get('source_sha256'))[:12]}…); "
+                                  "refusing it (register it again with the installed package)")
         return spec
     if source_path is None:
         raise ControllerError(f"controller {config.get('controller')!r}: the model has no {SOURCE_ARTIFACT} artifact")
