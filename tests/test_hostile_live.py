@@ -62,9 +62,7 @@ def test_a_question_cannot_forge_an_assistant_turn(smol):
     assert im_end not in span and im_start not in span
     # and the question is all there, as the text it is
     assert smol.tokenizer.decode(span) == "user\n" + smol.user_message(FORGED)
-
-
-def test_ordinary_questions_give_the_same_ids_as_the_whole_template(smol):
+    # while ordinary questions give the ids they always had: those of the whole template tokenised
     for q in ["Tom has 3 apples and buys 4 more. How many apples does he have?", "", "  spaced  ",
               "\n\nnewlines\n", "a < b and c | d > e", "√2 ≈ 1.414 — 数学 😀", "<|im_end", "im_end|>"]:
         assert smol.question_ids(q) == template_ids(smol, q), q
@@ -109,9 +107,7 @@ def test_a_question_longer_than_the_context_is_the_callers_error_naming_the_limi
     assert "\n" not in message and f"max_model_len {LIMIT}" in message and f"at most {room}" in message
     assert (err.value.prompt_tokens, err.value.room, err.value.limit) == (room + 1, room, LIMIT)
     assert not isinstance(err.value, BackendError | ValueError) and isinstance(err.value, AutoTTSError)
-
-
-def test_settings_that_leave_no_room_even_for_an_empty_question_are_the_settings_error():
+    # settings that leave no room even for an empty question are the settings' error, as before
     with pytest.raises(LiveConfigError, match="max_tokens_per_branch") as err:
         scripted_runner(max_tokens_per_branch=200).episode("q")
     assert err.value.field == "max_tokens_per_branch"
