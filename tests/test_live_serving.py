@@ -78,6 +78,11 @@ def test_served_cmc_generates_on_vllm_for_concurrent_questions_and_fails_cleanly
             r = _post(url, {"dataframe_split": {"columns": ["question"], "data": [[""]]}})
             assert r.status_code == 400 and "question" in json.loads(r.text)["message"], r.text[:500]
 
+            # a question longer than the model's context is the caller's fault: a 400 naming the limit
+            r = _question(url, "How many apples? " * 600)
+            assert r.status_code == 400, r.text[:500]
+            assert "too long" in json.loads(r.text)["message"] and "max_model_len 2,048" in json.loads(r.text)["message"]
+
             # the backend stops: a 503 with the reason, within the configured timeouts
             server.stop()
             r = _question(url, QUESTIONS[1][0])
