@@ -9,24 +9,30 @@ The model is the serving layer's ``ControllerModel`` (``mlflow_autotts.serving``
 and of the controller's source (``tracking.code_closure``), not the whole package. The
 pinned requirements cover the rest, so ``log_model`` never infers them.
 
+Every file of the model folder is hashed before it is uploaded (``serving.integrity``) and the
+digest becomes the logged model's ``autotts.model_sha256`` tag, which registration checks
+and copies to the version: what is checked later is what this process wrote.
+
 MLflow is imported inside the functions that log: the CLI imports this module at start-up.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG, model_digest
 from mlflow_autotts.serving.model_config import MODEL_FORMAT, SOURCE_ARTIFACT, candidate_config, model_config_for
 from mlflow_autotts.serving.payload import DEFAULT_BACKEND, DEFAULT_INTERVAL, INTERVAL, QUESTION, TRAJECTORY
 from mlflow_autotts.serving.shipping import ENTRY_FILE, code_roots, loading_refused
 from mlflow_autotts.tracking.code_closure import copy_modules, module_closure
-from mlflow_autotts.tracking.mlflow_utils import first_line, quiet_downloads
-from mlflow_autotts.tracking.resolve import describe_model_uri
+from mlflow_autotts.tracking.mlflow_utils import client, first_line, quiet_downloads
+from mlflow_autotts.tracking.resolve import fetch_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,6 +145,8 @@ class _PyfuncFlavor:
        happen, so ``_log_model`` passes ``validate_serving_input=False`` (the switch the
        ``transformers`` flavor uses), which ``mlflow.pyfunc.save_model`` does not take. The
        example is still checked against the signature by ``save_model``, without the model.
+       (So ``Model.log`` rewrites no file after ``save_model``: the digest taken here, into
+       ``digest_out``, is of the folder it uploads.)
     2. ``Model.log`` copies a ``model_config`` argument into the run's params, which fails
        (a warning, nothing logged) once a run holds two controllers or its own ``beta``; the
        config travels as ``controller_config`` instead, so the run's params stay the caller's.
@@ -148,10 +156,15 @@ class _PyfuncFlavor:
 
     @staticmethod
     def save_model(validate_serving_input: bool = True, controller_config: Mapping[str, Any] | None = None,
-                   **kwargs: Any) -> Any:
+                   digest_out: dict[str, str] | None = None, **kwargs: Any) -> Any:
         import mlflow  # lazy: see the module docstring
 
-        return mlflow.pyfunc.save_model(model_config=controller_config, **kwargs)
+        saved = mlflow.pyfunc.save_model(model_config=controller_config, **kwargs)
+        for pycache in Path(kwargs["path"]).rglob("__pycache__"):  # as Model.log does next
+            shutil.rmtree(pycache, ignore_errors=True)
+        if digest_out is not None:
+            digest_out["digest"] = model_digest(kwargs["path"])
+        return saved
 
 
 def _log_model(config: Mapping[str, Any], source_text: str, name: str, metrics: Mapping[str, float] | None,
@@ -164,9 +177,16 @@ def _log_model(config: Mapping[str, Any], source_text: str, name: str, metrics: 
     with loading_refused(), tempfile.TemporaryDirectory(prefix="autotts-model-") as tmp, quiet_downloads():
         kwargs = _model_kwargs(config, source_text, Path(tmp))
         kwargs["controller_config"] = kwargs.pop("model_config")
-        return Model.log(artifact_path=None, name=name, flavor=_PyfuncFlavor, flavor_name="pyfunc.ModelFromCode",
+        digest: dict[str, str] = {}
+        info = Model.log(artifact_path=None, name=name, flavor=_PyfuncFlavor, flavor_name="pyfunc.ModelFromCode",
                          run_id=run_id, registered_model_name=registered_model_name, validate_serving_input=False,
-                         tags={**controller_tags(config, metrics), **dict(tags or {})}, **kwargs)
+                         tags={**controller_tags(config, metrics), **dict(tags or {})}, digest_out=digest, **kwargs)
+    c = client()
+    c.set_logged_model_tags(info.model_id, {MODEL_DIGEST_TAG: digest["digest"]})
+    if registered_model_name and info.registered_model_version is not None:
+        c.set_model_version_tag(registered_model_name, str(info.registered_model_version), MODEL_DIGEST_TAG,
+                                digest["digest"])
+    return info
 
 
 def log_controller_model(spec: ControllerSpec, name: str = "controller", metrics: Mapping[str, float] | None = None,
@@ -215,14 +235,16 @@ def save_controller_model(spec: ControllerSpec, path: str | Path) -> Path:
 
 
 def load_controller_model(model_uri: str):
-    """``mlflow.pyfunc.load_model`` with autotts errors: a URI that does not resolve or a
-    model that is not a controller gives a one-line ``ControllerError``."""
+    """``mlflow.pyfunc.load_model`` with autotts errors, of a copy of the model checked first:
+    a URI that does not resolve, a model that is not a controller, or one whose files differ
+    from the digest recorded at registration gives a one-line ``ControllerError``, before
+    any of its code runs here."""
     import mlflow  # lazy: see the module docstring
     from mlflow.exceptions import MlflowException
 
-    describe_model_uri(model_uri)  # clear errors for missing models, aliases, foreign models
+    fetched = fetch_model(model_uri)
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        return mlflow.pyfunc.load_model(str(fetched.path))
     except MlflowException as exc:
         raise ControllerError(f"cannot load {model_uri}: {first_line(exc)}") from None
 

@@ -9,6 +9,11 @@ spends no more than ``max_token_ratio`` times the incumbent's tokens. Its number
 written to both versions as ``autotts.gate.*`` tags, so the registry UI shows why a
 version holds its alias.
 
+Every version carries ``autotts.model_sha256``, the digest of its model folder: checked
+against the logged model's record when it is registered (``tracking.resolve.fetch_model``)
+and against the version's own before any command uses it (``docs/architecture.md``, "The
+trust boundary").
+
 MLflow is imported inside the functions: the CLI imports this module at start-up.
 """
 
@@ -29,6 +34,7 @@ from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
 from mlflow_autotts.replay.runner import EvalConfig
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.session import SandboxedController
+from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG
 from mlflow_autotts.serving.model_config import candidate_config, model_config_for
 from mlflow_autotts.tracking.mlflow_utils import (
     DEFAULT_EXPERIMENT,
@@ -39,9 +45,9 @@ from mlflow_autotts.tracking.mlflow_utils import (
     is_not_found,
 )
 from mlflow_autotts.tracking.datasets import DIGEST_CHARS
-from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model, with_live
+from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model
 from mlflow_autotts.tracking.naming import dataset_keys
-from mlflow_autotts.tracking.resolve import describe_model_uri, logged_model_id, spec_from_model_uri
+from mlflow_autotts.tracking.resolve import fetch_model, logged_model_id, spec_from_model_uri
 
 GATE_TAG = "autotts.gate"
 _EPS = 1e-9  # float slack so that equal numbers never fail a gate by rounding
@@ -106,7 +112,7 @@ def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequ
         else:
             info = log_candidate_model(source_text, config["class_name"], label, config["beta"], config["params"],
                                        config["uses_beta"], metrics=metrics, live=live)
-        return _register(info.model_uri, with_live(config, live), name, aliases, description, metrics, {})
+        return _register(info.model_uri, name, aliases, description, metrics, {})
 
 
 def _checked_config(spec: ControllerSpec) -> tuple[dict[str, Any], str]:
@@ -128,14 +134,14 @@ def register_logged_model(model_uri: str, name: str = DEFAULT_MODEL_NAME, aliase
     """Register an already logged controller model as a new version of ``name``; set ``aliases``.
 
     ``model_uri`` is typically ``ModelInfo.model_uri`` (``models:/<model id>``) of a
-    ``log_candidate_model`` call. Nothing is loaded or executed: only the ``MLmodel`` file
-    is read, to check that the model is an autotts controller (else a one-line
-    ``ControllerError``) and to take its ``model_config``. The version's tags are the logged
+    ``log_candidate_model`` call. Nothing is loaded or executed: the model's files are checked
+    against the digest recorded when it was logged, then its ``MLmodel`` is read, to check
+    that it is an autotts controller (else a one-line ``ControllerError``) and to take its
+    ``model_config``; the checked digest becomes the version's ``autotts.model_sha256``. The version's tags are the logged
     model's ``autotts.*`` tags (controller, source hash, β, parameters, the metrics it was
     logged with), then ``controller_tags(config, metrics)``, then ``tags``, later ones winning."""
     _check_names(name, aliases)
-    config = describe_model_uri(model_uri).config
-    return _register(model_uri, config, name, aliases, description, metrics, tags or {})
+    return _register(model_uri, name, aliases, description, metrics, tags or {})
 
 
 def _check_names(name: str, aliases: Sequence[str]) -> None:
@@ -157,13 +163,17 @@ def _logged_model_tags(model_id: str | None) -> dict[str, str]:
     return {k: v for k, v in tags.items() if k.startswith("autotts.")}
 
 
-def _register(model_uri: str, config: Mapping[str, Any], name: str, aliases: Sequence[str],
-              description: str | None, metrics: Mapping[str, float] | None,
-              tags: Mapping[str, str]) -> RegisteredController:
+def _register(model_uri: str, name: str, aliases: Sequence[str], description: str | None,
+              metrics: Mapping[str, float] | None, tags: Mapping[str, str]) -> RegisteredController:
+    """Register the logged model at ``model_uri`` after checking its files against the digest
+    recorded at logging; the version records that digest (the caller's tags cannot change it)."""
     import mlflow  # lazy: see the module docstring
 
+    fetched = fetch_model(model_uri)
+    config = fetched.config
     model_id = logged_model_id(model_uri)
-    version_tags = {**_logged_model_tags(model_id), **controller_tags(config, metrics), **dict(tags)}
+    version_tags = {**_logged_model_tags(model_id), **controller_tags(config, metrics), **dict(tags),
+                    MODEL_DIGEST_TAG: fetched.digest}
     version = mlflow.register_model(model_uri, name, tags=version_tags)
     c = client()
     if description:
