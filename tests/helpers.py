@@ -8,7 +8,9 @@ import random
 import sys
 from pathlib import Path
 
-from mlflow_autotts.controllers.loading import pick_controller_class
+from dataclasses import dataclass
+
+from mlflow_autotts.controllers.loading import ControllerSpec, pick_controller_class, split_source_ref
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 
 
@@ -52,3 +54,27 @@ def import_source(path: str | Path, class_name: str | None = None) -> type:
         sys.modules[mod_name] = module
         spec.loader.exec_module(module)
     return pick_controller_class(module, class_name, str(path))
+
+
+@dataclass(frozen=True)
+class InProcessSourceSpec(ControllerSpec):
+    """Tests only: a source file the test wrote, replayed by the in-process runner as if it
+    were built in, to compare the sandbox's numbers with the runner's."""
+
+    @property
+    def is_builtin(self) -> bool:
+        return True
+
+    def controller_class(self) -> type:
+        path, class_name = split_source_ref(self.ref)
+        return import_source(path, class_name)
+
+    @property
+    def label(self) -> str:
+        cls = self.controller_class()
+        return getattr(cls, "name", "") or cls.__name__
+
+
+def runner_spec(ref: str, beta: float | None = None) -> ControllerSpec:
+    """A spec for the in-process runner: a built-in name, or a test's own source file."""
+    return InProcessSourceSpec(ref, beta) if split_source_ref(ref) else ControllerSpec(ref, beta)

@@ -13,7 +13,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay import runner
 from mlflow_autotts.replay.runner import EPISODE_COLUMNS, EvalConfig, episode_frame, evaluate_many
-from tests.helpers import random_set
+from tests.helpers import random_set, runner_spec
 
 SPECS = [ControllerSpec("cmc", 0.5), ControllerSpec("sc"), ControllerSpec("asc")]
 
@@ -78,7 +78,7 @@ def test_a_controller_failing_in_the_warm_up_names_the_episode(toy, tmp_path):
                    "class Boom(Controller):\n    name = 'boom'\n"
                    "    def solve(self, episode):\n        raise RuntimeError('no')\n")
     with pytest.raises(ControllerError, match=r"'boom' raised RuntimeError on Synth/toy, problem 0, shuffle 0: no"):
-        evaluate_many([ControllerSpec(f"{src}:Boom")], toy,
+        evaluate_many([runner_spec(f"{src}:Boom")], toy,
                       EvalConfig(shuffles=4, workers=2, in_process_below=0, progress=False))
 
 

@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from helpers import make_branches, random_set
+from helpers import make_branches, random_set, runner_spec
 
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.cmc import ConfidenceMomentum
@@ -64,7 +64,7 @@ class FirstAgreement(Controller):
 def _runner(ref: str, datasets, betas, shuffles: int):
     out = []
     for b in betas:
-        out += evaluate(ControllerSpec(ref, b), datasets, EvalConfig(shuffles=shuffles, workers=1, progress=False))
+        out += evaluate(runner_spec(ref, b), datasets, EvalConfig(shuffles=shuffles, workers=1, progress=False))
     return out
 
 
@@ -242,10 +242,10 @@ class Hostile(Controller):
     def solve(self, episode):
 '''
 
-# a score block for the first 5 problems with made-up seals (the child does not know the key)
-FORGED_BLOCK = dumps({Field.TYPE: Msg.BLOCK, Field.BETA_INDEX: 0, Field.DATASET_INDEX: 0, Field.SHUFFLE_INDEX: 0,
-                      Field.ANSWERS: [None] * 5, Field.SUMMARIES: [[]] * 5, Field.VIOLATIONS: [0] * 5,
-                      Field.MACS: ["0" * MAC_HEX] * 5})
+# the first episode with a made-up seal (the child does not know the key)
+FORGED_BLOCK = dumps({Field.TYPE: Msg.EPISODE, Field.BETA_INDEX: 0, Field.DATASET_INDEX: 0, Field.SHUFFLE_INDEX: 0,
+                      Field.PROBLEM_INDEX: 0, Field.ANSWER_GIVEN: None, Field.SUMMARY: [], Field.VIOLATIONS: 0,
+                      Field.MAC: "0" * MAC_HEX})
 
 HOSTILE = [
     # reading the gold answer (never in the child) or the branches behind the oracle

@@ -10,10 +10,9 @@ import os
 import textwrap
 
 import pytest
-from helpers import random_set
+from helpers import random_set, runner_spec
 from test_search_loop import MemoryRecorder, Scripted
 
-from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox import process
 from mlflow_autotts.sandbox.limits import SandboxLimits
@@ -25,7 +24,7 @@ from mlflow_autotts.sandbox.parent import (
     candidate_actions,
     run_candidate,
 )
-from mlflow_autotts.sandbox.protocol import FailureKind, Field, Msg, dumps
+from mlflow_autotts.sandbox.protocol import EPISODE_PROCESSES, FailureKind, Field, Msg, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
@@ -71,9 +70,11 @@ def test_every_outcome_records_the_isolation_observed_from_proc():
     assert iso.network_namespace and iso.chroot and iso.own_uid and iso.audit_hook
     assert iso.uid not in (0, os.getuid())
     assert (iso.rlimit_as, iso.rlimit_cpu) == (LIMITS.memory_bytes, LIMITS.cpu_rlimit)
-    assert (iso.rlimit_fsize, iso.rlimit_core, iso.rlimit_nproc, iso.rlimit_nofile) == (0, 0, 0, LIMITS.max_open_files)
+    # the uid may hold the child and the one fork that plays the current episode
+    assert (iso.rlimit_fsize, iso.rlimit_core, iso.rlimit_nproc, iso.rlimit_nofile) == \
+        (0, 0, EPISODE_PROCESSES, LIMITS.max_open_files)
     flat = iso.as_dict()
-    assert flat["missing"] == "" and flat["network_namespace"] is True and flat["rlimit_nproc"] == 0
+    assert flat["missing"] == "" and flat["network_namespace"] is True and flat["rlimit_nproc"] == EPISODE_PROCESSES
 
 
 @root_only
@@ -100,7 +101,7 @@ def test_weaker_isolation_runs_when_allowed_and_says_so(no_unshare, tmp_path):
     assert "network_namespace" in out.isolation.missing and not out.isolation.as_configured
     path = tmp_path / "honest.py"
     path.write_text(HONEST)
-    ref = evaluate(ControllerSpec(str(path), 0.5), DATA, EvalConfig(shuffles=1, workers=1, progress=False))
+    ref = evaluate(runner_spec(str(path), 0.5), DATA, EvalConfig(shuffles=1, workers=1, progress=False))
     assert [(r.accuracy, r.mean_tokens) for r in out.results] == [(r.accuracy, r.mean_tokens) for r in ref]
 
 
@@ -110,7 +111,8 @@ def test_root_without_a_uid_switch_is_refused_because_the_process_limit_does_not
     with pytest.raises(SandboxIsolationError) as err:
         run_candidate(HONEST, DATA, [0.5], [0], limits)
     iso = err.value.isolation
-    assert iso.missing == ("rlimit_nproc",) and iso.uid == 0 and iso.rlimit_nproc == 0 and not iso.chroot
+    # as root a process limit binds nothing, so none is set: each episode's fork needs one
+    assert iso.missing == ("rlimit_nproc",) and iso.uid == 0 and not iso.chroot
 
 
 def test_the_refusal_happens_before_any_candidate_code_runs(no_unshare, tmp_path):
@@ -143,7 +145,7 @@ def test_output_below_the_limit_is_kept_and_does_not_fail():
 def test_the_parent_buffers_at_most_the_largest_legitimate_message():
     run = _Run(HONEST, _prepared(DATA, [0, 1]), [0.5], LIMITS, None, {}, False)
     assert run.max_line < 256 * 1024  # answers capped at 1000 characters, one int per branch
-    start = dumps({Field.TYPE: Msg.BLOCK, Field.ANSWERS: ""})[:-3]  # a message that never ends
+    start = dumps({Field.TYPE: Msg.EPISODE, Field.ANSWER_GIVEN: ""})[:-3]  # a message that never ends
     flood = candidate(f"os.write(int(sys.argv[1]), {start!r} + b'x' * 4_000_000)")
     out = run_candidate(flood, DATA, [0.5], [0], LIMITS)
     assert out.failure.kind == "forbidden" and f"exceeded {run.max_line} bytes" in out.failure.message

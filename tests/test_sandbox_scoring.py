@@ -11,13 +11,16 @@ import pickle
 from pathlib import Path
 
 import pytest
-from helpers import random_set
+from helpers import import_source, random_set
 from test_sandbox import _runner
 
 from mlflow_autotts.controllers import baselines, cmc
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.errors import ControllerError, DataError
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
+from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxIsolationError
 from mlflow_autotts.sandbox.scoring import score_source
@@ -85,15 +88,26 @@ def test_a_controller_that_ignores_beta_is_reported_once_with_beta_none():
 def test_a_bill_rewriting_controller_is_charged_its_honest_cost(tmp_path):
     path = tmp_path / "free_lunch.py"
     path.write_text(BILL_REWRITER)
-    in_process = _runner(str(path), SMALL, [0.5], 2)
-    assert all(r.mean_tokens == 0 for r in in_process)  # what running it in process reports
+    with pytest.raises(ControllerError, match="not built in"):  # the runner never runs a source in process
+        evaluate(ControllerSpec(str(path), 0.5), SMALL, EvalConfig(shuffles=2, workers=1, progress=False))
+    free_lunch = import_source(path)  # what running it in (this test's) process would report
+    in_process = []
+    for ds in SMALL:
+        bills, right = [], 0
+        for seed in range(2):
+            for p in ds.problems:
+                episode = ReplayEpisode(p.branches, shuffle_order(p.branches.n_branches, seed))
+                right += free_lunch(0.5).solve(episode) == p.gold_answer
+                bills.append(episode.tokens_used)
+        assert set(bills) == {0}
+        in_process.append(100 * right / (2 * len(ds)))
     sandboxed = score_source(BILL_REWRITER, SMALL, [0.5], range(2), limits=LIMITS)
     for got, ds in zip(sandboxed, SMALL):
         full = sum(sum(p.branches.branch_tokens) for p in ds.problems) / len(ds)
         assert got.mean_tokens == full
         opened = [ds.problems[p].branches.n_branches for p in got.episodes["problem"]]
         assert list(got.episodes["branches_opened"]) == opened
-    assert [r.accuracy for r in sandboxed] == [r.accuracy for r in in_process]
+    assert [r.accuracy for r in sandboxed] == pytest.approx(in_process)
 
 
 def test_a_failing_candidate_raises_a_one_line_controller_error():

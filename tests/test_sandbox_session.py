@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import random_set
+from helpers import random_set, runner_spec
 from test_sandbox import SIGNAL_SOURCE
 from test_sandbox_scoring import BILL_REWRITER
 
@@ -67,7 +67,7 @@ def test_per_interval_signals_are_forwarded_where_the_episode_has_them(tmp_path)
     path = tmp_path / "confident.py"
     path.write_text(SIGNAL_SOURCE)
     with SandboxedController(SIGNAL_SOURCE, limits=LIMITS) as sandboxed:
-        same_as_in_process(sandboxed, ControllerSpec(str(path)).build(), [(br, shuffle_order(6, s)) for s in range(4)])
+        same_as_in_process(sandboxed, runner_spec(str(path)).build(), [(br, shuffle_order(6, s)) for s in range(4)])
         with pytest.raises(CandidateFailedError, match="AttributeError"):  # data without signals
             sandboxed.solve(RecordingEpisode(DATA.problems[0].branches))
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from mlflow_autotts.sandbox.protocol import EPISODE_PROCESSES
+
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -37,6 +39,9 @@ class SandboxLimits:
     """Longest answer string ``solve`` may return; checked by the parent."""
     max_open_files: int = 16
     """``RLIMIT_NOFILE`` of the child."""
+    max_episode_calls: int = 200_000
+    """Episode calls one ``solve`` may make in session mode (serving), counted by the parent,
+    which kills the child past it: a solve's work and response stay bounded."""
     isolate_network: bool = True
     """Require a network namespace of the child's own (``unshare --net``; as a non-root
     user with ``--map-root-user``)."""
@@ -52,7 +57,7 @@ class SandboxLimits:
         for name in ("wall_seconds", "cpu_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("memory_mb", "max_output_bytes", "max_answer_chars", "max_open_files"):
+        for name in ("memory_mb", "max_output_bytes", "max_answer_chars", "max_open_files", "max_episode_calls"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SandboxLimits.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.keep_output_bytes < 0:
@@ -128,7 +133,7 @@ def missing_measures(limits: SandboxLimits, iso: Isolation) -> tuple[str, ...]:
     if not capped(iso.rlimit_nofile, int(limits.max_open_files)):
         missing.append("rlimit_nofile")
     # the kernel ignores RLIMIT_NPROC for root: it bites only under another uid
-    if not (capped(iso.rlimit_nproc, 0) and iso.uid not in (None, 0)):
+    if not (capped(iso.rlimit_nproc, EPISODE_PROCESSES) and iso.uid not in (None, 0)):
         missing.append("rlimit_nproc")
     if not capped(iso.rlimit_core, 0):
         missing.append("rlimit_core")

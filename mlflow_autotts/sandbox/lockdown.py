@@ -14,7 +14,7 @@ import resource
 import sys
 
 from mlflow_autotts.sandbox.policy import ALLOWED_AUDIT_EVENTS, ALLOWED_IMPORTS, FRAME_ATTRIBUTES, allowed_imports_text
-from mlflow_autotts.sandbox.protocol import Limit
+from mlflow_autotts.sandbox.protocol import EPISODE_PROCESSES, Limit
 
 UID_BASE = 2_000_000_000
 """The child switches to uid ``UID_BASE + pid``: one unprivileged uid per sandbox process."""
@@ -37,7 +37,8 @@ DENIED = (ForbiddenOperation, ForbiddenImport, ForbiddenFrameAccess)
 
 def make_hook(viol: list, window: list):
     """The audit hook. ``viol`` collects denied events (the oracle seals its length);
-    ``window[0]`` lets the driver read traceback frames. Both are reachable only from this
+    ``window[0]`` lets the driver read traceback frames, ``window[1]`` lets it fork an
+    episode's process (and end as that process ended). Both are reachable only from this
     closure, the oracle's frame and the driver's frame."""
     allowed = ALLOWED_AUDIT_EVENTS
     frame_attrs = FRAME_ATTRIBUTES
@@ -84,6 +85,8 @@ def make_hook(viol: list, window: list):
             return
         if event == "sys._getframe":
             raise FFrame("sandbox: sys._getframe is not allowed in controller code")
+        if window[1] and (event == "os.fork" or event == "os.kill"):
+            return  # the driver forking an episode, or ending as its episode's fork ended
         append(event)
         if event == "import":
             raise FImport(f"sandbox: import of {args[0]!r} is not allowed in controller code")
@@ -139,7 +142,13 @@ def lock_down(limits: dict, chroot_dir: str | None) -> list[str]:
             applied.append("own_uid")
         except OSError:
             pass
-    limit("rlimit_nproc", resource.RLIMIT_NPROC, 0)
+    if "own_uid" in applied:  # the child and its one episode fork; the kernel ignores it for root
+        limit("rlimit_nproc", resource.RLIMIT_NPROC, EPISODE_PROCESSES)
+    # no fork hooks of the candidate's (they would run in the zygote while it forks)
+    for module in (os, sys.modules.get("posix")):
+        if module is not None and hasattr(module, "register_at_fork"):
+            delattr(module, "register_at_fork")
+    applied.append("no_fork_hooks")
     # no Python-level signal handlers (they receive the interrupted frame)
     sig = sys.modules.pop("_signal", None)
     if sig is not None:

@@ -93,7 +93,7 @@ from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailure, CandidateOutcome, EpisodeRow, SandboxTimings
 from mlflow_autotts.sandbox.process import READY_FIELDS, Child, Violation, expect_fields, reported_failure
 from mlflow_autotts.sandbox.protocol import (
-    KEY_BYTES, MAC_HEX, MAX_BETAS, MAX_NAME_CHARS, Data, Field, Header, Mode, Msg, Where, block_bytes,
+    KEY_BYTES, MAC_HEX, MAX_BETAS, MAX_NAME_CHARS, Data, Field, Header, Mode, Msg, Where, episode_bytes,
     control_bytes, dumps, trace_action_cap,
 )
 
@@ -269,7 +269,7 @@ class _Run:
         self.key = os.urandom(KEY_BYTES)
         self.trace_cap = trace_action_cap([s for shapes in prep.shapes for s in shapes]) if full else None
         self.max_line = max([control_bytes(limits.max_answer_chars)] + [
-            block_bytes(shapes, limits.max_answer_chars, self.trace_cap) for shapes in prep.shapes])
+            episode_bytes(shapes, limits.max_answer_chars, self.trace_cap) for shapes in prep.shapes])
         self.schedule = [(b, d, s) for b in range(len(betas)) for d in range(len(prep.datasets))
                          for s in range(len(prep.seeds))]
         self.next_block = 0
@@ -278,6 +278,7 @@ class _Run:
         self.actions: list[list[Action]] | None = [] if full else None
         self.results: list[EvalResult] = []
         self.group: list[tuple[int, int]] = []  # (correct, tokens) per seed of the current (β, dataset)
+        self.block_rows: list[EpisodeRow] = []  # the current block's episodes so far
         self.failure: CandidateFailure | None = None
         self.applied: list | None = None
         self.ready: dict | None = None
@@ -352,10 +353,10 @@ class _Run:
             return True
         if self.done:
             raise Violation("protocol: output after the end of the run")
-        if t == Msg.BLOCK:
+        if t == Msg.EPISODE:
             if self.ready is None:
                 raise Violation("protocol: scores before the controller was ready")
-            self._block(msg)
+            self._episode(msg)
             return False
         if t == Msg.READY:
             if self.ready is not None:
@@ -406,73 +407,66 @@ class _Run:
             return None
         return out
 
-    def _block(self, msg: dict) -> None:
+    def _episode(self, msg: dict) -> None:
+        """One sealed episode, from the fork that played it, checked as it arrives (order,
+        seal, cost, revealed answer); a block (β, dataset, shuffle) is scored once all its
+        problems are in."""
         expect_fields(msg, {Field.TYPE: str, Field.BETA_INDEX: int, Field.DATASET_INDEX: int, Field.SHUFFLE_INDEX: int,
-                      Field.ANSWERS: list, Field.SUMMARIES: list, Field.VIOLATIONS: list, Field.MACS: list})
+                      Field.PROBLEM_INDEX: int, Field.ANSWER_GIVEN: (str, type(None)), Field.SUMMARY: list,
+                      Field.VIOLATIONS: int, Field.MAC: str})
         at = (msg[Field.BETA_INDEX], msg[Field.DATASET_INDEX], msg[Field.SHUFFLE_INDEX])
-        if self.next_block >= len(self.schedule) or at != self.schedule[self.next_block]:
-            raise Violation("protocol: score blocks out of order")
-        bi, di, si = self.schedule[self.next_block]
+        p = msg[Field.PROBLEM_INDEX]
+        if self.next_block >= len(self.schedule) or at != self.schedule[self.next_block] or p != len(self.block_rows):
+            raise Violation("protocol: episodes out of order")
+        bi, di, si = at
         tables = self.prep.tables[di]
-        n = len(tables)
-        answers, sums, nviols, macs = msg[Field.ANSWERS], msg[Field.SUMMARIES], msg[Field.VIOLATIONS], msg[Field.MACS]
-        if not len(answers) == len(sums) == len(nviols) == len(macs) == n:
-            raise Violation("protocol: a score block has the wrong number of episodes")
         beta, name, seed = self.betas[bi], self.prep.names[di], self.prep.seeds[si]
-        order_of = self.prep.orders
-        key = self.key
-        max_answer = self.limits.max_answer_chars
-        correct_n = tok_sum = 0
-        rows = []
-        for p in range(n):
-            where = {"beta": beta, "data": name, "problem": p, "shuffle": seed}
-            answer, summary, nviol, mac = answers[p], sums[p], nviols[p], macs[p]
-            if not (answer is None or (type(answer) is str and len(answer) <= max_answer)):
-                raise Violation("protocol: an answer is not a short string or null", where)
-            if type(nviol) is not int or type(summary) is not list or type(mac) is not str or len(mac) != MAC_HEX:
-                raise Violation("protocol: malformed episode seal", where)
-            if not all(type(x) is int and 0 <= x < (1 << 62) for x in summary):
-                raise Violation("protocol: malformed episode summary", where)
-            if not 0 <= nviol < (1 << 62):
-                raise Violation("protocol: malformed episode seal", where)
-            expect = blake2b(array("q", [self.seq, nviol, len(summary)] + summary).tobytes(), key=key,
-                             digest_size=16).hexdigest()
-            if not hmac.compare_digest(expect, mac):
-                raise Violation("the episode's action record failed its integrity check (forged or altered)", where)
-            self.seq += 1
-            if nviol:
-                raise Violation("a forbidden operation was attempted (and denied)", where)
-            nprobes, btok, iv, probes, offs, finals, gold, br = tables[p]
-            order = order_of[len(btok)][si]
-            try:
-                if self.full:
-                    actions = decode_log(summary)
-                    steps = summary_from_actions(br, order, actions)
-                    tokens, opened, intervals = replay_cost(br, order, actions)
-                    t2, i2, revealed = revealing_cost(nprobes, btok, iv, probes, offs, finals, order, steps, answer)
-                    if (t2, i2) != (tokens, intervals):  # pragma: no cover  (the two cost paths must agree)
-                        raise ValueError(f"cost mismatch: replay {tokens}/{intervals}, summary {t2}/{i2}")
-                    self.actions.append(actions)
-                else:
-                    tokens, intervals, revealed = revealing_cost(nprobes, btok, iv, probes, offs, finals, order,
-                                                                 summary, answer)
-                    opened = len(summary)
-            except ValueError as exc:
-                raise Violation(f"protocol: impossible action record ({exc})", where) from None
-            correct = answer == gold
-            if not revealed:
-                rows.append(EpisodeRow(name, beta, p, seed, answer, False, tokens, opened, intervals))
-                self.episodes.extend(rows)
-                raise Violation(f"unrevealed_answer: solve() returned {answer[:80]!r}, which none of the "
-                                "actions it paid for revealed", where)
-            correct_n += correct
-            tok_sum += tokens
-            rows.append(EpisodeRow(name, beta, p, seed, answer, correct, tokens, opened, intervals))
+        where = {"beta": beta, "data": name, "problem": p, "shuffle": seed}
+        answer, summary, nviol, mac = msg[Field.ANSWER_GIVEN], msg[Field.SUMMARY], msg[Field.VIOLATIONS], msg[Field.MAC]
+        if answer is not None and len(answer) > self.limits.max_answer_chars:
+            raise Violation("protocol: an answer is not a short string or null", where)
+        if len(mac) != MAC_HEX or not 0 <= nviol < (1 << 62):
+            raise Violation("protocol: malformed episode seal", where)
+        if not all(type(x) is int and 0 <= x < (1 << 62) for x in summary):
+            raise Violation("protocol: malformed episode summary", where)
+        expect = blake2b(array("q", [self.seq, nviol, len(summary)] + summary).tobytes(), key=self.key,
+                         digest_size=16).hexdigest()
+        if not hmac.compare_digest(expect, mac):
+            raise Violation("the episode's action record failed its integrity check (forged or altered)", where)
+        self.seq += 1
+        if nviol:
+            raise Violation("a forbidden operation was attempted (and denied)", where)
+        nprobes, btok, iv, probes, offs, finals, gold, br = tables[p]
+        order = self.prep.orders[len(btok)][si]
+        try:
+            if self.full:
+                actions = decode_log(summary)
+                steps = summary_from_actions(br, order, actions)
+                tokens, opened, intervals = replay_cost(br, order, actions)
+                t2, i2, revealed = revealing_cost(nprobes, btok, iv, probes, offs, finals, order, steps, answer)
+                if (t2, i2) != (tokens, intervals):  # pragma: no cover  (the two cost paths must agree)
+                    raise ValueError(f"cost mismatch: replay {tokens}/{intervals}, summary {t2}/{i2}")
+                self.actions.append(actions)
+            else:
+                tokens, intervals, revealed = revealing_cost(nprobes, btok, iv, probes, offs, finals, order, summary,
+                                                             answer)
+                opened = len(summary)
+        except ValueError as exc:
+            raise Violation(f"protocol: impossible action record ({exc})", where) from None
+        if not revealed:
+            self.episodes.extend(self.block_rows)
+            self.episodes.append(EpisodeRow(name, beta, p, seed, answer, False, tokens, opened, intervals))
+            raise Violation(f"unrevealed_answer: solve() returned {answer[:80]!r}, which none of the "
+                            "actions it paid for revealed", where)
+        self.block_rows.append(EpisodeRow(name, beta, p, seed, answer, answer == gold, tokens, opened, intervals))
+        if len(self.block_rows) < len(tables):
+            return
+        rows, self.block_rows = self.block_rows, []
         self.episodes.extend(rows)
-        self.group.append((correct_n, tok_sum))
+        self.group.append((sum(r.correct for r in rows), sum(r.tokens for r in rows)))
         self.next_block += 1
         if si == len(self.prep.seeds) - 1:
-            self._close_group(bi, di, n)
+            self._close_group(bi, di, len(tables))
 
     def _close_group(self, bi: int, di: int, n: int) -> None:
         accuracy, mean_tokens = shuffle_means(self.group, n)  # the runner's formula, identical floats

@@ -29,7 +29,8 @@ from typing import Any, Callable
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits, missing_measures
 from mlflow_autotts.sandbox.outcome import CandidateFailure, SandboxError, SandboxIsolationError
 from mlflow_autotts.sandbox.protocol import (
-    CHILD_REPORTED_KINDS, MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, FailureKind, Field, Header, Limit, Mode, Msg, dumps,
+    CHILD_REPORTED_KINDS, MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, TAMPERED_EXIT, FailureKind, Field, Header, Limit, Mode, Msg,
+    dumps,
 )
 
 MEMORY_NEAR_LIMIT = 0.9
@@ -403,12 +404,13 @@ class Child:
 
     @property
     def cpu_seconds(self) -> float:
-        """CPU time of the child: from ``wait4`` once reaped, else from ``/proc``."""
+        """CPU time of the child and of the episode forks it has reaped: from ``wait4`` once
+        reaped, else from ``/proc`` (utime, stime, cutime, cstime)."""
         if self.rusage is not None:
             return self.rusage.ru_utime + self.rusage.ru_stime
         try:
             fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError):
             return 0.0
 
@@ -449,6 +451,9 @@ class Child:
                 return memory
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             return CandidateFailure(FailureKind.CRASH, f"the interpreter died with {name}", where=where)
+        if status == TAMPERED_EXIT:
+            return CandidateFailure(FailureKind.FORBIDDEN, "an episode could not start isolated from the others (the "
+                                    "child's file descriptors or process count were tampered with)", where=where)
         if cpu >= lim.cpu_rlimit:
             return CandidateFailure(FailureKind.TIMEOUT, f"CPU time limit of {lim.cpu_seconds:g} s exceeded",
                                     where=where)

@@ -16,7 +16,7 @@ Channels of one child:
 
 Sizes: a legitimate message has a size the parent can bound before it reads it (answers
 are capped, summaries have one entry per branch), so the parent buffers at most
-``max_line`` bytes of a line (``block_bytes`` and friends) and calls anything longer a
+``max_line`` bytes of a line (``episode_bytes`` and friends) and calls anything longer a
 violation.
 """
 
@@ -26,6 +26,14 @@ import json
 from enum import IntEnum, StrEnum
 from typing import Any
 
+EPISODE_PROCESSES = 2
+"""Processes a sandbox child's uid may have (``RLIMIT_NPROC``): the child itself and the one
+process it forks per episode. Every episode (batch) and every solve (session) runs in a fresh
+fork of the child taken after the candidate was built and before any episode ran, so nothing
+an episode stores reaches the next one (``docs/architecture.md``, "The trust boundary")."""
+TAMPERED_EXIT = 75
+"""Exit status of an episode process that found the child's file descriptors not as they
+were at the lockdown (a channel between episodes); the parent reports it as forbidden."""
 KEY_BYTES = 32
 """Length of the per-child MAC key that seals batch-mode episode summaries."""
 MAC_HEX = 32
@@ -53,8 +61,8 @@ class Msg(StrEnum):
     """The lockdown is in place and no candidate code has run; the child waits for ``GO``."""
     READY = "ready"
     """The candidate is imported and built: its names and β values."""
-    BLOCK = "block"
-    """Batch: the sealed episodes of one (β, dataset, shuffle)."""
+    EPISODE = "episode"
+    """Batch: one sealed episode, from the process that ran it (see ``EPISODE_PROCESSES``)."""
     DONE = "done"
     """Batch: every block was sent."""
     FAIL = "fail"
@@ -88,14 +96,15 @@ class Field(StrEnum):
     CONFIGS = "configs"
     """Per requested β, the built controller's ``config()`` without β (a label, as the
     runner reports it; ``{}`` when it is not small, plain JSON)."""
-    # BLOCK
+    # EPISODE
     BETA_INDEX = "b"
     DATASET_INDEX = "d"
     SHUFFLE_INDEX = "s"
-    ANSWERS = "a"
-    SUMMARIES = "x"
+    PROBLEM_INDEX = "p"
+    ANSWER_GIVEN = "a"
+    SUMMARY = "x"
     VIOLATIONS = "v"
-    MACS = "m"
+    MAC = "m"
     # FAIL
     KIND = "kind"
     MESSAGE = "message"
@@ -111,6 +120,8 @@ class Field(StrEnum):
     MAX_BRANCHES = "max_branches"
     INTERVAL_TOKENS = "interval_tokens"
     HAS_SIGNALS = "has_signals"
+    BETA = "beta"
+    """Session: the β to build the controller at for this solve (absent: the header's)."""
 
 
 class Where(StrEnum):
@@ -303,7 +314,7 @@ _OVERHEAD = 256
 
 
 def control_bytes(max_answer_chars: int) -> int:
-    """Bound of every message but ``BLOCK``: ``LOCKED``, ``READY``, ``FAIL``, ``DONE``,
+    """Bound of every message but ``EPISODE``: ``LOCKED``, ``READY``, ``FAIL``, ``DONE``,
     ``CALL``, ``ANSWER`` (the worker truncates its texts to the ``MAX_*`` sizes)."""
     fail = json_str_bytes(MAX_MESSAGE_CHARS) + json_str_bytes(MAX_TRACEBACK_CHARS) + 4 * _int_bytes(1 << 62)
     applied = MAX_APPLIED * json_str_bytes(MAX_NAME_CHARS)
@@ -311,20 +322,19 @@ def control_bytes(max_answer_chars: int) -> int:
     return _OVERHEAD + max(fail, applied, ready, json_str_bytes(max_answer_chars))
 
 
-def block_bytes(problems: list[tuple[int, int]], max_answer_chars: int, trace_actions: int | None) -> int:
-    """Bound of one ``BLOCK`` for problems given as (branches, most steps of one branch).
-
-    Per episode: an answer, a summary of one int per branch opened (or, with full action
-    logs, up to ``trace_actions`` action codes), the violation count and the seal.
-    """
-    total = _OVERHEAD
+def episode_bytes(problems: list[tuple[int, int]], max_answer_chars: int, trace_actions: int | None) -> int:
+    """Bound of one ``EPISODE`` message for the largest of problems given as (branches, most
+    steps of one branch): an answer, a summary of one int per branch opened (or, with full
+    action logs, up to ``trace_actions`` action codes), the indices, the violation count and
+    the seal."""
+    largest = 0
     for n_branches, max_steps in problems:
         if trace_actions is None:
             summary = n_branches * _int_bytes(max_steps + 1)
         else:
             summary = trace_actions * _int_bytes(len(ACTION_KINDS) * n_branches)
-        total += json_str_bytes(max_answer_chars) + summary + _int_bytes(1 << 62) + MAC_HEX + 8
-    return total
+        largest = max(largest, summary)
+    return _OVERHEAD + json_str_bytes(max_answer_chars) + largest + 5 * _int_bytes(1 << 62) + MAC_HEX + 8
 
 
 def trace_action_cap(problems: list[tuple[int, int]]) -> int:

@@ -13,19 +13,30 @@ controller's code, and the answer must be one the episode revealed during this `
 (otherwise ``forbidden``). A served candidate gets no network, files or credentials
 (``docs/architecture.md``, "The trust boundary").
 
-Concurrency: a pool of children. Each ``solve`` takes an idle child or starts a new one
-(at most ``max_children``; further callers wait), so concurrent requests run in parallel
-and a live backend can batch their generation. A child serves many questions (start-up
-~0.1-0.2 s is paid once) and is replaced after any failure, after ``max_solves_per_child``
-solves, or once it has used half of its lifetime CPU budget (``SandboxLimits.cpu_seconds``).
+State: every ``solve`` runs in a fresh fork of the child, taken after the controller's
+class was built and before any question was seen (``sandbox.worker``), and is built there at
+the β the call names. Nothing one solve stores reaches another: not another question's
+answers, not another caller's. So β is an argument of ``solve``, not a property of a child,
+and one pool serves every β.
 
-Time: ``SandboxLimits.wall_seconds`` bounds the child's own turns within one ``solve``;
-time spent here executing episode calls (generation) does not count against it.
+Concurrency: a bounded pool of children. Each ``solve`` takes an idle child or starts a new
+one (at most ``max_children``; further callers wait, and a child starts outside every lock),
+so concurrent requests run in parallel and a live backend can batch their generation. A
+child serves many questions (its start-up is paid once) and is replaced after any failure,
+after ``max_solves_per_child`` solves, or once it has used half of its lifetime CPU budget
+(``SandboxLimits.cpu_seconds``); a child idle for ``idle_seconds`` is stopped. So the
+children's memory is at most ``max_children`` × ``EPISODE_PROCESSES`` × ``memory_mb``
+whatever the requests ask.
+
+Time and work: ``SandboxLimits.wall_seconds`` bounds the child's own turns within one
+``solve`` (time spent here executing episode calls, i.e. generation, does not count);
+``deadline`` bounds the whole solve (the request's own end), and
+``SandboxLimits.max_episode_calls`` the calls one solve may make. Past any of them the child
+is killed and the solve fails.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Any
@@ -35,9 +46,11 @@ from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxError
 from mlflow_autotts.sandbox.process import READY_FIELDS, Child, Violation, expect_fields, reported_failure
 from mlflow_autotts.sandbox.protocol import (
-    MAX_MESSAGE_CHARS, MAX_NAME_CHARS, Data, Field, Mode, Msg, Op, control_bytes, decode_op, dumps,
+    MAX_MESSAGE_CHARS, MAX_NAME_CHARS, Data, FailureKind, Field, Mode, Msg, Op, control_bytes, decode_op, dumps,
 )
 
+IDLE_SECONDS = 60.0
+"""A child idle this long is stopped (its next caller starts a new one)."""
 MAX_REPLY_BYTES = 1 << 20
 """Replies the child has not read yet, at most; a child that sends calls without reading
 their replies is breaking the protocol."""
@@ -54,6 +67,7 @@ class _Session:
         self.ready: dict | None = None
         self.applied: list | None = None
         self.failure: CandidateFailure | None = None
+        self.last_used = time.monotonic()
         try:
             header = self.child.header(Mode.SESSION, owner.source, owner.class_name, owner.params,
                                        [owner.requested_beta])
@@ -103,27 +117,35 @@ class _Session:
         return self.child.death(None)
 
     # ------------------------------------------------------------------- solving
-    def solve(self, episode: Any) -> str | None:
-        """One episode; raises ``CandidateFailedError`` (the child is then dead) or whatever
-        the episode itself raised (other than ``ValueError``; the child is then killed)."""
+    def solve(self, episode: Any, beta: float, deadline: float | None) -> str | None:
+        """One episode at ``beta``, ended by ``deadline`` (monotonic seconds) if given; raises
+        ``CandidateFailedError`` (the child is then dead) or whatever the episode itself
+        raised (other than ``ValueError``; the child is then killed)."""
         child = self.child
         child.output.reset()
         has_signals = hasattr(episode, "signals")
         child.send({Field.TYPE: Msg.SOLVE, Field.QUESTION: str(episode.question),
                     Field.MAX_BRANCHES: int(episode.max_branches), Field.INTERVAL_TOKENS: int(episode.interval_tokens),
-                    Field.HAS_SIGNALS: has_signals})
+                    Field.HAS_SIGNALS: has_signals, Field.BETA: beta})
         self.solves += 1
         revealed: set = set()
         state: dict[str, Any] = {}
-        deadline = [time.monotonic() + self.limits.wall_seconds]
+        calls = [0]
+        max_calls = self.limits.max_episode_calls
+        end = float("inf") if deadline is None else deadline
+        own = [time.monotonic() + self.limits.wall_seconds]  # the child's own time runs out here
 
         def handle(msg: dict) -> bool:
             t = msg[Field.TYPE]
             if t == Msg.CALL:
                 expect_fields(msg, {Field.TYPE: str, Field.OP: int})
+                calls[0] += 1
+                if calls[0] > max_calls:
+                    raise Violation(f"made more than {max_calls} episode calls in one solve "
+                                    "(SandboxLimits.max_episode_calls)")
                 started = time.monotonic()
                 reply = _execute(episode, msg[Field.OP], has_signals, revealed)
-                deadline[0] += time.monotonic() - started  # the episode's time is not the child's
+                own[0] += time.monotonic() - started  # the episode's time is not the child's
                 if len(child.pending) > MAX_REPLY_BYTES:
                     raise Violation("protocol: the child does not read the replies to its calls")
                 child.send(reply)
@@ -145,17 +167,22 @@ class _Session:
 
         try:
             while True:
-                stop = child.pump(handle, deadline[0])
-                if stop != "deadline" or time.monotonic() >= deadline[0]:
+                stop = child.pump(handle, min(own[0], end))
+                now = time.monotonic()
+                if stop != "deadline" or now >= own[0] or now >= end:
                     break
         except BaseException:  # the episode failed (trusted side): this child's state is unknown
             child.finish()
             raise
+        self.last_used = time.monotonic()
         if "answer" in state:
             return state["answer"]
         failure = state.get("failure")
         if failure is not None:
             child.exit_gracefully(time.monotonic() + 1.0)
+        elif stop == "deadline" and time.monotonic() >= end and time.monotonic() < own[0]:
+            child.finish()
+            failure = CandidateFailure(FailureKind.TIMEOUT, "stopped: the request's time ran out")
         else:
             failure = self._stopped(stop)
         raise CandidateFailedError(self.ready["name"] if self.ready else "candidate", failure, child.output.text())
@@ -212,26 +239,26 @@ class SandboxedController:
 
     def __init__(self, source: str, class_name: str | None = None, beta: float | None = None,
                  params: dict[str, Any] | None = None, limits: SandboxLimits = SandboxLimits(),
-                 max_children: int = 8, max_solves_per_child: int = 1000):
+                 max_children: int = 4, max_solves_per_child: int = 1000, idle_seconds: float = IDLE_SECONDS):
         from mlflow_autotts.controllers import voting
 
         if not isinstance(source, str):
             raise ValueError(f"source must be a str, got {type(source).__name__}")
-        if max_children < 1 or max_solves_per_child < 1:
-            raise ValueError("max_children and max_solves_per_child must be >= 1")
+        if max_children < 1 or max_solves_per_child < 1 or not idle_seconds > 0:
+            raise ValueError("max_children and max_solves_per_child must be >= 1, idle_seconds > 0")
         self.source, self.class_name, self.limits = source, class_name, limits
         self.requested_beta = None if beta is None else check_beta(beta)
         self.params = dict(params or {})
-        self.max_children, self.max_solves = max_children, max_solves_per_child
+        self.max_children, self.max_solves, self.idle_seconds = max_children, max_solves_per_child, idle_seconds
         self.confidence = voting.confidence_table(130)  # tabulated with scipy here, as in-process runs do
-        self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
         self._lock = threading.Lock()
+        self._idle: list[_Session] = []  # guarded by _lock; the most recently used last
         self._slots = threading.BoundedSemaphore(max_children)
         self._live: set[_Session] = set()
-        self._closed = False
+        self._closed = threading.Event()
         self.children_started = 0
         """Children started so far (one per ``max_solves_per_child`` solves, plus replacements
-        after failures, plus one per concurrent caller up to ``max_children``)."""
+        after failures and idle stops, plus one per concurrent caller up to ``max_children``)."""
         first = self._start()
         self.name: str = first.ready["name"]
         """The class's ``name`` (or class name), as the child reported it."""
@@ -239,12 +266,20 @@ class SandboxedController:
         self.reported_class: str = first.ready["cls"]
         """The class the child picked (untrusted text: check it against the source)."""
         self.beta: float = first.ready["beta"] if self.requested_beta is None else self.requested_beta
+        """The default β: what a ``solve`` without one uses."""
         self.isolation: Isolation = first.isolation
         """The isolation of the first child (every child is checked the same way)."""
-        self._idle.put(first)
+        self._give_back(first)
+        threading.Thread(target=self._reap_idle, name="autotts-sandbox-reaper", daemon=True).start()
+
+    @property
+    def live_children(self) -> int:
+        """Children running now, busy or idle (at most ``max_children``)."""
+        with self._lock:
+            return len(self._live)
 
     def _start(self) -> _Session:
-        session = _Session(self)
+        session = _Session(self)  # outside the lock: a start-up never stalls other callers
         with self._lock:
             self.children_started += 1
         if session.failure is not None:
@@ -261,42 +296,61 @@ class SandboxedController:
         """The parameters it was built with (``config()`` without β)."""
         return dict(self.params)
 
-    def solve(self, episode: Any) -> str | None:
-        if self._closed:
+    def solve(self, episode: Any, beta: float | None = None, deadline: float | None = None) -> str | None:
+        """The controller's answer on ``episode`` at ``beta`` (None: the default β), in a fresh
+        fork; ``deadline`` (``time.monotonic()`` seconds) ends it when the caller's time is up."""
+        if self._closed.is_set():
             raise SandboxError("this sandboxed controller is closed")
+        beta = self.beta if beta is None else check_beta(beta)
         self._slots.acquire()
         session = None
         try:
-            try:
-                session = self._idle.get_nowait()
-            except queue.Empty:
+            with self._lock:
+                session = self._idle.pop() if self._idle else None
+            if session is None:
                 session = self._start()
-            answer = session.solve(episode)
+            answer = session.solve(episode, beta, deadline)
         except BaseException:
             if session is not None:
                 self._retire(session)
             self._slots.release()
             raise
-        if session.spent(self.max_solves) or self._closed:
+        if session.spent(self.max_solves):
             self._retire(session)
         else:
-            self._idle.put(session)
+            self._give_back(session)
         self._slots.release()
         return answer
+
+    def _give_back(self, session: _Session) -> None:
+        with self._lock:
+            if not self._closed.is_set():
+                self._idle.append(session)
+                return
+        self._retire(session)
 
     def _retire(self, session: _Session) -> None:
         with self._lock:
             self._live.discard(session)
         session.close()
 
+    def _reap_idle(self) -> None:
+        """Stop children idle for ``idle_seconds`` (a daemon thread, until ``close``)."""
+        while not self._closed.wait(self.idle_seconds / 4):
+            now = time.monotonic()
+            with self._lock:
+                stale = [s for s in self._idle if now - s.last_used >= self.idle_seconds]
+                self._idle = [s for s in self._idle if now - s.last_used < self.idle_seconds]
+            for session in stale:
+                self._retire(session)
+
     def close(self) -> None:
         """Stop every child (idle ones now; busy ones when their ``solve`` returns)."""
-        self._closed = True
-        while True:
-            try:
-                self._retire(self._idle.get_nowait())
-            except queue.Empty:
-                return
+        self._closed.set()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            self._retire(session)
 
     def __enter__(self) -> "SandboxedController":
         return self

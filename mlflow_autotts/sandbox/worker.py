@@ -17,8 +17,18 @@ Order of events, which is the point of this module:
    fresh modules, the audit hook. Report ``LOCKED`` and wait for the parent's ``GO``: the
    parent reads the isolation from ``/proc`` while no candidate code has run yet.
 4. Compile and execute the candidate source with the import gate, build it per β, report
-   ``READY``; then batch: solve every episode through the oracle and report sealed
-   ``BLOCK``s; session: solve one episode per ``SOLVE``, each call forwarded to the parent.
+   ``READY``. This process is now the *zygote*: the candidate's fresh state.
+5. Every episode runs in a fork of the zygote (``_episodes``): batch, one per (β, dataset,
+   shuffle, problem), solved through the oracle and reported as a sealed ``EPISODE``;
+   session, one per ``SOLVE`` (at the β it names), each call forwarded to the parent. The
+   fork exits after its episode, so nothing an episode stores (module, class, builtins or
+   library state, anything in memory) reaches another episode or another caller. The
+   zygote only forks, waits and exits: after the candidate ran it calls nothing but C
+   functions bound before the candidate was imported, so the candidate cannot make it run
+   code between episodes; a fork closes every file descriptor the child did not hold at the
+   lockdown and checks the ones it keeps, so no pipe joins two episodes; and the kernel
+   (``RLIMIT_NPROC`` = ``EPISODE_PROCESSES`` under the child's own uid) and the audit hook
+   keep the candidate from forking itself.
 
 Nothing this process says after step 3 is trusted: the candidate can rewrite the driver
 below, write to the result descriptor, or exit. In batch mode it cannot forge a seal
@@ -35,6 +45,7 @@ import io
 import json
 import math
 import os
+import resource
 import sys
 import types
 import warnings
@@ -46,7 +57,7 @@ from mlflow_autotts.sandbox.lockdown import DENIED, ForbiddenImport, lock_down, 
 from mlflow_autotts.sandbox.oracle import SandboxEpisode, oracle
 from mlflow_autotts.sandbox.policy import ALLOWED_IMPORTS
 from mlflow_autotts.sandbox.protocol import (
-    CANDIDATE_FILE, CANDIDATE_MODULE, KEY_BYTES, MAX_BETAS, MAX_CONFIG_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
+    CANDIDATE_FILE, CANDIDATE_MODULE, KEY_BYTES, TAMPERED_EXIT, MAX_BETAS, MAX_CONFIG_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS, Data,
     FailureKind, Field, Header, Limit, Mode, Msg, Op, Where, dumps,
 )
 
@@ -160,6 +171,8 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     data = json.loads(body)
     del first, body
 
+    session = mode == Mode.SESSION
+    run_batch = _run_batch  # bound now: the candidate may replace this module's attributes later
     limits = header[Header.LIMITS]
     source = header[Header.SOURCE]
     betas = header[Header.BETAS]
@@ -177,7 +190,7 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     from mlflow_autotts.errors import ControllerError
 
     viol: list[str] = []
-    window = [False]
+    window = [False, False]  # traceback frames readable; the driver forking
     send = None
     meta = None
     n_seeds = 0
@@ -194,6 +207,12 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
         del datasets, orders, gen
     del data, key
 
+    # the episode forks' "finished" flag, and the descriptors a fork may keep (checked in each)
+    flag_r, flag_w = os.pipe()
+    os.set_blocking(flag_r, False)
+    keep = (0, 1, 2, chan.fd, flag_w)
+    fd_ids = tuple((fd, _fd_id(fd)) for fd in keep)
+
     warnings.simplefilter("ignore")  # showing a warning would read source files
     # what the candidate prints goes straight to the stdout pipe, where the parent counts it
     out = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8",
@@ -208,6 +227,7 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     sys.addaudithook(hook)
     applied.append("audit_hook")
     del hook
+    fork_episode = _episode_forker(window, keep, fd_ids, flag_r)
     chan.send({Field.TYPE: Msg.LOCKED, Field.APPLIED: applied})
     go = reader.line()
     if go is None or json.loads(go).get(Field.TYPE) != Msg.GO:
@@ -339,43 +359,139 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     chan.send({Field.TYPE: Msg.READY, Field.NAME: name[:MAX_NAME_CHARS], Field.CLASS: cls_name[:MAX_NAME_CHARS],
                Field.USES_BETA: uses_beta, Field.BETAS: built, Field.CONFIGS: configs})
 
-    if mode == Mode.SESSION:
-        _serve(chan, reader, solvers[0], classify, check_answer, flush, exc_info)
-    # ---- batch: score every episode
-    seq = 0
-    for bi, solve in enumerate(solvers):
-        for di, ds_meta in enumerate(meta):
-            for si in range(n_seeds):
-                answers, sums, macs, nviols = [], [], [], []
-                for pi, (question, n, interval, has_sig) in enumerate(ds_meta):
-                    where = {Where.BETA: bi, Where.DATASET: di, Where.SHUFFLE: si, Where.PROBLEM: pi}
-                    episode = SandboxEpisode(send, question, n, interval, has_sig)
-                    try:
-                        answer = solve(episode)
-                    except BaseException as exc:  # noqa: BLE001
-                        classify(exc, exc_info()[2], "solve()", where)
-                    check_answer(answer, where)
-                    try:
-                        sealed = send(_SEAL)
-                    except BaseException:  # noqa: BLE001  (the candidate closed or broke the oracle)
-                        sealed = None
-                    if type(sealed) is not tuple or sealed[0] != seq:
-                        fail(FailureKind.FORBIDDEN, "the episode sequence was tampered with", "", where)
-                    seq += 1
-                    answers.append(answer)
-                    nviols.append(sealed[1])
-                    sums.append(sealed[2])
-                    macs.append(sealed[3])
-                chan.send({Field.TYPE: Msg.BLOCK, Field.BETA_INDEX: bi, Field.DATASET_INDEX: di,
-                           Field.SHUFFLE_INDEX: si, Field.ANSWERS: answers, Field.SUMMARIES: sums,
-                           Field.VIOLATIONS: nviols, Field.MACS: macs})
+    if session:
+        def one_solve() -> None:
+            _solve_request(chan, reader, cls, params, betas[0], classify, check_answer, flush, exc_info)
+            _flag(flag_w)
+
+        while True:
+            fork_episode(one_solve)  # returns only when the fork answered: then the next request
+
+    # ---- batch: score every episode, each in a fork of this process
+    sealed_seq = [0]
+
+    def one_episode(bi: int, di: int, si: int, pi: int) -> None:
+        question, n, interval, has_sig = meta[di][pi]
+        where = {Where.BETA: bi, Where.DATASET: di, Where.SHUFFLE: si, Where.PROBLEM: pi}
+        episode = SandboxEpisode(send, question, n, interval, has_sig)
+        try:
+            answer = solvers[bi](episode)
+        except BaseException as exc:  # noqa: BLE001
+            classify(exc, exc_info()[2], "solve()", where)
+        check_answer(answer, where)
+        try:
+            sealed = send(_SEAL)
+        except BaseException:  # noqa: BLE001  (the candidate closed or broke the oracle)
+            sealed = None
+        if type(sealed) is not tuple or sealed[0] != sealed_seq[0]:
+            fail(FailureKind.FORBIDDEN, "the episode sequence was tampered with", "", where)
+        flush()
+        chan.send({Field.TYPE: Msg.EPISODE, Field.BETA_INDEX: bi, Field.DATASET_INDEX: di, Field.SHUFFLE_INDEX: si,
+                   Field.PROBLEM_INDEX: pi, Field.ANSWER_GIVEN: answer, Field.VIOLATIONS: sealed[1],
+                   Field.SUMMARY: sealed[2], Field.MAC: sealed[3]})
+        _flag(flag_w)
+
+    run_batch(fork_episode, one_episode, send, sealed_seq, len(solvers), [len(m) for m in meta], n_seeds)
     flush()
     chan.send({Field.TYPE: Msg.DONE})
     os._exit(0)
 
 
-def _serve(chan: _Channel, reader: _Reader, solve, classify, check_answer, flush, exc_info) -> None:
-    """Session mode: one episode per ``SOLVE`` until the parent closes stdin."""
+def _fd_id(fd: int) -> tuple[int, int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino, st.st_mode
+
+
+def _flag(fd: int) -> None:
+    """Tell the zygote this fork finished its episode and said so to the parent."""
+    os.write(fd, b"\x01")
+
+
+def _episode_forker(window: list, keep: tuple, fd_ids: tuple, flag_r: int, *, _fork=os.fork, _wait=os.waitpid,
+                    _read=os.read, _exit=os._exit, _kill=os.kill, _getpid=os.getpid, _close=os.closerange,
+                    _fstat=os.fstat, _to_code=os.waitstatus_to_exitcode, _again=BlockingIOError, _oserror=OSError,
+                    _freeze=gc.freeze):
+    """``fork_episode(run)``: run ``run()`` in a fork of this process; return once the fork
+    has exited after flagging that it finished. Otherwise (the candidate exited, crashed or
+    was killed in the fork) this process ends the same way, so the parent sees that death.
+
+    Made before any candidate code runs: everything it calls is a C function bound here, so
+    a candidate that replaced module attributes or builtins cannot run code in this process
+    between episodes. In the fork, every descriptor outside ``keep`` is closed and the kept
+    ones must be the files they were at the lockdown, before the candidate runs again."""
+    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    top = 1024 if top < 0 or top > 1024 else top
+    gaps = []
+    lo = 0
+    for fd in sorted(keep):
+        if fd > lo:
+            gaps.append((lo, fd))
+        lo = fd + 1
+    gaps.append((lo, top))
+    gaps = tuple(gaps)
+
+    def fork_episode(run) -> None:
+        _freeze()  # the zygote's objects stay out of the forks' collections (no copy-on-write)
+        window[1] = True
+        try:
+            pid = _fork()
+        except _oserror:  # the candidate holds the one process its uid may add
+            _exit(TAMPERED_EXIT)
+        window[1] = False
+        if pid == 0:
+            try:
+                for lo, hi in gaps:
+                    _close(lo, hi)
+                for fd, ident in fd_ids:
+                    try:
+                        st = _fstat(fd)
+                    except _oserror:
+                        _exit(TAMPERED_EXIT)
+                    if (st.st_dev, st.st_ino, st.st_mode) != ident:
+                        _exit(TAMPERED_EXIT)
+                run()
+            finally:  # a fork never returns into the zygote's loop, whatever the candidate raised
+                _exit(0)
+        _, status = _wait(pid, 0)
+        flagged = False
+        while True:
+            try:
+                chunk = _read(flag_r, 4096)
+            except _again:
+                break
+            if not chunk:
+                break
+            flagged = True
+        if flagged:
+            return
+        code = _to_code(status)
+        if code < 0:  # die of the same signal (a CPU limit, a crash), as the parent expects
+            window[1] = True
+            _kill(_getpid(), -code)
+        _exit(code if code > 0 else 0)
+
+    return fork_episode
+
+
+def _run_batch(fork_episode, one_episode, send, sealed_seq, n_betas: int, n_problems: list, n_seeds: int, *,
+               _range=range, _len=len, _seal=_SEAL) -> None:
+    """Every (β, dataset, shuffle, problem) in order, each in a fork; this process advances
+    its own oracle past the episode the fork played (sealing it unplayed), so the next fork
+    starts at the next one. Bound before the candidate runs (see ``_episode_forker``)."""
+    for bi in _range(n_betas):
+        for di in _range(_len(n_problems)):
+            for si in _range(n_seeds):
+                for pi in _range(n_problems[di]):
+                    fork_episode(lambda: one_episode(bi, di, si, pi))
+                    send(_seal)
+                    sealed_seq[0] += 1
+
+
+def _solve_request(chan: _Channel, reader: _Reader, cls, params: dict, default_beta, classify, check_answer, flush,
+                   exc_info) -> None:
+    """Session mode, in an episode's fork: read one ``SOLVE``, build the controller at its β,
+    solve it with every call forwarded to the parent, send the ``ANSWER``. The parent closing
+    stdin ends the session (this fork exits without flagging, and so does the zygote)."""
     loads = json.loads
     probe_new = int(Op.PROBE_NEW)
 
@@ -393,22 +509,26 @@ def _serve(chan: _Channel, reader: _Reader, solve, classify, check_answer, flush
             return tuple(value)
         return value
 
-    while True:
-        line = reader.line()
-        if line is None:
-            os._exit(0)
-        msg = loads(line)
-        if msg.get(Field.TYPE) != Msg.SOLVE:
-            os._exit(0)
-        episode = SandboxEpisode(call, msg[Field.QUESTION], msg[Field.MAX_BRANCHES], msg[Field.INTERVAL_TOKENS],
-                                 msg[Field.HAS_SIGNALS])
-        try:
-            answer = solve(episode)
-        except BaseException as exc:  # noqa: BLE001
-            classify(exc, exc_info()[2], "solve()", None)
-        check_answer(answer, None)
-        flush()
-        chan.send({Field.TYPE: Msg.ANSWER, Field.ANSWER: answer})
+    line = reader.line()
+    if line is None:
+        os._exit(0)
+    msg = loads(line)
+    if msg.get(Field.TYPE) != Msg.SOLVE:
+        os._exit(0)
+    beta = msg.get(Field.BETA, default_beta)
+    try:
+        controller = _base.build_controller(cls, beta, params)
+    except BaseException as exc:  # noqa: BLE001
+        classify(exc, exc_info()[2], f"building the controller at beta={beta}", None)
+    episode = SandboxEpisode(call, msg[Field.QUESTION], msg[Field.MAX_BRANCHES], msg[Field.INTERVAL_TOKENS],
+                             msg[Field.HAS_SIGNALS])
+    try:
+        answer = controller.solve(episode)
+    except BaseException as exc:  # noqa: BLE001
+        classify(exc, exc_info()[2], "solve()", None)
+    check_answer(answer, None)
+    flush()
+    chan.send({Field.TYPE: Msg.ANSWER, Field.ANSWER: answer})
 
 
 if __name__ == "__main__":
