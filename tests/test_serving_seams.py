@@ -9,17 +9,18 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from helpers import random_set
+from helpers import import_source, random_set
+from mlflow_autotts.controllers.base import build_controller
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import Branches
 from mlflow_autotts.replay.episode import ReplayEpisode
 from mlflow_autotts.serving import backend as backend_registry
 from mlflow_autotts.serving import runners
 from mlflow_autotts.serving.backend import RowResult, register_backend
-from mlflow_autotts.serving.model_config import model_config_for
+from mlflow_autotts.serving.model_config import candidate_config, model_config_for
 from mlflow_autotts.serving.payload import RequestParams, Row
 from mlflow_autotts.serving.pyfunc import ControllerModel
-from mlflow_autotts.serving.runners import ControllerFailed, InProcessRunner
+from mlflow_autotts.serving.runners import ControllerFailed, InProcessRunner, in_process
 
 SET = random_set(n_problems=3, n_branches=8, seed=5)
 
@@ -94,12 +95,12 @@ class RecordingRunner:
 
     def __init__(self, config, source_path):
         self.label = config["controller"]
-        self.inner = InProcessRunner(config, source_path)
-        self.default_beta = self.inner.default_beta
+        self.cls = import_source(source_path, config["class_name"])  # the test's own source, in the test
+        self.default_beta = float(config["beta"])
         RecordingRunner.made.append((config["class_name"], source_path))
 
     def bind(self, beta):
-        return CrashOnCue(self.inner.bind(beta), self.label)
+        return CrashOnCue(in_process(build_controller(self.cls, beta), self.label), self.label)
 
 
 def test_source_controllers_run_through_the_source_runner_and_builtins_stay_in_process(tmp_path, monkeypatch):
@@ -109,7 +110,8 @@ def test_source_controllers_run_through_the_source_runner_and_builtins_stay_in_p
     RecordingRunner.made = []
     assert isinstance(_model("cmc").runner, InProcessRunner) and RecordingRunner.made == []
 
-    m = _model(str(path))
+    m = ControllerModel()
+    m.setup(candidate_config(SOURCE, "FirstFinal", "first_final", 0.5), path)  # never imported here
     assert isinstance(m.runner, RecordingRunner) and RecordingRunner.made == [("FirstFinal", path)]
     df = pd.DataFrame({"question": [SET.problems[0].question, "crash"],
                        "trajectory": [SET.problems[0].branches.triples(), SET.problems[1].branches.triples()]})
@@ -135,8 +137,6 @@ def test_source_controllers_are_served_from_the_sandbox_by_default(tmp_path):
     """Without a stand-in, a served source-file controller runs in sandbox children: the
     answers are the in-process ones, and the runner never imported the source here."""
     from mlflow_autotts.serving.sandbox_runner import SandboxRunner
-
-    from mlflow_autotts.serving.model_config import candidate_config
 
     path = tmp_path / "FirstFinal.py"
     path.write_text(SOURCE)
