@@ -2,13 +2,19 @@
 over the default β sweep on the search split of the four published AIME 2024 files, in
 the sandbox, with 1 and with 2 workers (no MLflow: the loop and the sandbox only).
 
-    AUTOTTS_DATA_DIR=../shared/data/autotts-replay python benchmarks/search_throughput.py
+    AUTOTTS_DATA_DIR=../shared/data/autotts-replay python benchmarks/search_throughput.py [--baseline REV]
+
+``--baseline REV`` also measures git revision REV (in a temporary worktree, just before this
+tree) and prints both side by side with their ratio: what a change to the sandbox costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+
+from revisions import run_at
 
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
@@ -16,26 +22,48 @@ from mlflow_autotts.search.evolve import EvolveExplorer
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
 from mlflow_autotts.search.split import split_problems
 
+WORKERS = (1, 2)
+
+
+def measure(candidates: int) -> dict[str, float]:
+    """Candidates per minute with each number of workers (and how many failed)."""
+    search = [split_problems(ts)[0] for ts in load_datasets(list(PUBLISHED_AIME24))]
+    out: dict[str, float] = {}
+    for workers in WORKERS:
+        cfg = SearchConfig(max_candidates=candidates, population=candidates, workers=workers)
+        explorer = EvolveExplorer(seed=0)
+        t = time.perf_counter()
+        result = run_search(cfg, explorer, Scorer(cfg, search), NullRecorder(), explorer.archive, progress_bar=False)
+        dt = time.perf_counter() - t
+        out[f"rate{workers}"] = len(result.candidates) / dt * 60
+        out[f"seconds{workers}"] = dt
+        out[f"failed{workers}"] = sum(not c.ok for c in result.candidates)
+    return out
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidates", type=int, default=12)
+    ap.add_argument("--baseline", help="also measure this git revision, side by side")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     args = ap.parse_args()
-    search = [split_problems(ts)[0] for ts in load_datasets(list(PUBLISHED_AIME24))]
-    base = SearchConfig()
-    print(f"{args.candidates} candidates, betas {list(base.betas)}, {base.search_shuffles} shuffles, "
-          f"{sum(len(s) for s in search)} search problems")
-    print(f"{'workers':>8} {'seconds':>8} {'candidates/min':>15} {'failed':>7}")
-    rates = {}
-    for workers in (1, 2):
-        cfg = SearchConfig(max_candidates=args.candidates, population=args.candidates, workers=workers)
-        explorer = EvolveExplorer(seed=0)
-        t = time.perf_counter()
-        out = run_search(cfg, explorer, Scorer(cfg, search), NullRecorder(), explorer.archive, progress_bar=False)
-        dt = time.perf_counter() - t
-        rates[workers] = len(out.candidates) / dt * 60
-        print(f"{workers:>8} {dt:>8.1f} {rates[workers]:>15.1f} {sum(not c.ok for c in out.candidates):>7}")
-    print(f"speed-up with 2 workers: {rates[2] / rates[1]:.2f}x")
+    base = run_at(args.baseline, "benchmarks/search_throughput.py", ["--candidates", str(args.candidates)]) \
+        if args.baseline else None
+    now = measure(args.candidates)
+    if args.json:
+        print(json.dumps(now))
+        return
+    cfg = SearchConfig()
+    print(f"{args.candidates} candidates, betas {list(cfg.betas)}, {cfg.search_shuffles} shuffles, "
+          f"search split of {', '.join(PUBLISHED_AIME24)}")
+    head = f"{'workers':>8} {'seconds':>8} {'candidates/min':>15} {'failed':>7}"
+    print(head + (f" {'baseline s':>10} {'cand/min':>9} {'slowdown':>9}" if base else ""))
+    for w in WORKERS:
+        row = f"{w:>8} {now[f'seconds{w}']:>8.1f} {now[f'rate{w}']:>15.1f} {now[f'failed{w}']:>7.0f}"
+        if base:
+            row += f" {base[f'seconds{w}']:>10.1f} {base[f'rate{w}']:>9.1f} {base[f'rate{w}'] / now[f'rate{w}']:>8.2f}x"
+        print(row)
+    print(f"speed-up with 2 workers: {now['rate2'] / now['rate1']:.2f}x")
 
 
 if __name__ == "__main__":
