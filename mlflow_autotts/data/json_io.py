@@ -336,8 +336,9 @@ def _check_signals(p: int, raw: Any, offsets: list[int], fail: IssueCollector,
                 fail("signals", p, style.signal.format(name=shown, b=b),
                      f"expected {want} numbers (one per probe answer), got {got}")
                 break
-            if vals and not set(map(type, vals)) <= _NUM:
-                k = next(i for i, v in enumerate(vals) if type(v) not in _NUM)
+            types = set(map(type, vals))
+            if vals and (not types <= _NUM or int in types and any(type(v) is int and v.bit_length() > 64 for v in vals)):
+                k = next(i for i, v in enumerate(vals) if type(v) not in _NUM or type(v) is int and v.bit_length() > 64)
                 fail("signals", p, style.signal_value.format(name=shown, b=b, k=k),
                      f"expected a number, got {describe(vals[k])}")
                 break

@@ -211,19 +211,20 @@ def read_metadata(path: str | Path, metadata: dict[bytes, bytes] | None) -> dict
 
 
 def _read_error(path: Path, exc: BaseException) -> DataError:
+    """One line for a failure inside pyarrow (its messages can span lines)."""
     if isinstance(exc, MemoryError):
         return DataError(str(path), "not readable in bounded memory: the file decodes to more than it declares")
-    if isinstance(exc, OSError) and exc.strerror and not str(exc).startswith(("Invalid", "Couldn't", "Parquet")):
-        return DataError(str(path), f"cannot read: {exc.strerror}")
-    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, OSError) and exc.errno is not None:  # the OS refused (missing file, permissions)
+        return DataError(str(path), f"cannot read: {quote(str(exc.strerror or exc), 200)[1:-1]}")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return DataError(str(path), f"not a readable Parquet file: {quote(first, 200)[1:-1]}")
 
 
 def open_parquet(path: str | Path, columns: Sequence[str], prefixes: Sequence[str] = (),
                  *, max_rows: int | None = None) -> tuple[Any, Any]:
     """Open a Parquet file for reading ``columns`` with bounded memory, checking only its
-    footer: its row count, and the values and bytes the columns declare (every other
-    column is never read). Text columns are then read as dictionaries, so a value repeated
+    footer: its row count and the bytes its row groups declare (every other column is never
+    read; the list values are counted once read, by :func:`read_columns`). Text columns are then read as dictionaries, so a value repeated
     in many rows (a question per branch, a dictionary bomb) is decoded once.
 
     Only the columns among ``columns`` or starting with one of ``prefixes`` count. Returns
@@ -250,15 +251,13 @@ def open_parquet(path: str | Path, columns: Sequence[str], prefixes: Sequence[st
     if md.num_rows > limit:
         raise DataError(str(path), f"has {md.num_rows:,} rows; at most {limit:,} are read")
     try:
-        chunks = [md.row_group(g).column(i) for g in range(md.num_row_groups) for i in mine]
-        declared = sum(c.total_uncompressed_size for c in chunks)
-        values = sum(c.num_values for c, i in zip(chunks, mine * md.num_row_groups) if leaves[i].max_repetition_level)
+        # Row-group totals only: pyarrow's per-column-chunk metadata objects abort the whole
+        # process (an uncaught C++ exception) on some corrupt footers, so they are never touched.
+        declared = sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
     except errors as exc:
         raise _read_error(path, exc) from None
     if declared > MAX_BYTES:
-        raise DataError(str(path), f"its columns take {declared:,} bytes uncompressed; at most {MAX_BYTES:,} are read")
-    if values > MAX_VALUES:
-        raise DataError(str(path), f"its list columns hold {values:,} values; at most {MAX_VALUES:,} are read")
+        raise DataError(str(path), f"its rows take {declared:,} bytes uncompressed; at most {MAX_BYTES:,} are read")
     text = [leaves[i].path for i in mine if leaves[i].physical_type == "BYTE_ARRAY"]
     try:
         return pq.ParquetFile(path, metadata=md, read_dictionary=text), arrow_schema
@@ -298,12 +297,17 @@ def read_columns(pf: Any, path: str | Path, columns: Sequence[str]) -> Any:
 def pylist(column: Any, source: str, field: str) -> list[Any]:
     """A column (chunked) as Python values; dictionary-encoded text shares one ``str`` per
     distinct value, so memory follows the distinct text, not the rows."""
+    import pyarrow as pa
+
     out: list[Any] = []
     try:
         for chunk in column.chunks:
             out.extend(_chunk_values(chunk))
-    except IndexError:
-        raise DataError(source, "dictionary indices out of range (a corrupt file)", field=field) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(source, f"text that is not UTF-8 ({quote(exc.reason, 60)[1:-1]})", field=field) from None
+    except (*_ARROW_ERRORS, pa.ArrowException) as exc:  # indices out of range, corrupt buffers
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(source, f"not a readable column: {quote(first, 200)[1:-1]}", field=field) from None
     return out
 
 
