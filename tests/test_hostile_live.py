@@ -147,7 +147,8 @@ def test_a_collection_meeting_a_question_too_long_stops_with_that_error_and_publ
     with pytest.raises(QuestionTooLong, match=f"max_model_len {LIMIT}") as err:
         collect(cfg, backend=runner.backend, prompts=runner.prompts)
     assert "\n" not in str(err.value) and err.value.exit_code == 2
-    assert not (tmp_path / "c.parquet").exists()
+    assert f"q.jsonl: row 2: question 'www" in str(err.value)  # named by its row, before any generation
+    assert not (tmp_path / "c.parquet").exists() and not (tmp_path / ".c.parquet.collect").exists()
 
 
 def test_served_a_question_too_long_is_a_400_naming_the_limit_and_other_rows_are_answered():

@@ -31,7 +31,7 @@ from mlflow_autotts.data.trajectory import Provenance, TrajectorySet
 from mlflow_autotts.data.validate import ValidationReport, validate_uri
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.backends import Backend, BackendUnavailable, make_backend
-from mlflow_autotts.live.collection import collect_question
+from mlflow_autotts.live.collection import check_questions, collect_question
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveRunner, LiveStats
 from mlflow_autotts.live.models import resolve_model
@@ -252,14 +252,16 @@ def _collect(config: CollectConfig, questions: QuestionFile, out: Path, endpoint
     t0 = time.monotonic()
     described = describe(endpoints)
     prov = provenance(config, questions, prompts, described, [e.name for e in endpoints])
+    live = config.live_config()  # an endpoint's URL is its backend's; the episode does not read it
+    runners = {e.name: LiveRunner(live, backend=e.backend, prompts=prompts) for e in endpoints
+               if e.backend is not None}
+    # a question too long for a model's context is refused by its row before the work folder exists
+    check_questions(runners.values(), [q.text for q in questions.questions], str(questions.path))
     shards = Shards(out)
     fingerprint = dict(config.fingerprint(), question_file_sha256=questions.sha256,
                        questions=len(questions.questions))
     done = shards.open(fingerprint, config.resume, questions.questions)
     resumed = len(done)
-    live = config.live_config()  # an endpoint's URL is its backend's; the episode does not read it
-    runners = {e.name: LiveRunner(live, backend=e.backend, prompts=prompts) for e in endpoints
-               if e.backend is not None}
     totals = Totals()
     lock = threading.Lock()
     finished = [resumed]
