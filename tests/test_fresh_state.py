@@ -4,7 +4,10 @@ evaluate, the gate) and in serving, and callers never see each other's questions
 
 Each memoriser keeps its memory in a different place a controller can reach in-process
 (its module, its class, the base class, an allowed module, the builtins, a function
-default, a pipe it opened before the episodes). Every test starts real sandbox children.
+default, a library's class, a pipe it opened). In batch scoring an episode never shares a
+process with an earlier episode of its question, and what the candidate owns is rebuilt for
+every episode; in serving every solve is a fresh fork. Every test starts real sandbox
+children.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
 from mlflow_autotts.sandbox.parent import run_candidate
 from mlflow_autotts.sandbox.session import SandboxedController
+from mlflow_autotts.sandbox.worker import episode_groups
 
 LIMITS = SandboxLimits(wall_seconds=60, cpu_seconds=30, memory_mb=512)
 DATA = [random_set(6, 16, seed=5, name="Toy/m")]
@@ -98,6 +102,27 @@ def test_a_memorising_controller_scores_exactly_as_its_stateless_twin(channel):
     seeds = range(4)  # every question comes back in three later shuffles, and under a second β
     twin = _scores(run_candidate(STATELESS, DATA, [0.3, 0.7], seeds, LIMITS))
     assert _scores(run_candidate(memoriser(channel), DATA, [0.3, 0.7], seeds, LIMITS)) == twin
+
+
+def test_what_the_candidate_owns_is_new_for_every_episode_of_any_question():
+    # a module-level counter that changes the strategy after the first episode it sees: every
+    # episode is its first, so it plays exactly as the twin on every question
+    source = TEMPLATE.replace("SETUP", "SEEN = []").replace("RECALL", "None").replace("STORE", "pass").replace(
+        "        known = remembered(episode.question)",
+        "        SEEN.append(1)\n        known = None\n        if len(SEEN) > 1:\n            return None")
+    twin = _scores(run_candidate(STATELESS, DATA, [0.5], range(2), LIMITS))
+    assert _scores(run_candidate(source, DATA, [0.5], range(2), LIMITS)) == twin
+
+
+def test_episodes_of_one_question_never_share_a_process():
+    texts = [["a", "b", "c"], ["b", "d"]]  # two datasets sharing question "b"
+    groups = episode_groups(texts, n_betas=2, n_seeds=2)
+    episodes = [e for g in groups for e in g]
+    assert episodes == [(b, d, s, p) for b in range(2) for d in range(2) for s in range(2) for p in range(len(texts[d]))]
+    for g in groups:
+        questions = [texts[d][p] for _, d, _, p in g]
+        assert len(questions) == len(set(questions))
+    assert max(len(g) for g in groups) <= 3
 
 
 def test_a_pipe_opened_before_the_episodes_does_not_join_them():

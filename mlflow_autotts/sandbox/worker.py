@@ -18,15 +18,17 @@ Order of events, which is the point of this module:
    parent reads the isolation from ``/proc`` while no candidate code has run yet.
 4. Compile and execute the candidate source with the import gate, build it per β, report
    ``READY``. This process is now the *zygote*: the candidate's fresh state.
-5. Every episode runs in a fork of the zygote (``_episodes``): batch, one per (β, dataset,
-   shuffle, problem), solved through the oracle and reported as a sealed ``EPISODE``;
-   session, one per ``SOLVE`` (at the β it names), each call forwarded to the parent. The
-   fork exits after its episode, so nothing an episode stores (module, class, builtins or
-   library state, anything in memory) reaches another episode or another caller. The
+5. Episodes run in forks of the zygote (``_episode_forker``). Batch: each fork plays a run
+   of episodes in which no question comes twice (``episode_groups``), each episode with
+   the candidate's module run again in a fresh namespace and its controller built anew,
+   solved through the oracle and reported as a sealed ``EPISODE``. Session: a fork per
+   ``SOLVE``, built at the β it names, each call forwarded to the parent. So an episode
+   never meets state left by an episode of the same question, and what the candidate owns
+   (module, classes, functions, instances, its builtins) is new for every episode. The
    zygote only forks, waits and exits: after the candidate ran it calls nothing but C
    functions bound before the candidate was imported, so the candidate cannot make it run
-   code between episodes; a fork closes every file descriptor the child did not hold at the
-   lockdown and checks the ones it keeps, so no pipe joins two episodes; and the kernel
+   code between forks; a fork closes every file descriptor the child did not hold at the
+   lockdown and checks the ones it keeps, so no pipe joins two forks; and the kernel
    (``RLIMIT_NPROC`` = ``EPISODE_PROCESSES`` under the child's own uid) and the audit hook
    keep the candidate from forking itself.
 
@@ -193,12 +195,14 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     window = [False, False]  # traceback frames readable; the driver forking
     send = None
     meta = None
+    groups: tuple = ()
     n_seeds = 0
     if mode == Mode.BATCH:
         n_seeds = int(header[Header.N_SEEDS])
         datasets = data[Data.DATASETS]
         meta = [[(pr[Data.QUESTION], len(pr[Data.BRANCH_TOKENS]), pr[Data.INTERVAL], bool(pr.get(Data.SIGNALS)))
                  for pr in ds] for ds in datasets]
+        groups = episode_groups([[m[0] for m in ds] for ds in meta], min(len(betas), MAX_BETAS), n_seeds)
         orders = {int(n): v for n, v in data[Data.ORDERS].items()}
         trace_cap = header.get(Header.FULL_ACTIONS)
         gen = oracle(datasets, orders, len(betas), n_seeds, key, trace_cap, viol)
@@ -227,7 +231,7 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     sys.addaudithook(hook)
     applied.append("audit_hook")
     del hook
-    fork_episode = _episode_forker(window, keep, fd_ids, flag_r)
+    fork_episode, scrub = _episode_forker(window, keep, fd_ids, flag_r)
     chan.send({Field.TYPE: Msg.LOCKED, Field.APPLIED: applied})
     go = reader.line()
     if go is None or json.loads(go).get(Field.TYPE) != Msg.GO:
@@ -345,10 +349,12 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
     solvers = []
     built = []
     configs = []
+    build_args = []  # per β, the keyword arguments its (checked) build took: an episode rebuilds with them
     for bi, beta in enumerate(betas[:MAX_BETAS]):
         where = {Where.BETA: bi}
         try:
             controller = _base.build_controller(cls, beta, params)
+            build_args.append({**params, **({} if beta is None else {"beta": _base.check_beta(beta)})})
             solvers.append(controller.solve)
             built.append(_safe_beta(controller))
             configs.append(_safe_config(controller))
@@ -367,15 +373,32 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
         while True:
             fork_episode(one_solve)  # returns only when the fork answered: then the next request
 
-    # ---- batch: score every episode, each in a fork of this process
+    # ---- batch: score every episode; a fork per run of distinct questions, a fresh module per episode
     sealed_seq = [0]
+    class_wanted = header.get(Header.CLASS_NAME)
+
+    def fresh_controller(bi: int, where: dict):
+        """The candidate built anew for one episode: its module body run again in a new
+        namespace with its own builtins, so nothing it owns survives the episode before."""
+        fresh = types.ModuleType(CANDIDATE_MODULE)
+        fresh.__dict__["__builtins__"] = dict(restricted)
+        fresh.__dict__["__file__"] = CANDIDATE_FILE
+        sys.modules[CANDIDATE_MODULE] = fresh
+        try:
+            exec(code, fresh.__dict__)
+            return pick_controller_class(fresh, class_wanted, "candidate source")(**build_args[bi])
+        except ControllerError as exc:
+            fail(FailureKind.EXCEPTION, _safe_str(exc), "", where)
+        except BaseException as exc:  # noqa: BLE001
+            classify(exc, exc_info()[2], "importing and building the controller", where)
 
     def one_episode(bi: int, di: int, si: int, pi: int) -> None:
         question, n, interval, has_sig = meta[di][pi]
         where = {Where.BETA: bi, Where.DATASET: di, Where.SHUFFLE: si, Where.PROBLEM: pi}
+        controller = fresh_controller(bi, where)
         episode = SandboxEpisode(send, question, n, interval, has_sig)
         try:
-            answer = solvers[bi](episode)
+            answer = controller.solve(episode)
         except BaseException as exc:  # noqa: BLE001
             classify(exc, exc_info()[2], "solve()", where)
         check_answer(answer, where)
@@ -385,16 +408,41 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
             sealed = None
         if type(sealed) is not tuple or sealed[0] != sealed_seq[0]:
             fail(FailureKind.FORBIDDEN, "the episode sequence was tampered with", "", where)
+        sealed_seq[0] += 1
         flush()
         chan.send({Field.TYPE: Msg.EPISODE, Field.BETA_INDEX: bi, Field.DATASET_INDEX: di, Field.SHUFFLE_INDEX: si,
                    Field.PROBLEM_INDEX: pi, Field.ANSWER_GIVEN: answer, Field.VIOLATIONS: sealed[1],
                    Field.SUMMARY: sealed[2], Field.MAC: sealed[3]})
+
+    def one_group(group: tuple) -> None:
+        for bi, di, si, pi in group:
+            scrub()  # no descriptor an earlier episode opened reaches this one
+            one_episode(bi, di, si, pi)
         _flag(flag_w)
 
-    run_batch(fork_episode, one_episode, send, sealed_seq, len(solvers), [len(m) for m in meta], n_seeds)
+    run_batch(fork_episode, one_group, send, sealed_seq, groups)
     flush()
     chan.send({Field.TYPE: Msg.DONE})
     os._exit(0)
+
+
+def episode_groups(questions: list[list[str]], n_betas: int, n_seeds: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """Every episode (β, dataset, shuffle, problem) in scoring order, cut into runs in which no
+    question text comes twice: one fork plays each run, so an episode never meets state
+    left by an episode of the same question (another shuffle, β or dataset of it)."""
+    groups, group, seen = [], [], set()
+    for bi in range(n_betas):
+        for di, texts in enumerate(questions):
+            for si in range(n_seeds):
+                for pi, text in enumerate(texts):
+                    if text in seen:
+                        groups.append(tuple(group))
+                        group, seen = [], set()
+                    group.append((bi, di, si, pi))
+                    seen.add(text)
+    if group:
+        groups.append(tuple(group))
+    return tuple(groups)
 
 
 def _fd_id(fd: int) -> tuple[int, int, int]:
@@ -412,7 +460,8 @@ def _episode_forker(window: list, keep: tuple, fd_ids: tuple, flag_r: int, *, _f
                     _fstat=os.fstat, _to_code=os.waitstatus_to_exitcode, _again=BlockingIOError, _oserror=OSError,
                     _freeze=gc.freeze):
     """``fork_episode(run)``: run ``run()`` in a fork of this process; return once the fork
-    has exited after flagging that it finished. Otherwise (the candidate exited, crashed or
+    has exited after flagging that it finished (and ``scrub()``, which a fork also runs
+    between the episodes it plays). Otherwise (the candidate exited, crashed or
     was killed in the fork) this process ends the same way, so the parent sees that death.
 
     Made before any candidate code runs: everything it calls is a C function bound here, so
@@ -430,6 +479,18 @@ def _episode_forker(window: list, keep: tuple, fd_ids: tuple, flag_r: int, *, _f
     gaps.append((lo, top))
     gaps = tuple(gaps)
 
+    def scrub() -> None:
+        """Close every descriptor outside ``keep``; end the process if a kept one changed."""
+        for lo, hi in gaps:
+            _close(lo, hi)
+        for fd, ident in fd_ids:
+            try:
+                st = _fstat(fd)
+            except _oserror:
+                _exit(TAMPERED_EXIT)
+            if (st.st_dev, st.st_ino, st.st_mode) != ident:
+                _exit(TAMPERED_EXIT)
+
     def fork_episode(run) -> None:
         _freeze()  # the zygote's objects stay out of the forks' collections (no copy-on-write)
         window[1] = True
@@ -440,15 +501,7 @@ def _episode_forker(window: list, keep: tuple, fd_ids: tuple, flag_r: int, *, _f
         window[1] = False
         if pid == 0:
             try:
-                for lo, hi in gaps:
-                    _close(lo, hi)
-                for fd, ident in fd_ids:
-                    try:
-                        st = _fstat(fd)
-                    except _oserror:
-                        _exit(TAMPERED_EXIT)
-                    if (st.st_dev, st.st_ino, st.st_mode) != ident:
-                        _exit(TAMPERED_EXIT)
+                scrub()
                 run()
             finally:  # a fork never returns into the zygote's loop, whatever the candidate raised
                 _exit(0)
@@ -470,21 +523,19 @@ def _episode_forker(window: list, keep: tuple, fd_ids: tuple, flag_r: int, *, _f
             _kill(_getpid(), -code)
         _exit(code if code > 0 else 0)
 
-    return fork_episode
+    return fork_episode, scrub
 
 
-def _run_batch(fork_episode, one_episode, send, sealed_seq, n_betas: int, n_problems: list, n_seeds: int, *,
-               _range=range, _len=len, _seal=_SEAL) -> None:
-    """Every (β, dataset, shuffle, problem) in order, each in a fork; this process advances
-    its own oracle past the episode the fork played (sealing it unplayed), so the next fork
-    starts at the next one. Bound before the candidate runs (see ``_episode_forker``)."""
-    for bi in _range(n_betas):
-        for di in _range(_len(n_problems)):
-            for si in _range(n_seeds):
-                for pi in _range(n_problems[di]):
-                    fork_episode(lambda: one_episode(bi, di, si, pi))
-                    send(_seal)
-                    sealed_seq[0] += 1
+def _run_batch(fork_episode, one_group, send, sealed_seq, groups: tuple, *, _range=range, _len=len,
+               _seal=_SEAL) -> None:
+    """Each group of episodes in a fork, in order; this process then advances its own oracle
+    past the episodes the fork played (sealing them unplayed), so the next fork starts at the
+    next one. Bound before the candidate runs (see ``_episode_forker``)."""
+    for group in groups:
+        fork_episode(lambda: one_group(group))
+        for _ in _range(_len(group)):
+            send(_seal)
+        sealed_seq[0] += _len(group)
 
 
 def _solve_request(chan: _Channel, reader: _Reader, cls, params: dict, default_beta, classify, check_answer, flush,
