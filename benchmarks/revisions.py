@@ -5,12 +5,14 @@ runs the same script there (its own ``mlflow_autotts`` first on ``PYTHONPATH``),
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +31,22 @@ def run_at(rev: str, script: str, args: list[str]) -> dict:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     return json.loads(out.strip().splitlines()[-1])
+
+
+def add_options(ap: argparse.ArgumentParser) -> None:
+    """``--baseline REV`` and ``--json``, for a benchmark that compares itself with REV."""
+    ap.add_argument("--baseline", help="also measure this git revision, side by side")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+
+
+def measure_both(args: argparse.Namespace, script: str, passthrough: list[str],
+                 measure: Callable[[], dict]) -> tuple[dict, dict | None] | None:
+    """``(this tree's figures, the baseline's or None)``: the baseline first when
+    ``--baseline`` asks, with ``passthrough`` arguments. Under ``--json`` (the baseline's own
+    run) the figures are printed and None is returned."""
+    base = run_at(args.baseline, script, passthrough) if args.baseline else None
+    now = measure()
+    if args.json:
+        print(json.dumps(now))
+        return None
+    return now, base

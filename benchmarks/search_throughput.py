@@ -11,10 +11,9 @@ tree) and prints both side by side with their ratio: what a change to the sandbo
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from revisions import run_at
+from revisions import add_options, measure_both
 
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
@@ -44,15 +43,13 @@ def measure(candidates: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidates", type=int, default=12)
-    ap.add_argument("--baseline", help="also measure this git revision, side by side")
-    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    add_options(ap)
     args = ap.parse_args()
-    base = run_at(args.baseline, "benchmarks/search_throughput.py", ["--candidates", str(args.candidates)]) \
-        if args.baseline else None
-    now = measure(args.candidates)
-    if args.json:
-        print(json.dumps(now))
+    both = measure_both(args, "benchmarks/search_throughput.py", ["--candidates", str(args.candidates)],
+                        lambda: measure(args.candidates))
+    if both is None:
         return
+    now, base = both
     cfg = SearchConfig()
     print(f"{args.candidates} candidates, betas {list(cfg.betas)}, {cfg.search_shuffles} shuffles, "
           f"search split of {', '.join(PUBLISHED_AIME24)}")

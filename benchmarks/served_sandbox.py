@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from revisions import run_at
+from revisions import add_options, measure_both
 
 from mlflow_autotts.controllers import cmc
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -77,15 +76,12 @@ def measure(requests_n: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=64)
-    ap.add_argument("--baseline", help="also measure this git revision, side by side")
-    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    add_options(ap)
     args = ap.parse_args()
-    base = run_at(args.baseline, "benchmarks/served_sandbox.py", ["--requests", str(args.requests)]) \
-        if args.baseline else None
-    now = measure(args.requests)
-    if args.json:
-        print(json.dumps(now))
+    both = measure_both(args, "benchmarks/served_sandbox.py", ["--requests", str(args.requests)], lambda: measure(args.requests))
+    if both is None:
         return
+    now, base = both
     print(f"{args.requests} replay requests (one question, 128 branches, own β and seed), sandboxed CMC source")
     print(f"{'at once':>8} {'p50 ms':>8} {'p95 ms':>8}" + (f" {'base p50':>9} {'base p95':>9} {'p50 ratio':>10}"
                                                           if base else ""))
