@@ -78,7 +78,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     add_options(ap)
     args = ap.parse_args()
-    both = measure_both(args, "benchmarks/served_sandbox.py", ["--requests", str(args.requests)], lambda: measure(args.requests))
+    both = measure_both(args, "benchmarks/served_sandbox.py", ["--requests", str(args.requests)],
+                        lambda: measure(args.requests))
     if both is None:
         return
     now, base = both
