@@ -29,7 +29,7 @@ from mlflow_autotts.sandbox.parent import ProcessSandbox
 from mlflow_autotts.search.config import build_config
 from mlflow_autotts.search.job import archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
-from tests.helpers import random_set
+from tests.helpers import random_set, runner_spec
 from tests.test_sandbox import HONEST, hostile
 from tests.test_search_mlflow import SMALL, kill_and_resume
 
@@ -90,7 +90,7 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_numbers_are_the_same(ray_c
     src = tmp_path / "kill_once.py"
     src.write_text(KILL_ONCE.format(marker=str(marker)), encoding="utf-8")
     cfg = EvalConfig(shuffles=8, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
-    on_ray = evaluate_many([ControllerSpec(f"{src}:KillOnce", 0.5)], SYNTH, cfg, executor=chunk_executor("ray"))
+    on_ray = evaluate_many([runner_spec(f"{src}:KillOnce", 0.5)], SYNTH, cfg, executor=chunk_executor("ray"))
     local = evaluate_many([ControllerSpec("cmc", 0.5)], SYNTH, cfg)
     killed = int(marker.read_text())
     assert killed != os.getpid()  # a Ray worker died, not this driver
@@ -107,7 +107,7 @@ def test_a_controller_error_on_ray_is_the_local_error(ray_cluster, tmp_path):
                    "class Broken(ConfidenceMomentum):\n    name = 'broken'\n\n    def solve(self, episode):\n"
                    "        if episode.question == 'question 3':\n            raise KeyError('no such branch')\n"
                    "        return super().solve(episode)\n", encoding="utf-8")
-    spec = ControllerSpec(f"{src}:Broken", 0.5)
+    spec = runner_spec(f"{src}:Broken", 0.5)  # the test's own source, replayed as if built in
     # one work item: with several, which failing item is reported first is a race
     cfg = EvalConfig(shuffles=2, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
     errors = []
