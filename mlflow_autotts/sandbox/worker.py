@@ -346,7 +346,6 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
         cls_name = cls.__name__ if type(cls.__name__) is str else "?"
     except BaseException as exc:  # noqa: BLE001
         classify(exc, exc_info()[2], "reading the controller class", None)
-    solvers = []
     built = []
     configs = []
     build_args = []  # per β, the keyword arguments its (checked) build took: an episode rebuilds with them
@@ -355,7 +354,6 @@ def main(argv: list[str]) -> int:  # noqa: C901  (one linear protocol, kept in o
         try:
             controller = _base.build_controller(cls, beta, params)
             build_args.append({**params, **({} if beta is None else {"beta": _base.check_beta(beta)})})
-            solvers.append(controller.solve)
             built.append(_safe_beta(controller))
             configs.append(_safe_config(controller))
         except ControllerError as exc:

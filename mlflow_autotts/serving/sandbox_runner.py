@@ -29,7 +29,7 @@ from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
-from mlflow_autotts.sandbox.session import SandboxedController
+from mlflow_autotts.sandbox.session import IDLE_SECONDS, SandboxedController
 from mlflow_autotts.serving.runners import Bound, ControllerFailed
 
 ALLOW_WEAKER_ENV = "AUTOTTS_ALLOW_WEAKER_ISOLATION"
@@ -45,7 +45,7 @@ class ServingSandbox:
     """Most sandbox children at once (``AUTOTTS_SANDBOX_CHILDREN``): concurrent solves beyond it wait."""
     memory_mb: int = 1024
     """Address space of each child and of its episode fork, MiB (``AUTOTTS_SANDBOX_MEMORY_MB``)."""
-    idle_seconds: float = 60.0
+    idle_seconds: float = IDLE_SECONDS
     """A child idle this long is stopped (``AUTOTTS_SANDBOX_IDLE_SECONDS``)."""
     request_seconds: float = 60.0
     """A solve is stopped this long after its request started (``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``)."""
