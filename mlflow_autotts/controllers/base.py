@@ -23,16 +23,55 @@ mean token confidence among windows ending in the interval (DeepConf's group con
 
 
 class Episode(Protocol):
-    """What a controller may call; replay and live episodes both provide it."""
+    """What a controller may call: one question, its branches opened and advanced on demand.
+
+    Replay episodes (pre-collected branches), live episodes (generation on vLLM) and the
+    sandbox's proxy all offer exactly this; the gold answer is never reachable from it.
+    Costs follow the published replay rules and are counted by the episode, never by the
+    controller: an *interval* is ``interval_tokens`` tokens (500 in the published data).
+    Branches are numbered in the order they were opened, from 0.
+    """
 
     question: str
+    """The question's text (read-only)."""
     max_branches: int
+    """How many branches the episode holds; opening one more raises ``ValueError``."""
     interval_tokens: int
+    """Tokens of one interval, the unit a probe step costs."""
     tokens_used: int
+    """Tokens billed so far."""
 
-    def probe_new(self) -> tuple[str, int, bool]: ...
-    def probe_more(self, i: int) -> tuple[str, bool]: ...
-    def get_new_branch_final_answer(self) -> str: ...
+    def probe_new(self) -> tuple[str, int, bool]:
+        """Open the next branch and advance it one interval.
+
+        Returns ``(answer, branch_index, finished)``: the branch's intermediate answer after
+        that interval (``"ERR"`` if none), its index for ``probe_more``, and whether it
+        already ended (then ``answer`` is its final answer). Costs one interval, or the
+        whole branch if it is shorter. Raises ``ValueError`` when no unopened branch is left.
+        """
+
+    def probe_more(self, i: int) -> tuple[str, bool]:
+        """Advance branch ``i`` one more interval.
+
+        Returns ``(answer, finished)``. Costs one interval; once the branch's probes are used
+        up, the rest of the branch, and ``answer`` is then its final answer. On a finished
+        branch it keeps returning the final answer at no cost. Raises ``ValueError`` when
+        ``i`` is not an opened branch (or not an int).
+        """
+
+    def get_new_branch_final_answer(self) -> str:
+        """Open the next branch and read it whole: its final answer. Costs the branch's full
+        length. Raises ``ValueError`` when no unopened branch is left."""
+
+
+class SignalsEpisode(Episode, Protocol):
+    """An episode whose data carries per-interval signals (e.g. DeepConf's token confidence);
+    episodes without them have no ``signals`` attribute (test with ``hasattr``)."""
+
+    def signals(self, i: int) -> dict[str, list[float]]:
+        """Branch ``i``'s signals so far, one value per interval it has been advanced, by
+        name (``CONFIDENCE``, ``GROUP_CONFIDENCE``); free. Raises ``ValueError`` when ``i``
+        is not an opened branch."""
 
 
 class EpisodeFacts:
