@@ -25,9 +25,9 @@ MLflow's start-up: the wall marginal is what a user waits for, the CPU marginal 
 
 The paper's evaluator takes about 16 s for those 3,000 episodes on one core of this machine
 (``benchmarks/replay_speed.py``); pass ``--reference-seconds`` with your own measurement.
-Targets (issue 10): marginal ratio >= 50x, ``--help`` < 0.5 s, 1 shuffle < 3 s. The last one
-is close to MLflow's floor on this machine (2.3-2.9 s with the quick exit, 2.8-3.5 s with a
-normal one, 2026-12-06), so the time beyond the floor is printed too.
+Targets: marginal ratio >= 50x, ``--help`` < 0.5 s, 1 shuffle < 3 s. The last one is close to
+MLflow's own floor on a 2-core machine (``benchmarks/README.md`` has the figures), so the time
+beyond the floor is printed too.
 
 The commands run with ``MLFLOW_DISABLE_TELEMETRY=true`` and, as an installed package would,
 with Python's bytecode cache enabled (``PYTHONDONTWRITEBYTECODE`` is removed from their

@@ -1,4 +1,4 @@
-"""How finely can the published data tell two β-curves apart? (issue 10's acceptance, measured)
+"""How finely can the published data tell two β-curves apart? (the search's acceptance, measured)
 
 Replays, in-process on every problem of the published AIME 2024 data (4 models × 30),
 CMC at the selection's β points, SC@64, and one seed genome over a β sweep (rendered by

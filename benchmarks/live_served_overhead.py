@@ -7,7 +7,7 @@ one vLLM server (the demo model, SmolLM2-135M, on CPU).
 Each question runs on both paths with the same seeds, so both generate the same branches,
 the path that goes first alternating (the second run finds its prompts in the prefix cache); the overhead is the median over questions of
 served / direct wall time − 1, printed with both medians, the billed tokens (which must be
-equal) and the engine's aggregate tokens/s. Target (issue 8): ≤ 5% of wall time.
+equal) and the engine's aggregate tokens/s. Target: ≤ 5% of wall time.
 """
 
 from __future__ import annotations

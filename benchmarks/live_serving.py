@@ -8,7 +8,7 @@ handful of one-step arithmetic word problems, each controller (SC@N, CMC, Parall
 answers every question live, with ``lookahead`` 1 (plain sequential generation) and 8. Per
 controller and lookahead it prints accuracy, billed / generated / probe tokens and wall
 time per question, engine calls, prefix-cache hits and aggregate tokens/s, then the
-targets of issue 8: lookahead 8 at least 3× faster than 1 for cmc and parallel_probe with
+live serving's targets: lookahead 8 at least 3× faster than 1 for cmc and parallel_probe with
 generated ≤ 1.5× billed, and cmc's bill against SC@N's at SC@N's accuracy. Beside the speedup
 it prints its ceiling (a branch's intervals decode one after another: generation calls at
 lookahead 1 over those at 8) and what one interval costs in a call 1 and 8 branches wide.
@@ -178,7 +178,7 @@ def report(rows: list[Row], backend, widths: dict[int, float]) -> None:
               f"{r.mean('probe_tokens'):>7.0f}{r.mean('engine_calls'):>7.1f}{cached:>9.1f}"
               f"{r.mean('wall_seconds'):>8.1f}{r.median_wall:>9.1f}{r.tokens_per_s:>7.1f}")
     by = {(r.controller, r.lookahead): r for r in rows}
-    print("\ntargets (issue 8)")
+    print("\ntargets")
     for name in ("cmc", "parallel_probe"):
         seq, ahead = by.get((name, 1)), by.get((name, 8))
         if seq and ahead:

@@ -1,4 +1,4 @@
-"""Hostile files never escape the one-line-error rule (issue 20, section 4).
+"""Hostile files never escape the one-line-error rule.
 
 Trajectory files (JSON and Parquet), question files for ``collect`` and a collection's work
 folder are read by one bounded, validating path each: whatever bytes come in, the outcome

@@ -1,9 +1,8 @@
 """Ending the ``autotts`` process without tearing the interpreter down.
 
 Once MLflow is imported, CPython's shutdown (module teardown, final garbage collection)
-takes about a second on a 2-core machine: ``python -c "import mlflow; …"`` exits 1.0 s
-sooner (paired median of 7 runs, 2026-12-06) when it ends with ``os._exit`` after the exit
-handlers. For ``autotts evaluate``, that second is a third of what a user waits for.
+takes about a second on a 2-core machine (``benchmarks/cli_speed.py`` measures it), and for
+``autotts evaluate`` that second is a large share of what a user waits for.
 
 :func:`exit_now` keeps what a normal exit guarantees for a finished command: every ``atexit``
 handler runs (MLflow's, ``logging.shutdown``, multiprocessing's, ``weakref.finalize``) and

@@ -1,5 +1,5 @@
-"""Backends by name: what answers a request's rows (``replay`` today, ``live`` with
-issue 8). ``ControllerModel.predict`` looks the request's ``backend`` param up here and
+"""Backends by name: what answers a request's rows (``replay``, ``live``).
+``ControllerModel.predict`` looks the request's ``backend`` param up here and
 never changes when a backend is added: a new backend is a module that calls
 ``register_backend`` and is imported by ``serving.pyfunc`` (the registry imports none).
 

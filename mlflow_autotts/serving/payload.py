@@ -59,7 +59,7 @@ class RequestParams:
     """The request's params, checked."""
 
     backend: str = DEFAULT_BACKEND
-    """Which backend answers (``replay``; ``live`` with issue 8)."""
+    """Which backend answers (``replay``, ``live``, or ``auto``: replay when rows bring a trajectory)."""
     beta: float | None = None
     """β for this request; None means the model's logged β."""
     shuffle_seed: int = -1
