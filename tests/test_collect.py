@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from live_fixtures import ScriptedBackend, char_prompts
 
 from click.testing import CliRunner
 
 from mlflow_autotts.cli.main import main
-from mlflow_autotts.collect.config import CollectConfig, CollectConfigError
+from mlflow_autotts.collect.config import CollectConfigError
 from mlflow_autotts.collect.questions import QuestionFileError, read_questions
 from mlflow_autotts.collect.endpoints import WorkQueue
 from mlflow_autotts.collect.run import CollectError, EndpointWarning, collect
@@ -24,27 +22,15 @@ from mlflow_autotts.collect.shards import SERVED, ResumeError, work_dir
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.data.parquet_io import read_parquet
-from mlflow_autotts.live.backends.base import BackendError, BackendUnavailable, Generation, GenerationRequest
+from mlflow_autotts.live.backends.base import BackendError, Generation
 from mlflow_autotts.live.episode import LiveRunner
 from mlflow_autotts.replay.episode import ReplayEpisode
+from tests.helpers import COLLECT_LENGTHS, COLLECT_QUESTIONS, FailAfter, collect_config, write_jsonl
 from tests.live_fixtures import ScriptedBackend, char_prompts
 
-LENGTHS = [9, 13, 4, 21]  # tokens of branch j (scripted): 1 to 6 intervals of 4
-QUESTIONS = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(1, 6)]
 
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def config(tmp_path: Path, **kw) -> CollectConfig:
-    values = dict(questions=str(write_jsonl(tmp_path / "q.jsonl", QUESTIONS)), output=str(tmp_path / "out" / "c.parquet"),
-                  model="scripted", branches=len(LENGTHS), interval_tokens=4, max_tokens_per_branch=64,
-                  top_logprobs=3, group_window=3, instruction="", mlflow=False, progress=False, concurrency=2,
-                  live={"probe_tokens": 4})
-    values.update(kw)
-    return CollectConfig(**values)
+def scripted() -> ScriptedBackend:
+    return ScriptedBackend(COLLECT_LENGTHS, interval=4)
 
 
 # ------------------------------------------------------------------ question files
@@ -88,31 +74,31 @@ def test_question_file_errors_name_the_file_and_what_is_wrong(tmp_path):
 
 def test_collect_settings_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(CollectConfigError, match="live.lookahead is set by collection itself"):
-        config(tmp_path, live={"lookahead": 2})
+        collect_config(tmp_path, live={"lookahead": 2})
     with pytest.raises(CollectConfigError, match="live.seed: use the seed setting"):
-        config(tmp_path, live={"seed": 2})
+        collect_config(tmp_path, live={"seed": 2})
     with pytest.raises(CollectConfigError, match="live.bogus is not a live setting"):
-        config(tmp_path, live={"bogus": 2})
+        collect_config(tmp_path, live={"bogus": 2})
     with pytest.raises(CollectConfigError, match="top_logprobs must be an integer in"):
-        config(tmp_path, top_logprobs=50)
+        collect_config(tmp_path, top_logprobs=50)
     with pytest.raises(CollectConfigError, match="output must be a .parquet file"):
-        config(tmp_path, output=str(tmp_path / "x.json"))
+        collect_config(tmp_path, output=str(tmp_path / "x.json"))
 
 
 # ------------------------------------------------------------------ collection
 def test_collect_writes_every_branch_probed_at_every_interval(tmp_path):
-    cfg = config(tmp_path)
-    report = collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    cfg = collect_config(tmp_path)
+    report = collect(cfg, backend=ScriptedBackend(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
     out = Path(cfg.output)
     assert report.output == out and out.is_file() and not work_dir(out).exists()
     ts = read_parquet(out)
-    assert len(ts) == len(QUESTIONS) and report.validation.passed
-    for p, q in zip(ts.problems, QUESTIONS):
+    assert len(ts) == len(COLLECT_QUESTIONS) and report.validation.passed
+    for p, q in zip(ts.problems, COLLECT_QUESTIONS):
         br = p.branches
         assert p.question == q["question"] and p.gold_answer == q["answer"]
-        assert br.branch_tokens == LENGTHS and br.interval_tokens == 4
+        assert br.branch_tokens == COLLECT_LENGTHS and br.interval_tokens == 4
         # every interval boundary before the end is probed, the final one answers
-        assert br.n_probes == [(n - 1) // 4 for n in LENGTHS]
+        assert br.n_probes == [(n - 1) // 4 for n in COLLECT_LENGTHS]
         assert all(a in {"1", "2", "3"} for a in br.probe_answers + br.final_answers)
         assert set(br.signals) == {"confidence", "group_confidence"}
         assert all(len(v) == len(br.probe_answers) for v in br.signals.values())
@@ -121,22 +107,22 @@ def test_collect_writes_every_branch_probed_at_every_interval(tmp_path):
     assert s["branches"] == 4 and s["interval_tokens"] == 4 and s["top_logprobs"] == 3 and s["group_window"] == 3
     assert s["question_file_sha256"] == read_questions(cfg.questions).sha256 and len(s["chat_template_sha256"]) == 64
     t = report.totals
-    assert t.questions == 5 and t.branches == 20 and t.generated_tokens == 5 * sum(LENGTHS)
+    assert t.questions == 5 and t.branches == 20 and t.generated_tokens == 5 * sum(COLLECT_LENGTHS)
     assert t.probe_tokens > 0 and 0 < t.cache_hit_rate < 1
 
 
 def test_replay_of_the_collection_reads_back_each_branch_answer(tmp_path):
     """The controller that reads everything gets, in replay, the live episode's answers."""
-    cfg = config(tmp_path, limit=1)
-    backend, prompts = ScriptedBackend(LENGTHS, interval=4), char_prompts()
+    cfg = collect_config(tmp_path, limit=1)
+    backend, prompts = ScriptedBackend(COLLECT_LENGTHS, interval=4), char_prompts()
     collect(cfg, backend=backend, prompts=prompts)
     problem = read_parquet(cfg.output).problems[0]
     live = LiveRunner(cfg.live_config(), backend=backend, prompts=prompts).solve(
-        SelfConsistency(n=len(LENGTHS)), QUESTIONS[0]["question"])
-    replay = ReplayEpisode(problem.branches, list(range(len(LENGTHS))))
-    answers = [replay.get_new_branch_final_answer() for _ in LENGTHS]
+        SelfConsistency(n=len(COLLECT_LENGTHS)), COLLECT_QUESTIONS[0]["question"])
+    replay = ReplayEpisode(problem.branches, list(range(len(COLLECT_LENGTHS))))
+    answers = [replay.get_new_branch_final_answer() for _ in COLLECT_LENGTHS]
     assert answers == [b.final for b in live.episode.branches]
-    assert replay.tokens_used == live.stats.billed_tokens == sum(LENGTHS)
+    assert replay.tokens_used == live.stats.billed_tokens == sum(COLLECT_LENGTHS)
     for j, b in enumerate(live.episode.branches):
         assert problem.branches.probes(j) == [b.probes[k] for k in range(1, len(b.probes) + 1)]
 
@@ -154,65 +140,49 @@ class ProbeToTheEnd(SelfConsistency):
 def test_collected_branches_are_those_a_probing_controller_gets(tmp_path):
     """A seed per interval: the collected branches are token for token those of a live
     controller stepping them by probes, with the same probe and final answers."""
-    cfg, q = config(tmp_path), QUESTIONS[0]["question"]
-    got = LiveRunner(cfg.live_config(), backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts()).solve(
-        SelfConsistency(n=len(LENGTHS)), q)
-    assert got.stats.generation_calls == max((n - 1) // 4 + 1 for n in LENGTHS)  # one call per interval
-    stepped = LiveRunner(cfg.live_config(), backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts()).solve(
-        ProbeToTheEnd(n=len(LENGTHS)), q)
+    cfg, q = collect_config(tmp_path), COLLECT_QUESTIONS[0]["question"]
+    got = LiveRunner(cfg.live_config(), backend=scripted(), prompts=char_prompts()).solve(
+        SelfConsistency(n=len(COLLECT_LENGTHS)), q)
+    assert got.stats.generation_calls == max((n - 1) // 4 + 1 for n in COLLECT_LENGTHS)  # one call per interval
+    stepped = LiveRunner(cfg.live_config(), backend=scripted(), prompts=char_prompts()).solve(
+        ProbeToTheEnd(n=len(COLLECT_LENGTHS)), q)
     for mine, theirs in zip(got.episode.branches, stepped.episode.branches):
         assert mine.ids == theirs.ids and mine.probes == theirs.probes and mine.final == theirs.final
 
 
-class FailAfter(ScriptedBackend):
-    """Answers ``ok_calls`` engine calls, then the backend goes down."""
-
-    def __init__(self, *a, ok_calls: int, **kw):
-        super().__init__(*a, **kw)
-        self.ok_calls = ok_calls
-        self.lock = threading.Lock()
-
-    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
-        with self.lock:
-            self.ok_calls -= 1
-            if self.ok_calls < 0:
-                raise BackendUnavailable("scripted backend went down")
-        return super().generate(requests, timeout)
-
-
 def test_a_failed_collection_keeps_finished_questions_and_resume_finishes_without_repeating(tmp_path):
-    cfg = config(tmp_path, concurrency=1)
+    cfg = collect_config(tmp_path, concurrency=1)
     with pytest.raises(CollectError, match=r"every endpoint failed \(in-process: scripted backend went down\); "
                                            r"2 of 5 questions are done .* --resume"):
-        collect(cfg, backend=FailAfter(LENGTHS, interval=4, ok_calls=25), prompts=char_prompts(), warn=lambda m: None)
+        collect(cfg, backend=FailAfter(COLLECT_LENGTHS, interval=4, ok_calls=25), prompts=char_prompts(),
+                warn=lambda m: None)
     out = Path(cfg.output)
     assert not out.exists()
     kept = sorted(p.name for p in work_dir(out).glob("q*.parquet"))
-    assert 0 < len(kept) < len(QUESTIONS)
+    assert 0 < len(kept) < len(COLLECT_QUESTIONS)
     with pytest.raises(ResumeError, match="pass --resume to continue it"):
-        collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+        collect(cfg, backend=ScriptedBackend(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
     with pytest.raises(ResumeError, match=r"cannot resume with other settings \(temperature: 0.7 then, 0.5 now\)"):
-        collect(config(tmp_path, concurrency=1, resume=True, temperature=0.5),
-                backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+        collect(collect_config(tmp_path, concurrency=1, resume=True, temperature=0.5),
+                backend=ScriptedBackend(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
     manifest = next(p for p in work_dir(out).iterdir() if p.suffix == ".json")  # as written before several servers
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "base_url": "http://127.0.0.1:9/v1"}))
-    report = collect(config(tmp_path, concurrency=1, resume=True), backend=ScriptedBackend(LENGTHS, interval=4),
-                     prompts=char_prompts())
-    assert report.resumed == len(kept) and report.totals.questions == len(QUESTIONS) - len(kept)
+    report = collect(collect_config(tmp_path, concurrency=1, resume=True), backend=scripted(), prompts=char_prompts())
+    assert report.resumed == len(kept) and report.totals.questions == len(COLLECT_QUESTIONS) - len(kept)
     (tmp_path / "fresh").mkdir()
-    fresh = config(tmp_path / "fresh")
-    collect(fresh, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+    fresh = collect_config(tmp_path / "fresh")
+    collect(fresh, backend=ScriptedBackend(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
     a, b = read_parquet(out), read_parquet(fresh.output)
     for pa, pb in zip(a.problems, b.problems):  # resumed = uninterrupted, question by question
         assert pa.branches.triples() == pb.branches.triples() and pa.branches.signals == pb.branches.signals
 
 
 def test_an_existing_output_is_never_overwritten(tmp_path):
-    cfg = config(tmp_path)
+    cfg = collect_config(tmp_path)
     Path(cfg.output).parent.mkdir()
     Path(cfg.output).write_text("precious")
     with pytest.raises(Exception, match="already exists"):
-        collect(cfg, backend=ScriptedBackend(LENGTHS, interval=4), prompts=char_prompts())
+        collect(cfg, backend=ScriptedBackend(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
     assert Path(cfg.output).read_text() == "precious" and not work_dir(cfg.output).exists()
 
 
@@ -240,17 +210,13 @@ class NoLogprobs(ScriptedBackend):
 
 
 def test_a_backend_without_logprobs_is_a_clear_error_not_missing_signals(tmp_path):
-    cfg = config(tmp_path)
+    cfg = collect_config(tmp_path)
     with pytest.raises(BackendError, match=r"returned top-k logprobs for 0 of \d+ generated tokens"):
-        collect(cfg, backend=NoLogprobs(LENGTHS, interval=4), prompts=char_prompts())
+        collect(cfg, backend=NoLogprobs(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
     assert not Path(cfg.output).exists()
 
 
 # ------------------------------------------------------------------ several endpoints
-def scripted() -> ScriptedBackend:
-    return ScriptedBackend(LENGTHS, interval=4)
-
-
 class Slow(ScriptedBackend):
     """A slower server: every engine call takes ``delay`` seconds more."""
 
@@ -274,17 +240,18 @@ def same_problems(a: Path | str, b: Path | str) -> None:
 def reference(tmp_path) -> Path:
     """The collection on one scripted backend, to compare the others with."""
     (tmp_path / "ref").mkdir()
-    cfg = config(tmp_path / "ref")
+    cfg = collect_config(tmp_path / "ref")
     collect(cfg, backend=scripted(), prompts=char_prompts())
     return Path(cfg.output)
 
 
 def test_questions_go_to_whichever_endpoint_is_free_and_the_result_is_one_endpoints(tmp_path, reference):
-    cfg = config(tmp_path, concurrency=1)
-    report = collect(cfg, endpoints={"http://fast:1/v1": scripted(), "http://slow:2/v1": Slow(LENGTHS, interval=4,
-                     delay=0.15)}, prompts=char_prompts())
+    cfg = collect_config(tmp_path, concurrency=1)
+    report = collect(cfg, endpoints={"http://fast:1/v1": scripted(),
+                                     "http://slow:2/v1": Slow(COLLECT_LENGTHS, interval=4, delay=0.15)},
+                     prompts=char_prompts())
     fast, slow = report.endpoints
-    assert fast.served + slow.served == len(QUESTIONS) and fast.served > slow.served  # work stealing
+    assert fast.served + slow.served == len(COLLECT_QUESTIONS) and fast.served > slow.served  # work stealing
     assert fast.error is slow.error is None
     same_problems(cfg.output, reference)
     sampling = read_parquet(cfg.output).provenance.sampling
@@ -296,47 +263,51 @@ def test_questions_go_to_whichever_endpoint_is_free_and_the_result_is_one_endpoi
 
 
 def test_a_failing_endpoint_leaves_rotation_and_its_question_is_done_by_another(tmp_path, reference):
-    cfg, warned = config(tmp_path, concurrency=2), []
-    report = collect(cfg, endpoints={"a": FailAfter(LENGTHS, interval=4, ok_calls=8), "b": Slow(LENGTHS, interval=4,
-                     delay=0.01)}, prompts=char_prompts(), warn=warned.append)
+    cfg, warned = collect_config(tmp_path, concurrency=2), []
+    report = collect(cfg, endpoints={"a": FailAfter(COLLECT_LENGTHS, interval=4, ok_calls=8),
+                                     "b": Slow(COLLECT_LENGTHS, interval=4, delay=0.01)},
+                     prompts=char_prompts(), warn=warned.append)
     a, b = report.endpoints
     assert a.error == "a: scripted backend went down" and b.error is None
     assert warned == ["endpoint a failed and is out of rotation (a: scripted backend went down); its questions go to b"]
-    assert a.served + b.served == len(QUESTIONS) and b.served > 0
+    assert a.served + b.served == len(COLLECT_QUESTIONS) and b.served > 0
     same_problems(cfg.output, reference)  # nothing half-written: each question whole, once
     assert report.metrics()["endpoints_failed"] == 1
 
 
 def test_the_default_warning_is_an_endpoint_warning(tmp_path):
     with pytest.warns(EndpointWarning, match="endpoint a failed and is out of rotation"):
-        collect(config(tmp_path), endpoints={"a": FailAfter(LENGTHS, interval=4, ok_calls=0), "b": scripted()},
+        collect(collect_config(tmp_path),
+                endpoints={"a": FailAfter(COLLECT_LENGTHS, interval=4, ok_calls=0), "b": scripted()},
                 prompts=char_prompts())
 
 
 def test_every_endpoint_failing_stops_naming_each_and_resume_finishes_on_other_endpoints(tmp_path, reference):
-    cfg = config(tmp_path, concurrency=1)
+    cfg = collect_config(tmp_path, concurrency=1)
     with pytest.raises(CollectError) as err:
-        collect(cfg, endpoints={"a": FailAfter(LENGTHS, interval=4, ok_calls=12),
-                                "b": FailAfter(LENGTHS, interval=4, ok_calls=6)}, prompts=char_prompts(),
+        collect(cfg, endpoints={"a": FailAfter(COLLECT_LENGTHS, interval=4, ok_calls=12),
+                                "b": FailAfter(COLLECT_LENGTHS, interval=4, ok_calls=6)}, prompts=char_prompts(),
                 warn=lambda m: None)
     line = str(err.value)
     assert "\n" not in line and line.startswith("every endpoint failed (")
     assert "a: scripted backend went down" in line and "b: scripted backend went down" in line and "--resume" in line
     out = Path(cfg.output)
     kept = len(list(work_dir(out).glob("q*.parquet")))
-    assert not out.exists() and 0 < kept < len(QUESTIONS) and f"{kept} of {len(QUESTIONS)} questions are done" in line
-    report = collect(config(tmp_path, concurrency=1, resume=True), endpoints={"c": scripted()}, prompts=char_prompts())
-    assert report.resumed == kept and report.endpoints[0].served == len(QUESTIONS) - kept
+    assert not out.exists() and 0 < kept < len(COLLECT_QUESTIONS)
+    assert f"{kept} of {len(COLLECT_QUESTIONS)} questions are done" in line
+    report = collect(collect_config(tmp_path, concurrency=1, resume=True), endpoints={"c": scripted()},
+                     prompts=char_prompts())
+    assert report.resumed == kept and report.endpoints[0].served == len(COLLECT_QUESTIONS) - kept
     same_problems(out, reference)
     served = read_parquet(out).provenance.sampling[SERVED]
-    assert sum(served.values()) == len(QUESTIONS) and served["c"] == len(QUESTIONS) - kept
+    assert sum(served.values()) == len(COLLECT_QUESTIONS) and served["c"] == len(COLLECT_QUESTIONS) - kept
 
 
 def test_an_error_that_is_not_the_endpoints_stops_the_collection(tmp_path):
     """A refused request would be refused anywhere: no rotation, the error itself."""
-    cfg = config(tmp_path)
+    cfg = collect_config(tmp_path)
     with pytest.raises(BackendError, match="returned top-k logprobs for 0"):
-        collect(cfg, endpoints={"a": NoLogprobs(LENGTHS, interval=4), "b": scripted()}, prompts=char_prompts())
+        collect(cfg, endpoints={"a": NoLogprobs(COLLECT_LENGTHS, interval=4), "b": scripted()}, prompts=char_prompts())
     assert not Path(cfg.output).exists()
 
 
@@ -357,26 +328,26 @@ def test_work_queue_waits_for_items_in_flight_and_hands_back_a_returned_one():
 
 
 def test_server_urls_one_or_several_each_checked(tmp_path):
-    one = config(tmp_path, backend="openai", base_url="http://127.0.0.1:8000/v1/")
+    one = collect_config(tmp_path, backend="openai", base_url="http://127.0.0.1:8000/v1/")
     assert one.base_url == ("http://127.0.0.1:8000/v1",) and one.live_config().base_url == "http://127.0.0.1:8000/v1"
-    two = config(tmp_path, backend="openai", base_url="http://a:1/v1,http://b:2/v1")
+    two = collect_config(tmp_path, backend="openai", base_url="http://a:1/v1,http://b:2/v1")
     assert two.base_url == ("http://a:1/v1", "http://b:2/v1")
     assert [c.base_url for c in two.endpoint_configs()] == list(two.base_url)
     assert two.fingerprint() == one.fingerprint()  # a resume may use other servers
     with pytest.raises(CollectConfigError, match=r"base_url 'htp://b:2/v1' \(URL 2 of 2\) is not an http\(s\) server URL"):
-        config(tmp_path, backend="openai", base_url=("http://a:1/v1", "htp://b:2/v1"))
+        collect_config(tmp_path, backend="openai", base_url=("http://a:1/v1", "htp://b:2/v1"))
     with pytest.raises(CollectConfigError, match=r"base_url 'http://a:port/v1' is not an http\(s\) server URL"):
-        config(tmp_path, backend="openai", base_url="http://a:port/v1")
+        collect_config(tmp_path, backend="openai", base_url="http://a:port/v1")
     with pytest.raises(CollectConfigError, match=r"base_url 'http://a:1/v1/' \(URL 2 of 2\) is listed twice"):
-        config(tmp_path, backend="openai", base_url=("http://a:1/v1", "http://a:1/v1/"))
+        collect_config(tmp_path, backend="openai", base_url=("http://a:1/v1", "http://a:1/v1/"))
     with pytest.raises(CollectConfigError, match="the openai backend needs a server URL"):
-        config(tmp_path, backend="openai")
+        collect_config(tmp_path, backend="openai")
     with pytest.raises(CollectConfigError, match="base_url is for the openai backend"):
-        config(tmp_path, base_url="http://a:1/v1")
+        collect_config(tmp_path, base_url="http://a:1/v1")
 
 
 def _cli(tmp_path, *args):
-    q = write_jsonl(tmp_path / "q.jsonl", QUESTIONS)
+    q = write_jsonl(tmp_path / "q.jsonl", COLLECT_QUESTIONS)
     return CliRunner().invoke(main, ["collect", "-q", str(q), "-o", str(tmp_path / "new" / "c.parquet"), "--model",
                                      "served-name", "--backend", "openai", "--no-progress", "--no-mlflow", *args])
 

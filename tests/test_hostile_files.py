@@ -30,14 +30,13 @@ from mlflow_autotts.collect.endpoints import Endpoint
 from mlflow_autotts.collect.questions import QuestionFileError, read_questions
 from mlflow_autotts.collect.run import collect
 from mlflow_autotts.collect.shards import MANIFEST, ResumeError, Shards, work_dir
-from mlflow_autotts.data import read_json, read_parquet, write_json, write_parquet
+from mlflow_autotts.data import read_json, read_parquet, write_parquet
 from mlflow_autotts.data.json_io import check_records, parse_json
 from mlflow_autotts.data.parquet_io import to_table
 from mlflow_autotts.data.trajectory import Problem, TrajectorySet
 from mlflow_autotts.errors import AutoTTSError, DataError
-from tests.helpers import random_set
+from tests.helpers import COLLECT_LENGTHS, COLLECT_QUESTIONS, FailAfter, collect_config, random_set
 from tests.live_fixtures import ScriptedBackend, char_prompts
-from tests.test_collect import LENGTHS, QUESTIONS, FailAfter, config
 
 REPO = Path(__file__).resolve().parents[1]
 HUGE = "9" * 5000
@@ -291,9 +290,10 @@ def test_lists_structs_and_bytes_in_a_question_parquet_are_refused_by_row(tmp_pa
 
 # ------------------------------------------------------------------ collect --resume
 def _interrupted(tmp_path: Path):
-    cfg = config(tmp_path, concurrency=1)
+    cfg = collect_config(tmp_path, concurrency=1)
     with pytest.raises(AutoTTSError):
-        collect(cfg, backend=FailAfter(LENGTHS, interval=4, ok_calls=25), prompts=char_prompts(), warn=lambda m: None)
+        collect(cfg, backend=FailAfter(COLLECT_LENGTHS, interval=4, ok_calls=25), prompts=char_prompts(),
+                warn=lambda m: None)
     folder = work_dir(cfg.output)
     assert (folder / "q000000.parquet").is_file() and not Path(cfg.output).exists()
     return cfg, folder
@@ -302,7 +302,7 @@ def _interrupted(tmp_path: Path):
 def _resume_cli(tmp_path: Path, cfg, monkeypatch):
     """``autotts collect --resume`` with the run's settings, on the scripted backend."""
     monkeypatch.setattr(collect_run, "open_endpoints",
-                        lambda config, warn: [Endpoint("in-process", ScriptedBackend(LENGTHS, interval=4))])
+                        lambda config, warn: [Endpoint("in-process", ScriptedBackend(COLLECT_LENGTHS, interval=4))])
     monkeypatch.setattr(collect_run.ChatPrompts, "from_pretrained", classmethod(lambda cls, *a, **k: char_prompts()))
     settings_file = tmp_path / "collect.yaml"
     values = {k: getattr(cfg, k) for k in ("questions", "output", "model", "branches", "interval_tokens",
@@ -365,7 +365,8 @@ def test_resume_with_honest_shards_still_publishes(tmp_path, monkeypatch):
     res = _resume_cli(tmp_path, cfg, monkeypatch)
     assert res.exit_code == 0, res.output
     ts = read_parquet(cfg.output)
-    assert [(p.question, p.gold_answer) for p in ts.problems] == [(q["question"], q["answer"]) for q in QUESTIONS]
+    assert [(p.question, p.gold_answer) for p in ts.problems] == \
+        [(q["question"], q["answer"]) for q in COLLECT_QUESTIONS]
 
 
 # ------------------------------------------------------------------ properties

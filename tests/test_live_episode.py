@@ -12,24 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlflow_autotts.live.backends.base import BackendUnavailable
-from mlflow_autotts.live.config import LiveConfig, LiveConfigError
+from mlflow_autotts.live.config import LiveConfigError
 from mlflow_autotts.live.episode import LiveEpisode, LiveTimeout
 from mlflow_autotts.live.recording import record_episode, record_set
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost
+from tests.helpers import live_config, live_episode
 from tests.live_fixtures import ScriptedBackend, char_prompts
-
-
-def config(**kw) -> LiveConfig:
-    base = {"model": "scripted", "interval_tokens": 4, "max_tokens_per_branch": 40, "max_branches": 6,
-            "probe_suffix": " \\boxed{", "instruction": "", "probe_tokens": 8}
-    base.update(kw)
-    return LiveConfig(**base)
-
-
-def episode(lengths, **kw) -> tuple[LiveEpisode, ScriptedBackend]:
-    cfg = config(**kw)
-    backend = ScriptedBackend(lengths, base_seed=cfg.seed, interval=cfg.interval_tokens)
-    return LiveEpisode("What is 1+1?", backend, cfg, char_prompts(cfg.probe_suffix)), backend
 
 
 def drive(ep, script: list[int]) -> list:
@@ -58,7 +46,7 @@ script_st = st.lists(st.integers(0, 60), min_size=1, max_size=40)
        limit=st.integers(1, 40), interval=st.integers(1, 6), probe_reads=st.booleans())
 def test_replaying_the_recording_of_any_live_run_gives_the_same_answers_bill_and_signals(
         lengths, script, lookahead, logprobs, limit, interval, probe_reads):
-    ep, _ = episode(lengths, lookahead=lookahead, top_logprobs=logprobs, max_tokens_per_branch=limit,
+    ep, _ = live_episode(lengths, lookahead=lookahead, top_logprobs=logprobs, max_tokens_per_branch=limit,
                     interval_tokens=interval, max_branches=len(lengths), probe_reads=probe_reads)
     live = drive(ep, script)
     problem = record_episode(ep, gold_answer="2")
@@ -80,8 +68,8 @@ def test_replaying_the_recording_of_any_live_run_gives_the_same_answers_bill_and
 @settings(max_examples=100, deadline=None)
 @given(lengths=lengths_st, script=script_st, lookahead=st.integers(2, 6))
 def test_lookahead_changes_neither_answers_nor_bill_only_the_number_of_engine_calls(lengths, script, lookahead):
-    seq, seq_backend = episode(lengths, max_branches=len(lengths))
-    ahead, ahead_backend = episode(lengths, max_branches=len(lengths), lookahead=lookahead)
+    seq, seq_backend = live_episode(lengths, max_branches=len(lengths))
+    ahead, ahead_backend = live_episode(lengths, max_branches=len(lengths), lookahead=lookahead)
     assert drive(ahead, script) == drive(seq, script)
     assert ahead.tokens_used == seq.tokens_used
     assert ahead.stats().generation_calls <= seq.stats().generation_calls
@@ -90,7 +78,7 @@ def test_lookahead_changes_neither_answers_nor_bill_only_the_number_of_engine_ca
 
 
 def test_a_branch_ending_in_the_middle_of_an_interval_bills_its_length_once_finished():
-    ep, _ = episode([10], interval_tokens=4)
+    ep, _ = live_episode([10], interval_tokens=4)
     assert ep.probe_new()[1:] == (0, False)
     assert ep.tokens_used == 4
     assert ep.probe_more(0)[1] is False
@@ -101,7 +89,7 @@ def test_a_branch_ending_in_the_middle_of_an_interval_bills_its_length_once_fini
 
 
 def test_a_branch_ending_exactly_at_an_interval_boundary_is_finished_at_that_step():
-    ep, _ = episode([8], interval_tokens=4)
+    ep, _ = live_episode([8], interval_tokens=4)
     assert ep.probe_new()[2] is False
     assert ep.probe_more(0)[1] is True
     assert ep.tokens_used == 8 and ep.intervals == 2
@@ -110,14 +98,14 @@ def test_a_branch_ending_exactly_at_an_interval_boundary_is_finished_at_that_ste
 
 
 def test_the_token_limit_finishes_a_branch_and_its_last_step_may_be_short():
-    ep, _ = episode([100], interval_tokens=4, max_tokens_per_branch=10)
+    ep, _ = live_episode([100], interval_tokens=4, max_tokens_per_branch=10)
     steps = [ep.probe_new()[2], ep.probe_more(0)[1], ep.probe_more(0)[1]]
     assert steps == [False, False, True]
     assert ep.tokens_used == 10 and len(ep.branches[0].ids) == 10
 
 
 def test_reading_a_branch_whole_bills_its_length_and_probing_it_afterwards_is_free():
-    ep, _ = episode([13, 30], interval_tokens=4)
+    ep, _ = live_episode([13, 30], interval_tokens=4)
     answer = ep.get_new_branch_final_answer()
     assert ep.tokens_used == 13
     assert ep.probe_more(0) == (answer, True)
@@ -125,7 +113,7 @@ def test_reading_a_branch_whole_bills_its_length_and_probing_it_afterwards_is_fr
 
 
 def test_an_unfinished_branch_replays_as_unfinished_and_the_provenance_says_so():
-    ep, _ = episode([40, 6], interval_tokens=4, lookahead=2)
+    ep, _ = live_episode([40, 6], interval_tokens=4, lookahead=2)
     ep.probe_new()
     ep.probe_more(0)
     ep.probe_new()
@@ -141,7 +129,7 @@ def test_an_unfinished_branch_replays_as_unfinished_and_the_provenance_says_so()
 
 
 def test_lookahead_generates_next_branches_in_the_same_call_and_bills_only_what_is_consumed():
-    ep, backend = episode([20] * 6, interval_tokens=4, lookahead=4)
+    ep, backend = live_episode([20] * 6, interval_tokens=4, lookahead=4)
     ep.probe_new()
     assert backend.calls[0] == 4  # branch 0 and the next three to open
     stats = ep.stats()
@@ -153,7 +141,7 @@ def test_lookahead_generates_next_branches_in_the_same_call_and_bills_only_what_
 
 
 def test_a_probe_cut_at_an_inner_brace_is_continued_until_the_box_closes():
-    cfg = config(probe_tokens=16)
+    cfg = live_config(probe_tokens=16)
     backend = ScriptedBackend([20], interval=cfg.interval_tokens, probe_texts=["\\frac{1}", "{2}", "}"])
     ep = LiveEpisode("q", backend, cfg, char_prompts(cfg.probe_suffix))
     assert ep.probe_new()[0] == "\\frac{1}{2}"
@@ -161,14 +149,14 @@ def test_a_probe_cut_at_an_inner_brace_is_continued_until_the_box_closes():
 
 
 def test_a_probe_that_never_closes_its_box_answers_ERR():
-    cfg = config(probe_tokens=3)
+    cfg = live_config(probe_tokens=3)
     backend = ScriptedBackend([20], interval=cfg.interval_tokens, probe_texts=["12345"])
     ep = LiveEpisode("q", backend, cfg, char_prompts(cfg.probe_suffix))
     assert ep.probe_new()[0] == "ERR"
 
 
 def test_errors_on_branch_indices_and_exhausted_branches_match_replay():
-    ep, _ = episode([5, 5], max_branches=2)
+    ep, _ = live_episode([5, 5], max_branches=2)
     with pytest.raises(ValueError, match="branch 0 is not open"):
         ep.probe_more(0)
     ep.probe_new()
@@ -180,9 +168,9 @@ def test_errors_on_branch_indices_and_exhausted_branches_match_replay():
 
 
 def test_signals_exist_only_with_logprobs():
-    ep, _ = episode([12])
+    ep, _ = live_episode([12])
     assert not hasattr(ep, "signals")
-    ep, _ = episode([12], top_logprobs=2)
+    ep, _ = live_episode([12], top_logprobs=2)
     ep.probe_new()
     ep.probe_more(0)
     values = ep.signals(0)["confidence"]
@@ -190,7 +178,7 @@ def test_signals_exist_only_with_logprobs():
 
 
 def test_a_backend_that_is_down_raises_BackendUnavailable_which_no_controller_mistakes_for_ValueError():
-    ep, backend = episode([12])
+    ep, backend = live_episode([12])
     backend.fail_with = BackendUnavailable("http://127.0.0.1:9/v1: cannot reach the server")
     with pytest.raises(BackendUnavailable, match="cannot reach"):
         ep.probe_new()
@@ -198,13 +186,13 @@ def test_a_backend_that_is_down_raises_BackendUnavailable_which_no_controller_mi
 
 
 def test_the_overall_timeout_bounds_a_question():
-    ep, _ = episode([40], overall_timeout=1e-9)
+    ep, _ = live_episode([40], overall_timeout=1e-9)
     with pytest.raises(LiveTimeout, match="overall_timeout"):
         ep.probe_new()
 
 
 def test_a_branch_limit_beyond_the_engine_context_is_refused_naming_the_field():
-    cfg = config(max_tokens_per_branch=100)
+    cfg = live_config(max_tokens_per_branch=100)
     backend = ScriptedBackend([5], interval=4)
     backend.max_model_len = 50
     with pytest.raises(LiveConfigError, match="max_tokens_per_branch") as err:

@@ -1,7 +1,6 @@
 """The MLproject entry points: generated from the settings, and run for real with
 ``mlflow run --env-manager local``."""
 
-import os
 import shlex
 import subprocess
 import sys
@@ -10,26 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from openai_stub import VALID_CONTROLLER, OpenAIStub, StubReply, fenced
 
 from mlflow_autotts import settings
 from mlflow_autotts.cli.main import main
 from mlflow_autotts.cli.mlproject import ENTRY_POINTS, render
 from mlflow_autotts.data.json_io import write_json
 from mlflow_autotts.search.config import SearchConfig
-from tests.helpers import random_set
+from tests.helpers import mlflow_env, random_set
+from tests.openai_stub import VALID_CONTROLLER, OpenAIStub, StubReply, fenced
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM_RECIPE = "projects/llm-local-vllm/search.yaml"
-
-
-def mlflow_env(mlflow_store, data_dir=None, **extra):
-    bin_dir = Path(sys.executable).parent  # the console scripts of this environment
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
-    if data_dir is not None:
-        env["AUTOTTS_DATA_DIR"] = str(data_dir)
-    return env
 
 
 def entry_command(entry: str, params: dict[str, str]) -> list[str]:

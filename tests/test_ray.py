@@ -29,9 +29,7 @@ from mlflow_autotts.sandbox.parent import ProcessSandbox
 from mlflow_autotts.search.config import build_config
 from mlflow_autotts.search.job import archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
-from tests.helpers import random_set, runner_spec
-from tests.test_sandbox import HONEST, hostile
-from tests.test_search_mlflow import SMALL, kill_and_resume
+from tests.helpers import HONEST, SMALL_SEARCH, hostile, kill_and_resume, random_set, runner_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -223,7 +221,7 @@ def test_evaluate_cli_on_ray_prints_the_local_numbers(ray_cluster, data_dir, tmp
 def test_a_search_on_ray_resumes_like_a_local_one_with_the_local_scores(ray_cluster, mlflow_store, data_dir, tmp_path):
     kids = kill_and_resume(mlflow_store, data_dir, tmp_path, executor="ray", workers=2)
     # the same search scored locally, without MLflow: every candidate has the same numbers
-    config = build_config(None, dict(SMALL, max_candidates=7, population=2, log_models=False, workers=2))
+    config = build_config(None, dict(SMALL_SEARCH, max_candidates=7, population=2, log_models=False, workers=2))
     search_sets, _ = split_data(config)
     refs = measure_references(config, search_sets)
     explorer = make_explorer(config, refs)

@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 
 from mlflow_autotts.data.parquet_io import read_parquet
 from mlflow_autotts.live.server import VLLMServer
+from tests.helpers import mlflow_env
 from tests.live_fixtures import _require_vllm
 from tests.servers import served_model
-from tests.test_mlflow_project import mlflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

@@ -10,63 +10,27 @@ from __future__ import annotations
 import inspect
 import random
 import socket
-import textwrap
 import time
 
 import pytest
-from helpers import make_branches, random_set, runner_spec
 
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.cmc import ConfidenceMomentum
-from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost, shuffle_order
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox import parent as sandbox
 from mlflow_autotts.sandbox.cost import controller_actions, summary_cost, summary_from_actions
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import EPISODE_COLUMNS, FAILURE_KINDS
 from mlflow_autotts.sandbox.parent import candidate_actions, run_candidate
 from mlflow_autotts.sandbox.protocol import MAC_HEX, Field, Msg, Op, dumps
+from tests.helpers import HONEST, SIGNAL_SOURCE, hostile, make_branches, random_set, runner_results
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 CMC_SOURCE = inspect.getsource(cmc)
 
 SMALL = [random_set(5, 12, seed=3, name="Toy/a"), random_set(4, 9, seed=4, name="Toy/b")]
-
-HONEST = '''
-from mlflow_autotts.controllers.base import Controller
-from mlflow_autotts.controllers.voting import plurality
-
-
-class FirstAgreement(Controller):
-    """Probe branches until two finished answers agree; beta sets how many branches to try."""
-
-    name = "first_agreement"
-
-    def solve(self, episode):
-        finals = []
-        for _ in range(2 + round(6 * self.beta)):
-            try:
-                answer, i, done = episode.probe_new()
-            except ValueError:
-                break
-            while not done:
-                answer, done = episode.probe_more(i)
-            if answer in finals:
-                return answer
-            finals.append(answer)
-        return plurality(finals)
-'''
-
-
-def _runner(ref: str, datasets, betas, shuffles: int):
-    out = []
-    for b in betas:
-        out += evaluate(runner_spec(ref, b), datasets, EvalConfig(shuffles=shuffles, workers=1, progress=False))
-    return out
-
 
 def _assert_same(outcome, reference) -> None:
     """Same accuracy and tokens per (β, dataset), and the same episodes, as the runner."""
@@ -84,7 +48,7 @@ def _assert_same(outcome, reference) -> None:
 def honest_reference(tmp_path_factory):
     path = tmp_path_factory.mktemp("honest") / "honest.py"
     path.write_text(HONEST)
-    return _runner(str(path), SMALL, [0.25, 0.75], 3)
+    return runner_results(str(path), SMALL, [0.25, 0.75], 3)
 
 
 def _check_honest_still_scores(reference) -> None:
@@ -95,7 +59,7 @@ def _check_honest_still_scores(reference) -> None:
 def test_cmc_source_scores_exactly_like_the_runner_on_synthetic_data():
     betas = [0.0, 0.4, 1.0]
     out = run_candidate(CMC_SOURCE, SMALL, betas, range(4), LIMITS)
-    _assert_same(out, _runner("cmc", SMALL, betas, 4))
+    _assert_same(out, runner_results("cmc", SMALL, betas, 4))
     assert out.controller_name == "cmc" and out.uses_beta
     assert [(r.data, r.beta) for r in out.results] == [(d.name, b) for b in betas for d in SMALL]
     assert list(out.episodes_frame().columns) == list(EPISODE_COLUMNS)
@@ -112,7 +76,7 @@ def test_cmc_source_scores_exactly_like_the_runner_on_synthetic_data():
 ])
 def test_reference_sources_score_like_the_runner(module, class_name, ref):
     out = run_candidate(inspect.getsource(module), SMALL, [0.5], range(3), LIMITS, class_name=class_name)
-    _assert_same(out, _runner(ref, SMALL, [0.5], 3))
+    _assert_same(out, runner_results(ref, SMALL, [0.5], 3))
     assert out.uses_beta is False
 
 
@@ -120,33 +84,7 @@ def test_cmc_source_scores_exactly_like_the_runner_on_published_data(data_dir):
     sets = [read_json(data_dir / m / "aime24.json", Provenance(m, "aime24")).subset(range(0, 30, 5))
             for m in ("Qwen3-0.6B", "Qwen3-4B", "Qwen3-8B")]
     betas = [0.3, 0.9]
-    _assert_same(run_candidate(CMC_SOURCE, sets, betas, range(3), LIMITS), _runner("cmc", sets, betas, 3))
-
-
-SIGNAL_SOURCE = '''
-from mlflow_autotts.controllers.base import Controller
-
-
-class Confident(Controller):
-    name = "confident"
-
-    def solve(self, episode):
-        best, best_conf = None, -1.0
-        for _ in range(4):
-            try:
-                answer, i, done = episode.probe_new()
-            except ValueError:
-                break
-            for _ in range(3):
-                if done:
-                    break
-                answer, done = episode.probe_more(i)
-            conf = episode.signals(i)["confidence"]
-            score = sum(conf) / len(conf) if conf else 0.0
-            if score > best_conf:
-                best, best_conf = answer, score
-        return best
-'''
+    _assert_same(run_candidate(CMC_SOURCE, sets, betas, range(3), LIMITS), runner_results("cmc", sets, betas, 3))
 
 
 def test_per_interval_signals_match_the_in_process_episode(tmp_path):
@@ -162,7 +100,7 @@ def test_per_interval_signals_match_the_in_process_episode(tmp_path):
     path = tmp_path / "confident.py"
     path.write_text(SIGNAL_SOURCE)
     out = run_candidate(SIGNAL_SOURCE, [ts], [0.5], range(3), LIMITS)
-    _assert_same(out, _runner(str(path), [ts], [0.5], 3))
+    _assert_same(out, runner_results(str(path), [ts], [0.5], 3))
 
 
 def test_signals_are_absent_without_signal_data():
@@ -231,17 +169,6 @@ def test_the_child_never_receives_gold_answers_or_the_environment(monkeypatch):
 
 
 # ------------------------------------------------------------------ hostile candidates
-HEAD = '''
-import random
-from mlflow_autotts.controllers.base import Controller
-os = random._os
-sys = os.sys
-
-
-class Hostile(Controller):
-    def solve(self, episode):
-'''
-
 # the first episode with a made-up seal (the child does not know the key)
 FORGED_BLOCK = dumps({Field.TYPE: Msg.EPISODE, Field.BETA_INDEX: 0, Field.DATASET_INDEX: 0, Field.SHUFFLE_INDEX: 0,
                       Field.PROBLEM_INDEX: 0, Field.ANSWER_GIVEN: None, Field.SUMMARY: [], Field.VIOLATIONS: 0,
@@ -324,10 +251,6 @@ repr(nest)
      "forbidden", "tampered"),
     ("kill_oracle", "episode._send.__self__.close()\nreturn None", "forbidden", "tampered"),
 ]
-
-
-def hostile(body: str) -> str:
-    return HEAD + textwrap.indent(body.strip("\n"), " " * 8) + "\n"
 
 
 @pytest.mark.parametrize("body, kind, message", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])

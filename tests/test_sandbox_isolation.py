@@ -10,8 +10,6 @@ import os
 import textwrap
 
 import pytest
-from helpers import random_set, runner_spec
-from test_search_loop import MemoryRecorder, Scripted
 
 from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox import process
@@ -29,6 +27,7 @@ from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Scorer, run_search
+from tests.helpers import MemoryRecorder, ScriptedExplorer, random_set, runner_spec
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 DATA = [random_set(4, 8, seed=6, name="Toy/i")]
@@ -198,7 +197,7 @@ def test_cpu_time_from_rusage_makes_a_timeout():
 def test_a_search_refuses_weaker_isolation_before_proposing_anything(no_unshare):
     cfg = SearchConfig(data=("x",), max_candidates=2, population=1, workers=1, search_shuffles=1, betas=(0.5,),
                        candidate_timeout_s=20)
-    explorer, recorder = Scripted([HONEST]), MemoryRecorder()
+    explorer, recorder = ScriptedExplorer([HONEST]), MemoryRecorder()
     with pytest.raises(SandboxIsolationError):
         run_search(cfg, explorer, Scorer(cfg, DATA), recorder, Archive.from_candidates, progress_bar=False)
     assert explorer.calls == 0 and recorder.created_ids == []
@@ -208,6 +207,6 @@ def test_a_search_refuses_weaker_isolation_before_proposing_anything(no_unshare)
 def test_a_search_reports_the_isolation_it_ran_under():
     cfg = SearchConfig(data=("x",), max_candidates=1, population=1, workers=1, search_shuffles=1, betas=(0.5,),
                        candidate_timeout_s=20)
-    out = run_search(cfg, Scripted([HONEST]), Scorer(cfg, DATA), MemoryRecorder(), Archive.from_candidates,
+    out = run_search(cfg, ScriptedExplorer([HONEST]), Scorer(cfg, DATA), MemoryRecorder(), Archive.from_candidates,
                      progress_bar=False)
     assert out.isolation is not None and out.isolation.as_configured and out.isolation.own_uid

@@ -11,8 +11,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-from helpers import import_source, random_set
-from test_sandbox import _runner
 
 from mlflow_autotts.controllers import baselines, cmc
 from mlflow_autotts.data.json_io import read_json
@@ -24,39 +22,11 @@ from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxIsolationError
 from mlflow_autotts.sandbox.scoring import score_source
+from tests.helpers import BILL_REWRITER, import_source, random_set, runner_results
 
 LIMITS = SandboxLimits(wall_seconds=60, cpu_seconds=30, memory_mb=512)
 SMALL = [random_set(5, 12, seed=3, name="Toy/a"), random_set(4, 9, seed=4, name="Toy/b")]
 CMC_SOURCE = Path(cmc.__file__).read_text()  # the reference controller's source file, as a user would pass it
-
-BILL_REWRITER = '''
-from mlflow_autotts.controllers.base import Controller
-from mlflow_autotts.controllers.voting import plurality
-
-
-class FreeLunch(Controller):
-    """Reads every branch whole, votes, then tries to erase what that cost."""
-
-    name = "free_lunch"
-
-    def solve(self, episode):
-        answers = []
-        while True:
-            try:
-                answers.append(episode.get_new_branch_final_answer())
-            except ValueError:
-                break
-        for attempt in (lambda: episode._pos.clear(),  # the in-process replay episode's cursors
-                        lambda: episode._end.clear(),
-                        lambda: setattr(episode, "_send", lambda op: 0),  # the sandbox episode's line out
-                        lambda: setattr(episode, "tokens_used", 0)):
-            try:
-                attempt()
-            except AttributeError:
-                pass
-        return plurality(answers)
-'''
-
 
 def _assert_same(got, ref) -> None:
     assert len(got) == len(ref)
@@ -67,22 +37,24 @@ def _assert_same(got, ref) -> None:
 
 
 def test_cmc_source_scored_in_the_sandbox_equals_the_in_process_runner_on_synthetic_data():
-    _assert_same(score_source(CMC_SOURCE, SMALL, [0.2, 0.8], range(4), limits=LIMITS), _runner("cmc", SMALL, [0.2, 0.8], 4))
+    _assert_same(score_source(CMC_SOURCE, SMALL, [0.2, 0.8], range(4), limits=LIMITS),
+                 runner_results("cmc", SMALL, [0.2, 0.8], 4))
 
 
 def test_cmc_source_scored_in_the_sandbox_equals_the_in_process_runner_on_a_published_file(data_dir):
     ts = read_json(data_dir / "Qwen3-4B" / "aime24.json", Provenance("Qwen3-4B", "aime24"))
-    _assert_same(score_source(CMC_SOURCE, [ts], [0.5], range(5), limits=LIMITS), _runner("cmc", [ts], [0.5], 5))
+    _assert_same(score_source(CMC_SOURCE, [ts], [0.5], range(5), limits=LIMITS), runner_results("cmc", [ts], [0.5], 5))
 
 
 def test_no_beta_means_the_class_default_as_in_the_runner():
-    _assert_same(score_source(CMC_SOURCE, SMALL, [None], range(2), limits=LIMITS), _runner("cmc", SMALL, [None], 2))
+    _assert_same(score_source(CMC_SOURCE, SMALL, [None], range(2), limits=LIMITS),
+                 runner_results("cmc", SMALL, [None], 2))
 
 
 def test_a_controller_that_ignores_beta_is_reported_once_with_beta_none():
     src = inspect.getsource(baselines)
     got = score_source(src, SMALL, [0.3, 0.7], range(3), class_name="EarlyStoppingConsistency", limits=LIMITS)
-    _assert_same(got, _runner("esc", SMALL, [0.3], 3))
+    _assert_same(got, runner_results("esc", SMALL, [0.3], 3))
 
 
 def test_a_bill_rewriting_controller_is_charged_its_honest_cost(tmp_path):

@@ -13,9 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import random_set, runner_spec
-from test_sandbox import SIGNAL_SOURCE
-from test_sandbox_scoring import BILL_REWRITER
 
 from mlflow_autotts.controllers import baselines, cmc, parallel_probe
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -26,6 +23,7 @@ from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
 from mlflow_autotts.sandbox.protocol import Field, Msg, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
+from tests.helpers import BILL_REWRITER, SIGNAL_SOURCE, random_set, runner_spec
 
 LIMITS = SandboxLimits(wall_seconds=10, cpu_seconds=20, memory_mb=512)
 DATA = random_set(6, 16, seed=8, name="Toy/s")

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from openai_stub import (  # noqa: F401  (openai_stub is a fixture)
+
+from mlflow_autotts.search.archive import Archive
+from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.evolve import EvolveExplorer
+from mlflow_autotts.search.llm_explorer import LLMExplorer
+from mlflow_autotts.search.loop import Scorer, run_search
+from mlflow_autotts.search.types import Usage
+from tests.helpers import MemoryRecorder, ScriptedExplorer, random_set
+from tests.openai_stub import (  # noqa: F401  (openai_stub is a fixture)
     BROKEN_CONTROLLER,
     HOSTILE_CONTROLLER,
     LOOPING_CONTROLLER,
@@ -13,50 +21,7 @@ from openai_stub import (  # noqa: F401  (openai_stub is a fixture)
     openai_stub,
 )
 
-from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
-from mlflow_autotts.search.evolve import EvolveExplorer
-from mlflow_autotts.search.llm_explorer import LLMExplorer
-from mlflow_autotts.search.loop import Scorer, run_search
-from mlflow_autotts.search.types import Proposal, Usage
-from tests.helpers import random_set
-
 DATA = [random_set(4, 12, seed=1, name="Synth/a"), random_set(4, 12, seed=2, name="Synth/b")]
-
-
-class MemoryRecorder:
-    def __init__(self, recorded=()):
-        self._recorded = list(recorded)
-        self.created_ids, self.scored_ids, self.progress_steps = [], [], []
-
-    def recorded(self):
-        return self._recorded
-
-    def created(self, c):
-        self.created_ids.append(c.id)
-
-    def scored(self, c, outcome):
-        self.scored_ids.append(c.id)
-
-    def progress(self, p):
-        self.progress_steps.append(p.done)
-
-
-class Scripted:
-    """An explorer that proposes fixed sources with fixed usage figures."""
-
-    name = "scripted"
-
-    def __init__(self, sources, usage=Usage()):
-        self.sources, self.usage, self.calls = list(sources), usage, 0
-
-    def propose(self, archive, n, generation):
-        out = []
-        for _ in range(n):
-            src = self.sources[self.calls % len(self.sources)]
-            self.calls += 1
-            out.append(Proposal(src, explorer=self.name, generation=generation, usage=self.usage))
-        return out
 
 
 def config(**kw):
@@ -89,7 +54,8 @@ def test_evolve_search_is_reproducible_whatever_the_workers():
 
 def test_failures_are_recorded_and_the_search_goes_on():
     cfg = config(max_candidates=4, candidate_timeout_s=2)
-    out, _ = search(cfg, Scripted([BROKEN_CONTROLLER, HOSTILE_CONTROLLER, LOOPING_CONTROLLER, VALID_CONTROLLER]))
+    explorer = ScriptedExplorer([BROKEN_CONTROLLER, HOSTILE_CONTROLLER, LOOPING_CONTROLLER, VALID_CONTROLLER])
+    out, _ = search(cfg, explorer)
     failures = [c.failure for c in out.candidates]
     assert failures[0].startswith("syntax")
     assert failures[1].startswith("check") and "open" in failures[1]
@@ -104,14 +70,14 @@ def test_failures_are_recorded_and_the_search_goes_on():
 ])
 def test_cost_budgets_stop_at_the_candidate_that_spends_them(budget, expected):
     out, _ = search(config(max_candidates=10, **budget),
-                    Scripted([VALID_CONTROLLER], Usage(600, 400, 0.1)))
+                    ScriptedExplorer([VALID_CONTROLLER], Usage(600, 400, 0.1)))
     assert len(out.candidates) == expected
     assert "budget" in out.stop_reason
 
 
 def test_time_budget_uses_the_clock():
     ticks = iter(range(0, 10_000, 50))  # every clock read advances 50 s
-    out, _ = search(config(max_candidates=50, time_budget_minutes=3), Scripted([VALID_CONTROLLER]),
+    out, _ = search(config(max_candidates=50, time_budget_minutes=3), ScriptedExplorer([VALID_CONTROLLER]),
                     clock=lambda: float(next(ticks)))
     assert out.stop_reason.startswith("time budget")
     assert 1 <= len(out.candidates) < 50

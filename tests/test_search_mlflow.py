@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mlflow_autotts.search.config import build_config
-
-SMALL = {"data": ["autotts:Qwen3-1.7B/aime24", "autotts:Qwen3-4B/aime24"], "max_candidates": 5, "population": 3,
-         "search_shuffles": 2, "final_shuffles": 3, "finalists": 2, "betas": [0.0, 0.5, 1.0], "workers": 2}
-
-
-def children(client, parent_id):
-    exp = client.get_run(parent_id).info.experiment_id
-    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    return {r.data.tags["autotts.candidate_id"]: r for r in runs}
+from tests.helpers import SMALL_SEARCH, children, kill_and_resume
 
 
 def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_store, data_dir, monkeypatch):
@@ -30,7 +17,7 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
     from mlflow_autotts.tracking.search_job import run_search_job
 
     monkeypatch.setenv("AUTOTTS_DATA_DIR", str(data_dir))
-    result = run_search_job(build_config(None, SMALL), progress=False)
+    result = run_search_job(build_config(None, SMALL_SEARCH), progress=False)
     client = MlflowClient()
     parent = client.get_run(result.run_id)
     assert parent.data.params["explorer"] == "evolve" and parent.data.params["max_candidates"] == "5"
@@ -80,68 +67,6 @@ def test_resume_after_sigkill_loses_nothing_and_scores_nothing_twice(mlflow_stor
     kill_and_resume(mlflow_store, data_dir, tmp_path, workers=1)
 
 
-def kill_and_resume(mlflow_store: str, data_dir: Path, tmp_path: Path, **settings) -> dict:
-    """A search (SMALL, 7 candidates, ``settings`` on top) SIGKILLed after 3 candidates and
-    resumed: checks that nothing was lost or scored twice; returns the candidates' runs."""
-    from mlflow.tracking import MlflowClient
-
-    cfg = dict(SMALL, max_candidates=7, population=2, log_models=False, **settings)
-    cfg_file = tmp_path / "search.yaml"
-    import yaml
-
-    cfg_file.write_text(yaml.safe_dump(cfg))
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "AUTOTTS_DATA_DIR": str(data_dir),
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "mlflow_autotts.cli", "search", "--config", str(cfg_file), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    client = MlflowClient(mlflow_store)
-    parent_id, before = None, {}
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.3)
-            exp = client.get_experiment_by_name("autotts")
-            if exp is None:
-                continue
-            parents = client.search_runs([exp.experiment_id], filter_string="tags.`autotts.command` = 'search'")
-            if not parents:
-                continue
-            parent_id = parents[0].info.run_id
-            kids = children(client, parent_id)
-            if sum(r.data.tags.get("autotts.state") == "scored" for r in kids.values()) >= 3:
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert parent_id, "the search did not start its parent run"
-    # read again once the search is dead: MLflow's search_runs reads a run's row and its tags
-    # in separate queries, so a read while it writes can pair a "scored" tag with the row as
-    # it was before the run ended
-    before = {k: r.info.end_time for k, r in children(client, parent_id).items()
-              if r.data.tags.get("autotts.state") == "scored"}
-    assert 3 <= len(before) < 7, f"the search was not killed mid-way: {len(before)} candidates scored"
-    assert all(t is not None for t in before.values())  # a run tagged scored has ended
-
-    again = ["--executor", settings["executor"]] if "executor" in settings else []
-    done = subprocess.run([sys.executable, "-m", "mlflow_autotts.cli", "search", "--resume", parent_id,
-                           "--no-progress", *again], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    kids = children(client, parent_id)
-    assert sorted(kids) == [f"c{k:04d}" for k in range(7)]  # one run per candidate: none lost, none doubled
-    for cid, end_time in before.items():
-        assert kids[cid].info.end_time == end_time  # finished candidates were not scored again
-    for cid, run in kids.items():
-        assert run.data.tags["autotts.state"] in ("scored", "failed")
-        if run.data.tags["autotts.state"] == "scored":
-            history = client.get_metric_history(run.info.run_id, "accuracy.mean")
-            assert len(history) == 3  # one value per β, logged once
-    assert client.get_model_version_by_alias("autotts-controller", "challenger")
-    return kids
-
-
 def test_a_candidate_killed_before_its_proposal_was_written_reuses_its_run_on_resume(mlflow_store):
     """The window between creating a child run and writing its proposal: on resume the
     candidate does not exist yet, and when it is proposed again it takes over that run
@@ -152,7 +77,7 @@ def test_a_candidate_killed_before_its_proposal_was_written_reuses_its_run_on_re
     from mlflow_autotts.search.types import Candidate, Proposal
     from mlflow_autotts.tracking.search_run import CANDIDATE, STATE, MlflowRecorder
 
-    config = build_config(None, SMALL)
+    config = build_config(None, SMALL_SEARCH)
     with mlflow.start_run() as parent:
         pass
     client = MlflowClient()
@@ -180,7 +105,7 @@ def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scor
     class Killed(Exception):
         pass
 
-    config = build_config(None, SMALL)
+    config = build_config(None, SMALL_SEARCH)
     with mlflow.start_run() as parent:
         pass
     client = MlflowClient()
