@@ -9,7 +9,6 @@ from dataclasses import astuple
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_branches
 
 from mlflow_autotts.cli.main import main
 from mlflow_autotts.controllers import deepconf
@@ -24,6 +23,7 @@ from mlflow_autotts.replay.runner import EvalConfig, evaluate
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.parent import run_candidate
 from mlflow_autotts.sandbox.session import SandboxedController
+from tests.helpers import make_branches
 
 SOURCE = inspect.getsource(deepconf)
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=20, memory_mb=512)

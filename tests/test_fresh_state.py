@@ -13,7 +13,6 @@ children.
 from __future__ import annotations
 
 import pytest
-from helpers import random_set
 
 from mlflow_autotts.replay.episode import RecordingEpisode, shuffle_order
 from mlflow_autotts.sandbox.limits import SandboxLimits
@@ -21,6 +20,7 @@ from mlflow_autotts.sandbox.outcome import CandidateFailedError
 from mlflow_autotts.sandbox.parent import run_candidate
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.sandbox.worker import episode_groups
+from tests.helpers import random_set
 
 LIMITS = SandboxLimits(wall_seconds=60, cpu_seconds=30, memory_mb=512)
 DATA = [random_set(6, 16, seed=5, name="Toy/m")]

@@ -1,8 +1,11 @@
 """The package's layers, as declared to import-linter in pyproject.toml, hold; and the
-contracts do catch an upward import (checked on a copy of the package)."""
+contracts do catch an upward import (checked on a copy of the package). The tests have a
+rule of their own: no test module imports another; what they share is imported as
+``tests.<module>``."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -35,3 +38,19 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     assert proc.returncode != 0
     assert "mlflow_autotts.replay is not allowed to import mlflow_autotts.tracking" in proc.stdout
     assert "mlflow_autotts.replay.results -> mlflow_autotts.tracking.naming" in proc.stdout
+
+
+def test_no_test_module_imports_another_and_shared_test_modules_are_imported_one_way():
+    tests = ROOT / "tests"
+    shared = {p.stem for p in tests.glob("*.py") if not p.stem.startswith("test_")}
+    wrong = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                first, _, rest = name.partition(".")
+                module = rest.partition(".")[0] if first == "tests" else first
+                if module.startswith("test_") or (first != "tests" and module in shared):
+                    wrong.append(f"{path.name}:{node.lineno}: {name}")
+    assert not wrong, "import tests.helpers (or another shared module), never a test module: " + ", ".join(wrong)

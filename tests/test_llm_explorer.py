@@ -10,17 +10,6 @@ import collections
 import re
 
 import pytest
-from openai_stub import (  # noqa: F401  (openai_stub is a fixture)
-    BROKEN_CONTROLLER,
-    FORBIDDEN_IMPORT_CONTROLLER,
-    HOSTILE_CONTROLLER,
-    LOOPING_CONTROLLER,
-    NO_CODE_REPLY,
-    VALID_CONTROLLER,
-    StubReply,
-    fenced,
-    openai_stub,
-)
 
 from mlflow_autotts.controllers.base import Controller, build_controller
 from mlflow_autotts.data.trajectory import Branches
@@ -31,6 +20,17 @@ from mlflow_autotts.search.llm_explorer import ExplorerError, LLMExplorer
 from mlflow_autotts.search.prompts import default_reference_sources, format_leaderboard, front_points, rank_candidates
 from mlflow_autotts.search.types import Candidate, Proposal
 from tests.helpers import import_source
+from tests.openai_stub import (  # noqa: F401  (openai_stub is a fixture)
+    BROKEN_CONTROLLER,
+    FORBIDDEN_IMPORT_CONTROLLER,
+    HOSTILE_CONTROLLER,
+    LOOPING_CONTROLLER,
+    NO_CODE_REPLY,
+    VALID_CONTROLLER,
+    StubReply,
+    fenced,
+    openai_stub,
+)
 
 server = pytest.mark.slow  # starts the local OpenAI-compatible server (fast: a thread)
 

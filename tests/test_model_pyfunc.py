@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from helpers import random_set
 from mlflow_autotts.controllers import cmc as cmc_module
 from mlflow_autotts.controllers.loading import ControllerSpec, source_label
 from mlflow_autotts.replay.episode import ReplayEpisode, replay_cost, shuffle_order
@@ -18,6 +17,7 @@ from mlflow_autotts.serving.model_config import candidate_config, model_config_f
 from mlflow_autotts.serving.payload import TrajectoryError, parse_trajectory
 from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.tracking.model import save_controller_model
+from tests.helpers import random_set
 
 SET = random_set(n_problems=5, n_branches=24, seed=3)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import import_source, random_set
 from mlflow_autotts.controllers.base import build_controller
 from mlflow_autotts.controllers.loading import ControllerSpec, split_source_ref
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
@@ -20,6 +19,7 @@ from mlflow_autotts.serving.model_config import model_config_for
 from mlflow_autotts.serving.shipping import ENTRY_MODULE, code_roots
 from mlflow_autotts.tracking.code_closure import PACKAGE_DIR, module_closure
 from mlflow_autotts.tracking.model import save_controller_model, shipped_modules
+from tests.helpers import import_source, random_set
 
 MAX_CODE_BYTES = 125_000
 """A guard on the code a logged model carries besides its live part: 100 KB was the goal

@@ -12,12 +12,12 @@ import json
 import pytest
 import requests
 from click.testing import CliRunner
-from openai_stub import OpenAIStub, StubReply, fenced
 
 from mlflow_autotts.cli.main import main
 from mlflow_autotts.data import write_json
 from mlflow_autotts.sandbox.protocol import CANDIDATE_MODULE
 from tests.helpers import random_set
+from tests.openai_stub import OpenAIStub, StubReply, fenced
 from tests.servers import served_model
 
 MARKED = '''

@@ -9,13 +9,13 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import random_set
 
 from mlflow_autotts.sandbox import lockdown, policy, worker
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.parent import run_candidate
 from mlflow_autotts.search import extract, prompts
 from mlflow_autotts.search.extract import ProposalError, check_source
+from tests.helpers import random_set
 
 LIMITS = SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=512)
 DATA = [random_set(3, 6, seed=5, name="Toy/p")]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import random_set
 
 from mlflow_autotts.controllers import cmc
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -24,6 +23,7 @@ from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.serving.model_config import candidate_config
 from mlflow_autotts.serving.runners import ControllerFailed
 from mlflow_autotts.serving.sandbox_runner import SandboxRunner, ServingSandbox
+from tests.helpers import random_set
 from tests.servers import served_model
 
 CMC_SOURCE = inspect.getsource(cmc).replace("@register_controller\n", "")

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from helpers import import_source, random_set
 from mlflow_autotts.controllers.base import build_controller
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import Branches
@@ -21,6 +20,7 @@ from mlflow_autotts.serving.model_config import candidate_config, model_config_f
 from mlflow_autotts.serving.payload import RequestParams, Row
 from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.serving.runners import ControllerFailed, InProcessRunner, in_process
+from tests.helpers import import_source, random_set
 
 SET = random_set(n_problems=3, n_branches=8, seed=5)
 
