@@ -39,9 +39,12 @@ def test_exit_now_runs_the_exit_handlers_flushes_and_keeps_the_status():
 
 
 def test_exit_now_waits_for_a_running_non_daemon_thread():
-    p = _python("import threading, time\n"
+    # the thread can only finish once the main thread has ended: still running when
+    # exit_now is called, whatever the timing, and its line is printed only if the
+    # process waits for it
+    p = _python("import threading\n"
                 "from mlflow_autotts.cli.process_exit import exit_now\n"
-                "t = threading.Thread(target=lambda: (time.sleep(0.5), print('thread finished')))\n"
+                "t = threading.Thread(target=lambda: (threading.main_thread().join(), print('thread finished')))\n"
                 "t.start()\n"
                 "exit_now(4)\n")
     assert p.returncode == 4

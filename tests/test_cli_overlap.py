@@ -74,7 +74,7 @@ def test_an_error_in_meanwhile_stops_the_child():
 
     t = time.perf_counter()
     with pytest.raises(KeyError, match="parent side"):
-        run_beside(lambda: time.sleep(60), meanwhile)
+        run_beside(lambda: time.sleep(60), meanwhile)  # work of a minute, stopped at once
     assert time.perf_counter() - t < 30
 
 

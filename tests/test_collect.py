@@ -311,13 +311,26 @@ def test_an_error_that_is_not_the_endpoints_stops_the_collection(tmp_path):
     assert not Path(cfg.output).exists()
 
 
+class ObservedCondition(threading.Condition):
+    """A condition that says when a thread has started waiting on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout=None):
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def test_work_queue_waits_for_items_in_flight_and_hands_back_a_returned_one():
     q = WorkQueue([1, 2])
+    q._cond = ObservedCondition()  # noqa: SLF001  (to see the taker wait, not guess it from a sleep)
     a, b = q.take(), q.take()
     got = []
     t = threading.Thread(target=lambda: got.append(q.take()))
     t.start()
-    time.sleep(0.05)
+    assert q._cond.waiting.wait(5)  # noqa: SLF001
     assert got == [] and t.is_alive()  # nothing pending, but 2 in flight: it waits
     q.put_back(a)
     t.join(5)

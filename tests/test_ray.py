@@ -182,7 +182,7 @@ def test_a_worker_killed_while_scoring_a_candidate_is_retried_with_the_same_outc
         seen |= set(fresh)
         if fresh and victim is None:
             child, victim = next(iter(fresh.items()))
-            time.sleep(0.3)  # mid-candidate: the child has its data and is solving
+            time.sleep(0.3)  # real time for the child to get its data and start solving (checked below)
             assert job.is_alive(), "the candidate finished before its worker could be killed"
             os.kill(victim, signal.SIGKILL)  # the Ray worker running the sandbox
         time.sleep(0.02)
