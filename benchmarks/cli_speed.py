@@ -76,11 +76,11 @@ def core_seconds(repeat: int) -> float:
     from mlflow_autotts.controllers.loading import ControllerSpec
     from mlflow_autotts.controllers.reference import SC64
     from mlflow_autotts.data.uris import load_datasets
-    from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+    from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 
     data = load_datasets([CELL[0]])
-    specs, config = [ControllerSpec("cmc", 0.5), SC64], EvalConfig(workers=2, progress=False)
-    evaluate_many(specs, data, EvalConfig(workers=1, shuffles=1, progress=False))  # builds lazy tables
+    specs, config = [ControllerSpec("cmc", 0.5), SC64], ReplayConfig(workers=2, progress=False)
+    evaluate_many(specs, data, ReplayConfig(workers=1, shuffles=1, progress=False))  # builds lazy tables
     times = []
     for _ in range(repeat):
         t = time.perf_counter()

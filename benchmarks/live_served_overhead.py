@@ -56,7 +56,7 @@ def main() -> None:
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     with VLLMServer(model, tmp / "vllm.log", max_model_len=2048) as server:
         live = {"model": model, "backend": "openai", "base_url": server.base_url, **LIVE}
-        from mlflow_autotts.tracking.registry import register
+        from mlflow_autotts.tracking.model_registry import register
 
         register(ControllerSpec("cmc", args.beta), aliases=["champion"], live=live)
         runner = LiveRunner(LiveConfig(**live))

@@ -24,8 +24,8 @@ from mlflow_autotts.cluster.ray_replay import RayChunks
 from mlflow_autotts.cluster.ray_sandbox import RaySandbox
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.uris import load_datasets
-from mlflow_autotts.replay.runner import MIN_ITEM_EPISODES_PER_WORKER, EvalConfig, LocalPool, evaluate_many, make_chunks
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.replay.runner import MIN_ITEM_EPISODES_PER_WORKER, ReplayConfig, LocalPool, evaluate_many, make_chunks
+from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
 from mlflow_autotts.search.evolve import EvolveExplorer
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search, search_limits
@@ -46,7 +46,7 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
 
 
 def matrix(datasets, executor, workers: int, chunk: int | None = None):
-    cfg = EvalConfig(workers=workers, progress=False, chunk_shuffles=chunk)
+    cfg = ReplayConfig(workers=workers, progress=False, chunk_shuffles=chunk)
     rs = evaluate_many(MATRIX, datasets, cfg, keep_episodes=False, executor=executor)
     return [(r.data, r.controller, r.beta, r.accuracy, r.mean_tokens) for r in rs]
 

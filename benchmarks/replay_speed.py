@@ -23,7 +23,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.voting import beta_confidence
 from mlflow_autotts.data import read_json, read_parquet, write_parquet
 from mlflow_autotts.data.uris import load_datasets, resolve_published
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 
 MODELS = ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]
 MATRIX = [ControllerSpec("sc", None, {"n": 64}), ControllerSpec("asc"), ControllerSpec("esc"),
@@ -41,7 +41,7 @@ def best_of(repeat: int, fn, *args) -> tuple[float, Any]:
 
 
 def timed(specs, datasets, workers: int, repeat: int) -> tuple[float, list]:
-    config = EvalConfig(workers=workers, progress=False)
+    config = ReplayConfig(workers=workers, progress=False)
     return best_of(repeat, lambda: evaluate_many(specs, datasets, config, keep_episodes=False))
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     beta_confidence(1, 1)  # build the confidence table once, outside the timings
     qwen4b = load_datasets(["autotts:Qwen3-4B/aime24"])
     spec = [ControllerSpec("cmc", 0.5)]
-    evaluate_many(spec, qwen4b, EvalConfig(workers=1, shuffles=2, progress=False), keep_episodes=False)
+    evaluate_many(spec, qwen4b, ReplayConfig(workers=1, shuffles=2, progress=False), keep_episodes=False)
 
     episodes = 100 * len(qwen4b[0])
     t1, r1 = timed(spec, qwen4b, 1, args.repeat)

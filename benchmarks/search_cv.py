@@ -43,7 +43,7 @@ from dataclasses import replace
 import numpy as np
 
 from mlflow_autotts.data.uris import load_datasets
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval, lower_bound, simultaneous_lower_bounds
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.curves import dominance_margins, gain_over, tokens_to_reach, front

@@ -26,7 +26,7 @@ from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.report import EvaluationReport
 from mlflow_autotts.replay.results import EvalResult
-from mlflow_autotts.replay.runner import EvalConfig, episode_flags, evaluate_many
+from mlflow_autotts.replay.runner import ReplayConfig, episode_flags, evaluate_many
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.scoring import score_source
 
@@ -110,7 +110,7 @@ def controller_specs(base: ControllerSpec, betas: list[float] | None, params: di
     return [replace(base, beta=b, params=merged) for b in dict.fromkeys(betas)]
 
 
-def score_specs(specs: list[ControllerSpec], datasets: list, config: EvalConfig,
+def score_specs(specs: list[ControllerSpec], datasets: list, config: ReplayConfig,
                 keep_episodes: bool | Sequence[bool] = True, limits: SandboxLimits | None = None,
                 executor: str = "local") -> list[EvalResult]:
     """Every spec on every dataset, in (spec, dataset) order, on the trusted side: built-ins
@@ -164,7 +164,7 @@ class EvaluationPlan:
     """SC@64, then the reference controllers when they are plotted."""
     datasets: list
     """The loaded trajectory sets."""
-    eval_config: EvalConfig
+    eval_config: ReplayConfig
     """Shuffles, workers and progress of the replay."""
     limits: SandboxLimits
     """The sandbox's limits, for controller code that is not built in."""
@@ -201,7 +201,7 @@ def plan_evaluation(config: EvaluateConfig, controller: ControllerSpec) -> Evalu
     datasets = load_datasets(list(config.data))
     with_refs = config.references if config.references is not None else len(specs) > 1
     extra = [SC64] + (list(REFERENCE_POINTS) if with_refs else [])
-    eval_config = EvalConfig(shuffles=config.shuffles, workers=config.workers or None, progress=config.progress)
+    eval_config = ReplayConfig(shuffles=config.shuffles, workers=config.workers or None, progress=config.progress)
     limits = SandboxLimits(allow_weaker_isolation=config.allow_weaker_isolation)
     return EvaluationPlan(specs, extra, datasets, eval_config, limits, config.executor)
 

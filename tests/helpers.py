@@ -33,7 +33,7 @@ from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, Trajec
 from mlflow_autotts.live.backends.base import BackendUnavailable, Generation, GenerationRequest
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveEpisode
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate
 from mlflow_autotts.search.types import Proposal, Usage
 from tests.live_fixtures import ScriptedBackend, char_prompts
 
@@ -204,7 +204,7 @@ def runner_results(ref: str, datasets, betas, shuffles: int) -> list:
     """The in-process runner's results for ``ref`` at each β, to compare the sandbox's with."""
     out = []
     for b in betas:
-        out += evaluate(runner_spec(ref, b), datasets, EvalConfig(shuffles=shuffles, workers=1, progress=False))
+        out += evaluate(runner_spec(ref, b), datasets, ReplayConfig(shuffles=shuffles, workers=1, progress=False))
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mlflow_autotts.live.backends.base import Backend, Generation, GenerationRequest
+from mlflow_autotts.live.backends.base import GenerationBackend, Generation, GenerationRequest
 from mlflow_autotts.live.episode import interval_seed
 from mlflow_autotts.live.models import CPU_VLLM_ENV
 from mlflow_autotts.live.prompts import ChatPrompts
@@ -121,7 +121,7 @@ def char_prompts(suffix: str = " \\boxed{") -> ChatPrompts:
 
 
 @dataclass
-class ScriptedBackend(Backend):
+class ScriptedBackend(GenerationBackend):
     """A deterministic, batch-invariant stand-in for a model, with known branch lengths.
 
     Branch ``j`` (recognised from its per-interval seed) has ``lengths[j]`` tokens and ends

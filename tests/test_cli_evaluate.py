@@ -58,7 +58,7 @@ def test_source_file_controller_and_params(toy_json, tmp_path):
 
 
 @pytest.mark.parametrize("case, args, message", [
-    ("unknown controller", ["-c", "nope"], "unknown controller 'nope'; registered:"),
+    ("unknown controller", ["-c", "nope"], "unknown controller 'nope'; valid:"),
     ("invalid beta", ["-c", "cmc", "--beta", "1.5"], "invalid beta"),
     ("bad beta text", ["-c", "cmc", "--beta", "high"], "invalid beta"),
     ("unknown param", ["-c", "sc", "--param", "m=3"], "has no parameter 'm'"),

@@ -10,7 +10,7 @@ from mlflow_autotts.evaluation import EvaluateConfig
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.replay.runner import LocalPool
 from mlflow_autotts.sandbox.limits import SandboxLimits
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.config import SearchConfig
 
 
@@ -29,9 +29,9 @@ def test_ray_where_it_is_not_installed_says_how_to_install_it(monkeypatch):
 
 
 def test_an_unknown_executor_is_named_with_where_it_was_set():
-    with pytest.raises(AutoTTSError, match="evaluate config: executor must be one of local, ray, got 'dask'"):
+    with pytest.raises(AutoTTSError, match="evaluate config: unknown executor 'dask'; valid: local, ray"):
         EvaluateConfig(data=("x.json",), controller="cmc", executor="dask")
-    with pytest.raises(AutoTTSError, match="search config: executor must be one of local, ray, got 'spark'"):
+    with pytest.raises(AutoTTSError, match="search config: unknown executor 'spark'; valid: local, ray"):
         SearchConfig(executor="spark")
-    with pytest.raises(choice.ExecutorError, match="chunk_executor: executor must be one of local, ray, got ''"):
+    with pytest.raises(choice.ExecutorError, match="chunk_executor: unknown executor ''; valid: local, ray"):
         choice.chunk_executor("")

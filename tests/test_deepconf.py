@@ -19,9 +19,9 @@ from mlflow_autotts.data.json_io import read_json, write_json
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay.episode import RecordingEpisode, shuffle_order
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate
 from mlflow_autotts.sandbox.limits import SandboxLimits
-from mlflow_autotts.sandbox.parent import run_candidate
+from mlflow_autotts.sandbox.process import run_candidate
 from mlflow_autotts.sandbox.session import SandboxedController
 from tests.helpers import make_branches
 
@@ -61,7 +61,7 @@ def signal_set(n_problems=8, n_branches=24, seed=0, name="Sig/toy") -> Trajector
 
 
 def runner(ref, datasets, beta, shuffles=3, **params):
-    config = EvalConfig(shuffles=shuffles, workers=1, progress=False)
+    config = ReplayConfig(shuffles=shuffles, workers=1, progress=False)
     return evaluate(ControllerSpec(ref, beta, params), datasets, config)
 
 

@@ -21,7 +21,7 @@ from mlflow_autotts.data.json_io import write_json
 from mlflow_autotts.errors import safe_text
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure
-from mlflow_autotts.sandbox.parent import run_candidate
+from mlflow_autotts.sandbox.process import run_candidate
 from mlflow_autotts.sandbox.protocol import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS
 from tests.helpers import random_set
 

@@ -17,7 +17,7 @@ import pytest
 from mlflow_autotts.replay.episode import RecordingEpisode, shuffle_order
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError
-from mlflow_autotts.sandbox.parent import run_candidate
+from mlflow_autotts.sandbox.process import run_candidate
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.sandbox.worker import episode_groups
 from tests.helpers import random_set

@@ -94,7 +94,7 @@ def register_honest(live: dict | None = None):
     import mlflow
 
     from mlflow_autotts.tracking.model import log_candidate_model
-    from mlflow_autotts.tracking.registry import register_logged_model
+    from mlflow_autotts.tracking.model_registry import register_logged_model
 
     with mlflow.start_run():
         info = log_candidate_model(HONEST, "ReadTwo", "read_two", 0.5, live=live)
@@ -224,7 +224,7 @@ def test_a_logged_model_changed_before_registration_is_not_registered(mlflow_sto
     import mlflow
 
     from mlflow_autotts.tracking.model import log_candidate_model
-    from mlflow_autotts.tracking.registry import register_logged_model
+    from mlflow_autotts.tracking.model_registry import register_logged_model
 
     with mlflow.start_run():
         info = log_candidate_model(HONEST, "ReadTwo", "read_two", 0.5)
@@ -290,7 +290,7 @@ def test_only_api_key_variables_the_operator_allowed_are_accepted(monkeypatch, e
 
 
 def test_a_registered_model_naming_another_api_key_variable_is_refused_where_served(mlflow_store, tmp_path):
-    from mlflow_autotts.tracking.registry import register
+    from mlflow_autotts.tracking.model_registry import register
 
     reg = register(ControllerSpec("cmc", 0.5), aliases=["champion"],
                    live={**LIVE, "api_key_env": "AWS_SECRET_ACCESS_KEY"})

@@ -161,7 +161,7 @@ def test_every_row_bad_fails_the_request_with_the_reasons():
 @pytest.mark.parametrize("df,params,message", [
     (pd.DataFrame({"question": ["q"]}), {"backend": "replay"}, "needs the column 'trajectory'"),
     (pd.DataFrame({"trajectory": [[]]}), {}, "missing the column 'question'"),
-    (_frame(SET.problems[:1]), {"backend": "vllm"}, "unknown backend 'vllm'; valid backends: live, replay"),
+    (_frame(SET.problems[:1]), {"mode": "vllm"}, "unknown mode 'vllm'; valid modes: live, replay"),
     (_frame(SET.problems[:1]), {"beta": 1.5}, "invalid beta 1.5"),
 ])
 def test_request_errors_are_400s(df, params, message):
@@ -190,7 +190,7 @@ def test_saved_model_loads_through_pyfunc_and_matches(tmp_path):
     loaded = mlflow.pyfunc.load_model(str(path))
     sig = loaded.metadata.signature
     assert sig.inputs.input_names() == ["question", "trajectory", "interval_tokens"]
-    assert {p.name: p.default for p in sig.params} == {"beta": 0.25, "backend": "auto", "shuffle_seed": -1,
+    assert {p.name: p.default for p in sig.params} == {"beta": 0.25, "mode": "auto", "backend": "", "shuffle_seed": -1,
                                                         "return_actions": False}
     reqs = (path / "requirements.txt").read_text().split()
     assert all("==" in r for r in reqs) and any(r.startswith("mlflow==") for r in reqs)

@@ -23,9 +23,9 @@ from mlflow_autotts.controllers import cmc
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import ControllerError
-from mlflow_autotts.replay.runner import EvalConfig, LocalPool, evaluate_many
+from mlflow_autotts.replay.runner import ReplayConfig, LocalPool, evaluate_many
 from mlflow_autotts.sandbox.limits import SandboxLimits
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.config import build_config
 from mlflow_autotts.search.job import archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
@@ -53,7 +53,7 @@ def same_results(a, b) -> None:
 
 def test_replay_on_ray_gives_the_local_pool_numbers(ray_cluster, data_dir):
     data = published(data_dir)
-    cfg = EvalConfig(shuffles=6, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
+    cfg = ReplayConfig(shuffles=6, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
     local = evaluate_many(SPECS, data, cfg, keep_episodes=[True, True, False])
     on_ray = evaluate_many(SPECS, data, cfg, keep_episodes=[True, True, False], executor=chunk_executor("ray"))
     same_results(on_ray, local)
@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_numbers_are_the_same(ray_c
     marker = tmp_path / "killed.pid"
     src = tmp_path / "kill_once.py"
     src.write_text(KILL_ONCE.format(marker=str(marker)), encoding="utf-8")
-    cfg = EvalConfig(shuffles=8, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
+    cfg = ReplayConfig(shuffles=8, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
     on_ray = evaluate_many([runner_spec(f"{src}:KillOnce", 0.5)], SYNTH, cfg, executor=chunk_executor("ray"))
     local = evaluate_many([ControllerSpec("cmc", 0.5)], SYNTH, cfg)
     killed = int(marker.read_text())
@@ -107,7 +107,7 @@ def test_a_controller_error_on_ray_is_the_local_error(ray_cluster, tmp_path):
                    "        return super().solve(episode)\n", encoding="utf-8")
     spec = runner_spec(f"{src}:Broken", 0.5)  # the test's own source, replayed as if built in
     # one work item: with several, which failing item is reported first is a race
-    cfg = EvalConfig(shuffles=2, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
+    cfg = ReplayConfig(shuffles=2, workers=2, progress=False, in_process_below=0, chunk_shuffles=2)
     errors = []
     for executor in (LocalPool(), chunk_executor("ray")):
         with pytest.raises(ControllerError) as info:
@@ -246,7 +246,7 @@ def test_a_driver_puts_each_dataset_list_into_the_object_store_once(ray_cluster)
     assert refs.ref(list(SYNTH)) == a  # the same objects again (a search's every candidate): no new put
     assert refs.ref(SYNTH[:1]) != a
     executor = chunk_executor("ray")
-    cfg = EvalConfig(shuffles=4, workers=2, progress=False, in_process_below=0, chunk_shuffles=1)
+    cfg = ReplayConfig(shuffles=4, workers=2, progress=False, in_process_below=0, chunk_shuffles=1)
     first = evaluate_many([ControllerSpec("cmc", 0.5)], SYNTH, cfg, executor=executor)
     shipped = executor.data_refs.ref(SYNTH)
     again = evaluate_many([ControllerSpec("sc")], SYNTH, cfg, executor=executor)

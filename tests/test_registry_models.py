@@ -22,7 +22,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec, split_source_ref
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
 from tests.helpers import import_source
 
@@ -155,7 +155,7 @@ def test_registered_controllers_load_by_alias_in_a_fresh_process(mlflow_store, t
 def test_evaluate_by_model_uri_gives_the_in_process_numbers(mlflow_store, tmp_path, aime_1p7):
     _, ts = aime_1p7
     assert invoke("register", "cmc", "--beta", "0.5", "--alias", "champion").exit_code == 0
-    config = EvalConfig(shuffles=4, workers=1, progress=False)
+    config = ReplayConfig(shuffles=4, workers=1, progress=False)
     spec = spec_from_model_uri(f"models:/{NAME}@champion")
     assert (spec.ref, spec.beta) == ("cmc", 0.5)
     (via_model,) = evaluate(spec, [ts], config)
@@ -227,7 +227,7 @@ def test_error_through_the_real_console_entry_is_one_line(mlflow_store, aime_1p7
 def test_replay_metrics_are_tagged_on_the_logged_model_and_the_version(mlflow_store):
     from mlflow.tracking import MlflowClient
 
-    from mlflow_autotts.tracking.registry import register
+    from mlflow_autotts.tracking.model_registry import register
 
     metrics = {"accuracy.Qwen3-1.7B.aime24": 68.5, "mean_tokens.Qwen3-1.7B.aime24": 276267.0}
     reg = register(ControllerSpec("asc", None, {"threshold": 0.9}), aliases=["challenger"], metrics=metrics)
@@ -252,7 +252,7 @@ def test_candidate_is_logged_and_registered_without_running_it(mlflow_store, tmp
     from mlflow.tracking import MlflowClient
 
     from mlflow_autotts.tracking.model import log_candidate_model
-    from mlflow_autotts.tracking.registry import register_logged_model
+    from mlflow_autotts.tracking.model_registry import register_logged_model
 
     data, ts = aime_1p7
     marks = tmp_path / "marks"
@@ -330,7 +330,7 @@ def test_loading_is_refused_while_logging_even_if_mlflow_validates(mlflow_store,
 
 def test_register_logged_model_refuses_a_foreign_model(mlflow_store, tmp_path):
     from mlflow_autotts.errors import ControllerError
-    from mlflow_autotts.tracking.registry import register_logged_model
+    from mlflow_autotts.tracking.model_registry import register_logged_model
 
     _log_foreign_model(tmp_path)
     with pytest.raises(ControllerError, match="is not an autotts controller model"):

@@ -14,11 +14,11 @@ from mlflow_autotts.cli.main import main
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 from mlflow_autotts.data.digest import content_digest
 from mlflow_autotts.data.uris import load_dataset
 from mlflow_autotts.tracking.datasets import DIGEST_CHARS
-from mlflow_autotts.tracking.registry import GATE_TAG
+from mlflow_autotts.tracking.model_registry import GATE_TAG
 
 NAME = "autotts-controller"
 KEY = "Qwen3-1.7B.aime24"
@@ -29,7 +29,7 @@ def gate(data_dir):
     path = data_dir / "Qwen3-1.7B" / "aime24.json"
     ts = read_json(path, Provenance("Qwen3-1.7B", "aime24"))
     specs = [ControllerSpec("cmc", 0.5), ControllerSpec("sc", None, {"n": 8}), ControllerSpec("cmc", 0.75)]
-    results = evaluate_many(specs, [ts], EvalConfig(shuffles=100, workers=1, progress=False), keep_episodes=False)
+    results = evaluate_many(specs, [ts], ReplayConfig(shuffles=100, workers=1, progress=False), keep_episodes=False)
     return str(path), dict(zip(("cmc0.5", "sc8", "cmc0.75"), results))
 
 

@@ -12,7 +12,7 @@ from mlflow_autotts.controllers import voting
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay import runner
-from mlflow_autotts.replay.runner import EPISODE_COLUMNS, EvalConfig, episode_frame, evaluate_many
+from mlflow_autotts.replay.runner import EPISODE_COLUMNS, ReplayConfig, episode_frame, evaluate_many
 from tests.helpers import random_set, runner_spec
 
 SPECS = [ControllerSpec("cmc", 0.5), ControllerSpec("sc"), ControllerSpec("asc")]
@@ -45,12 +45,12 @@ def _same(a, b) -> None:
 
 def test_small_work_runs_in_process_with_the_pools_numbers(toy, monkeypatch):
     calls = _pool_calls(monkeypatch)
-    small = evaluate_many(SPECS, toy, EvalConfig(shuffles=7, workers=2, progress=False))
+    small = evaluate_many(SPECS, toy, ReplayConfig(shuffles=7, workers=2, progress=False))
     assert calls == []  # 3 specs x 7 shuffles x 10 problems = 210 episodes: no pool
-    pooled = evaluate_many(SPECS, toy, EvalConfig(shuffles=7, workers=2, chunk_shuffles=2, in_process_below=0,
+    pooled = evaluate_many(SPECS, toy, ReplayConfig(shuffles=7, workers=2, chunk_shuffles=2, in_process_below=0,
                                                   progress=False))
     assert calls == [2]
-    one = evaluate_many(SPECS, toy, EvalConfig(shuffles=7, workers=1, progress=False))
+    one = evaluate_many(SPECS, toy, ReplayConfig(shuffles=7, workers=1, progress=False))
     _same(small, pooled)
     _same(small, one)
     assert len(small[0].episodes) == 7 * 6 and list(small[0].episodes.columns) == list(EPISODE_COLUMNS)
@@ -58,7 +58,7 @@ def test_small_work_runs_in_process_with_the_pools_numbers(toy, monkeypatch):
 
 def test_large_work_uses_the_pool(toy, monkeypatch):
     calls = _pool_calls(monkeypatch)
-    evaluate_many(SPECS[:1], toy, EvalConfig(shuffles=60, workers=2, in_process_below=500, progress=False),
+    evaluate_many(SPECS[:1], toy, ReplayConfig(shuffles=60, workers=2, in_process_below=500, progress=False),
                   keep_episodes=False)
     assert calls == [2]  # 60 x 10 = 600 episodes
 
@@ -67,7 +67,7 @@ def test_the_parent_builds_lazy_controller_state_before_forking(toy, monkeypatch
     """cmc's Beta-confidence table (scipy) is built once here, not once in each worker."""
     monkeypatch.setattr(voting, "_CONF", [])
     monkeypatch.setattr(voting, "_CONF_SIZE", 0)
-    evaluate_many(SPECS[:1], toy, EvalConfig(shuffles=4, workers=2, in_process_below=0, progress=False),
+    evaluate_many(SPECS[:1], toy, ReplayConfig(shuffles=4, workers=2, in_process_below=0, progress=False),
                   keep_episodes=False)
     assert voting._CONF_SIZE > 0  # only the warm-up ran cmc in this process
 
@@ -79,15 +79,15 @@ def test_a_controller_failing_in_the_warm_up_names_the_episode(toy, tmp_path):
                    "    def solve(self, episode):\n        raise RuntimeError('no')\n")
     with pytest.raises(ControllerError, match=r"'boom' raised RuntimeError on Synth/toy, problem 0, shuffle 0: no"):
         evaluate_many([runner_spec(f"{src}:Boom")], toy,
-                      EvalConfig(shuffles=4, workers=2, in_process_below=0, progress=False))
+                      ReplayConfig(shuffles=4, workers=2, in_process_below=0, progress=False))
 
 
 def test_episode_tables_only_for_the_specs_that_keep_them(toy):
-    results = evaluate_many(SPECS[:2], toy[:1], EvalConfig(shuffles=3, workers=1, progress=False),
+    results = evaluate_many(SPECS[:2], toy[:1], ReplayConfig(shuffles=3, workers=1, progress=False),
                             keep_episodes=[False, True])
     assert results[0].episodes is None and len(results[1].episodes) == 3 * 6
     with pytest.raises(ValueError, match="2 flags for 3 specs"):
-        evaluate_many(SPECS, toy[:1], EvalConfig(shuffles=1, workers=1, progress=False), keep_episodes=[True, False])
+        evaluate_many(SPECS, toy[:1], ReplayConfig(shuffles=1, workers=1, progress=False), keep_episodes=[True, False])
 
 
 def _frame_from_rows(dataset: str, rows: list[tuple]) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def test_episode_frame_equals_the_row_by_row_table(answers):
 
 def test_in_process_threshold_is_checked():
     with pytest.raises(ValueError, match="in_process_below must be >= 0"):
-        EvalConfig(in_process_below=-1)
+        ReplayConfig(in_process_below=-1)
 
 
 def test_work_items_are_about_four_per_worker_and_never_too_small_for_a_large_cluster():

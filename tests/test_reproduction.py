@@ -7,7 +7,7 @@ to two decimals and mean tokens to the integer, 100 shuffles.
 import pytest
 
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 
 COLUMNS = [ControllerSpec("sc", None, {"n": 64}), ControllerSpec("asc"), ControllerSpec("esc"),
            ControllerSpec("parallel_probe")] + [ControllerSpec("cmc", b) for b in (0.0, 0.25, 0.5, 0.75, 1.0)]
@@ -31,7 +31,7 @@ def published(data_dir):
 
 
 def test_reference_matrix_reproduces_exactly(published):
-    results = evaluate_many(COLUMNS, published, EvalConfig(shuffles=100, progress=False), keep_episodes=False)
+    results = evaluate_many(COLUMNS, published, ReplayConfig(shuffles=100, progress=False), keep_episodes=False)
     got = {}
     for r in results:
         got.setdefault(r.data.split("/")[0], []).append((round(r.accuracy, 2), round(r.mean_tokens)))
@@ -41,8 +41,8 @@ def test_reference_matrix_reproduces_exactly(published):
 
 def test_one_worker_and_a_pool_give_identical_episodes(published):
     spec = [ControllerSpec("cmc", 0.75)]
-    one = evaluate_many(spec, published[1:2], EvalConfig(shuffles=6, workers=1, progress=False))[0]
-    two = evaluate_many(spec, published[1:2], EvalConfig(shuffles=6, workers=2, chunk_shuffles=1, in_process_below=0,
+    one = evaluate_many(spec, published[1:2], ReplayConfig(shuffles=6, workers=1, progress=False))[0]
+    two = evaluate_many(spec, published[1:2], ReplayConfig(shuffles=6, workers=2, chunk_shuffles=1, in_process_below=0,
                                                          progress=False))[0]  # 180 episodes: pool forced
     assert one.episodes.equals(two.episodes)
     assert (one.accuracy, one.mean_tokens) == (two.accuracy, two.mean_tokens)

@@ -19,11 +19,11 @@ from mlflow_autotts.controllers.cmc import ConfidenceMomentum
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.replay.episode import RecordingEpisode, replay_cost, shuffle_order
-from mlflow_autotts.sandbox import parent as sandbox
+from mlflow_autotts.sandbox import process as sandbox
 from mlflow_autotts.sandbox.cost import controller_actions, summary_cost, summary_from_actions
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import EPISODE_COLUMNS, FAILURE_KINDS
-from mlflow_autotts.sandbox.parent import candidate_actions, run_candidate
+from mlflow_autotts.sandbox.process import candidate_actions, run_candidate
 from mlflow_autotts.sandbox.protocol import MAC_HEX, Field, Msg, Op, dumps
 from tests.helpers import HONEST, SIGNAL_SOURCE, hostile, make_branches, random_set, runner_results
 

@@ -11,11 +11,11 @@ import textwrap
 
 import pytest
 
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
-from mlflow_autotts.sandbox import process
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate
+from mlflow_autotts.sandbox import child
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.outcome import SandboxIsolationError
-from mlflow_autotts.sandbox.parent import (
+from mlflow_autotts.sandbox.process import (
     ProcessSandbox,
     _prepared,
     _Run,
@@ -57,7 +57,7 @@ HONEST = candidate("return episode.get_new_branch_final_answer()")
 @pytest.fixture
 def no_unshare(monkeypatch):
     """This machine as one where ``unshare --net`` fails (no CAP_SYS_ADMIN, no user namespaces)."""
-    monkeypatch.setattr(process, "netns_prefix", lambda: ((), "unshare failed: simulated"))
+    monkeypatch.setattr(child, "netns_prefix", lambda: ((), "unshare failed: simulated"))
 
 
 # ------------------------------------------------------------------ recorded isolation
@@ -100,7 +100,7 @@ def test_weaker_isolation_runs_when_allowed_and_says_so(no_unshare, tmp_path):
     assert "network_namespace" in out.isolation.missing and not out.isolation.as_configured
     path = tmp_path / "honest.py"
     path.write_text(HONEST)
-    ref = evaluate(runner_spec(str(path), 0.5), DATA, EvalConfig(shuffles=1, workers=1, progress=False))
+    ref = evaluate(runner_spec(str(path), 0.5), DATA, ReplayConfig(shuffles=1, workers=1, progress=False))
     assert [(r.accuracy, r.mean_tokens) for r in out.results] == [(r.accuracy, r.mean_tokens) for r in ref]
 
 

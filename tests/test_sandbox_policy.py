@@ -12,7 +12,7 @@ import pytest
 
 from mlflow_autotts.sandbox import lockdown, policy, worker
 from mlflow_autotts.sandbox.limits import SandboxLimits
-from mlflow_autotts.sandbox.parent import run_candidate
+from mlflow_autotts.sandbox.process import run_candidate
 from mlflow_autotts.search import extract, prompts
 from mlflow_autotts.search.extract import ProposalError, check_source
 from tests.helpers import random_set

@@ -18,7 +18,7 @@ from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.errors import ControllerError, DataError
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
-from mlflow_autotts.replay.runner import EvalConfig, evaluate
+from mlflow_autotts.replay.runner import ReplayConfig, evaluate
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxIsolationError
 from mlflow_autotts.sandbox.scoring import score_source
@@ -61,7 +61,7 @@ def test_a_bill_rewriting_controller_is_charged_its_honest_cost(tmp_path):
     path = tmp_path / "free_lunch.py"
     path.write_text(BILL_REWRITER)
     with pytest.raises(ControllerError, match="not built in"):  # the runner never runs a source in process
-        evaluate(ControllerSpec(str(path), 0.5), SMALL, EvalConfig(shuffles=2, workers=1, progress=False))
+        evaluate(ControllerSpec(str(path), 0.5), SMALL, ReplayConfig(shuffles=2, workers=1, progress=False))
     free_lunch = import_source(path)  # what running it in (this test's) process would report
     in_process = []
     for ds in SMALL:

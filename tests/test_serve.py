@@ -27,7 +27,7 @@ def _strict_json(text: str):
 
 @pytest.mark.slow
 def test_served_champion_answers_replay_requests(mlflow_store, data_dir, tmp_path):
-    from mlflow_autotts.tracking.registry import register
+    from mlflow_autotts.tracking.model_registry import register
 
     register(ControllerSpec("cmc", 0.5), aliases=["champion"])
     path = data_dir / "Qwen3-1.7B" / "aime24.json"
@@ -62,12 +62,12 @@ def test_served_champion_answers_replay_requests(mlflow_store, data_dir, tmp_pat
         # malformed requests: 4xx with a message that names the problem
         two_fields = [b[:2] if k == 5 else b for k, b in enumerate(q0["each_branch"])]
         cases = [
-            (["question"], [[q0["question"]]], {"backend": "replay"}, "needs the column 'trajectory'"),
+            (["question"], [[q0["question"]]], {"mode": "replay"}, "needs the column 'trajectory'"),
             (["trajectory"], [[q0["each_branch"]]], None, "missing inputs ['question']"),
             (["question", "trajectory"], [[q0["question"], two_fields]], None,
              "branch 5: expected 3 fields [probe_answers, branch_tokens, final_answer], got 2 fields"),
-            (["question", "trajectory"], [[q0["question"], q0["each_branch"]]], {"backend": "vllm"},
-             "unknown backend 'vllm'; valid backends: live, replay"),
+            (["question", "trajectory"], [[q0["question"], q0["each_branch"]]], {"mode": "vllm"},
+             "unknown mode 'vllm'; valid modes: live, replay"),
         ]
         for columns, rows, params, message in cases:
             r = post(columns, rows, params)

@@ -147,7 +147,7 @@ def _sandbox_processes(port: str) -> list[tuple[int, int, int]]:
 
 @pytest.mark.slow
 def test_sixty_betas_through_mlflow_models_serve_leave_a_bounded_server(mlflow_store, tmp_path):
-    from mlflow_autotts.tracking.registry import register
+    from mlflow_autotts.tracking.model_registry import register
 
     path = tmp_path / "cmc_copy.py"
     path.write_text(CMC_SOURCE)

@@ -146,7 +146,9 @@ def test_interval_is_a_positive_integer_or_a_trajectory_error(value):
     ({"shuffle_seed": "3"}, "param shuffle_seed must be an integer, got '3'"),
     ({"shuffle_seed": 2.5}, "param shuffle_seed must be an integer"),
     ({"return_actions": "false"}, "param return_actions must be true or false, got 'false'"),
+    ({"mode": 7}, "param mode must be a string"),
     ({"backend": 7}, "param backend must be a string"),
+    ({"mode": "live", "backend": "replay"}, "params mode='live' and backend='replay' disagree"),
 ])
 def test_bad_params_are_request_errors_naming_the_param(params, message):
     with pytest.raises(RequestError) as err:
@@ -154,8 +156,8 @@ def test_bad_params_are_request_errors_naming_the_param(params, message):
     assert message in str(err.value)
 
 
-def test_params_default_to_the_automatic_backend_in_the_given_order_at_the_logged_beta():
+def test_params_default_to_the_automatic_mode_in_the_given_order_at_the_logged_beta():
     p = parse_params(None)
-    assert (p.backend, p.beta, p.shuffle_seed, p.return_actions) == ("auto", None, -1, False)
+    assert (p.mode, p.beta, p.shuffle_seed, p.return_actions) == ("auto", None, -1, False)
     p = parse_params({"beta": 1, "shuffle_seed": np.int64(4), "return_actions": np.bool_(True)})
     assert (p.beta, p.shuffle_seed, p.return_actions) == (1.0, 4, True)

@@ -1,4 +1,4 @@
-"""The serving layer's two seams: a backend registered by name and a controller runner
+"""The serving layer's two seams: a serving mode registered by name and a controller runner
 chosen by the kind of code plug into ``ControllerModel.predict`` without changing it."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from mlflow_autotts.controllers.base import build_controller
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.trajectory import Branches
 from mlflow_autotts.replay.episode import ReplayEpisode
-from mlflow_autotts.serving import backend as backend_registry
+from mlflow_autotts.serving import modes as mode_registry
 from mlflow_autotts.serving import runners
-from mlflow_autotts.serving.backend import RowResult, register_backend
+from mlflow_autotts.serving.modes import RowResult, register_mode
 from mlflow_autotts.serving.model_config import candidate_config, model_config_for
 from mlflow_autotts.serving.payload import RequestParams, Row
 from mlflow_autotts.serving.pyfunc import ControllerModel
@@ -36,7 +36,7 @@ class FirstFinal(Controller):
 '''
 
 
-class EchoBackend:
+class EchoMode:
     """A stand-in for a generation backend: no trajectory, the question is the only branch."""
 
     name = "echo"
@@ -59,20 +59,20 @@ def _model(ref: str, beta: float | None = 0.5) -> ControllerModel:
     return m
 
 
-def test_a_registered_backend_answers_through_predict_with_its_own_columns(monkeypatch):
-    monkeypatch.setattr(backend_registry, "_BACKENDS", dict(backend_registry._BACKENDS))
-    register_backend("echo")(EchoBackend)
+def test_a_registered_serving_mode_answers_through_predict_with_its_own_columns(monkeypatch):
+    monkeypatch.setattr(mode_registry.MODES, "_items", mode_registry.MODES.snapshot())
+    register_mode("echo")(EchoMode)
     m = _model("sc", None)
-    assert m.backends == ["echo", "live", "replay"]
-    out = m.predict(None, pd.DataFrame({"question": ["six", "seven"]}), {"backend": "echo", "beta": 0.25})
+    assert m.modes == ["echo", "live", "replay"]
+    out = m.predict(None, pd.DataFrame({"question": ["six", "seven"]}), {"mode": "echo", "beta": 0.25})
     assert list(out["answer"]) == ["SIX", "SEVEN"] and list(out["tokens"]) == [7, 7]
     assert list(out["beta_used"]) == [0.25, 0.25] and list(out["model"]) == ["sc", "sc"]
-    with pytest.raises(ValueError, match="backend 'echo' is already registered"):
-        register_backend("echo")(EchoBackend)
+    with pytest.raises(ValueError, match="serving mode 'echo' is already registered"):
+        register_mode("echo")(type("OtherEcho", (EchoMode,), {}))
 
 
-def test_an_unknown_backend_lists_the_registered_ones():
-    with pytest.raises(MlflowException, match="unknown backend 'vllm'; valid backends: live, replay"):
+def test_an_unknown_mode_even_by_its_legacy_param_name_lists_the_registered_ones():
+    with pytest.raises(MlflowException, match="unknown mode 'vllm'; valid modes: live, replay"):
         _model("cmc").predict(None, pd.DataFrame({"question": ["q"]}), {"backend": "vllm"})
 
 
@@ -106,7 +106,9 @@ class RecordingRunner:
 def test_source_controllers_run_through_the_source_runner_and_builtins_stay_in_process(tmp_path, monkeypatch):
     path = tmp_path / "first_final.py"
     path.write_text(SOURCE)
-    monkeypatch.setitem(runners.RUNNERS, "source", f"{__name__}:RecordingRunner")
+    items = runners.RUNNERS.snapshot()
+    items["source"] = runners.RunnerEntry(f"{__name__}:RecordingRunner")
+    monkeypatch.setattr(runners.RUNNERS, "_items", items)
     RecordingRunner.made = []
     assert isinstance(_model("cmc").runner, InProcessRunner) and RecordingRunner.made == []
 
@@ -120,17 +122,17 @@ def test_source_controllers_run_through_the_source_runner_and_builtins_stay_in_p
     assert out["answer"][1] is None and out["error"][1] == "controller 'first_final' crashed in the sandbox"
 
 
-def test_a_controller_bug_is_that_rows_error_but_a_backend_bug_fails_the_request(monkeypatch):
-    class Broken(EchoBackend):
+def test_a_controller_bug_is_that_rows_error_but_a_serving_mode_bug_fails_the_request(monkeypatch):
+    class Broken(EchoMode):
         name = "broken"
 
         def solve_row(self, controller, row, request):
-            raise KeyError("a bug in the backend")
+            raise KeyError("a bug in the serving mode")
 
-    monkeypatch.setattr(backend_registry, "_BACKENDS", dict(backend_registry._BACKENDS))
-    register_backend("broken")(Broken)
+    monkeypatch.setattr(mode_registry.MODES, "_items", mode_registry.MODES.snapshot())
+    register_mode("broken")(Broken)
     with pytest.raises(KeyError):
-        _model("sc", None).predict(None, pd.DataFrame({"question": ["q"]}), {"backend": "broken"})
+        _model("sc", None).predict(None, pd.DataFrame({"question": ["q"]}), {"mode": "broken"})
 
 
 def test_source_controllers_are_served_from_the_sandbox_by_default(tmp_path):

@@ -15,7 +15,7 @@ from mlflow_autotts import settings
 from mlflow_autotts.cli.common import AutoTTSGroup
 from mlflow_autotts.cli.main import main
 from mlflow_autotts.cli.options import option_decls, settings_options
-from mlflow_autotts.cli.registry import PromoteConfig, RegisterConfig
+from mlflow_autotts.cli.model_registry import PromoteConfig, RegisterConfig
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.evaluation import EvaluateConfig
 from mlflow_autotts.search.config import SearchConfig

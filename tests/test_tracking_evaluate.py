@@ -216,7 +216,7 @@ def test_a_failure_while_logging_marks_the_run_failed(mlflow_store, monkeypatch)
 def test_real_replay_evaluation_logged(mlflow_store, tmp_path):
     from mlflow_autotts.controllers.loading import ControllerSpec
     from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
-    from mlflow_autotts.replay.runner import EvalConfig, evaluate_many
+    from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 
     rng = random.Random(7)
     problems = []
@@ -227,7 +227,7 @@ def test_real_replay_evaluation_logged(mlflow_store, tmp_path):
         tokens = [500 * len(p) - rng.randint(0, 400) for p in probes]
         problems.append(Problem(Branches.from_lists(f"q{q}", 500, probes, tokens, finals), gold))
     ts = TrajectorySet(problems, Provenance(model="Tiny", benchmark="synth"))
-    config = EvalConfig(shuffles=3, workers=1, progress=False)
+    config = ReplayConfig(shuffles=3, workers=1, progress=False)
     specs = [ControllerSpec("cmc", 0.5), ControllerSpec("cmc", 1.0), ControllerSpec("sc")]
     cmc5, cmc1, sc = evaluate_many(specs, [ts], config)
     report = EvaluationReport([cmc5, cmc1], {ts.name: sc})

@@ -31,11 +31,11 @@ COMMANDS = {
         "mlflow_autotts.cli.search", "search_cmd",
         "Discover a controller: propose, score in sandboxed replay, keep the best, register it as challenger."),
     "register": LazyCommand(
-        "mlflow_autotts.cli.registry", "register_cmd",
+        "mlflow_autotts.cli.model_registry", "register_cmd",
         "Log CONTROLLER (a registered name, path.py[:Class], or a model URI to re-register) as an MLflow "
         "model and register it as a new version."),
     "promote": LazyCommand(
-        "mlflow_autotts.cli.registry", "promote_cmd",
+        "mlflow_autotts.cli.model_registry", "promote_cmd",
         "Replay the --from and --to versions on the gate data; move --to to the candidate only if it keeps "
         "accuracy and tokens within the limits (exit 1 when refused)."),
     "live": LazyCommand(

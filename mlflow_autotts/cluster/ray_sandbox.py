@@ -20,7 +20,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.sandbox.process import ProcessSandbox
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mlflow_autotts.live.backends.base import Backend, BackendUnavailable
+from mlflow_autotts.live.backends.base import GenerationBackend, BackendUnavailable
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Endpoint:
 
     name: str
     """Its server URL (or ``in-process`` for the engine in this process)."""
-    backend: Backend | None
+    backend: GenerationBackend | None
     """None for an endpoint left out before the start."""
     served: int = 0
     """Questions it finished in this run."""

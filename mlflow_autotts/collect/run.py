@@ -30,7 +30,7 @@ from mlflow_autotts.data.parquet_io import write_parquet
 from mlflow_autotts.data.trajectory import Provenance, TrajectorySet
 from mlflow_autotts.data.validate import ValidationReport, validate_uri
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.live.backends import Backend, BackendUnavailable, make_backend
+from mlflow_autotts.live.backends import GenerationBackend, BackendUnavailable, make_backend
 from mlflow_autotts.live.collection import check_questions, collect_question
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveRunner, LiveStats
@@ -132,7 +132,7 @@ def check_output(config: CollectConfig) -> Path:
     return out
 
 
-def _checked(live: LiveConfig) -> Backend:
+def _checked(live: LiveConfig) -> GenerationBackend:
     if live.backend == "vllm" and not (Path(live.model) / "config.json").is_file():
         raise CollectError(f"model {live.model!r} is not a model folder (no config.json there) for the "
                            "in-process vllm backend")
@@ -208,8 +208,8 @@ Start = Callable[[int, int], None]
 """Called once the work starts, with (questions in all, questions already done)."""
 
 
-def collect(config: CollectConfig, *, backend: Backend | None = None,
-            endpoints: Mapping[str, Backend] | None = None, prompts: ChatPrompts | None = None,
+def collect(config: CollectConfig, *, backend: GenerationBackend | None = None,
+            endpoints: Mapping[str, GenerationBackend] | None = None, prompts: ChatPrompts | None = None,
             progress: Progress | None = None, on_start: Start | None = None, warn: Warn | None = None) -> CollectReport:
     """Run the collection ``config`` describes.
 

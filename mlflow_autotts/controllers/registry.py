@@ -1,4 +1,5 @@
-"""Named controllers: ``@register_controller`` rejects duplicates, a miss lists valid names.
+"""The built-in controllers by name (a ``plugins.Registry``): ``@register_controller``
+registers a class under its ``name``, a miss lists the valid names.
 
 The registry imports no implementation: the ``controllers`` package registers the built-ins
 when it is imported, which any import of this module does first."""
@@ -8,35 +9,31 @@ from __future__ import annotations
 from typing import TypeVar
 
 from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.plugins import Registry
 
-_REGISTRY: dict[str, type] = {}
+CONTROLLERS: Registry[type] = Registry("controller", error=ControllerError)
 T = TypeVar("T", bound=type)
 
 
 def register_controller(cls: T) -> T:
+    """Class decorator: register ``cls`` under its ``name`` attribute."""
     name = getattr(cls, "name", "")
     if not name:
         raise ValueError(f"{cls.__name__} has no 'name' to register under")
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ValueError(f"controller name {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-    _REGISTRY[name] = cls
-    return cls
+    return CONTROLLERS.add(name, cls)
 
 
 def get_controller_class(name: str) -> type:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ControllerError(
-            f"unknown controller {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+    return CONTROLLERS.get(name)
 
 
 def controller_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return CONTROLLERS.names()
 
 
 def is_registered(name: str) -> bool:
-    return name in _REGISTRY
+    return name in CONTROLLERS
 
 
-__all__: list[str] = ["register_controller", "get_controller_class", "controller_names", "is_registered"]
+__all__: list[str] = ["CONTROLLERS", "register_controller", "get_controller_class", "controller_names",
+                      "is_registered"]

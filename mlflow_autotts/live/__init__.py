@@ -17,7 +17,7 @@ from mlflow_autotts.live.answers import (
     probe_answer,
 )
 from mlflow_autotts.live.backends import (
-    Backend,
+    GenerationBackend,
     BackendError,
     BackendUnavailable,
     make_backend,
@@ -35,7 +35,7 @@ from mlflow_autotts.live.recording import record_episode, record_set
 
 __all__ = [
     "NO_ANSWER",
-    "Backend",
+    "GenerationBackend",
     "BackendError",
     "BackendUnavailable",
     "ChatPrompts",

@@ -49,7 +49,7 @@ from mlflow_autotts.live.answers import (
 )
 from mlflow_autotts.live.backends import make_backend
 from mlflow_autotts.live.backends.base import (
-    Backend,
+    GenerationBackend,
     BackendError,
     BackendUnavailable,
     Generation,
@@ -190,7 +190,7 @@ class LiveStats:
 class LiveEpisode(EpisodeFacts):
     """One question answered by real generation, behind the replay controller API."""
 
-    def __init__(self, question: str, backend: Backend, config: LiveConfig, prompts: ChatPrompts):
+    def __init__(self, question: str, backend: GenerationBackend, config: LiveConfig, prompts: ChatPrompts):
         self._question = question
         self._backend = backend
         self._cfg = config
@@ -516,7 +516,7 @@ class LiveRunner:
     calls of concurrent questions.
     """
 
-    def __init__(self, config: LiveConfig, backend: Backend | None = None, prompts: ChatPrompts | None = None):
+    def __init__(self, config: LiveConfig, backend: GenerationBackend | None = None, prompts: ChatPrompts | None = None):
         self.config = config
         self.prompts = prompts or ChatPrompts.from_pretrained(config.tokenizer_path, config.instruction, config.probe_suffix)
         self._own_backend = backend is None

@@ -6,7 +6,7 @@ executor solves a chunk with ``solve_chunk``. The default, ``LocalPool``, forks 
 with the datasets already in memory, so nothing large is pickled, and after each
 controller has solved one episode here, so what it builds on first use is built once;
 ``cluster.ray_replay.RayChunks`` runs the same items on a Ray cluster. Small work
-(``EvalConfig.in_process_below``) runs in this process: a pool costs more.
+(``ReplayConfig.in_process_below``) runs in this process: a pool costs more.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ slower built-ins (cmc: ~5,000 episodes/s per core) take in process."""
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class ReplayConfig:
     """How to run the replay protocol."""
 
     shuffles: int = 100
@@ -205,7 +205,7 @@ def episode_flags(keep_episodes: bool | Sequence[bool], n_specs: int) -> list[bo
 
 
 def evaluate_many(specs: Sequence[ControllerSpec], datasets: Sequence[TrajectorySet],
-                  config: EvalConfig = EvalConfig(),
+                  config: ReplayConfig = ReplayConfig(),
                   keep_episodes: bool | Sequence[bool] = True,
                   executor: ChunkExecutor | None = None) -> list[EvalResult]:
     """Every spec on every dataset; results in (spec, dataset) order.
@@ -271,7 +271,7 @@ def episode_frame(dataset: str, rows: list[tuple]) -> Any:
     return pd.DataFrame({k: list(v) for k, v in data.items()}, columns=list(EPISODE_COLUMNS))
 
 
-def evaluate(spec: ControllerSpec, datasets: Sequence[TrajectorySet], config: EvalConfig = EvalConfig(),
+def evaluate(spec: ControllerSpec, datasets: Sequence[TrajectorySet], config: ReplayConfig = ReplayConfig(),
              keep_episodes: bool = True, executor: ChunkExecutor | None = None) -> list[EvalResult]:
     """One controller on each dataset."""
     return evaluate_many([spec], datasets, config, keep_episodes, executor)

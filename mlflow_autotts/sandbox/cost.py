@@ -97,7 +97,7 @@ def controller_actions(controller: Any, branches: Branches, order: Sequence[int]
                        ) -> tuple[Any, list[Action], tuple[int, int, int]]:
     """Run a *trusted* controller on one episode in this process, for traces:
     (answer, actions, (tokens, branches opened, intervals)). Untrusted source: use
-    ``parent.candidate_actions``."""
+    ``process.candidate_actions``."""
     ep = RecordingEpisode(branches, order)
     answer = controller.solve(ep)
     return answer, list(ep.actions), (ep.tokens_used, ep.branches_opened, ep.intervals)

@@ -1,522 +1,483 @@
-"""One sandbox child seen from the trusted side: spawn, pipes, isolation, death.
+"""The trusted side of the sandbox: scoring untrusted controller source in replay (batch mode).
 
-Shared by the batch runner (``sandbox.parent``) and the session (``sandbox.session``).
-Everything the candidate could influence is bounded here: a result line longer than the
-largest legitimate message is a violation (``Child.max_line``), its stdout and stderr are
-counted and only a prefix kept, and the kind of a death is decided from what this process
-observes (exit status or signal, ``wait4`` CPU time, the child's peak memory from
-``/proc``, its own clock), never from what the child wrote (``docs/architecture.md``, "The trust boundary").
+``ProcessSandbox(limits).score(source, datasets, betas, seeds)`` starts one fresh
+interpreter per candidate (``python -m mlflow_autotts.sandbox.worker``, never a fork of
+this process, which holds the gold answers), sends it the branches of every problem and the
+shuffle orders, and reads sealed per-episode summaries back. The child runs all β values and
+shuffles in one go. The gold answers, file paths and this process's environment (API keys,
+``AUTOTTS_DATA_DIR``) never reach it. ``sandbox.session`` runs the same child interactively
+(serving), ``sandbox.scoring`` wraps this for commands that need numbers or an error.
+
+Threat model (``docs/architecture.md``, "The trust boundary"). The candidate is hostile: it
+may try to read gold answers, files or credentials, reach the network, start processes,
+exhaust resources, switch off limits, read branches without paying, rewrite its bill, forge
+results, or confuse this process. Defences, outermost first:
+
+- **Process** (``child``, ``lockdown``): a new session (killed as a group), a clean
+  environment, cwd in an empty directory, a network namespace of its own (``unshare``),
+  rlimits on address space, CPU time, processes, file size (0), core size (0) and
+  descriptors; as root a chroot into the empty directory and an unprivileged uid of its
+  own. All are set by the child before the candidate's source is compiled, in the kernel,
+  where the candidate cannot undo them.
+- **Observed isolation**: the child then stops and waits; this process reads its network
+  namespace, root directory, uids and rlimits from ``/proc`` (``Isolation``) and refuses
+  to go on (``SandboxIsolationError``) when any measure the limits ask for is missing,
+  unless ``SandboxLimits.allow_weaker_isolation``. Every outcome carries that record.
+- **Limits this process enforces**: the wall clock, the output volume (stdout and stderr
+  are counted on the pipes; past ``max_output_bytes`` the child is killed), the size of
+  every message (a line longer than the largest legitimate message is a violation, so at
+  most ``max_line`` bytes are ever buffered), and answer lengths. No limit lives in an
+  object the candidate can reach.
+- **Interpreter** (``lockdown``): a PEP 578 audit hook installed before the candidate is
+  compiled denies opening files, processes, sockets, ``ctypes``, new imports, ``gc``
+  object walking, frame access, code object construction and every other audited event
+  not in ``policy.ALLOWED_AUDIT_EVENTS``; ``_signal``'s handler functions and the module
+  constructors are removed; the candidate's ``__import__`` knows only
+  ``policy.ALLOWED_IMPORTS``. The static check of ``search.extract`` is a lint for early
+  feedback, not part of this boundary.
+- **Cost integrity** (``oracle``, ``cost``): the branches live only inside a generator the
+  candidate cannot introspect through the denied routes, which seals each episode's
+  per-branch step summary with a keyed MAC whose key never leaves its frame. This process
+  checks every MAC, **recomputes** tokens, branches opened and intervals from the summary,
+  and checks answers against the gold itself. As a last line: an answer must be ``None``
+  or one of the answers the paid-for steps revealed; any other answer is an
+  ``unrevealed_answer``, counted wrong, and fails the candidate as ``forbidden``.
+- **Protocol** (``protocol``): nothing from the child is unpickled; its JSON is validated
+  strictly (fields, types, lengths, order) and any deviation fails the candidate as
+  ``forbidden``.
+- **Failure kinds** are decided here from what this process observes (its clock, the
+  exit status or signal, ``wait4`` CPU time, peak memory read from ``/proc``, the pipes),
+  never from what the child prints; a ``FAIL`` report from the child only describes Python-level failures
+  (exception, bad return, ``MemoryError``, denied operation), which any candidate could
+  cause on purpose anyway.
+
+A failure (``outcome.FAILURE_KINDS``) is the candidate's, with a message and a traceback
+excerpt; nothing is raised to the caller for anything the candidate does.
+
+Use (the search loop)::
+
+    sandbox = ProcessSandbox(SandboxLimits(wall_seconds=120))
+    outcome = sandbox.score(source, search_sets, betas, seeds)
+    if outcome.ok:
+        outcome.results            # EvalResult per (β, dataset): accuracy %, mean tokens
+    else:
+        outcome.failure            # kind, message, traceback excerpt, episode
+    outcome.isolation              # what was in force, as observed
+    outcome.output                 # the start of what the candidate printed
+
+Thread-safe: score several candidates from a thread pool, each gets its own child. Pass
+the same ``TrajectorySet`` objects and seeds every time: their encoding is cached. Traces:
+``candidate_actions`` (sandboxed, one episode) or ``cost.controller_actions`` (trusted).
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
+import hmac
 import json
 import os
-import resource
-import selectors
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable
+from array import array
+from dataclasses import replace
+from hashlib import blake2b
+from typing import Any, Sequence
 
-from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits, missing_measures
-from mlflow_autotts.sandbox.outcome import CandidateFailure, SandboxError, SandboxIsolationError
+from mlflow_autotts.controllers.base import check_beta
+from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
+from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.replay.episode import Action, replay_cost, shuffle_order
+from mlflow_autotts.replay.results import EvalResult, shuffle_means
+from mlflow_autotts.sandbox.cost import decode_log, revealing_cost, summary_from_actions
+from mlflow_autotts.sandbox.interface import Sandbox
+from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
+from mlflow_autotts.sandbox.outcome import CandidateFailure, CandidateOutcome, EpisodeRow, SandboxTimings
+from mlflow_autotts.sandbox.child import READY_FIELDS, Child, Violation, expect_fields, reported_failure
 from mlflow_autotts.sandbox.protocol import (
-    CHILD_REPORTED_KINDS, MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, TAMPERED_EXIT, FailureKind, Field, Header, Limit, Mode, Msg,
-    dumps,
+    KEY_BYTES, MAC_HEX, MAX_BETAS, MAX_NAME_CHARS, Data, Field, Header, Mode, Msg, Where, episode_bytes,
+    control_bytes, dumps, trace_action_cap,
 )
 
-MEMORY_NEAR_LIMIT = 0.9
-"""A child killed with its peak resident memory at this share of its address-space limit or
-more ran out of memory (resident memory is always below the address space)."""
-PEAK_SAMPLE_SECONDS = 0.2
-"""How often the child's peak resident memory (``VmHWM``) is read while it runs. ``wait4``'s
-``ru_maxrss`` cannot serve: Linux carries the spawning process's peak across ``exec``, so it
-reports this (large) process's memory for a small child."""
-EXIT_GRACE_SECONDS = 2.0
-"""After its last message, how long a child may take to exit before it is killed."""
 
-_READ_CHUNK = 1 << 16
+class ProcessSandbox(Sandbox):
+    """One fresh, locked-down interpreter process per candidate (see the module docstring)."""
 
-
-class Violation(Exception):
-    """The child broke the protocol or the rules (a ``forbidden`` failure)."""
-
-    def __init__(self, message: str, where: dict | None = None):
-        super().__init__(message)
-        self.where = where
-
-
-def expect_fields(msg: dict, shape: dict[str, Any]) -> None:
-    """``Violation`` unless ``msg`` has exactly the fields of ``shape``, of those types."""
-    if set(msg) != set(shape):
-        raise Violation(f"protocol: unexpected fields in a {str(msg.get(Field.TYPE))[:40]!r} message")
-    for k, typ in shape.items():
-        if not isinstance(msg[k], typ) or (typ is int and isinstance(msg[k], bool)):
-            raise Violation(f"protocol: field {k!r} of a {str(msg.get(Field.TYPE))[:40]!r} message has the wrong type")
-
-
-READY_FIELDS = {Field.TYPE: str, Field.NAME: str, Field.CLASS: str, Field.USES_BETA: bool, Field.BETAS: list,
-                Field.CONFIGS: list}
-
-
-def reported_failure(msg: dict, where: dict | None = None) -> CandidateFailure:
-    """The candidate's failure from a ``FAIL`` message (only the kinds a child may report)."""
-    expect_fields(msg, {Field.TYPE: str, Field.KIND: str, Field.MESSAGE: str, Field.TRACEBACK: str,
-                        Field.WHERE: (dict, type(None))})
-    if msg[Field.KIND] not in CHILD_REPORTED_KINDS:
-        raise Violation(f"protocol: a failure of kind {msg[Field.KIND][:40]!r} cannot come from the child")
-    return CandidateFailure(msg[Field.KIND], msg[Field.MESSAGE][:MAX_MESSAGE_CHARS],
-                            msg[Field.TRACEBACK][:MAX_TRACEBACK_CHARS], where)
-
-
-# --------------------------------------------------------------------------- spawning
-@functools.lru_cache(maxsize=1)
-def netns_prefix() -> tuple[tuple[str, ...], str]:
-    """(``unshare`` command prefix for a new network namespace, why none) for this machine."""
-    exe = shutil.which("unshare")
-    if not exe:
-        return (), "no unshare command"
-    args = [exe, "--net"] if os.geteuid() == 0 else [exe, "--net", "--map-root-user"]
-    try:
-        run = subprocess.run(args + ["--", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return (), f"unshare failed: {exc}"
-    if run.returncode != 0:
-        return (), "unshare failed: " + run.stderr.decode("utf-8", "replace").strip()[:200]
-    return (*args, "--"), ""
-
-
-_LOCK = threading.Lock()
-_EMPTY_DIR: list[str] = []
-
-
-def empty_dir() -> str:
-    """An empty directory for the children's cwd and chroot, removed at exit."""
-    with _LOCK:
-        if not _EMPTY_DIR or not os.path.isdir(_EMPTY_DIR[0]):
-            d = tempfile.mkdtemp(prefix="autotts-sandbox-")
-            _EMPTY_DIR[:] = [d]
-            atexit.register(shutil.rmtree, d, True)
-        return _EMPTY_DIR[0]
-
-
-def _child_env() -> dict[str, str]:
-    import mlflow_autotts
-
-    pkg_root = str(Path(mlflow_autotts.__file__).resolve().parent.parent)
-    return {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pkg_root}
-
-
-class _Output:
-    """The child's stdout and stderr: counted in full, a prefix kept."""
-
-    def __init__(self, limit: int, keep: int):
-        self.limit, self.keep = limit, keep
-        self.total = 0
-        self.kept = bytearray()
-
-    def reset(self) -> None:
-        self.total = 0
-        self.kept.clear()
-
-    def add(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        room = self.keep - len(self.kept)
-        if room > 0:
-            self.kept += chunk[:room]
-
-    @property
-    def over(self) -> bool:
-        return self.total > self.limit
-
-    def text(self) -> str:
-        return self.kept.decode("utf-8", "replace")
-
-
-class Child:
-    """A sandbox child process (``python -m mlflow_autotts.sandbox.worker``) and its pipes.
-
-    ``pump`` moves bytes until the handler says stop, the deadline passes, the result pipe
-    closes, the output limit is crossed or the child breaks the protocol; it buffers at
-    most ``max_line`` bytes of an unfinished result line.
-    """
-
-    def __init__(self, limits: SandboxLimits, max_line: int):
+    def __init__(self, limits: SandboxLimits = SandboxLimits()):
         self.limits = limits
-        self.max_line = max_line
-        prefix, self.netns_note = netns_prefix() if limits.isolate_network else ((), "")
-        self.chroot_dir = empty_dir() if limits.drop_privileges else None
-        r_fd, w_fd = os.pipe()
-        cmd = [*prefix, sys.executable, "-s", "-P", "-B", "-m", "mlflow_autotts.sandbox.worker", str(w_fd)]
-        self.t0 = time.monotonic()
+
+    def score(self, source: str, datasets: Sequence[TrajectorySet], betas: Sequence[float | None],
+              seeds: Sequence[int], *, class_name: str | None = None, params: dict[str, Any] | None = None,
+              full_actions: bool = False) -> CandidateOutcome:
+        if not isinstance(source, str):
+            raise ValueError(f"source must be a str, got {type(source).__name__}")
+        datasets, seeds, betas = list(datasets), [int(s) for s in seeds], list(betas)
+        if not datasets or not seeds or not betas:
+            raise ValueError("scoring in the sandbox needs at least one dataset, one β and one seed")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        if len(betas) > MAX_BETAS:
+            raise ValueError(f"at most {MAX_BETAS} β values per candidate, got {len(betas)}")
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         pass_fds=(w_fd,), start_new_session=True, cwd=empty_dir(), env=_child_env())
-        except BaseException:
-            os.close(r_fd)
-            raise
+            betas = [None if b is None else check_beta(b) for b in betas]
+        except ControllerError as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            json.dumps(params or {})
+        except (TypeError, ValueError):
+            raise ValueError(f"params must be JSON-serialisable, got {params!r}") from None
+        prep = _prepared(datasets, seeds)
+        return _Run(source, prep, betas, self.limits, class_name, params or {}, full_actions).run()
+
+    def isolation(self) -> Isolation:
+        return probe_isolation(self.limits)
+
+
+def run_candidate(source: str, datasets: Sequence[TrajectorySet], betas: Sequence[float | None], seeds: Sequence[int],
+                  limits: SandboxLimits = SandboxLimits(), class_name: str | None = None,
+                  params: dict[str, Any] | None = None, full_actions: bool = False) -> CandidateOutcome:
+    """``ProcessSandbox(limits).score(...)`` in one call."""
+    return ProcessSandbox(limits).score(source, datasets, betas, seeds, class_name=class_name, params=params,
+                                        full_actions=full_actions)
+
+
+def candidate_actions(source: str, branches: Branches, seed: int, beta: float,
+                      limits: SandboxLimits = SandboxLimits(), class_name: str | None = None,
+                      params: dict[str, Any] | None = None) -> tuple[str | None, list[Action], CandidateOutcome]:
+    """One episode of untrusted ``source`` in the sandbox, for traces: (answer, actions, outcome).
+
+    The answer is None and the actions empty when ``outcome.failure`` is set.
+    """
+    ts = TrajectorySet([Problem(branches, "")], Provenance(source="trace"))
+    out = run_candidate(source, [ts], [beta], [seed], limits, class_name, params, full_actions=True)
+    if not out.ok or not out.episodes:
+        return None, [], out
+    return out.episodes[0].answer, out.actions[0], out
+
+
+def probe_isolation(limits: SandboxLimits) -> Isolation:
+    """The isolation a child gets under ``limits`` here: a child that loads no candidate is
+    started, locks itself down and is observed, then killed."""
+    child = Child(limits, control_bytes(limits.max_answer_chars))
+    applied: list = []
+
+    def handle(msg: dict) -> bool:
+        if msg[Field.TYPE] != Msg.LOCKED:
+            raise Violation("protocol: expected the lockdown report")
+        applied.append(msg.get(Field.APPLIED))
+        return True
+
+    try:
+        header = _header(child, "", None, [], {}, 0, None)
+        child.send(dumps(header) + os.urandom(KEY_BYTES) + dumps({Data.DATASETS: [], Data.ORDERS: {},
+                                                                    Data.CONFIDENCE: [[0.0]]}))
+        stop = child.pump(handle, time.monotonic() + limits.wall_seconds)
+        if not applied or not isinstance(applied[0], list):
+            raise child.start_failure(stop)
+        return child.observe(applied[0])
+    finally:
+        child.finish()
+
+
+def _header(child: Child, source: str, class_name: str | None, betas: list, params: dict, n_seeds: int,
+            trace_cap: int | None) -> dict:
+    return child.header(Mode.BATCH, source, class_name, params, betas,
+                        **{Header.N_SEEDS: n_seeds, Header.FULL_ACTIONS: trace_cap})
+
+
+# -------------------------------------------------------------------- prepared data
+class _Prepared:
+    """Datasets and seeds encoded once for many candidates, and the trusted side's tables."""
+
+    def __init__(self, datasets: Sequence[TrajectorySet], seeds: Sequence[int]):
+        from mlflow_autotts.controllers import voting
+
+        self.datasets = tuple(datasets)
+        self.seeds = tuple(seeds)
+        self.names = _unique_names(self.datasets)
+        ns = sorted({p.branches.n_branches for ds in self.datasets for p in ds.problems})
+        self.orders = {n: [shuffle_order(n, s) for s in self.seeds] for n in ns}
+        self.tables = []
+        self.shapes: list[list[tuple[int, int]]] = []
+        """Per dataset, per problem: (branches, most probes of one branch), for message bounds."""
+        enc_sets = []
+        for ds in self.datasets:
+            tables, enc, shapes = [], [], []
+            for p in ds.problems:
+                br = p.branches
+                tables.append((br.n_probes, br.branch_tokens, br.interval_tokens, br.probe_answers, br.probe_offsets,
+                               br.final_answers, p.gold_answer, br))
+                shapes.append((br.n_branches, max(br.n_probes, default=0)))
+                ids: dict[str, int] = {}
+                f_ids = [ids.setdefault(a, len(ids)) for a in br.final_answers]
+                p_ids = [ids.setdefault(a, len(ids)) for a in br.probe_answers]
+                enc.append({Data.QUESTION: br.question, Data.INTERVAL: br.interval_tokens, Data.STRINGS: list(ids),
+                            Data.PROBE_IDS: p_ids, Data.OFFSETS: list(br.probe_offsets),
+                            Data.BRANCH_TOKENS: list(br.branch_tokens), Data.FINAL_IDS: f_ids,
+                            Data.SIGNALS: {k: list(v) for k, v in br.signals.items()}})
+            self.tables.append(tables)
+            self.shapes.append(shapes)
+            enc_sets.append(enc)
+        size = max([130] + [n + 2 for n in ns])
+        conf = voting.confidence_table(size)  # tabulated with scipy, as in-process runs do
+        self.blob = dumps({Data.DATASETS: enc_sets, Data.ORDERS: {str(n): v for n, v in self.orders.items()},
+                           Data.CONFIDENCE: conf})
+
+
+def _unique_names(datasets: Sequence[TrajectorySet]) -> list[str]:
+    names, seen = [], {}
+    for ds in datasets:
+        n = ds.name
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}#{seen[n]}"
+        else:
+            seen[n] = 0
+        names.append(n)
+    return names
+
+
+_CACHE: list[_Prepared] = []
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def _prepared(datasets: Sequence[TrajectorySet], seeds: Sequence[int]) -> _Prepared:
+    datasets, seeds = tuple(datasets), tuple(seeds)
+    with _CACHE_LOCK:
+        for p in _CACHE:
+            if p.seeds == seeds and len(p.datasets) == len(datasets) and all(a is b for a, b in zip(p.datasets, datasets)):
+                _CACHE.remove(p)
+                _CACHE.insert(0, p)
+                return p
+    prep = _Prepared(datasets, seeds)
+    with _CACHE_LOCK:
+        _CACHE.insert(0, prep)
+        del _CACHE[_CACHE_SIZE:]
+    return prep
+
+
+# ---------------------------------------------------------------------------- run
+def _valid_beta(v: Any) -> bool:
+    return type(v) in (int, float) and 0.0 <= v <= 1.0
+
+
+class _Run:
+    """One child process: spawn, feed, observe, read, verify, score."""
+
+    def __init__(self, source, prep: _Prepared, betas, limits: SandboxLimits, class_name, params, full):
+        self.source, self.class_name, self.params = source, class_name, params
+        self.prep, self.betas, self.limits, self.full = prep, betas, limits, full
+        self.key = os.urandom(KEY_BYTES)
+        self.trace_cap = trace_action_cap([s for shapes in prep.shapes for s in shapes]) if full else None
+        self.max_line = max([control_bytes(limits.max_answer_chars)] + [
+            episode_bytes(shapes, limits.max_answer_chars, self.trace_cap) for shapes in prep.shapes])
+        self.schedule = [(b, d, s) for b in range(len(betas)) for d in range(len(prep.datasets))
+                         for s in range(len(prep.seeds))]
+        self.next_block = 0
+        self.seq = 0
+        self.episodes: list[EpisodeRow] = []
+        self.actions: list[list[Action]] | None = [] if full else None
+        self.results: list[EvalResult] = []
+        self.group: list[tuple[int, int]] = []  # (correct, tokens) per seed of the current (β, dataset)
+        self.block_rows: list[EpisodeRow] = []  # the current block's episodes so far
+        self.failure: CandidateFailure | None = None
+        self.applied: list | None = None
+        self.ready: dict | None = None
+        self.configs: list[dict] = []
+        self.done = False
+        self.parent_time = 0.0
+        self.t_ready = 0.0
+
+    def run(self) -> CandidateOutcome:
+        lim = self.limits
+        child = Child(lim, self.max_line)
+        t0 = child.t0
+        deadline = t0 + lim.wall_seconds
+        try:
+            header = _header(child, self.source, self.class_name, self.betas, self.params, len(self.prep.seeds),
+                             self.trace_cap)
+            child.send(dumps(header) + self.key + self.prep.blob)
+            stop = child.pump(self._handle, deadline)
+            if self.applied is None:
+                raise child.start_failure(stop)
+            child.go(self.applied)
+            child.close_stdin()
+            stop = child.pump(self._handle, deadline)
+            if stop == "handled" or stop == "closed":
+                child.exit_gracefully(deadline)
+            else:
+                child.finish()
         finally:
-            os.close(w_fd)
-        self.pid = self.proc.pid
-        self.result_fd = r_fd
-        self.stdin_fd = self.proc.stdin.fileno()
-        os.set_blocking(self.stdin_fd, False)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(r_fd, selectors.EVENT_READ, "result")
-        self.sel.register(self.proc.stdout.fileno(), selectors.EVENT_READ, "output")
-        self.sel.register(self.proc.stderr.fileno(), selectors.EVENT_READ, "output")
-        self.pending = bytearray()
-        self.close_when_sent = False
-        self.stdin_open = True
-        self.buf = bytearray()
-        self.scanned = 0
-        self.output = _Output(int(limits.max_output_bytes), int(limits.keep_output_bytes))
-        self.result_open = True
-        self.violation: Violation | None = None
-        self.status: int | None = None
-        self.rusage: Any = None
-        self.isolation: Isolation | None = None
-        self.killed = False
-        self.peak_rss = 0
-        """The child's own peak resident memory in bytes, as last read from ``/proc``."""
-        self._sampled = 0.0
+            child.finish()
+        if self.failure is None:
+            self.failure = self._stopped(stop, child)
+        name = uses_beta = None
+        if self.ready:
+            name = self.ready["name"] or self.ready["cls"]
+            uses_beta = self.ready["uses_beta"]
+        cpu = child.cpu_seconds
+        timings = SandboxTimings(startup=(self.t_ready - t0) if self.t_ready else 0.0, total=time.monotonic() - t0,
+                                 child_cpu=cpu, child_max_rss_mb=child.peak_rss / 2**20,
+                                 parent=self.parent_time, episodes=len(self.episodes))
+        return CandidateOutcome(self.failure, self.results, self.episodes, self.actions, name or "",
+                                True if uses_beta is None else uses_beta, child.output.text(), child.isolation, timings)
 
-    def header(self, mode: Mode, source: str, class_name: str | None, params: dict, betas: list, **extra) -> dict:
-        """The first line for the child: what to load and the limits it applies to itself."""
-        lim = self.limits
-        return {Header.MODE: mode, Header.SOURCE: source, Header.CLASS_NAME: class_name, Header.PARAMS: params,
-                Header.BETAS: betas, Header.CHROOT: self.chroot_dir, **extra,
-                Header.LIMITS: {Limit.MEMORY_MB: lim.memory_mb, Limit.CPU_SECONDS: lim.cpu_rlimit,
-                                Limit.MAX_OPEN_FILES: lim.max_open_files, Limit.MAX_ANSWER_CHARS: lim.max_answer_chars}}
+    def _stopped(self, stop: str, child: Child) -> CandidateFailure | None:
+        """The failure, if any, for a child that stopped with ``stop`` (decided from observations)."""
+        where = self._where_now()
+        failure = child.stop_failure(stop, where, "finish (wall clock)")
+        if failure is not None or self.done:
+            return failure
+        return child.death(where)
 
-    # ------------------------------------------------------------------ writing
-    def send(self, msg: dict | bytes) -> None:
-        """Queue a message (or raw bytes) for the child's stdin; ``pump`` writes it."""
-        if not self.stdin_open or self.status is not None:
-            return
-        first = not self.pending
-        self.pending += msg if isinstance(msg, (bytes, bytearray)) else dumps(msg)
-        if first:
-            self._write()
+    def _where_now(self) -> dict | None:
+        if self.next_block >= len(self.schedule):
+            return None
+        b, d, s = self.schedule[self.next_block]
+        return {"beta": self.betas[b], "data": self.prep.names[d], "shuffle": self.prep.seeds[s]}
 
-    def close_stdin(self) -> None:
-        """Close the child's stdin once everything queued is written."""
-        self.close_when_sent = True
-        if not self.pending:
-            self._write()
-
-    def _write(self) -> None:
-        if self.status is not None:  # reaped: the pipes are closed
-            return
-        if self.pending:
-            try:
-                n = os.write(self.stdin_fd, self.pending[:1 << 20])
-                del self.pending[:n]
-            except BlockingIOError:
-                pass
-            except OSError:  # the child is gone or closed its stdin
-                self.pending.clear()
-        key = self.sel.get_map().get(self.stdin_fd)
-        if self.pending and key is None:
-            self.sel.register(self.stdin_fd, selectors.EVENT_WRITE, "stdin")
-        elif not self.pending:
-            if key is not None:
-                self.sel.unregister(self.stdin_fd)
-            if self.close_when_sent and self.stdin_open:
-                self.stdin_open = False
-                try:
-                    self.proc.stdin.close()
-                except OSError:
-                    pass
-
-    # ------------------------------------------------------------------ reading
-    def pump(self, handle: Callable[[dict], bool], deadline: float) -> str:
-        """Move bytes until ``handle(message)`` returns True; then, or else, say why it stopped:
-        ``handled``, ``deadline``, ``closed`` (the result pipe), ``output`` (over the limit)
-        or ``violation`` (``self.violation`` says which)."""
-        while True:
-            if self.violation is not None:
-                return "violation"
-            if self.output.over:
-                return "output"
-            if not self.result_open:
-                return "closed"
-            now = time.monotonic()
-            if now - self._sampled >= PEAK_SAMPLE_SECONDS:
-                self.sample_memory()
-            remaining = deadline - now
-            if remaining <= 0:
-                return "deadline"
-            for key, _ in self.sel.select(timeout=min(remaining, PEAK_SAMPLE_SECONDS)):
-                if key.data == "stdin":
-                    self._write()
-                    continue
-                try:
-                    chunk = os.read(key.fd, _READ_CHUNK)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    self.sel.unregister(key.fd)
-                    if key.data == "result":
-                        self.result_open = False
-                    continue
-                if key.data == "output":
-                    self.output.add(chunk)
-                    continue
-                self.buf += chunk
-                if self._lines(handle):
-                    return "handled"
-                if len(self.buf) > self.max_line:
-                    self.violation = Violation(f"protocol: a message exceeded {self.max_line} bytes")
-
-    def _lines(self, handle: Callable[[dict], bool]) -> bool:
-        while self.violation is None:
-            nl = self.buf.find(b"\n", self.scanned)
-            if nl < 0:
-                self.scanned = len(self.buf)
-                return False
-            line = bytes(self.buf[:nl])
-            del self.buf[: nl + 1]
-            self.scanned = 0
-            if nl > self.max_line:
-                self.violation = Violation(f"protocol: a message exceeded {self.max_line} bytes")
-                return False
-            try:
-                msg = json.loads(line)
-            except (ValueError, RecursionError):
-                self.violation = Violation("protocol: a result line is not valid JSON")
-                return False
-            if not isinstance(msg, dict) or not isinstance(msg.get(Field.TYPE), str):
-                self.violation = Violation("protocol: a result line is not a message")
-                return False
-            try:
-                if handle(msg):
-                    return True
-            except Violation as v:
-                self.violation = v
-        return False
-
-    def drain(self, deadline: float) -> None:
-        """Read the rest of stdout/stderr (bounded by the output limit) until EOF or ``deadline``."""
-        for key in list(self.sel.get_map().values()):
-            if key.data in ("result", "stdin"):
-                self.sel.unregister(key.fd)
-        while self.sel.get_map() and not self.output.over:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            for key, _ in self.sel.select(timeout=min(remaining, 1.0)):
-                try:
-                    chunk = os.read(key.fd, _READ_CHUNK)
-                except OSError:
-                    chunk = b""
-                if chunk:
-                    self.output.add(chunk)
-                else:
-                    self.sel.unregister(key.fd)
-
-    def sample_memory(self) -> None:
-        """Read the child's peak resident memory (``VmHWM``; gone once it has exited)."""
-        self._sampled = time.monotonic()
+    # ------------------------------------------------------------------ protocol
+    def _handle(self, msg: dict) -> bool:
+        t = time.monotonic()
         try:
-            with open(f"/proc/{self.pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"VmHWM:"):
-                        self.peak_rss = max(self.peak_rss, int(line.split()[1]) * 1024)
-                        return
-        except (OSError, ValueError, IndexError):
-            pass
+            return self._dispatch(msg)
+        finally:
+            self.parent_time += time.monotonic() - t
 
-    # --------------------------------------------------------------- isolation
-    def observe(self, applied: list) -> Isolation:
-        """The isolation in force now (the child waits for ``GO``, no candidate code ran)."""
-        names = tuple(str(x)[:40] for x in applied[:40] if isinstance(x, str))
-        iso = observe_isolation(self.pid, self.chroot_dir, names)
-        return Isolation(**{**iso.__dict__, "missing": missing_measures(self.limits, iso)})
+    def _dispatch(self, msg: dict) -> bool:
+        t = msg[Field.TYPE]
+        if self.applied is None:
+            if t != Msg.LOCKED:
+                raise Violation("protocol: expected the lockdown report first")
+            expect_fields(msg, {Field.TYPE: str, Field.APPLIED: list})
+            self.applied = msg[Field.APPLIED]
+            return True
+        if self.done:
+            raise Violation("protocol: output after the end of the run")
+        if t == Msg.EPISODE:
+            if self.ready is None:
+                raise Violation("protocol: scores before the controller was ready")
+            self._episode(msg)
+            return False
+        if t == Msg.READY:
+            if self.ready is not None:
+                raise Violation("protocol: repeated ready message")
+            expect_fields(msg, READY_FIELDS)
+            built, configs = msg[Field.BETAS], msg[Field.CONFIGS]
+            if len(built) != len(self.betas) or len(configs) != len(self.betas):
+                raise Violation("protocol: ready message with the wrong number of β values")
+            if not all(isinstance(c, dict) for c in configs):
+                raise Violation("protocol: a controller configuration is not an object")
+            self.configs = configs
+            for i, b in enumerate(self.betas):
+                if b is None:
+                    if not _valid_beta(built[i]):
+                        raise Violation("protocol: the controller's default β is not a number in [0, 1]")
+                    self.betas[i] = float(built[i])
+            self.ready = {"name": msg[Field.NAME][:MAX_NAME_CHARS], "cls": msg[Field.CLASS][:MAX_NAME_CHARS],
+                          "uses_beta": msg[Field.USES_BETA]}
+            self.t_ready = time.monotonic()
+            return False
+        if t == Msg.FAIL:
+            failure = reported_failure(msg)  # checks the fields first
+            self.failure = replace(failure, where=self._where_from(msg[Field.WHERE]))
+            return True
+        if t == Msg.DONE:
+            expect_fields(msg, {Field.TYPE: str})
+            if self.next_block != len(self.schedule):
+                raise Violation(f"protocol: done after {self.next_block} of {len(self.schedule)} score blocks")
+            self.done = True
+            return True
+        raise Violation(f"protocol: unexpected message type {t[:40]!r}")
 
-    def go(self, applied: Any) -> Isolation:
-        """Check the isolation and let the candidate run, or raise ``SandboxIsolationError``."""
-        if not isinstance(applied, list):
-            raise SandboxError("sandbox: the child's lockdown report is malformed")
-        iso = self.isolation = self.observe(applied)
-        self.sample_memory()  # the child's baseline: interpreter and data loaded
-        if iso.missing and not self.limits.allow_weaker_isolation:
-            raise SandboxIsolationError(iso, self.netns_note if "network_namespace" in iso.missing else "")
-        self.send({Field.TYPE: Msg.GO})
-        return iso
-
-    def start_failure(self, stop: str) -> SandboxError:
-        """The error for a child that never reached its lockdown (no candidate code ran)."""
-        self.finish()
-        tail = self.output.text().strip().splitlines()
-        detail = tail[-1][:300] if tail else ""
-        if stop == "deadline":
-            return SandboxError(f"the sandbox child did not start within {self.limits.wall_seconds:g} s")
-        return SandboxError(f"the sandbox child failed to start (status {self.status})" + (f": {detail}" if detail else ""))
-
-    # ------------------------------------------------------------------- ending
-    def finish(self) -> None:
-        """Kill the child's process group, reap the child (status and rusage), close the pipes.
-        ``killed`` says whether the child was still running (so its status is our SIGKILL)."""
-        if self.status is not None:
-            return
-        self.sample_memory()
+    def _where_from(self, w: dict | None) -> dict | None:
+        if not w:
+            return None
+        out: dict[str, Any] = {}
         try:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid = 0
-        self.killed = not pid
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            if not pid:
-                _, status, usage = os.wait4(self.pid, 0)
-            self.rusage = usage
-            self.status = self.proc.returncode = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            self.proc.wait()
-            self.status = self.proc.returncode
-        self.sel.close()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
-        os.close(self.result_fd)
-
-    def exit_gracefully(self, deadline: float) -> None:
-        """Give a child that said its last word a moment to exit (keeping its output), then
-        kill and reap it; a child that already exited keeps its own exit status."""
-        self.drain(min(deadline, time.monotonic() + EXIT_GRACE_SECONDS))
-        self.finish()
-
-    @property
-    def cpu_seconds(self) -> float:
-        """CPU time of the child and of the episode forks it has reaped: from ``wait4`` once
-        reaped, else from ``/proc`` (utime, stime, cutime, cstime)."""
-        if self.rusage is not None:
-            return self.rusage.ru_utime + self.rusage.ru_stime
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return 0.0
-
-    def stop_failure(self, stop: str, where: dict | None, wall: str) -> CandidateFailure | None:
-        """The failure a ``pump`` stop reason means by itself (a violation, the output limit,
-        the deadline, described by ``wall``), else None."""
-        if stop == "violation":
-            return CandidateFailure(FailureKind.FORBIDDEN, str(self.violation), where=self.violation.where or where)
-        if stop == "output":
-            return CandidateFailure(FailureKind.OUTPUT_LIMIT, f"the child wrote more than {self.limits.max_output_bytes} "
-                                    "bytes to its standard output/error", where=where)
-        if stop == "deadline":
-            return CandidateFailure(FailureKind.TIMEOUT, f"did not {wall} within {self.limits.wall_seconds:g} s", where=where)
-        return None
-
-    def death(self, where: dict | None) -> CandidateFailure:
-        """Why the (reaped) child stopped before finishing: its status, its CPU time from
-        ``wait4`` and its peak memory as sampled (a memory death between two samples of a
-        fast-growing child shows as a crash)."""
-        lim = self.limits
-        status, cpu, rss = self.status, self.cpu_seconds, self.peak_rss
-        near_memory = rss >= MEMORY_NEAR_LIMIT * lim.memory_bytes
-        memory = CandidateFailure(FailureKind.MEMORY, f"ran out of memory (limit {lim.memory_mb} MB, peak resident "
-                                  f"{rss / 2**20:.0f} MB)", where=where)
-        if status is None:
-            return CandidateFailure(FailureKind.CRASH, "the child could not be reaped", where=where)
-        if self.killed and status == -signal.SIGKILL and cpu < lim.cpu_rlimit and not near_memory:
-            return CandidateFailure(FailureKind.EXIT, "the child closed its result channel before finishing",
-                                    where=where)
-        if status < 0:
-            sig = -status
-            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= lim.cpu_rlimit):
-                return CandidateFailure(FailureKind.TIMEOUT, f"CPU time limit of {lim.cpu_seconds:g} s exceeded",
-                                        where=where)
-            if sig == signal.SIGXFSZ:
-                return CandidateFailure(FailureKind.FORBIDDEN, "tried to write a file", where=where)
-            if near_memory:
-                return memory
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            return CandidateFailure(FailureKind.CRASH, f"the interpreter died with {name}", where=where)
-        if status == TAMPERED_EXIT:
-            return CandidateFailure(FailureKind.FORBIDDEN, "an episode could not start isolated from the others (the "
-                                    "child's file descriptors or process count were tampered with)", where=where)
-        if cpu >= lim.cpu_rlimit:
-            return CandidateFailure(FailureKind.TIMEOUT, f"CPU time limit of {lim.cpu_seconds:g} s exceeded",
-                                    where=where)
-        if near_memory:
-            return memory
-        return CandidateFailure(FailureKind.EXIT, f"the process exited with status {status} before finishing "
-                                "(os._exit or sys.exit)", where=where)
-
-
-# ------------------------------------------------------------------ observation
-_RLIMITS = (("rlimit_as", "RLIMIT_AS", "Max address space"), ("rlimit_cpu", "RLIMIT_CPU", "Max cpu time"),
-            ("rlimit_fsize", "RLIMIT_FSIZE", "Max file size"), ("rlimit_nofile", "RLIMIT_NOFILE", "Max open files"),
-            ("rlimit_nproc", "RLIMIT_NPROC", "Max processes"), ("rlimit_core", "RLIMIT_CORE", "Max core file size"))
-
-
-def _soft_limits(pid: int) -> dict[str, int | None]:
-    """Soft rlimits of ``pid`` (None: unlimited or unreadable), from ``/proc/<pid>/limits``
-    (readable without privileges), else ``prlimit``."""
-    out: dict[str, int | None] = {field: None for field, _, _ in _RLIMITS}
-    try:
-        text = Path(f"/proc/{pid}/limits").read_text()
-    except OSError:
-        for field, name, _ in _RLIMITS:
-            try:
-                soft, _ = resource.prlimit(pid, getattr(resource, name))
-                out[field] = None if soft == resource.RLIM_INFINITY else int(soft)
-            except (OSError, AttributeError, ValueError):
-                pass
+            if Where.BETA in w:
+                out["beta"] = self.betas[_idx(w[Where.BETA], len(self.betas))]
+            if Where.DATASET in w:
+                d = _idx(w[Where.DATASET], len(self.prep.datasets))
+                out["data"] = self.prep.names[d]
+                if Where.PROBLEM in w:
+                    out["problem"] = _idx(w[Where.PROBLEM], len(self.prep.datasets[d]))
+            if Where.SHUFFLE in w:
+                out["shuffle"] = self.prep.seeds[_idx(w[Where.SHUFFLE], len(self.prep.seeds))]
+        except ValueError:
+            return None
         return out
-    for line in text.splitlines():
-        for field, _, label in _RLIMITS:
-            if line.startswith(label + "  "):
-                soft = line[len(label):].split()[0]
-                out[field] = int(soft) if soft.isdigit() else None
-    return out
+
+    def _episode(self, msg: dict) -> None:
+        """One sealed episode, from the fork that played it, checked as it arrives (order,
+        seal, cost, revealed answer); a block (β, dataset, shuffle) is scored once all its
+        problems are in."""
+        expect_fields(msg, {Field.TYPE: str, Field.BETA_INDEX: int, Field.DATASET_INDEX: int, Field.SHUFFLE_INDEX: int,
+                      Field.PROBLEM_INDEX: int, Field.ANSWER_GIVEN: (str, type(None)), Field.SUMMARY: list,
+                      Field.VIOLATIONS: int, Field.MAC: str})
+        at = (msg[Field.BETA_INDEX], msg[Field.DATASET_INDEX], msg[Field.SHUFFLE_INDEX])
+        p = msg[Field.PROBLEM_INDEX]
+        if self.next_block >= len(self.schedule) or at != self.schedule[self.next_block] or p != len(self.block_rows):
+            raise Violation("protocol: episodes out of order")
+        bi, di, si = at
+        tables = self.prep.tables[di]
+        beta, name, seed = self.betas[bi], self.prep.names[di], self.prep.seeds[si]
+        where = {"beta": beta, "data": name, "problem": p, "shuffle": seed}
+        answer, summary, nviol, mac = msg[Field.ANSWER_GIVEN], msg[Field.SUMMARY], msg[Field.VIOLATIONS], msg[Field.MAC]
+        if answer is not None and len(answer) > self.limits.max_answer_chars:
+            raise Violation("protocol: an answer is not a short string or null", where)
+        if len(mac) != MAC_HEX or not 0 <= nviol < (1 << 62):
+            raise Violation("protocol: malformed episode seal", where)
+        if not all(type(x) is int and 0 <= x < (1 << 62) for x in summary):
+            raise Violation("protocol: malformed episode summary", where)
+        expect = blake2b(array("q", [self.seq, nviol, len(summary)] + summary).tobytes(), key=self.key,
+                         digest_size=16).hexdigest()
+        if not hmac.compare_digest(expect, mac):
+            raise Violation("the episode's action record failed its integrity check (forged or altered)", where)
+        self.seq += 1
+        if nviol:
+            raise Violation("a forbidden operation was attempted (and denied)", where)
+        nprobes, btok, iv, probes, offs, finals, gold, br = tables[p]
+        order = self.prep.orders[len(btok)][si]
+        try:
+            if self.full:
+                actions = decode_log(summary)
+                steps = summary_from_actions(br, order, actions)
+                tokens, opened, intervals = replay_cost(br, order, actions)
+                t2, i2, revealed = revealing_cost(nprobes, btok, iv, probes, offs, finals, order, steps, answer)
+                if (t2, i2) != (tokens, intervals):  # pragma: no cover  (the two cost paths must agree)
+                    raise ValueError(f"cost mismatch: replay {tokens}/{intervals}, summary {t2}/{i2}")
+                self.actions.append(actions)
+            else:
+                tokens, intervals, revealed = revealing_cost(nprobes, btok, iv, probes, offs, finals, order, summary,
+                                                             answer)
+                opened = len(summary)
+        except ValueError as exc:
+            raise Violation(f"protocol: impossible action record ({exc})", where) from None
+        if not revealed:
+            self.episodes.extend(self.block_rows)
+            self.episodes.append(EpisodeRow(name, beta, p, seed, answer, False, tokens, opened, intervals))
+            raise Violation(f"unrevealed_answer: solve() returned {answer[:80]!r}, which none of the "
+                            "actions it paid for revealed", where)
+        self.block_rows.append(EpisodeRow(name, beta, p, seed, answer, answer == gold, tokens, opened, intervals))
+        if len(self.block_rows) < len(tables):
+            return
+        rows, self.block_rows = self.block_rows, []
+        self.episodes.extend(rows)
+        self.group.append((sum(r.correct for r in rows), sum(r.tokens for r in rows)))
+        self.next_block += 1
+        if si == len(self.prep.seeds) - 1:
+            self._close_group(bi, di, len(tables))
+
+    def _close_group(self, bi: int, di: int, n: int) -> None:
+        accuracy, mean_tokens = shuffle_means(self.group, n)  # the runner's formula, identical floats
+        self.results.append(EvalResult(
+            data=self.prep.names[di], controller=self.ready["name"] or self.ready["cls"], beta=self.betas[bi],
+            params=self.configs[bi], shuffles=len(self.prep.seeds), n_problems=n, accuracy=accuracy,
+            mean_tokens=mean_tokens))
+        self.group = []
 
 
-def observe_isolation(pid: int, chroot_dir: str | None, applied: tuple[str, ...]) -> Isolation:
-    """Read process ``pid``'s isolation from ``/proc`` (``missing`` left empty); where this
-    system has no ``/proc``, fall back to the child's own report ``applied``."""
-    limits = _soft_limits(pid)
-    hook = "audit_hook" in applied
-    if not os.path.isdir("/proc/self/ns"):
-        return Isolation("child", False, "chroot" in applied, None, "own_uid" in applied, audit_hook=hook,
-                         missing=(), **limits)
-    try:
-        netns = os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
-    except OSError:
-        netns = False
-    try:
-        root = os.readlink(f"/proc/{pid}/root")
-        chroot = chroot_dir is not None and root == os.path.realpath(chroot_dir)
-    except OSError:
-        chroot = False
-    uid = None
-    own_uid = False
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                uids = {int(x) for x in line.split()[1:]}
-                uid = int(line.split()[2])
-                own_uid = len(uids) == 1 and uid not in (0, os.getuid())
-                break
-    except (OSError, ValueError, IndexError):
-        pass
-    return Isolation("parent", netns, chroot, uid, own_uid, audit_hook=hook, missing=(), **limits)
+def _idx(v: Any, n: int) -> int:
+    if type(v) is not int or not 0 <= v < n:
+        raise ValueError("index out of range")
+    return v

@@ -16,7 +16,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.limits import SandboxLimits
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.sandbox.process import ProcessSandbox
 
 
 def score_source(source: str, datasets: Sequence[TrajectorySet], betas: Sequence[float | None],

@@ -44,7 +44,7 @@ from typing import Any
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateFailedError, CandidateFailure, SandboxError
-from mlflow_autotts.sandbox.process import READY_FIELDS, Child, Violation, expect_fields, reported_failure
+from mlflow_autotts.sandbox.child import READY_FIELDS, Child, Violation, expect_fields, reported_failure
 from mlflow_autotts.sandbox.protocol import (
     MAX_MESSAGE_CHARS, MAX_NAME_CHARS, Data, FailureKind, Field, Mode, Msg, Op, control_bytes, decode_op, dumps,
 )

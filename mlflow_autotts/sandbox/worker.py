@@ -1,6 +1,6 @@
 """The sandbox child: runs one untrusted controller, in batch or session mode.
 
-Started by the parent (``sandbox.process``) as ``python -s -P -B -m
+Started by the parent (``sandbox.child``) as ``python -s -P -B -m
 mlflow_autotts.sandbox.worker RESULT_FD`` in a fresh interpreter (never forked from a
 process that holds gold answers). It reads its input from stdin and writes
 ``protocol.Msg`` lines to ``RESULT_FD``; what the candidate prints goes to stdout, where

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlflow_autotts import settings
-from mlflow_autotts.cluster.choice import EXECUTORS
+from mlflow_autotts.cluster.choice import check_executor
 from mlflow_autotts.errors import AutoTTSError
 
 PUBLISHED_AIME24 = tuple(f"autotts:Qwen3-{m}/aime24" for m in ("0.6B", "1.7B", "4B", "8B"))
@@ -99,8 +99,7 @@ class SearchConfig:
             raise bad("split_fold", "must be 0, 1 or 2")
         if self.workers < 0:
             raise bad("workers", "must be >= 0")
-        if self.executor not in EXECUTORS:
-            raise bad("executor", f"must be one of {', '.join(EXECUTORS)}")
+        check_executor(self.executor, "search config")
         if not self.time_budget_minutes > 0:
             raise bad("time_budget_minutes", "must be > 0")
         for name in ("budget_usd", "budget_tokens"):

@@ -6,7 +6,7 @@ hops to modules through attributes, attribute names built at run time) so the ex
 LLM gets a precise message to fix on its next proposal instead of a sandbox failure. It
 gives early feedback only and is **not** a security boundary: a static check of Python can
 be evaded (aliasing a package and reaching one of its submodules passes it, for one), and
-what stops hostile code is the sandbox (``mlflow_autotts.sandbox.parent``: the audit hook,
+what stops hostile code is the sandbox (``mlflow_autotts.sandbox.process``: the audit hook,
 the import gate and the process isolation). The allowlist itself is the sandbox's
 (``sandbox.policy.ALLOWED_IMPORTS``), so the lint never accepts an import the sandbox
 refuses or the reverse.

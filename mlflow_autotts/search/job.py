@@ -17,8 +17,9 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.data.uris import load_datasets
+from mlflow_autotts.plugins import Registry
 from mlflow_autotts.replay.results import mean_over_datasets
-from mlflow_autotts.replay.runner import ChunkExecutor, EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ChunkExecutor, ReplayConfig, evaluate_many
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.evolve import EvolveExplorer
@@ -69,7 +70,7 @@ def measure_references(config: SearchConfig, search_sets: Sequence[TrajectorySet
     ``executor`` (default: the local pool)."""
     cmc_betas = sorted(set(config.betas) | {CMC_BUDGET_BETA})
     results = evaluate_many([SC64] + [ControllerSpec("cmc", b) for b in cmc_betas], search_sets,
-                            EvalConfig(shuffles=config.search_shuffles, workers=config.workers or None,
+                            ReplayConfig(shuffles=config.search_shuffles, workers=config.workers or None,
                                        progress=False), keep_episodes=False, executor=executor)
     n = len(search_sets)
     groups = [results[i * n:(i + 1) * n] for i in range(len(results) // n)]
@@ -78,13 +79,28 @@ def measure_references(config: SearchConfig, search_sets: Sequence[TrajectorySet
     return References(sc64_accuracy, sc64_tokens, curve)
 
 
+ExplorerFactory = Callable[[SearchConfig, References, str], Explorer]
+"""Builds an explorer from the settings, the references and what follows ``kind:`` in
+``config.explorer`` (e.g. the model of ``openai:MODEL``)."""
+EXPLORERS: Registry[ExplorerFactory] = Registry("explorer")
+
+
+@EXPLORERS.register("evolve")
+def _evolve(config: SearchConfig, references: References, _arg: str) -> Explorer:
+    return EvolveExplorer(seed=config.seed, target_accuracy=references.sc64_accuracy,
+                          budget_tokens=references.token_budget, reference=references.cmc_points)
+
+
+@EXPLORERS.register("openai")
+def _openai(config: SearchConfig, references: References, model: str) -> Explorer:
+    return LLMExplorer(model, price_input=config.price_input, price_output=config.price_output, seed=config.seed)
+
+
 def make_explorer(config: SearchConfig, references: References) -> Explorer:
-    """The explorer ``config.explorer`` names, aimed at the references' goal."""
-    if config.explorer == "evolve":
-        return EvolveExplorer(seed=config.seed, target_accuracy=references.sc64_accuracy,
-                              budget_tokens=references.token_budget, reference=references.cmc_points)
-    return LLMExplorer(config.explorer.split(":", 1)[1], price_input=config.price_input,
-                       price_output=config.price_output, seed=config.seed)
+    """The explorer ``config.explorer`` names (``kind`` or ``kind:argument``), aimed at the
+    references' goal."""
+    kind, _, arg = config.explorer.partition(":")
+    return EXPLORERS.get(kind, "search config: explorer")(config, references, arg)
 
 
 def archive_factory(explorer: Explorer, references: References) -> Callable[[list[Candidate]], Archive]:
@@ -97,5 +113,5 @@ def archive_factory(explorer: Explorer, references: References) -> Callable[[lis
                                                  reference=references.cmc_points)
 
 
-__all__ = ["BUDGET_SHARE_OF_CMC", "References", "split_data", "measure_references", "make_explorer",
+__all__ = ["BUDGET_SHARE_OF_CMC", "EXPLORERS", "References", "split_data", "measure_references", "make_explorer",
            "archive_factory"]

@@ -34,10 +34,10 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.controllers.reference import SC64
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import EvalResult, by_beta, mean_over_datasets
-from mlflow_autotts.replay.runner import ChunkExecutor, EvalConfig, evaluate_many
+from mlflow_autotts.replay.runner import ChunkExecutor, ReplayConfig, evaluate_many
 from mlflow_autotts.sandbox.interface import Sandbox
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
-from mlflow_autotts.sandbox.parent import ProcessSandbox
+from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval
 from mlflow_autotts.search.config import SearchConfig
@@ -150,7 +150,7 @@ def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int |
     """SC@64 and the comparison baselines on the validation data (trusted built-ins, on
     ``executor``), with their per-problem tables keyed by (label, β)."""
     specs = [SC64, ControllerSpec("asc"), ControllerSpec("esc")] + [ControllerSpec("cmc", b) for b in CMC_BETAS]
-    results = evaluate_many(specs, validation, EvalConfig(shuffles=shuffles, workers=workers, progress=progress),
+    results = evaluate_many(specs, validation, ReplayConfig(shuffles=shuffles, workers=workers, progress=progress),
                             keep_episodes=True, executor=executor)
     sizes = {ts.name: len(ts) for ts in validation}
     n = len(validation)

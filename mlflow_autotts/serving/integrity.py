@@ -6,7 +6,7 @@ for untrusted controllers), its controller source and its settings (``MLmodel``:
 All of that sits in the artifact store, which may be writable by more people than the
 registry. So the digest of *every file* of the model directory is computed when the model is
 logged (``tracking.model``, from the local folder before upload, as the logged model's
-``MODEL_DIGEST_TAG`` tag), copied to the registered version by ``tracking.registry``, and
+``MODEL_DIGEST_TAG`` tag), copied to the registered version by ``tracking.model_registry``, and
 compared before any of the model's code or config is used (``docs/architecture.md``, "The
 trust boundary"). A file added, removed or changed is a mismatch: no allowlist of files to
 keep up to date, and nothing planted (e.g. a ``.pyc``) passes.

@@ -1,12 +1,12 @@
 """What a served model's live settings may name, decided by the operator, not the model.
 
-A model's ``live`` section (``serving.live_backend``) says which environment variable holds
+A model's ``live`` section (``serving.live_mode``) says which environment variable holds
 the generation server's API key. The model comes from the artifact store, so on its own
 word it could make the serving process send any variable (a cloud credential, a database
 password) to its server. Only names the operator allowed where the model is served are
 accepted: ``AUTOTTS_ALLOWED_API_KEY_ENVS`` (comma-separated; default ``OPENAI_API_KEY``),
 or the variable the operator chose with ``AUTOTTS_LIVE_API_KEY_ENV``. Checked when the model
-loads, before any backend is built (``serving.pyfunc``).
+loads, before any serving mode is built (``serving.pyfunc``).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import os
 from typing import Any, Mapping
 
 from mlflow_autotts.errors import ControllerError
-from mlflow_autotts.serving.live_backend import ENV_PREFIX
+from mlflow_autotts.serving.live_mode import ENV_PREFIX
 
 ALLOWED_API_KEY_ENVS_ENV = "AUTOTTS_ALLOWED_API_KEY_ENVS"
 """The operator's allowlist of API-key variable names, comma-separated."""
 DEFAULT_ALLOWED_API_KEY_ENVS = ("OPENAI_API_KEY",)
 API_KEY_OVERRIDE_ENV = f"{ENV_PREFIX}API_KEY_ENV"
-"""The operator's own choice of variable (``serving.live_backend``'s override of the field)."""
+"""The operator's own choice of variable (``serving.live_mode``'s override of the field)."""
 
 
 def allowed_api_key_envs(environ: Mapping[str, str] = os.environ) -> frozenset[str]:

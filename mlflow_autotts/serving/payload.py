@@ -30,10 +30,12 @@ DEFAULT_INTERVAL = 500
 QUESTION, TRAJECTORY, INTERVAL = "question", "trajectory", "interval_tokens"
 """The request's input columns; only ``question`` is always required."""
 TRIPLE_FIELDS = ("probe_answers", "branch_tokens", "final_answer")
-AUTO_BACKEND = "auto"
-"""The default ``backend`` param: ``replay`` for a request with a ``trajectory`` column,
+AUTO_MODE = "auto"
+"""The default ``mode`` param: ``replay`` for a request with a ``trajectory`` column,
 ``live`` (real generation) for one with questions only."""
-DEFAULT_BACKEND = AUTO_BACKEND
+LEGACY_MODE_PARAM = "backend"
+"""The ``mode`` param's earlier name, still accepted (it is not a generation backend)."""
+DEFAULT_MODE = AUTO_MODE
 _SEQ = (list, tuple, np.ndarray)
 
 
@@ -47,7 +49,7 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One question of a request, as sent (parsed by the backend that answers it)."""
+    """One question of a request, as sent (parsed by the serving mode that answers it)."""
 
     question: Any
     trajectory: Any = None
@@ -58,8 +60,8 @@ class Row:
 class RequestParams:
     """The request's params, checked."""
 
-    backend: str = DEFAULT_BACKEND
-    """Which backend answers (``replay``, ``live``, or ``auto``: replay when rows bring a trajectory)."""
+    mode: str = DEFAULT_MODE
+    """Which serving mode answers (``replay``, ``live``, or ``auto``: replay when rows bring a trajectory)."""
     beta: float | None = None
     """β for this request; None means the model's logged β."""
     shuffle_seed: int = -1
@@ -90,13 +92,28 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _mode(params: Mapping[str, Any]) -> str:
+    """The ``mode`` param, or its legacy name ``backend`` (empty or ``auto`` means not chosen);
+    both chosen and different is an error."""
+    chosen = {}
+    for key in ("mode", LEGACY_MODE_PARAM):
+        value = params.get(key)
+        if value is None or value == "" or value == AUTO_MODE:
+            continue
+        if not isinstance(value, str):
+            raise RequestError(f"param {key} must be a string, got {_show(value)}")
+        chosen[key] = value
+    if len(set(chosen.values())) > 1:
+        raise RequestError(f"params mode={chosen['mode']!r} and {LEGACY_MODE_PARAM}={chosen[LEGACY_MODE_PARAM]!r} "
+                           "disagree; give mode only")
+    return next(iter(chosen.values()), DEFAULT_MODE)
+
+
 def parse_params(params: Mapping[str, Any] | None) -> RequestParams:
     """The request's params (MLflow has already applied the signature's types and defaults
     when called through pyfunc; direct calls get the same checks here)."""
     params = params or {}
-    backend = params.get("backend") or DEFAULT_BACKEND
-    if not isinstance(backend, str):
-        raise RequestError(f"param backend must be a string, got {_show(backend)}")
+    mode = _mode(params)
     beta = params.get("beta")
     if beta is not None:
         try:
@@ -113,20 +130,20 @@ def parse_params(params: Mapping[str, Any] | None) -> RequestParams:
         record = False
     if not isinstance(record, (bool, np.bool_)):
         raise RequestError(f"param return_actions must be true or false, got {_show(record)}")
-    return RequestParams(backend, beta, seed, bool(record))
+    return RequestParams(mode, beta, seed, bool(record))
 
 
 def request_rows(columns: Mapping[str, Sequence[Any]], n_rows: int, required: Mapping[str, str],
-                 backend: str) -> list[Row]:
+                 mode: str) -> list[Row]:
     """The request's rows from its columns (``DataFrame`` column name -> values).
 
-    ``required`` maps the columns the answering backend needs beyond ``question`` to what
+    ``required`` maps the columns the answering mode needs beyond ``question`` to what
     they hold, for the error message."""
     if QUESTION not in columns:
         raise RequestError(f"input is missing the column {QUESTION!r} (one row per question)")
     for col, what in required.items():
         if col not in columns:
-            raise RequestError(f"the {backend} backend needs the column {col!r} ({what})")
+            raise RequestError(f"the {mode} mode needs the column {col!r} ({what})")
     none = [None] * n_rows
     questions = list(columns[QUESTION])
     trajectories = list(columns[TRAJECTORY]) if TRAJECTORY in columns else none

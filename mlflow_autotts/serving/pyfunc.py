@@ -3,9 +3,9 @@
 The model is logged *from code* (``pyfunc_code.py`` calls ``mlflow.models.set_model``), so
 nothing is pickled: what makes one model differ from another is its ``model_config``
 (``serving.model_config``) and its source artifact. ``load_context`` picks the controller
-runner (``serving.runners``: where the code runs) and builds the backends
-(``serving.backend``: what answers a row); ``predict`` only parses, dispatches and
-assembles, so a new runner or backend plugs in without touching it.
+runner (``serving.runners``: where the code runs) and builds the serving modes
+(``serving.modes``: what answers a row); ``predict`` only parses, dispatches and
+assembles, so a new runner or mode plugs in without touching it.
 
 Before any of the model's config or source is used, ``load_context`` checks the model's
 folder against the digest recorded at registration (``serving.integrity``, ``verify_served``)
@@ -16,9 +16,9 @@ boundary".
 
 ``predict`` takes one row per question and returns one row per question: ``answer``,
 ``tokens`` (billed), ``branches_opened``, ``intervals``, ``error``, ``actions`` when asked
-for, and any backend-specific columns. Bad input in a row is reported in that row's
+for, and any mode-specific columns. Bad input in a row is reported in that row's
 ``error``; only when *every* row is bad, or the request itself is (a missing column, an
-unknown backend, a bad param), the call fails with ``MlflowException(INVALID_PARAMETER_VALUE)``,
+unknown mode, a bad param), the call fails with ``MlflowException(INVALID_PARAMETER_VALUE)``,
 which the scoring server turns into HTTP 400 with the message.
 
 No ``from __future__ import annotations`` here: MLflow reads ``predict``'s type hints at
@@ -39,13 +39,13 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
-from mlflow_autotts.serving import live_backend, replay_backend  # noqa: F401  (register "live" and "replay")
-from mlflow_autotts.serving.backend import Backend, RowResult, build_backends
+from mlflow_autotts.serving import live_mode, replay_mode  # noqa: F401  (register "live" and "replay")
+from mlflow_autotts.serving.modes import RowResult, ServingMode, build_modes
 from mlflow_autotts.serving.integrity import EXPECTED_DIGEST_ENV, LOCAL_ONLY, MODEL_DIGEST_TAG, verify
 from mlflow_autotts.serving.live_policy import check_api_key_env
 from mlflow_autotts.serving.model_config import SOURCE_ARTIFACT, is_builtin, is_controller_config
 from mlflow_autotts.serving.payload import (
-    AUTO_BACKEND,
+    AUTO_MODE,
     INTERVAL,
     QUESTION,
     TRAJECTORY,
@@ -76,7 +76,7 @@ class ControllerModel(PythonModel):
         """The loaded model's folder (the entry file's), checked at load; None: not checked."""
         self.config: dict[str, Any] = {}
         self.runner: ControllerRunner | None = None
-        self._backends: dict[str, Backend] = {}
+        self._modes: dict[str, ServingMode] = {}
 
     # ------------------------------------------------------------------ loading
     def load_context(self, context) -> None:
@@ -91,18 +91,18 @@ class ControllerModel(PythonModel):
         self.setup(config, (context.artifacts or {}).get(SOURCE_ARTIFACT))
 
     def setup(self, config: Mapping[str, Any], source_path: "str | Path | None") -> None:
-        """Choose the runner and build the backends from a model config (also used without
+        """Choose the runner and build the serving modes from a model config (also used without
         MLflow's loader, e.g. in tests and benchmarks). The config's claims are checked first:
         a built-in must be a registry name, the API-key variable one the operator allowed."""
         is_builtin(config)  # refuses a registry_name that is not a built-in's
         check_api_key_env(config)
         self.config = dict(config)
         self.runner = make_runner(self.config, source_path)
-        self._backends = build_backends(self.config)
+        self._modes = build_modes(self.config)
 
     @property
-    def backends(self) -> list[str]:
-        return sorted(self._backends)
+    def modes(self) -> list[str]:
+        return sorted(self._modes)
 
     # --------------------------------------------------------------- prediction
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -110,21 +110,21 @@ class ControllerModel(PythonModel):
             model_input = pd.DataFrame(model_input)
         try:
             request = parse_params(params)
-            if request.backend == AUTO_BACKEND:  # rows that bring their branches are replayed, others generated
+            if request.mode == AUTO_MODE:  # rows that bring their branches are replayed, others generated
                 has_branches = TRAJECTORY in model_input.columns and model_input[TRAJECTORY].notna().any()
-                request = replace(request, backend="replay" if has_branches else "live")
-            backend = self._backends.get(request.backend)
-            if backend is None:
-                raise RequestError(f"unknown backend {request.backend!r}; valid backends: {', '.join(self.backends)}")
-            wanted = {QUESTION, TRAJECTORY, INTERVAL, *backend.required_columns}
+                request = replace(request, mode="replay" if has_branches else "live")
+            mode = self._modes.get(request.mode)
+            if mode is None:
+                raise RequestError(f"unknown mode {request.mode!r}; valid modes: {', '.join(self.modes)}")
+            wanted = {QUESTION, TRAJECTORY, INTERVAL, *mode.required_columns}
             columns = {c: model_input[c].tolist() for c in model_input.columns if c in wanted}
-            rows = request_rows(columns, len(model_input), backend.required_columns, backend.name)
+            rows = request_rows(columns, len(model_input), mode.required_columns, mode.name)
         except RequestError as exc:
             raise _bad_request(str(exc)) from None
         controller = self.runner.bind(self.runner.default_beta if request.beta is None else request.beta)
-        solve_rows = getattr(backend, "solve_rows", None)  # a backend may answer rows concurrently
+        solve_rows = getattr(mode, "solve_rows", None)  # a mode may answer rows concurrently
         results = solve_rows(controller, rows, request) if solve_rows else [
-            backend.solve_row(controller, row, request) for row in rows]
+            mode.solve_row(controller, row, request) for row in rows]
         return _response(results, request.return_actions)
 
 

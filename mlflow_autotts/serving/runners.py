@@ -3,7 +3,7 @@
 ``ControllerModel`` never builds or calls a controller itself. At load time it asks
 ``make_runner`` for the runner that fits where the code came from, and at request time it
 asks the runner for a ``BoundController`` at the request's β, whose ``solve(episode)`` is
-the only way a backend reaches the controller. So the trust boundary is one decision here:
+the only way a serving mode reaches the controller. So the trust boundary is one decision here:
 
 - ``builtin`` (a registered controller shipped with the package): run in process;
 - ``source`` (a user's file or a search candidate): in the sandbox
@@ -13,18 +13,20 @@ the only way a backend reaches the controller. So the trust boundary is one deci
 Runners are named by module path and imported when a model of that kind loads, so a
 built-in model neither imports nor ships the sandbox.
 
-A runner raises ``ControllerFailed`` for anything the controller does wrong, so a backend
+A runner raises ``ControllerFailed`` for anything the controller does wrong, so a serving mode
 turns exactly that into the row's error and lets its own bugs surface.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from mlflow_autotts.controllers.base import Controller, build_controller, check_beta
 from mlflow_autotts.errors import BackendError
+from mlflow_autotts.plugins import Registry
 from mlflow_autotts.serving.model_config import is_builtin, spec_from_config
 
 
@@ -108,20 +110,24 @@ class InProcessRunner:
 
 RunnerFactory = Callable[[Mapping[str, Any], "str | Path | None"], ControllerRunner]
 
-RUNNERS: dict[str, str] = {
-    "builtin": f"{__name__}:InProcessRunner",
-    "source": "mlflow_autotts.serving.sandbox_runner:SandboxRunner",
-}
-"""The runner of each kind of code (``runner_kind``), as ``module:attribute``."""
+@dataclass(frozen=True)
+class RunnerEntry:
+    """How to reach one kind's runner without importing it here."""
 
-RUNNER_ROOTS: dict[str, tuple[str, ...]] = {
-    "builtin": (),
-    "source": ("mlflow_autotts.serving.sandbox_runner", "mlflow_autotts.sandbox.worker"),
-}
-"""Modules each kind's runner starts by name (``python -m mlflow_autotts.sandbox.worker``)
-rather than imports, which a logged model of that kind must ship beside the import closure
-of its entry (``serving.shipping.code_roots``). Built-in models never meet the sandbox, so
-they do not carry it."""
+    target: str
+    """The runner factory as ``module:attribute``, imported by name so that a built-in model
+    neither imports nor ships the sandbox."""
+    roots: tuple[str, ...] = ()
+    """Modules the runner starts by name (``python -m mlflow_autotts.sandbox.worker``) rather
+    than imports, which a logged model of that kind must ship beside the import closure of its
+    entry (``serving.shipping.code_roots``)."""
+
+
+RUNNERS: Registry[RunnerEntry] = Registry("controller runner")
+"""The runner of each kind of code (``runner_kind``)."""
+RUNNERS.add("builtin", RunnerEntry(f"{__name__}:InProcessRunner"))
+RUNNERS.add("source", RunnerEntry("mlflow_autotts.serving.sandbox_runner:SandboxRunner",
+                                  ("mlflow_autotts.serving.sandbox_runner", "mlflow_autotts.sandbox.worker")))
 
 
 def runner_kind(config: Mapping[str, Any]) -> str:
@@ -131,7 +137,7 @@ def runner_kind(config: Mapping[str, Any]) -> str:
 
 def make_runner(config: Mapping[str, Any], source_path: str | Path | None) -> ControllerRunner:
     """The runner for a model's ``model_config`` and its downloaded source file."""
-    module, _, attr = RUNNERS[runner_kind(config)].partition(":")
+    module, _, attr = RUNNERS.get(runner_kind(config)).target.partition(":")
     # by name: a built-in model neither imports nor ships the sandbox (see the module docstring)
     factory: RunnerFactory = getattr(importlib.import_module(module), attr)
     return factory(config, source_path)

@@ -3,7 +3,7 @@
 ``tracking.model`` logs models from code: the entry file below is copied into each model
 and executed at load time, and the model carries the ``mlflow_autotts`` modules that entry
 imports (their import closure, computed by ``tracking.code_closure``) plus what its
-controller runner starts by name (``runners.RUNNER_ROOTS``: the sandbox worker for code
+controller runner starts by name (``runners.RunnerEntry.roots``: the sandbox worker for code
 that is not built in), which no import statement reveals. The guard keeps a model from
 being loaded (and so its controller source from running) in the process logging it.
 This module imports neither MLflow nor the pyfunc, so logging can read it cheaply.
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from mlflow_autotts.serving.runners import RUNNER_ROOTS, runner_kind
+from mlflow_autotts.serving.runners import RUNNERS, runner_kind
 
 ENTRY_MODULE = "mlflow_autotts.serving.pyfunc_code"
 """The models-from-code entry module (calls ``mlflow.models.set_model``)."""
@@ -26,7 +26,7 @@ ENTRY_FILE = Path(__file__).with_name("pyfunc_code.py")
 
 def code_roots(config: Mapping[str, Any]) -> tuple[str, ...]:
     """The modules whose import closure a model with this ``model_config`` ships."""
-    return (ENTRY_MODULE, *RUNNER_ROOTS[runner_kind(config)])
+    return (ENTRY_MODULE, *RUNNERS.get(runner_kind(config)).roots)
 
 
 _LOADING_REFUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("autotts_loading_refused", default=False)

@@ -55,7 +55,7 @@ def register_challenger(config: SearchConfig, selection: Selection, parent_run_i
     import mlflow
 
     from mlflow_autotts.tracking.model import log_candidate_model
-    from mlflow_autotts.tracking.registry import register_logged_model
+    from mlflow_autotts.tracking.model_registry import register_logged_model
 
     c, p = selection.winner, selection.winner_point
     assert c is not None and p is not None

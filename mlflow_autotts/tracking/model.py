@@ -28,7 +28,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG, model_digest
 from mlflow_autotts.serving.model_config import MODEL_FORMAT, SOURCE_ARTIFACT, candidate_config, model_config_for
-from mlflow_autotts.serving.payload import DEFAULT_BACKEND, DEFAULT_INTERVAL, INTERVAL, QUESTION, TRAJECTORY
+from mlflow_autotts.serving.payload import DEFAULT_INTERVAL, DEFAULT_MODE, INTERVAL, LEGACY_MODE_PARAM, QUESTION, TRAJECTORY
 from mlflow_autotts.serving.shipping import ENTRY_FILE, code_roots, loading_refused
 from mlflow_autotts.tracking.code_closure import copy_modules, module_closure
 from mlflow_autotts.tracking.mlflow_utils import client, first_line, quiet_downloads
@@ -61,7 +61,8 @@ def model_signature(beta: float) -> "ModelSignature":
     ])
     params = ParamSchema([
         ParamSpec("beta", "double", float(beta)),
-        ParamSpec("backend", "string", DEFAULT_BACKEND),
+        ParamSpec("mode", "string", DEFAULT_MODE),
+        ParamSpec(LEGACY_MODE_PARAM, "string", ""),  # the earlier name of ``mode``, still accepted
         ParamSpec("shuffle_seed", "long", -1),
         ParamSpec("return_actions", "boolean", False),
     ])

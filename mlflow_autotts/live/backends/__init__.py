@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from mlflow_autotts.live.backends.base import (
-    Backend,
+    GenerationBackend,
     BackendError,
     BackendUnavailable,
     Generation,
@@ -14,15 +15,28 @@ from mlflow_autotts.live.backends.base import (
 from mlflow_autotts.live.backends.openai_server import OpenAIServerBackend
 from mlflow_autotts.live.backends.vllm_engine import VLLMEngineBackend
 from mlflow_autotts.live.config import LiveConfig
+from mlflow_autotts.plugins import Registry
 
 
-def make_backend(config: LiveConfig) -> Backend:
-    """The backend ``config`` describes (an engine start takes seconds to minutes)."""
-    if config.backend == "openai":
-        return OpenAIServerBackend(config.base_url or "", config.model, os.environ.get(config.api_key_env),
-                                   timeout=config.request_timeout, max_retries=config.max_retries)
+GENERATION_BACKENDS: Registry[Callable[[LiveConfig], GenerationBackend]] = Registry("generation backend")
+"""Factories by ``LiveConfig.backend`` (whose check lists the same names: ``live.config.BACKENDS``)."""
+
+
+@GENERATION_BACKENDS.register("openai")
+def _openai_server(config: LiveConfig) -> GenerationBackend:
+    return OpenAIServerBackend(config.base_url or "", config.model, os.environ.get(config.api_key_env),
+                               timeout=config.request_timeout, max_retries=config.max_retries)
+
+
+@GENERATION_BACKENDS.register("vllm")
+def _vllm_engine(config: LiveConfig) -> GenerationBackend:
     return VLLMEngineBackend(config.model, dtype=config.dtype, max_model_len=config.max_model_len, seed=config.seed)
 
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest", "OpenAIServerBackend",
+def make_backend(config: LiveConfig) -> GenerationBackend:
+    """The backend ``config`` describes (an engine start takes seconds to minutes)."""
+    return GENERATION_BACKENDS.get(config.backend, "live config: backend")(config)
+
+
+__all__ = ["GENERATION_BACKENDS", "GenerationBackend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest", "OpenAIServerBackend",
            "VLLMEngineBackend", "make_backend"]

@@ -65,7 +65,7 @@ class Generation:
         return self.finish_reason == "stop" and not self.stopped_by_string
 
 
-class Backend(ABC):
+class GenerationBackend(ABC):
     """Batched generation on one model; thread-safe."""
 
     max_model_len: int | None = None
@@ -101,11 +101,11 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the engine or connection pool."""
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> GenerationBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest"]
+__all__ = ["GenerationBackend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest"]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlflow_autotts.live.backends.base import (
-    Backend,
+    GenerationBackend,
     BackendError,
     BackendUnavailable,
     Generation,
@@ -27,7 +27,7 @@ from mlflow_autotts.live.backends.base import (
 )
 
 
-class OpenAIServerBackend(Backend):
+class OpenAIServerBackend(GenerationBackend):
     """A completions endpoint (``base_url`` ends in ``/v1``) serving ``model``."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 300.0,

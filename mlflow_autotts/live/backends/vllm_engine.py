@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Any
 
 from mlflow_autotts.live.backends.base import (
-    Backend,
+    GenerationBackend,
     BackendError,
     BackendUnavailable,
     Generation,
@@ -57,7 +57,7 @@ def cpu_defaults() -> None:
             os.environ.setdefault(key, value)
 
 
-class VLLMEngineBackend(Backend):
+class VLLMEngineBackend(GenerationBackend):
     """vLLM's engine in this process (one model), shared by every thread of the process."""
 
     def __init__(self, model: str, *, dtype: str = "float32", max_model_len: int = 4096, seed: int = 0,

@@ -1,4 +1,4 @@
-"""The ``replay`` backend: each row carries its question's pre-collected branches
+"""The ``replay`` mode: each row carries its question's pre-collected branches
 (``trajectory``), and the controller runs on a replay episode over them, billed by the
 replay rules (``docs/architecture.md``, "Replay and the result record")."""
 
@@ -8,7 +8,7 @@ import json
 from typing import Any, ClassVar, Mapping
 
 from mlflow_autotts.replay.episode import RecordingEpisode, ReplayEpisode, shuffle_order
-from mlflow_autotts.serving.backend import RowResult, register_backend
+from mlflow_autotts.serving.modes import RowResult, register_mode
 from mlflow_autotts.serving.payload import (
     TRAJECTORY,
     RequestParams,
@@ -26,8 +26,8 @@ def answer_text(answer: Any) -> str | None:
     return answer if answer is None or type(answer) is str else repr(answer)
 
 
-@register_backend("replay")
-class ReplayBackend:
+@register_mode("replay")
+class ReplayMode:
     name = "replay"
     required_columns: ClassVar[dict[str, str]] = {TRAJECTORY: "each question's branches: a list of "
                                                           "[probe_answers, branch_tokens, final_answer] triples"}

@@ -31,7 +31,7 @@ from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.errors import AutoTTSError, ControllerError
 from mlflow_autotts.evaluation import score_specs
 from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
-from mlflow_autotts.replay.runner import EvalConfig
+from mlflow_autotts.replay.runner import ReplayConfig
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG
@@ -377,7 +377,7 @@ def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_a
         specs.append(spec_from_model_uri(f"models:/{name}/{inc_v.version}"))
     datasets = _load_gate_data(gate_data)
     # versions from a search are untrusted code: score_specs replays them in the sandbox
-    results = score_specs(specs, datasets, EvalConfig(shuffles=config.shuffles, workers=config.workers,
+    results = score_specs(specs, datasets, ReplayConfig(shuffles=config.shuffles, workers=config.workers,
                                                       progress=config.progress), keep_episodes=False,
                           limits=SandboxLimits(allow_weaker_isolation=config.allow_weaker_isolation))
     n = len(datasets)

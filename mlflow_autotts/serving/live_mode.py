@@ -1,4 +1,4 @@
-"""The ``live`` backend: a row with only a ``question`` is answered by real generation.
+"""The ``live`` mode: a row with only a ``question`` is answered by real generation.
 
 Where generation happens (backend kind, server URL, model, sampling, interval, lookahead)
 is the model's ``model_config["live"]``, set at registration (``autotts register …
@@ -32,9 +32,9 @@ from mlflow_autotts.errors import AutoTTSError, safe_text
 from mlflow_autotts.live.backends.base import BackendError
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
 from mlflow_autotts.live.episode import LiveRunner, QuestionTooLong
-from mlflow_autotts.serving.backend import RowResult, register_backend
+from mlflow_autotts.serving.modes import RowResult, register_mode
 from mlflow_autotts.serving.payload import RequestParams, Row, TrajectoryError, parse_question
-from mlflow_autotts.serving.replay_backend import answer_text
+from mlflow_autotts.serving.replay_mode import answer_text
 from mlflow_autotts.serving.runners import BoundController, ControllerFailed
 
 ENV_PREFIX = "AUTOTTS_LIVE_"
@@ -59,8 +59,8 @@ def unavailable(message: str) -> MlflowException:
     return MlflowException(message, error_code=TEMPORARILY_UNAVAILABLE)
 
 
-@register_backend("live")
-class LiveBackend:
+@register_mode("live")
+class LiveMode:
     name = "live"
     required_columns: ClassVar[dict[str, str]] = {}
 
