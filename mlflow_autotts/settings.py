@@ -11,7 +11,14 @@ that declaration and gives the parts every front end shares (see docs/architectu
   strings), with an error naming the field;
 - ``read_file``: a YAML file giving any subset of the fields; an unknown key is an error
   naming the file, the key and the valid keys;
-- ``build``: defaults < file < values actually given (None or "" means "not given").
+- ``build``: defaults < file < values actually given (None or "" means "not given");
+- parts: a field whose type is itself a settings dataclass (``CollectConfig.live``) is a
+  *part*; its fields are offered flat beside the parent's (the same option, YAML key and
+  MLproject parameter as if declared in the parent; a name may appear once in the whole
+  tree), and ``build`` assembles the part once, so a function takes just the part it needs;
+- bounds: ``bounded(default, ge=…, le=…, choices=…)`` declares a field's valid range once
+  (as vLLM's config fields do); ``check_bounds(self)`` in ``__post_init__`` enforces every
+  declared bound with one message shape: ``<config>: <field> must be >= 1, got 0``.
 
 It imports no CLI library: ``cli/options.py`` turns the same description into click options
 and ``cli/mlproject.py`` into the MLproject entry points.
@@ -58,6 +65,55 @@ class Setting:
     """The default value (``dataclasses.MISSING`` when required)."""
     help: str
     """The field docstring, as one paragraph."""
+    path: tuple[str, ...] = ()
+    """The part fields above this setting (``("live",)`` for ``CollectConfig.live.model``)."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A field's declared valid values (``bounded``); None means no such bound."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def why(self, value: Any) -> str | None:
+        """Why ``value`` breaks these bounds, or None when it keeps them."""
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(str, self.choices))}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if value != value:
+            return "must be a number"
+        for bound, ok, text in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
+                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
+            if bound is not None and not ok(bound):
+                return f"must be {text} {bound:g}"
+        return None
+
+
+def bounded(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with a default and declared bounds (each item of a tuple field is checked)."""
+    return dataclasses.field(default=default, metadata={"bounds": Bounds(ge, gt, le, lt, choices)})
+
+
+def check_bounds(instance: Any, bad: Any = None) -> None:
+    """Raise for the first field of ``instance`` outside its declared bounds: ``bad(name, why)``
+    when given (a config's own error type), else ``AutoTTSError("<config>: <name> <why>, got <value>")``."""
+    for f in dataclasses.fields(instance):
+        bounds = f.metadata.get("bounds")
+        value = getattr(instance, f.name)
+        if bounds is None or value is None:
+            continue
+        for item in (value if isinstance(value, tuple) else (value,)):
+            why = bounds.why(item)
+            if why is not None:
+                if bad is not None:
+                    raise bad(f.name, f"{why}, got {value!r}")
+                raise AutoTTSError(f"{label(type(instance))}: {f.name} {why}, got {value!r}")
 
 
 class MissingSettings(AutoTTSError):
@@ -111,27 +167,50 @@ def _kind(name: str, annotation: Any) -> tuple[str, str | None, bool]:
     raise TypeError(f"setting {name}: unsupported type {annotation!r}")
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def part_type(annotation: Any) -> type | None:
+    """The settings dataclass a field's annotation names (a part), else None."""
+    return annotation if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) else None
+
+
 @functools.cache
 def describe(cls: type) -> tuple[Setting, ...]:
-    """The settings of dataclass ``cls`` in declaration order; a field without a docstring or
-    of a type no front end can take is a ``TypeError`` (a bug in the declaration)."""
+    """The settings of dataclass ``cls`` in declaration order, parts flattened in place; a
+    field without a docstring, of a type no front end can take, or a name taken twice in
+    the tree is a ``TypeError`` (a bug in the declaration)."""
+    return _describe(cls, (), None)
+
+
+def _describe(cls: type, path: tuple[str, ...], base: Any) -> tuple[Setting, ...]:
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    out = []
+    out: list[Setting] = []
     for f in dataclasses.fields(cls):
         if not f.init:
+            continue
+        default = _field_default(f) if base is None else getattr(base, f.name)
+        part = part_type(hints[f.name])
+        if part is not None:
+            out.extend(_describe(part, path + (f.name,), None if default is dataclasses.MISSING else default))
             continue
         kind, item, optional = _kind(f.name, hints[f.name])
         if not docs.get(f.name, "").strip():
             raise TypeError(f"setting {cls.__name__}.{f.name} has no docstring: its help text comes from it")
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
         out.append(Setting(f.name, kind, item, optional, default is dataclasses.MISSING, default,
-                           " ".join(docs[f.name].split())))
+                           " ".join(docs[f.name].split()), path))
+    seen: set[str] = set()
+    for st in out:
+        if st.name in seen:
+            raise TypeError(f"setting {cls.__name__}: {st.name!r} is declared twice (a part's field names "
+                            "share one namespace with the parent's)")
+        seen.add(st.name)
     return tuple(out)
 
 
@@ -281,14 +360,48 @@ def build(cls: type, file: str | Path | None = None, given: Mapping[str, Any] | 
     if missing:
         raise MissingSettings(cls, missing)
     try:
-        return cls(**values)
+        return assemble(cls, values)
     except (TypeError, ValueError) as exc:
         raise AutoTTSError(f"{label(cls)}: {exc}") from None
 
 
+def assemble(cls: type, values: Mapping[str, Any], base: Any = None) -> Any:
+    """An instance of ``cls`` from flat, already converted ``values``: each part built once
+    from the values under it (over ``base``'s part, or the field's default part)."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        part = part_type(hints[f.name])
+        if part is None:
+            if f.name in values:
+                kwargs[f.name] = values[f.name]
+            continue
+        default = getattr(base, f.name) if base is not None else _field_default(f)
+        under = {st.name for st in describe(part)}
+        if default is dataclasses.MISSING or any(n in values for n in under):
+            kwargs[f.name] = assemble(part, values, None if default is dataclasses.MISSING else default)
+        elif base is not None:
+            kwargs[f.name] = default
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
+    return cls(**kwargs)
+
+
+def value(instance: Any, name: str) -> Any:
+    """The value of flat setting ``name`` of ``instance`` (through its parts)."""
+    for st in describe(type(instance)):
+        if st.name == name:
+            for part in st.path:
+                instance = getattr(instance, part)
+            return getattr(instance, name)
+    raise AutoTTSError(f"{label(type(instance))}: unknown setting {name!r}")
+
+
 def to_dict(instance: Any) -> dict[str, Any]:
-    """Field name -> value, in a form ``read_file``/``build`` take back (tuples as lists)."""
-    return {s.name: list(v) if isinstance(v := getattr(instance, s.name), tuple) else v
+    """Flat setting name -> value, in a form ``read_file``/``build`` take back (tuples as lists)."""
+    return {s.name: list(v) if isinstance(v := value(instance, s.name), tuple) else v
             for s in describe(type(instance))}
 
 
@@ -301,5 +414,5 @@ def flat(value: Any) -> Any:
     return value
 
 
-__all__ = ["Setting", "MissingSettings", "KINDS", "describe", "field_docs", "setting", "names", "label",
+__all__ = ["Setting", "Bounds", "bounded", "check_bounds", "part_type", "assemble", "value", "MissingSettings", "KINDS", "describe", "field_docs", "setting", "names", "label",
            "coerce", "is_given", "split_list", "read_file", "build", "to_dict", "flat"]

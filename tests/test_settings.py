@@ -221,3 +221,67 @@ def test_coerce_reads_mlproject_strings_like_yaml_values():
     assert settings.coerce(EvaluateConfig, "params", "n=3,name=x") == {"n": 3, "name": "x"}
     with pytest.raises(AutoTTSError, match="invalid max_candidates True: expected an integer"):
         settings.coerce(SearchConfig, "max_candidates", True)
+
+
+# ---------------------------------------------------------------- parts and declared bounds
+@dataclass(frozen=True)
+class Engine:
+    model: str
+    """The model."""
+    temperature: float = settings.bounded(0.7, ge=0.0, le=2.0)
+    """Sampling temperature."""
+
+    def __post_init__(self) -> None:
+        settings.check_bounds(self)
+
+
+@dataclass(frozen=True)
+class Job:
+    engine: Engine
+    """What generates (a part: its fields are offered flat)."""
+    shards: int = settings.bounded(1, ge=1)
+    """Output shards."""
+    betas: tuple[float, ...] = settings.bounded((0.5,), ge=0.0, le=1.0)
+    """β values."""
+    mode: str = settings.bounded("fast", choices=("fast", "slow"))
+    """How."""
+
+    def __post_init__(self) -> None:
+        settings.check_bounds(self)
+
+
+def test_a_part_is_offered_flat_and_assembled_once(tmp_path):
+    assert [(s.name, s.path) for s in settings.describe(Job)] == [
+        ("model", ("engine",)), ("temperature", ("engine",)), ("shards", ()), ("betas", ()), ("mode", ())]
+    f = tmp_path / "job.yaml"
+    f.write_text("model: m\ntemperature: 0.1\n")
+    job = settings.build(Job, f, {"shards": "3"})
+    assert job == Job(Engine("m", 0.1), shards=3)
+    assert settings.value(job, "temperature") == 0.1 and settings.to_dict(job)["model"] == "m"
+    assert settings.build(Job, None, settings.to_dict(job)) == job  # round trip through the flat form
+    with pytest.raises(settings.MissingSettings, match="job: missing model"):
+        settings.build(Job, None, {"shards": 2})
+
+
+def test_a_name_declared_twice_in_the_tree_is_a_declaration_bug():
+    @dataclass(frozen=True)
+    class Twice:
+        engine: Engine
+        """A part."""
+        model: str = "x"
+        """Clashes with the part's."""
+
+    with pytest.raises(TypeError, match="'model' is declared twice"):
+        settings.describe(Twice)
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"shards": 0}, "job: shards must be >= 1, got 0"),
+    ({"betas": (0.5, 1.5)}, r"job: betas must be <= 1, got \(0.5, 1.5\)"),
+    ({"mode": "medium"}, "job: mode must be one of fast, slow, got 'medium'"),
+    ({"temperature": -1.0}, "^engine: temperature must be >= 0, got -1.0$"),
+    ({"temperature": float("nan")}, "temperature must be a number, got nan"),
+])
+def test_declared_bounds_refuse_with_one_message_shape(given, message):
+    with pytest.raises(AutoTTSError, match=message):
+        settings.build(Job, None, {"model": "m", **given})
