@@ -91,3 +91,10 @@ def safe_text(text: object, limit: int = 2000, *, multiline: bool = False) -> st
     if len(s) > limit or cut:
         s = (s[: max(0, limit - len(_TRUNCATED))] + _TRUNCATED)[:limit]
     return s
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (MLflow's ``message`` when it has one), for
+    one-line errors; the type's name when the message is empty."""
+    text = getattr(exc, "message", None) or str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

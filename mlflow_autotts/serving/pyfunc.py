@@ -39,6 +39,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
+from mlflow_autotts.errors import first_line
 from mlflow_autotts.serving import live_mode, replay_mode  # noqa: F401  (register "live" and "replay")
 from mlflow_autotts.serving.modes import RowResult, ServingMode, build_modes
 from mlflow_autotts.serving.integrity import EXPECTED_DIGEST_ENV, LOCAL_ONLY, MODEL_DIGEST_TAG, verify
@@ -168,8 +169,7 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def verify_served(model_dir: Path) -> None:

@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.errors import AutoTTSError, first_line  # noqa: F401  (tracking modules import it from here)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -123,12 +123,6 @@ def param_value(value: Any) -> str:
     """``value`` as a param string within MLflow's length limit (cut with an ellipsis)."""
     s = str(value)
     return s if len(s) <= MAX_PARAM_VALUE else s[: MAX_PARAM_VALUE - 1] + "…"
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an (MLflow) error's message, for one-line errors."""
-    text = getattr(exc, "message", None) or str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def is_not_found(exc: BaseException) -> bool:
