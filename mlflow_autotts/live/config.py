@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Mapping
 
+from mlflow_autotts import settings
 from mlflow_autotts.controllers.base import MAX_BRANCHES
 from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.settings import bounded
 
 BACKENDS = ("vllm", "openai")
 
@@ -19,6 +22,11 @@ MATH_INSTRUCTION = "Please reason step by step, and put your final answer within
 
 MAX_TOP_LOGPROBS = 20
 """vLLM's default ``--max-logprobs``."""
+
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+
+ENV_PREFIX = "AUTOTTS_LIVE_"
+"""``AUTOTTS_LIVE_<FIELD>`` variables of a serving process override a model's live settings."""
 
 
 class LiveConfigError(AutoTTSError, ValueError):
@@ -36,7 +44,7 @@ class LiveConfig:
     model: str
     """Hugging Face folder (in-process backend) or the served model name (server backend;
     vLLM serves a folder under its path unless started with ``--served-model-name``)."""
-    backend: str = "vllm"
+    backend: str = bounded("vllm", choices=BACKENDS)
     """``vllm`` (an engine in this process) or ``openai`` (an OpenAI-compatible completions
     server, in practice ``python -m vllm.entrypoints.openai.api_server``)."""
     base_url: str | None = None
@@ -49,87 +57,62 @@ class LiveConfig:
     backend, ``model`` must then be a local folder)."""
     instruction: str = MATH_INSTRUCTION
     """Appended to the question (after a blank line) in the user turn; empty for none."""
-    interval_tokens: int = 500
+    interval_tokens: int = bounded(500, ge=1)
     """Tokens a branch advances per probe step (the replay data's ``probe_freq``)."""
-    max_tokens_per_branch: int = 4096
+    max_tokens_per_branch: int = bounded(4096, ge=1)
     """A branch is finished at EOS or at this many generated tokens."""
-    max_branches: int = MAX_BRANCHES
+    max_branches: int = bounded(MAX_BRANCHES, ge=1)
     """Branches a question may open (``episode.max_branches``)."""
-    temperature: float = 0.7
+    temperature: float = bounded(0.7, ge=0)
     """Sampling temperature of branches (probes are greedy)."""
-    top_p: float = 0.95
+    top_p: float = bounded(0.95, gt=0, le=1)
     """Nucleus sampling of branches."""
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     """Base seed: interval ``k`` of branch ``j`` is sampled with a seed derived from
     (seed, j, k), so branches differ, and a branch is the same whatever the lookahead."""
     probe_suffix: str = DYNASOR_SUFFIX
     """Appended (as tokens) to a branch to probe it; must end in ``\\boxed{``."""
-    probe_tokens: int = 16
+    probe_tokens: int = bounded(16, ge=1)
     """Most tokens a probe may generate; it stops early at the ``}`` closing the box."""
     probe_reads: bool = False
     """Also probe every interval of branches read whole (collection needs them; a
     controller reading whole branches never sees them)."""
-    top_logprobs: int = 0
+    top_logprobs: int = bounded(0, ge=0, le=MAX_TOP_LOGPROBS)
     """Top-k logprobs per generated token (0 to 20); above 0 the episode offers
     ``signals(i)`` with the per-interval ``confidence`` and ``group_confidence``
     (``live/signals.py``)."""
-    group_window: int = 128
+    group_window: int = bounded(128, ge=1)
     """Tokens per sliding window of the ``group_confidence`` signal."""
-    lookahead: int = 1
+    lookahead: int = bounded(1, ge=1)
     """Branch intervals generated per engine call: the one the controller asked for plus
     up to ``lookahead - 1`` of other open or next-to-open branches, billed only when
     consumed. 1 is plain sequential generation."""
-    lookahead_depth: int = 2
+    lookahead_depth: int = bounded(2, ge=1)
     """Intervals an open branch may hold generated ahead of what the controller consumed.
     Above 1, a call that has room also extends open branches that still hold fewer than
     this many unconsumed intervals, so a controller that advances some branches several
     intervals per round (CMC's bursts) finds them generated; each extra level can waste
     one interval per open branch when the controller stops."""
-    request_timeout: float = 300.0
+    request_timeout: float = bounded(300.0, gt=0)
     """Seconds one engine call (a batch) may take."""
-    overall_timeout: float = 1800.0
+    overall_timeout: float = bounded(1800.0, gt=0)
     """Seconds one question may take in total."""
-    max_retries: int = 2
+    max_retries: int = bounded(2, ge=0)
     """Retries of the server client on connection errors and 5xx answers (its own backoff)."""
-    dtype: str = "float32"
+    dtype: str = bounded("float32", choices=DTYPES)
     """Compute dtype of the in-process engine (bfloat16 is ~3× slower on CPU)."""
-    max_model_len: int = 4096
+    max_model_len: int = bounded(4096, ge=1)
     """Context length of the in-process engine: prompt + branch + probe must fit."""
 
     def __post_init__(self) -> None:
-        def positive_int(name: str) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LiveConfigError(name, f"must be a positive integer, got {v!r}")
-
         if not isinstance(self.model, str) or not self.model.strip():
             raise LiveConfigError("model", f"must be a model folder or served name, got {self.model!r}")
-        if self.backend not in BACKENDS:
-            raise LiveConfigError("backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        _check_types(self)
+        settings.check_bounds(self, bad=LiveConfigError)  # ranges and choices, declared on the fields
         if self.backend == "openai" and not str(self.base_url or "").startswith(("http://", "https://")):
             raise LiveConfigError("base_url", f"must be an http(s) URL for the openai backend, got {self.base_url!r}")
-        for name in ("interval_tokens", "max_tokens_per_branch", "max_branches", "probe_tokens", "lookahead",
-                     "lookahead_depth", "max_model_len", "group_window"):
-            positive_int(name)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise LiveConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise LiveConfigError("max_retries", f"must be a non-negative integer, got {self.max_retries!r}")
-        if not _finite(self.temperature) or self.temperature < 0:
-            raise LiveConfigError("temperature", f"must be a number >= 0, got {self.temperature!r}")
-        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
-            raise LiveConfigError("top_p", f"must be in (0, 1], got {self.top_p!r}")
-        for name in ("request_timeout", "overall_timeout"):
-            v = getattr(self, name)
-            if not _finite(v) or v <= 0:
-                raise LiveConfigError(name, f"must be a number of seconds > 0, got {v!r}")
-        if (isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int)
-                or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS):
-            raise LiveConfigError("top_logprobs", f"must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs!r}")
         if not isinstance(self.probe_suffix, str) or not self.probe_suffix.endswith("\\boxed{"):
             raise LiveConfigError("probe_suffix", f"must end in \\boxed{{ so the model writes an answer next, got {self.probe_suffix!r}")
-        if self.dtype not in ("float32", "float16", "bfloat16", "auto"):
-            raise LiveConfigError("dtype", f"must be float32, float16, bfloat16 or auto, got {self.dtype!r}")
 
     @property
     def tokenizer_path(self) -> str:
@@ -144,8 +127,37 @@ class LiveConfig:
         return out
 
 
-def _finite(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+def _check_types(config: LiveConfig) -> None:
+    """Refuse a number of the wrong kind (``True`` or ``1.5`` for a count, ``inf`` for a
+    timeout) before the declared bounds, which compare numbers only."""
+    for s in settings.describe(type(config)):
+        v = getattr(config, s.name)
+        if s.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise LiveConfigError(s.name, f"must be an integer, got {v!r}")
+        if s.kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise LiveConfigError(s.name, f"must be a finite number, got {v!r}")
 
 
-__all__ = ["BACKENDS", "DYNASOR_SUFFIX", "MATH_INSTRUCTION", "LiveConfig", "LiveConfigError"]
+def stored_live_config(stored: Mapping[str, Any] | None,
+                       environ: Mapping[str, str] = os.environ) -> LiveConfig | None:
+    """A served model's live settings: the ``live`` section stored in its model_config at
+    registration (field name -> value, as ``register --live-*`` wrote it), each field
+    overridden by the operator's ``AUTOTTS_LIVE_<FIELD>`` variable (converted like a
+    command-line value), built once into a ``LiveConfig``. None when neither names a model
+    (a replay-only deployment). The operator wins so a model cannot point a server at a
+    host, key or engine the operator did not choose; a request never changes them."""
+    values = dict(stored or {})
+    for s in settings.describe(LiveConfig):
+        raw = environ.get(ENV_PREFIX + s.name.upper())
+        if raw is not None and raw != "":
+            values[s.name] = settings.coerce(LiveConfig, s.name, raw, where=f"${ENV_PREFIX}{s.name.upper()}")
+    if not values.get("model"):
+        return None
+    unknown = sorted(set(values) - set(settings.names(LiveConfig)))
+    if unknown:
+        raise LiveConfigError(unknown[0], f"is not a live setting; valid: {', '.join(settings.names(LiveConfig))}")
+    return LiveConfig(**values)
+
+
+__all__ = ["BACKENDS", "DTYPES", "DYNASOR_SUFFIX", "ENV_PREFIX", "MATH_INSTRUCTION", "LiveConfig", "LiveConfigError",
+           "stored_live_config"]
