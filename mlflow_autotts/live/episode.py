@@ -5,10 +5,11 @@ A branch is a list of generated token ids. A step of branch ``i`` is one interva
 ``interval_tokens`` tokens: a step that does not end the branch reveals a probe answer
 (greedy continuation of the branch plus the probe suffix, through the prefix cache); the
 step in which the branch ends (EOS, or ``max_tokens_per_branch``) reveals its final
-answer (its last ``\\boxed{}``, else a probe of the whole branch). The bill is the replay's,
-computed from the same quantities the recording stores: a probed branch costs one
-interval per step taken and, once its final step is taken, its whole length
-(``max(interval * probes, length)``); a branch read whole costs its length. Probe tokens
+answer (its last ``\\boxed{}``, else a probe of the whole branch). The bill is the replay's
+one billing rule (``replay.billing``), computed from the same quantities the recording
+stores: a probed branch costs one interval per step taken and, once its final step is
+taken, its whole length (``max(interval * probes, length)``); a branch read whole costs
+its length. Probe tokens
 and generated-but-unconsumed tokens are counted beside the bill, never in it.
 
 What replay does not need and this episode adds (why):
@@ -58,6 +59,7 @@ from mlflow_autotts.live.backends.base import (
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
 from mlflow_autotts.live.prompts import ChatPrompts
 from mlflow_autotts.live.signals import TokenConfidences, interval_signals, token_confidence
+from mlflow_autotts.replay.billing import branch_intervals, branch_tokens
 
 Action = tuple[str, int]
 """As in replay: (``"probe_new"`` | ``"probe_more"`` | ``"read"``, branch index)."""
@@ -228,22 +230,18 @@ class LiveEpisode(EpisodeFacts):
 
     @property
     def tokens_used(self) -> int:
-        """Tokens billed so far, by the replay cost rules."""
-        total = 0
+        """Tokens billed so far, by the replay's billing rule (``replay.billing``). A branch's
+        probe count is known once its final step is taken (its intervals that do not end
+        it); until then every step taken is a probe step."""
         interval = self._interval
-        for b in self._branches[: self._opened]:
-            if b.mode == READ:
-                total += len(b.ids)
-            elif b.done:
-                total += max(interval * b.nonfinal(interval), len(b.ids))
-            else:
-                total += interval * b.consumed
-        return total
+        return sum(branch_tokens(interval, b.nonfinal(interval) if b.done else b.consumed, len(b.ids), b.consumed,
+                                 b.mode == READ)
+                   for b in self._branches[: self._opened])
 
     @property
     def intervals(self) -> int:
-        """Steps taken: probe steps, final steps and whole reads (as replay counts them)."""
-        return sum(1 if b.mode == READ else b.consumed for b in self._branches[: self._opened])
+        """Steps taken: probe steps, final steps and whole reads (``replay.billing``)."""
+        return sum(branch_intervals(b.consumed, b.mode == READ) for b in self._branches[: self._opened])
 
     @property
     def signals(self):

@@ -1,10 +1,10 @@
 """The replay episode: one question's pre-collected branches behind the controller API.
 
-Cost rules follow the published evaluator exactly (see the data README): a probe step
-reveals the next intermediate answer and costs one interval; once a branch's probes are
-used up, the next step reveals the final answer and costs the rest of the branch,
-``max(0, branch_tokens - interval * probes_taken)``; reading a branch whole costs its full
-length. Branches are opened in a fixed order (the shuffle of the run).
+Costs follow the published evaluator exactly, by the one billing rule of
+``replay.billing``: a probe step reveals the next intermediate answer and costs one
+interval; once a branch's probes are used up, the next step reveals the final answer and
+brings the branch to its whole length; reading a branch whole costs its full length.
+Branches are opened in a fixed order (the shuffle of the run).
 
 The episode holds only the branches, never the gold answer, and keeps its counters in
 private slots exposed through read-only properties, so a controller cannot lower its own
@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from mlflow_autotts.controllers.base import EpisodeFacts, open_branch
 from mlflow_autotts.data.trajectory import Branches
+from mlflow_autotts.replay.billing import branch_intervals, branch_tokens
 
 Action = tuple[str, int]
 """One recorded action: (``"probe_new"`` | ``"probe_more"`` | ``"read"``, branch index)."""
@@ -78,24 +79,22 @@ class ReplayEpisode(EpisodeFacts):
 
     @property
     def tokens_used(self) -> int:
-        """Tokens charged so far, by the published cost rules."""
+        """Tokens charged so far, by the billing rule (``replay.billing``)."""
         total = 0
         interval, offsets, btok, order, read = self._interval, self._offsets, self._btok, self._order, self._read
         for i, (pos, end) in enumerate(zip(self._pos, self._end)):
             b = order[i]
-            if pos > end:
-                total += btok[b] if i in read else max(interval * (end - offsets[b]), btok[b])
-            else:
-                total += interval * (pos - offsets[b])
+            lo = offsets[b]
+            total += branch_tokens(interval, end - lo, btok[b], pos - lo, i in read)
         return total
 
     @property
     def intervals(self) -> int:
-        """Steps taken: probe steps, finishing steps and whole reads."""
+        """Steps taken: probe steps, finishing steps and whole reads (``replay.billing``)."""
         total = 0
-        offsets, order = self._offsets, self._order
-        for i, (pos, end) in enumerate(zip(self._pos, self._end)):
-            total += 1 if i in self._read else pos - offsets[order[i]]
+        offsets, order, read = self._offsets, self._order, self._read
+        for i, pos in enumerate(self._pos):
+            total += branch_intervals(pos - offsets[order[i]], i in read)
         return total
 
     @property

@@ -5,6 +5,10 @@ took (sealed by its oracle); this module turns that into tokens, branches opened
 intervals with the replay rules, and tells whether an answer was revealed by those steps.
 Costs are per branch and independent of the order of actions, so the summary fixes them
 (``summary_cost`` equals ``replay.episode.replay_cost`` on any action log with that summary).
+
+``revealing_cost`` inlines the billing rule of ``replay.billing`` on purpose (it runs once per
+episode of every candidate, and also tells whether an answer was revealed), as the child's
+oracle does; ``tests/test_billing.py`` checks both bill exactly as the rule.
 """
 
 from __future__ import annotations

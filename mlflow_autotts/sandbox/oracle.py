@@ -14,6 +14,10 @@ ends it seals, with a keyed BLAKE2b MAC, the episode's sequence number, the numb
 forbidden operations the audit hook has seen so far, and the per-branch step summary;
 the key lives only in its frame. The parent recomputes costs from the summary
 (``sandbox.cost``) and checks the seal.
+
+The oracle bills with its own inlined copy of the billing rule (``replay.billing``): the
+child imports as little as it can, and nothing in its loop may call out. ``tests/test_billing.py``
+checks that it bills exactly as the rule.
 """
 
 from __future__ import annotations
