@@ -17,8 +17,8 @@ from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 from mlflow_autotts.data.digest import content_digest
 from mlflow_autotts.data.uris import load_dataset
+from mlflow_autotts.promotion.gate import GATE_TAG
 from mlflow_autotts.tracking.datasets import DIGEST_CHARS
-from mlflow_autotts.tracking.model_registry import GATE_TAG
 
 NAME = "autotts-controller"
 KEY = "Qwen3-1.7B.aime24"
