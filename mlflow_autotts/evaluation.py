@@ -29,6 +29,7 @@ from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.replay.runner import ReplayConfig, episode_flags, evaluate_many
 from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.scoring import score_source
+from mlflow_autotts.settings import bounded, check_bounds
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,9 @@ class EvaluateConfig:
     params: dict[str, Any] = field(default_factory=dict)
     """Controller parameters as key=value, overriding its defaults (or the model's); values
     read as JSON where they parse."""
-    shuffles: int = 100
+    shuffles: int = bounded(100, ge=1)
     """Runs per dataset; run s visits branches in random.Random(s).shuffle order."""
-    workers: int = 0
+    workers: int = bounded(0, ge=0)
     """Worker processes; 0 means all cores (on Ray: all the cluster's CPUs)."""
     executor: str = "local"
     """Where the replay runs: ``local`` (this machine's processes) or ``ray`` (the cluster at
@@ -76,10 +77,7 @@ class EvaluateConfig:
             raise AutoTTSError("evaluate config: controller must not be empty")
         for b in self.beta:
             check_beta(b)
-        if self.shuffles < 1:
-            raise AutoTTSError(f"evaluate config: shuffles must be >= 1, got {self.shuffles}")
-        if self.workers < 0:
-            raise AutoTTSError(f"evaluate config: workers must be >= 0, got {self.workers}")
+        check_bounds(self)  # "evaluate config: shuffles must be >= 1, got 0"
         check_executor(self.executor, "evaluate config")
 
     def mlflow_params(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.errors import ControllerError
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.replay.results import EvalResult, shuffle_means
+from mlflow_autotts.settings import bounded, check_bounds
 
 EPISODE_COLUMNS = ("dataset", "problem", "shuffle", "answer", "correct", "tokens", "branches_opened", "intervals")
 IN_PROCESS_EPISODES = 500
@@ -34,9 +35,9 @@ slower built-ins (cmc: ~5,000 episodes/s per core) take in process."""
 class ReplayConfig:
     """How to run the replay protocol."""
 
-    shuffles: int = 100
+    shuffles: int = bounded(100, ge=1)
     """Number of runs; run ``s`` uses seed ``first_seed + s``."""
-    workers: int | None = None
+    workers: int | None = bounded(None, ge=1)
     """Worker processes; None means all cores, 1 runs in this process."""
     first_seed: int = 0
     """Seed of the first run."""
@@ -44,17 +45,12 @@ class ReplayConfig:
     """Show a progress bar on stderr."""
     chunk_shuffles: int | None = None
     """Shuffles per work item; None picks a size that keeps every worker busy."""
-    in_process_below: int = IN_PROCESS_EPISODES
+    in_process_below: int = bounded(IN_PROCESS_EPISODES, ge=0)
     """Run in this process, without a pool, when there are fewer episodes than this in all:
     starting workers costs more than such work (0: always use the pool when workers > 1)."""
 
     def __post_init__(self) -> None:
-        if self.shuffles < 1:
-            raise ValueError(f"shuffles must be >= 1, got {self.shuffles}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.in_process_below < 0:
-            raise ValueError(f"in_process_below must be >= 0, got {self.in_process_below}")
+        check_bounds(self, bad=lambda name, why: ValueError(f"{name} {why}"))
 
 
 # ---------------------------------------------------------------------------- work items

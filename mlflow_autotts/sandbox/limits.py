@@ -14,32 +14,33 @@ import math
 from dataclasses import asdict, dataclass
 
 from mlflow_autotts.sandbox.protocol import EPISODE_PROCESSES
+from mlflow_autotts.settings import bounded, check_bounds
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     """Resource limits and isolation of one sandbox child; each field says how it is enforced."""
 
-    wall_seconds: float = 300.0
+    wall_seconds: float = bounded(300.0, gt=0)
     """Wall-clock time: batch mode, for the whole candidate (start-up, every β and shuffle);
     session mode, for the child's own turns within one ``solve`` (time the parent spends
     executing episode calls does not count). Enforced by the parent, which kills the
     child's process group."""
-    cpu_seconds: float = 240.0
+    cpu_seconds: float = bounded(240.0, gt=0)
     """CPU time of the child over its life (``RLIMIT_CPU``, SIGXCPU then SIGKILL; the parent
     reads the child's rusage to call it a timeout)."""
-    memory_mb: int = 1024
+    memory_mb: int = bounded(1024, ge=1)
     """Address space of the child in MiB (``RLIMIT_AS``); includes the branches (~10-40 MB)."""
-    max_output_bytes: int = 1 << 20
+    max_output_bytes: int = bounded(1 << 20, ge=1)
     """Bytes the candidate may write to its stdout and stderr (one batch run, or one
     ``solve``); counted by the parent on the pipes, which kills the child past it."""
-    keep_output_bytes: int = 8192
+    keep_output_bytes: int = bounded(8192, ge=0)
     """How much of that output the parent keeps (``CandidateOutcome.output``)."""
-    max_answer_chars: int = 1000
+    max_answer_chars: int = bounded(1000, ge=1)
     """Longest answer string ``solve`` may return; checked by the parent."""
-    max_open_files: int = 16
+    max_open_files: int = bounded(16, ge=1)
     """``RLIMIT_NOFILE`` of the child."""
-    max_episode_calls: int = 200_000
+    max_episode_calls: int = bounded(200_000, ge=1)
     """Episode calls one ``solve`` may make in session mode (serving), counted by the parent,
     which kills the child past it: a solve's work and response stay bounded."""
     isolate_network: bool = True
@@ -54,14 +55,7 @@ class SandboxLimits:
     without this, the sandbox raises ``SandboxIsolationError`` instead of running."""
 
     def __post_init__(self) -> None:
-        for name in ("wall_seconds", "cpu_seconds"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("memory_mb", "max_output_bytes", "max_answer_chars", "max_open_files", "max_episode_calls"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"SandboxLimits.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.keep_output_bytes < 0:
-            raise ValueError(f"SandboxLimits.keep_output_bytes must be >= 0, got {self.keep_output_bytes!r}")
+        check_bounds(self, bad=_bad_limit)
 
     @property
     def memory_bytes(self) -> int:
@@ -71,6 +65,11 @@ class SandboxLimits:
     def cpu_rlimit(self) -> int:
         """Whole seconds of ``RLIMIT_CPU`` (the kernel counts whole seconds)."""
         return max(1, int(math.ceil(self.cpu_seconds)))
+
+
+def _bad_limit(name: str, why: str) -> ValueError:
+    """A limit outside its declared bounds: a caller's error, ``SandboxLimits.<name> must be ...``."""
+    return ValueError(f"SandboxLimits.{name} {why}")
 
 
 @dataclass(frozen=True)
