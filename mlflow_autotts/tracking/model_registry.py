@@ -218,14 +218,13 @@ def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_a
     datasets = load_gate_data(gate_data)
     decision = gate(name, candidate, incumbent, to_alias, datasets, config,
                     [content_digest(d)[:DIGEST_CHARS] for d in datasets])
-    _record(decision)
+    _record(c, decision)
     return decision
 
 
-def _record(decision: GateDecision) -> None:
-    """Write what the gate decided: tags on both versions, and when it passed the alias move
-    and the candidate's description."""
-    c = client()
+def _record(c: Any, decision: GateDecision) -> None:
+    """Write what the gate decided with client ``c``: tags on both versions, and when it passed
+    the alias move and the candidate's description."""
     cand, inc = decision.candidate, decision.incumbent
     keys = dataset_keys([r.data for r in cand.results])
     for key, value in gate_tags(cand, inc, decision, "candidate", keys).items():
