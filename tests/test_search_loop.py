@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.config import build_config
 from mlflow_autotts.search.evolve import EvolveExplorer
 from mlflow_autotts.search.llm_explorer import LLMExplorer
 from mlflow_autotts.search.loop import Scorer, run_search
@@ -28,12 +28,13 @@ def config(**kw):
     base = dict(data=("x",), max_candidates=6, population=3, workers=2, search_shuffles=2, betas=(0.0, 1.0),
                 candidate_timeout_s=20)
     base.update(kw)
-    return SearchConfig(**base)
+    return build_config(None, base)
 
 
 def search(cfg, explorer, recorder=None, **kw):
     recorder = recorder or MemoryRecorder()
-    out = run_search(cfg, explorer, Scorer(cfg, DATA), recorder, lambda cs: Archive.from_candidates(cs),
+    out = run_search(cfg.budget, explorer, Scorer(cfg.scoring, cfg.betas, DATA), recorder,
+                     lambda cs: Archive.from_candidates(cs), workers=cfg.workers,
                      progress_bar=False, **kw)
     return out, recorder
 

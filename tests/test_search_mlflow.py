@@ -77,18 +77,17 @@ def test_a_candidate_killed_before_its_proposal_was_written_reuses_its_run_on_re
     from mlflow_autotts.search.types import Candidate, Proposal
     from mlflow_autotts.tracking.search_run import CANDIDATE, STATE, MlflowRecorder
 
-    config = build_config(None, SMALL_SEARCH)
     with mlflow.start_run() as parent:
         pass
     client = MlflowClient()
     orphan = client.create_run(parent.info.experiment_id, run_name="c0000", tags={
         "mlflow.parentRunId": parent.info.run_id, CANDIDATE: "c0000", STATE: "created"})
-    recorder = MlflowRecorder(config, parent.info.run_id, log_models=False)
+    recorder = MlflowRecorder(parent.info.run_id, log_models=False)
     assert recorder.recorded() == []
     recorder.created(Candidate("c0000", Proposal(source="pass", explorer="evolve")))
     kids = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert [k.info.run_id for k in kids] == [orphan.info.run_id]
-    assert [c.id for c in MlflowRecorder(config, parent.info.run_id, log_models=False).recorded()] == ["c0000"]
+    assert [c.id for c in MlflowRecorder(parent.info.run_id, log_models=False).recorded()] == ["c0000"]
 
 
 def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scored_again_once(mlflow_store):
@@ -105,11 +104,10 @@ def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scor
     class Killed(Exception):
         pass
 
-    config = build_config(None, SMALL_SEARCH)
     with mlflow.start_run() as parent:
         pass
     client = MlflowClient()
-    recorder = MlflowRecorder(config, parent.info.run_id, log_models=False)
+    recorder = MlflowRecorder(parent.info.run_id, log_models=False)
     c = Candidate("c0000", Proposal(source="pass", explorer="evolve"))
     recorder.created(c)
     c.scores = [EvalResult("d", b, 60.0 + 10 * b, 1000.0 * (1 + b)) for b in (0.0, 0.5, 1.0)]
@@ -126,7 +124,7 @@ def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scor
     run_id = recorder.child_ids["c0000"]
     assert client.get_run(run_id).info.status == "FINISHED"
 
-    resumed = MlflowRecorder(config, parent.info.run_id, log_models=False)
+    resumed = MlflowRecorder(parent.info.run_id, log_models=False)
     (again,) = resumed.recorded()
     assert again.id == "c0000" and not again.scores and again.failure is None  # to be scored again
     again.scores = c.scores
@@ -134,4 +132,4 @@ def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scor
     run = client.get_run(run_id)
     assert run.data.tags[STATE] == "scored" and run.info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(run_id, "accuracy.mean")] == [60.0, 65.0, 70.0]
-    assert [c.id for c in MlflowRecorder(config, parent.info.run_id, log_models=False).recorded()] == ["c0000"]
+    assert [c.id for c in MlflowRecorder(parent.info.run_id, log_models=False).recorded()] == ["c0000"]

@@ -1,7 +1,8 @@
 """``autotts search``: the product's main job (also ``mlflow run . -e search``).
 
 Its options are generated from ``SearchConfig`` (``cli/options.py``); only ``--resume`` and
-``--progress``, which say how to run rather than what to search, are declared here.
+``--progress``, which say how to run rather than what to search, are declared here. It wires
+the search application (``search.job.run``) to its MLflow recorder (``tracking.search_job``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import click
 
 from mlflow_autotts.cli.common import format_table
 from mlflow_autotts.cli.options import settings_options
+from mlflow_autotts.search import job
 from mlflow_autotts.search.config import SearchConfig
-from mlflow_autotts.tracking.search_job import run_search_job, selection_rows
+from mlflow_autotts.tracking.search_job import MlflowJobRecorder, resumed_config, selection_rows
 
 
 @click.command("search")
@@ -24,7 +26,8 @@ def search_cmd(config: SearchConfig, resume: str | None, progress: bool) -> None
 
     Without --config the settings are those of projects/qwen3-aime24/search.yaml.
     """
-    result = run_search_job(config, resume=resume, progress=progress)
+    config = resumed_config(config, resume)
+    result = job.run(config, MlflowJobRecorder(resume), progress=progress)
     click.echo(f"search run {result.run_id}: {len(result.outcome.candidates)} candidates "
                f"({sum(1 for c in result.outcome.candidates if not c.ok)} failed); stopped: {result.outcome.stop_reason}")
     click.echo(format_table(selection_rows(result.selection), [

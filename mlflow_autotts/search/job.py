@@ -1,106 +1,134 @@
-"""The search application without MLflow: what a search run is measured against and driven by.
+"""The search application, composed in one place and without MLflow.
 
-A search (see docs/architecture.md, "The flow") splits its data into a search part and a
-validation part, measures SC@64 and a CMC β sweep on the search part, and from those sets
-the goal every candidate is ranked by: the gain of its whole β-curve over CMC's
-(``curves.gain_over``). SC@64's accuracy within ``BUDGET_SHARE_OF_CMC`` of CMC β=0.5's
-tokens is the point the final selection asks the winner to reach. This module computes those pieces and builds the explorer; the MLflow
-parent run that records them lives in ``tracking/search_job.py``.
+``run(config, recorder)`` is the whole of a search run (see docs/architecture.md, "The
+flow"): split the data, measure the references the goal is set by, build the explorer,
+scorer and loop, search until a budget is spent, re-score the finalists on validation and
+choose the winner. Each step is handed only the settings part it needs. Whatever is kept
+of it goes to a ``JobRecorder``: MLflow in production (``tracking.search_job``), a fake in
+tests, nothing (``NullJobRecorder``) for experiments. The recorder decides how things are
+kept; it decides nothing about how the search runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Protocol, Sequence
 
-from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.controllers.reference import SC64
+from mlflow_autotts.cluster.choice import chunk_executor, sandbox
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.data.uris import load_datasets
-from mlflow_autotts.plugins import Registry
-from mlflow_autotts.replay.results import mean_over_datasets
-from mlflow_autotts.replay.runner import ChunkExecutor, ReplayConfig, evaluate_many
 from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
-from mlflow_autotts.search.evolve import EvolveExplorer
-from mlflow_autotts.search.llm_explorer import LLMExplorer
+from mlflow_autotts.search.config import SearchConfig, SelectionConfig
+from mlflow_autotts.search.explorers import EXPLORERS, make_explorer
+from mlflow_autotts.search.loop import NullRecorder, Recorder, Scorer, SearchOutcome, run_search, search_limits
+from mlflow_autotts.search.references import BUDGET_SHARE_OF_CMC, CMC_BUDGET_BETA, References, measure_references
+from mlflow_autotts.search.selection import Selection, select
 from mlflow_autotts.search.split import split_problems
 from mlflow_autotts.search.types import Candidate, Explorer
 
-BUDGET_SHARE_OF_CMC = 0.8
-"""The search chases SC@64's accuracy within this share of CMC β=0.5's tokens."""
-CMC_BUDGET_BETA = 0.5
-"""The CMC β whose tokens set the budget (always measured, whatever ``betas`` says)."""
+
+@dataclass
+class SearchJobResult:
+    """What a search run leaves: its id with the recorder, the search and the selection."""
+
+    run_id: str
+    outcome: SearchOutcome
+    selection: Selection
+    challenger_version: str | None
+    """The registered version of the winner (None: no winner, or nothing registered)."""
 
 
-@dataclass(frozen=True)
-class References:
-    """SC@64 and the CMC β sweep on the search split (means over datasets)."""
+class JobRecorder(Protocol):
+    """Where a search run is kept, step by step (``tracking.search_job.MlflowJobRecorder``).
 
-    sc64_accuracy: float
-    """SC@64's accuracy (%): the target every candidate is asked to reach."""
-    sc64_tokens: float
-    """SC@64's mean tokens per problem."""
-    cmc_curve: tuple[tuple[float, float, float], ...]
-    """(β, accuracy %, mean tokens) of CMC for ``betas`` ∪ {0.5}, β ascending."""
+    ``open`` is entered around the whole run (start or resume it; an error inside marks it
+    failed); ``candidates`` is the per-candidate ``search.loop.Recorder`` of that run."""
 
-    @property
-    def cmc_points(self) -> tuple[tuple[float, float], ...]:
-        """CMC's curve as (mean tokens, accuracy %) points: the objective's reference."""
-        return tuple((t, a) for _, a, t in self.cmc_curve)
+    def open(self, config: SearchConfig) -> ContextManager[str]:
+        """Start (or resume) the run of ``config``; yields its id."""
+        ...
 
-    @property
-    def token_budget(self) -> float:
-        """The tokens a candidate should reach the target within."""
-        return BUDGET_SHARE_OF_CMC * next(t for b, _, t in self.cmc_curve if b == CMC_BUDGET_BETA)
+    def data(self, search_sets: Sequence[TrajectorySet], validation_sets: Sequence[TrajectorySet]) -> None:
+        """The split the run searches and validates on."""
+        ...
+
+    def references(self, references: References) -> None:
+        """SC@64 and CMC on the search split: the goal."""
+        ...
+
+    def exploring(self, explorer: Explorer) -> None:
+        """The explorer is built and about to propose (e.g. trace an LLM explorer's calls)."""
+        ...
+
+    def candidates(self) -> Recorder:
+        """The recorder of each candidate (and of the loop's progress)."""
+        ...
+
+    def searched(self, outcome: SearchOutcome) -> None:
+        """The loop stopped: why, and the isolation the candidates ran under."""
+        ...
+
+    def selected(self, outcome: SearchOutcome, selection: Selection, references: References) -> str | None:
+        """The selection on validation; registers the winner, returning its version (or None)."""
+        ...
 
 
-def split_data(config: SearchConfig) -> tuple[list[TrajectorySet], list[TrajectorySet]]:
-    """(search, validation) datasets: a fixed-seed split, or ``config.validation`` whole."""
-    data = load_datasets(list(config.data))
+class NullJobRecorder:
+    """Keeps nothing: a search run without MLflow (benchmarks, experiments)."""
+
+    def open(self, config: SearchConfig) -> ContextManager[str]:
+        return contextlib.nullcontext("")
+
+    def data(self, search_sets: Sequence[TrajectorySet], validation_sets: Sequence[TrajectorySet]) -> None:
+        pass
+
+    def references(self, references: References) -> None:
+        pass
+
+    def exploring(self, explorer: Explorer) -> None:
+        pass
+
+    def candidates(self) -> Recorder:
+        return NullRecorder()
+
+    def searched(self, outcome: SearchOutcome) -> None:
+        pass
+
+    def selected(self, outcome: SearchOutcome, selection: Selection, references: References) -> str | None:
+        return None
+
+
+def run(config: SearchConfig, recorder: JobRecorder, progress: bool = True) -> SearchJobResult:
+    """A whole search run of ``config``, kept by ``recorder``; resuming is the recorder's
+    (its ``candidates().recorded()`` gives the candidates already scored)."""
+    search_sets, validation_sets = split_data(config.data, config.selection)
+    with recorder.open(config) as run_id:
+        recorder.data(search_sets, validation_sets)
+        chunks = chunk_executor(config.executor, config.pool)
+        refs = measure_references(search_sets, config.betas, config.scoring.search_shuffles, config.pool, chunks)
+        recorder.references(refs)
+        explorer = make_explorer(config.exploration, refs)
+        recorder.exploring(explorer)
+        scorer = Scorer(config.scoring, config.betas, search_sets,
+                        sandbox(config.executor, search_limits(config.scoring), config.pool))
+        outcome = run_search(config.budget, explorer, scorer, recorder.candidates(), archive_factory(explorer, refs),
+                             workers=config.workers, progress_bar=progress)
+        recorder.searched(outcome)
+        selection = select(config.selection, outcome.archive, validation_sets, config.betas,
+                           seed=config.exploration.seed, workers=config.pool, executor=chunks,
+                           sandbox=sandbox(config.executor, search_limits(config.scoring, scale=5), config.pool))
+        version = recorder.selected(outcome, selection, refs)
+    return SearchJobResult(run_id, outcome, selection, version)
+
+
+def split_data(data: Sequence[str], config: SelectionConfig) -> tuple[list[TrajectorySet], list[TrajectorySet]]:
+    """(search, validation) datasets of ``data``: a fixed-seed split, or ``config.validation`` whole."""
+    loaded = load_datasets(list(data))
     if config.validation:
-        return data, load_datasets(list(config.validation))
-    pairs = [split_problems(ts, config.split_seed, fold=config.split_fold) for ts in data]
+        return loaded, load_datasets(list(config.validation))
+    pairs = [split_problems(ts, config.split_seed, fold=config.split_fold) for ts in loaded]
     return [s for s, _ in pairs], [v for _, v in pairs]
-
-
-def measure_references(config: SearchConfig, search_sets: Sequence[TrajectorySet],
-                       executor: ChunkExecutor | None = None) -> References:
-    """SC@64 and CMC over ``betas`` ∪ {0.5} on the search split, in one replay run on
-    ``executor`` (default: the local pool)."""
-    cmc_betas = sorted(set(config.betas) | {CMC_BUDGET_BETA})
-    results = evaluate_many([SC64] + [ControllerSpec("cmc", b) for b in cmc_betas], search_sets,
-                            ReplayConfig(shuffles=config.search_shuffles, workers=config.workers or None,
-                                       progress=False), keep_episodes=False, executor=executor)
-    n = len(search_sets)
-    groups = [results[i * n:(i + 1) * n] for i in range(len(results) // n)]
-    sc64_accuracy, sc64_tokens = mean_over_datasets(groups[0])
-    curve = tuple((b, *mean_over_datasets(g)) for b, g in zip(cmc_betas, groups[1:]))
-    return References(sc64_accuracy, sc64_tokens, curve)
-
-
-ExplorerFactory = Callable[[SearchConfig, References, str], Explorer]
-"""Builds an explorer from the settings, the references and what follows ``kind:`` in
-``config.explorer`` (e.g. the model of ``openai:MODEL``)."""
-EXPLORERS: Registry[ExplorerFactory] = Registry("explorer")
-
-
-@EXPLORERS.register("evolve")
-def _evolve(config: SearchConfig, references: References, _arg: str) -> Explorer:
-    return EvolveExplorer(seed=config.seed, target_accuracy=references.sc64_accuracy,
-                          budget_tokens=references.token_budget, reference=references.cmc_points)
-
-
-@EXPLORERS.register("openai")
-def _openai(config: SearchConfig, references: References, model: str) -> Explorer:
-    return LLMExplorer(model, price_input=config.price_input, price_output=config.price_output, seed=config.seed)
-
-
-def make_explorer(config: SearchConfig, references: References) -> Explorer:
-    """The explorer ``config.explorer`` names (``kind`` or ``kind:argument``), aimed at the
-    references' goal."""
-    kind, _, arg = config.explorer.partition(":")
-    return EXPLORERS.get(kind, "search config: explorer")(config, references, arg)
 
 
 def archive_factory(explorer: Explorer, references: References) -> Callable[[list[Candidate]], Archive]:
@@ -113,5 +141,6 @@ def archive_factory(explorer: Explorer, references: References) -> Callable[[lis
                                                  reference=references.cmc_points)
 
 
-__all__ = ["BUDGET_SHARE_OF_CMC", "EXPLORERS", "References", "split_data", "measure_references", "make_explorer",
-           "archive_factory"]
+__all__ = ["run", "JobRecorder", "NullJobRecorder", "SearchJobResult", "split_data", "archive_factory",
+           "BUDGET_SHARE_OF_CMC", "CMC_BUDGET_BETA", "EXPLORERS", "References", "make_explorer",
+           "measure_references"]

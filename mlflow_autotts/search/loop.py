@@ -24,7 +24,7 @@ from mlflow_autotts.sandbox.limits import Isolation, SandboxLimits
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.config import BudgetConfig, ScoringConfig
 from mlflow_autotts.search.extract import ProposalError, check_source
 from mlflow_autotts.search.types import Candidate, Explorer, Proposal, Usage
 
@@ -99,7 +99,7 @@ class SearchOutcome:
 class Budget:
     """The stopping rules; whichever is reached first ends the proposing."""
 
-    def __init__(self, config: SearchConfig, start: float, clock: Callable[[], float]):
+    def __init__(self, config: BudgetConfig, start: float, clock: Callable[[], float]):
         self.config, self.start, self.clock = config, start, clock
         self.usage = Usage()
 
@@ -151,17 +151,18 @@ def feedback_of(outcome: CandidateOutcome, betas: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def search_limits(config: SearchConfig, scale: float = 1.0) -> SandboxLimits:
+def search_limits(config: ScoringConfig, scale: float = 1.0) -> SandboxLimits:
     """The sandbox limits of one candidate's scoring (``scale`` times the per-candidate timeout)."""
     return SandboxLimits(wall_seconds=config.candidate_timeout_s * scale, cpu_seconds=config.candidate_timeout_s * scale,
                          memory_mb=config.candidate_memory_mb, allow_weaker_isolation=config.allow_weaker_isolation)
 
 
 class Scorer:
-    """Lints a proposal and scores it in the sandbox on the search split."""
+    """Lints a proposal and scores it in the sandbox on the search split, over ``betas``."""
 
-    def __init__(self, config: SearchConfig, datasets: Sequence[TrajectorySet], sandbox: Sandbox | None = None):
-        self.config = config
+    def __init__(self, config: ScoringConfig, betas: Sequence[float], datasets: Sequence[TrajectorySet],
+                 sandbox: Sandbox | None = None):
+        self.betas = tuple(betas)
         self.datasets = list(datasets)
         self.seeds = list(range(config.search_shuffles))
         self.sandbox = sandbox or ProcessSandbox(search_limits(config))
@@ -177,7 +178,7 @@ class Scorer:
         return None
 
     def score(self, proposal: Proposal) -> CandidateOutcome:
-        return self.sandbox.score(proposal.source, self.datasets, self.config.betas, self.seeds,
+        return self.sandbox.score(proposal.source, self.datasets, self.betas, self.seeds,
                                   class_name=proposal.class_name)
 
 
@@ -189,10 +190,11 @@ def _finish(candidate: Candidate, outcome: CandidateOutcome, betas: Sequence[flo
         candidate.failure = str(outcome.failure)
 
 
-def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorder: Recorder,
-               archive_factory: Callable[[list[Candidate]], Archive],
+def run_search(config: BudgetConfig, explorer: Explorer, scorer: Scorer, recorder: Recorder,
+               archive_factory: Callable[[list[Candidate]], Archive], workers: int = 0,
                clock: Callable[[], float] = time.monotonic, progress_bar: bool = True) -> SearchOutcome:
     """Propose and score candidates until a budget is spent; returns everything scored.
+    ``workers`` candidates are scored at once (0: as many as the sandbox runs in parallel).
 
     Raises ``SandboxIsolationError`` before proposing anything when the sandbox's isolation
     is weaker than its limits ask (and that was not allowed)."""
@@ -205,7 +207,8 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
     for c in candidates:
         budget.charge(c.proposal.usage)
     stats = Progress()
-    workers = config.workers or scorer.sandbox.parallelism()
+    workers = workers or scorer.sandbox.parallelism()
+    betas = scorer.betas
     bar = tqdm(total=config.max_candidates, initial=sum(1 for c in candidates if c.ok or c.failure),
                unit="cand", desc="search", disable=not progress_bar)
     # a search killed mid-generation resumes by completing that generation, so that it
@@ -246,7 +249,7 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
 
         for c in pending:
             launch(c)
-        _drain(running, finished, config.betas, wait_all=True)
+        _drain(running, finished, betas, wait_all=True)
         while True:
             # one generation: propose `population` candidates (each seeing all earlier ones)
             while made < config.population:
@@ -268,9 +271,9 @@ def run_search(config: SearchConfig, explorer: Explorer, scorer: Scorer, recorde
                 recorder.created(c)
                 made += 1
                 while len(running) >= workers:
-                    _drain(running, finished, config.betas, wait_all=False)
+                    _drain(running, finished, betas, wait_all=False)
                 launch(c)
-            _drain(running, finished, config.betas, wait_all=True)
+            _drain(running, finished, betas, wait_all=True)
             if stop_reason:
                 break
             generation, made = generation + 1, 0

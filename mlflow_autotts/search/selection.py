@@ -40,15 +40,14 @@ from mlflow_autotts.sandbox.outcome import CandidateOutcome
 from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.archive import Archive
 from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.config import ScoringConfig, SelectionConfig
 from mlflow_autotts.search.curves import dominance_margins, gain_over
 from mlflow_autotts.search.loop import search_limits
+from mlflow_autotts.search.references import CMC_BUDGET_BETA
 from mlflow_autotts.search.types import Candidate
 
 CMC_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """CMC's β points a winner's curve must dominate (the evaluate recipe's sweep)."""
-CMC_BUDGET_BETA = 0.5
-"""The CMC β whose tokens the winner's are compared with (the goal: ≤ 0.8× of them)."""
 
 
 @dataclass(frozen=True)
@@ -232,21 +231,21 @@ def finalists_of(archive: Archive, n: int) -> list[Candidate]:
     return out
 
 
-def select(config: SearchConfig, archive: Archive, validation: Sequence[TrajectorySet],
-           progress: bool = False, sandbox: Sandbox | None = None,
+def select(config: SelectionConfig, archive: Archive, validation: Sequence[TrajectorySet], betas: Sequence[float],
+           seed: int = 0, workers: int | None = None, progress: bool = False, sandbox: Sandbox | None = None,
            executor: ChunkExecutor | None = None) -> Selection:
-    """Re-score the finalists on ``validation`` in ``sandbox`` (default: a process sandbox
-    with five times the search's per-candidate time) and pick the winner; the baselines
-    run on ``executor`` (default: the local pool)."""
-    sc64, base, base_tables = baselines(validation, config.final_shuffles, config.workers or None, progress,
-                                        executor)
+    """Re-score the finalists on ``validation`` over ``betas`` in ``sandbox`` (default: a
+    process sandbox with five times the default per-candidate time) and pick the winner;
+    the baselines run on ``executor`` (default: the local pool), ``workers`` at once (None:
+    all cores); ``seed`` seeds the bootstrap (a search passes its explorer's seed)."""
+    sc64, base, base_tables = baselines(validation, config.final_shuffles, workers or None, progress, executor)
     sizes = {ts.name: len(ts) for ts in validation}
-    resampler = Resampler(sizes, config.bootstrap_resamples, seed=config.seed)
+    resampler = Resampler(sizes, config.bootstrap_resamples, seed=seed)
     conf = config.select_confidence
     sc64_acc, _ = resampler.means(base_tables[("sc@64", None)])
     cmc_tables = {b: t for (label, b), t in base_tables.items() if label == "cmc"}
     ranked = finalists_of(archive, config.finalists)
-    box = sandbox or ProcessSandbox(search_limits(config, scale=5))
+    box = sandbox or ProcessSandbox(search_limits(ScoringConfig(), scale=5))
     seeds = list(range(config.final_shuffles))
     finalists: dict[str, list[Point]] = {}
     failures: dict[str, str] = {}
@@ -256,9 +255,9 @@ def select(config: SearchConfig, archive: Archive, validation: Sequence[Trajecto
         all_tables.setdefault(label, {})[beta] = t
 
     def score(c: Candidate) -> tuple[Candidate, CandidateOutcome]:
-        return c, box.score(c.proposal.source, validation, config.betas, seeds, class_name=c.proposal.class_name)
+        return c, box.score(c.proposal.source, validation, betas, seeds, class_name=c.proposal.class_name)
 
-    with ThreadPoolExecutor(max_workers=config.workers or box.parallelism()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or box.parallelism()) as pool:
         for c, outcome in pool.map(score, ranked):
             if not outcome.ok:
                 failures[c.id] = str(outcome.failure)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.extract import check_source
 from mlflow_autotts.search.selection import Selection
 
@@ -49,9 +48,9 @@ def challenger_tags(selection: Selection, parent_run_id: str) -> dict[str, str]:
     return tags
 
 
-def register_challenger(config: SearchConfig, selection: Selection, parent_run_id: str) -> str:
-    """Log the winner at its β in the (active) search run and register it with alias
-    ``config.alias``; returns the version."""
+def register_challenger(selection: Selection, parent_run_id: str, model_name: str, alias: str) -> str:
+    """Log the winner at its β in the (active) search run and register it as a version of
+    ``model_name`` with ``alias``; returns the version."""
     import mlflow
 
     from mlflow_autotts.tracking.model import log_candidate_model
@@ -68,7 +67,7 @@ def register_challenger(config: SearchConfig, selection: Selection, parent_run_i
     description = (f"Search {parent_run_id}, candidate {c.id} at beta={p.beta:g}: validation accuracy "
                    f"{p.accuracy:.2f}% with {p.mean_tokens:,.0f} mean tokens (SC@64: {selection.sc64.accuracy:.2f}% "
                    f"with {selection.sc64.mean_tokens:,.0f}).")
-    reg = register_logged_model(info.model_uri, name=config.model_name, aliases=[config.alias],
+    reg = register_logged_model(info.model_uri, name=model_name, aliases=[alias],
                                 description=description, tags=tags, metrics=metrics)
-    mlflow.set_tags({"autotts.challenger": f"models:/{config.model_name}/{reg.version}"})
+    mlflow.set_tags({"autotts.challenger": f"models:/{model_name}/{reg.version}"})
     return reg.version

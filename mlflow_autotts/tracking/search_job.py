@@ -1,27 +1,33 @@
-"""``autotts search``'s MLflow parent run: start or resume it, log the settings and the
-references, run the search, log the selection and register the challenger.
+"""``autotts search``'s MLflow side: the ``JobRecorder`` that keeps a search run in MLflow.
 
-The search itself (data split, references, explorer, loop, selection) is in ``search/`` and
-does not log; this module is where it meets MLflow (see docs/architecture.md).
+The search itself (data split, references, explorer, loop, selection) is composed in
+``search/job.py`` and does not log; this module only talks to MLflow: it starts or resumes
+the parent run, logs the settings, data, references and selection (with plots), traces an
+LLM explorer's calls and registers the challenger (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from mlflow_autotts import settings
-from mlflow_autotts.cluster.choice import chunk_executor, sandbox
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.search import job
 from mlflow_autotts.search.config import SearchConfig, build_config
-from mlflow_autotts.search.job import References, archive_factory, make_explorer, measure_references, split_data
-from mlflow_autotts.search.loop import Scorer, SearchOutcome, run_search, search_limits
-from mlflow_autotts.search.selection import Selection, select
+from mlflow_autotts.search.job import SearchJobResult
+from mlflow_autotts.search.llm_explorer import LLMExplorer
+from mlflow_autotts.search.loop import Recorder, SearchOutcome
+from mlflow_autotts.search.references import References
+from mlflow_autotts.search.selection import Selection
 from mlflow_autotts.search.split import SEARCH_SUFFIX, VALIDATION_SUFFIX
+from mlflow_autotts.search.types import Explorer
+from mlflow_autotts.tracking.challenger import register_challenger
 from mlflow_autotts.tracking.datasets import log_datasets
 from mlflow_autotts.tracking.mlflow_utils import experiment_id, first_line, param_value, params_beside
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder, isolation_tags
@@ -30,12 +36,63 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
-@dataclass
-class SearchJobResult:
-    run_id: str
-    outcome: SearchOutcome
-    selection: Selection
-    challenger_version: str | None
+class MlflowJobRecorder:
+    """Keeps a search run in MLflow (implements ``search.job.JobRecorder``): a new parent
+    run, the active one under ``mlflow run``, or the run ``resume`` names."""
+
+    def __init__(self, resume: str | None = None):
+        self.resume = resume
+        self.config: SearchConfig | None = None
+        self.run_id = ""
+        self._client: "MlflowClient | None" = None
+
+    @property
+    def client(self) -> "MlflowClient":
+        import mlflow
+
+        if self._client is None:
+            self._client = mlflow.tracking.MlflowClient()
+        return self._client
+
+    @contextlib.contextmanager
+    def open(self, config: SearchConfig) -> Iterator[str]:
+        import mlflow
+
+        self.config = config
+        with _start_parent(config, self.resume) as run:
+            self.run_id = run.info.run_id
+            if not self.resume:
+                _log_settings(self.client, self.run_id, config)
+                mlflow.log_text(json.dumps(settings.to_dict(config), indent=2), CONFIG_FILE)
+                mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.exploration.explorer})
+            yield self.run_id
+
+    def data(self, search_sets: Sequence[TrajectorySet], validation_sets: Sequence[TrajectorySet]) -> None:
+        _log_data(self.client, self.run_id, search_sets, validation_sets)
+
+    def references(self, references: References) -> None:
+        self.client.log_batch(self.run_id, metrics=_metrics({
+            "sc64.search.accuracy": references.sc64_accuracy, "sc64.search.mean_tokens": references.sc64_tokens,
+            "search.token_budget": references.token_budget}))
+
+    def exploring(self, explorer: Explorer) -> None:
+        import mlflow
+
+        if isinstance(explorer, LLMExplorer):
+            mlflow.openai.autolog()  # each proposal's chat call becomes a trace of the search run
+
+    def candidates(self) -> Recorder:
+        return MlflowRecorder(self.run_id, log_models=self.config.log_models)
+
+    def searched(self, outcome: SearchOutcome) -> None:
+        import mlflow
+
+        mlflow.set_tag("autotts.stop_reason", outcome.stop_reason)
+        if outcome.isolation is not None:
+            self.client.log_batch(self.run_id, tags=isolation_tags(outcome.isolation))
+
+    def selected(self, outcome: SearchOutcome, selection: Selection, references: References) -> str | None:
+        return _log_selection(self.config, outcome, selection, references, self.run_id)
 
 
 def _start_parent(config: SearchConfig, resume: str | None):
@@ -53,7 +110,8 @@ def _start_parent(config: SearchConfig, resume: str | None):
 
 
 def stored_config(run_id: str) -> SearchConfig:
-    """The settings a search run was started with (``--resume`` continues with them)."""
+    """The settings a search run was started with (``--resume`` continues with them). The
+    file holds the flat settings (as every version wrote it), so older runs load too."""
     import mlflow
 
     try:
@@ -64,39 +122,19 @@ def stored_config(run_id: str) -> SearchConfig:
     return build_config(None, json.loads(raw))
 
 
-def run_search_job(config: SearchConfig, resume: str | None = None, progress: bool = True) -> SearchJobResult:
-    import mlflow
+def resumed_config(config: SearchConfig, resume: str | None) -> SearchConfig:
+    """The settings of a run: ``config``, or with ``resume`` the stored ones, where only
+    how to run (``workers``, ``executor``) is taken from ``config``."""
+    if not resume:
+        return config
+    return replace(stored_config(resume), workers=config.workers, executor=config.executor)
 
-    if resume:
-        config = replace(stored_config(resume), workers=config.workers, executor=config.executor)
-    search_sets, validation_sets = split_data(config)
-    with _start_parent(config, resume) as run:
-        parent_id = run.info.run_id
-        client = mlflow.tracking.MlflowClient()
-        if not resume:
-            _log_settings(client, parent_id, config)
-            mlflow.log_text(json.dumps(asdict(config), indent=2), CONFIG_FILE)
-            mlflow.set_tags({"autotts.command": "search", "autotts.explorer": config.explorer})
-        _log_data(client, parent_id, search_sets, validation_sets)
-        chunks = chunk_executor(config.executor, config.workers or None)
-        refs = measure_references(config, search_sets, chunks)
-        client.log_batch(parent_id, metrics=_metrics({"sc64.search.accuracy": refs.sc64_accuracy,
-                                                      "sc64.search.mean_tokens": refs.sc64_tokens,
-                                                      "search.token_budget": refs.token_budget}))
-        explorer = make_explorer(config, refs)
-        if config.explorer.startswith("openai:"):
-            mlflow.openai.autolog()
-        recorder = MlflowRecorder(config, parent_id, log_models=config.log_models)
-        scorer = Scorer(config, search_sets, sandbox(config.executor, search_limits(config), config.workers or None))
-        outcome = run_search(config, explorer, scorer, recorder,
-                             archive_factory(explorer, refs), progress_bar=progress)
-        mlflow.set_tag("autotts.stop_reason", outcome.stop_reason)
-        if outcome.isolation is not None:
-            client.log_batch(parent_id, tags=isolation_tags(outcome.isolation))
-        selection = select(config, outcome.archive, validation_sets, executor=chunks,
-                           sandbox=sandbox(config.executor, search_limits(config, scale=5), config.workers or None))
-        version = _log_selection(config, outcome, selection, refs, parent_id)
-    return SearchJobResult(parent_id, outcome, selection, version)
+
+def run_search_job(config: SearchConfig, resume: str | None = None, progress: bool = True) -> SearchJobResult:
+    """A search run kept in MLflow: ``search.job.run`` with an ``MlflowJobRecorder`` (what
+    ``autotts search`` does)."""
+    config = resumed_config(config, resume)
+    return job.run(config, MlflowJobRecorder(resume), progress=progress)
 
 
 def _log_data(client: "MlflowClient", run_id: str, search_sets: Sequence[TrajectorySet],
@@ -120,7 +158,7 @@ def _log_settings(client, run_id: str, config: SearchConfig) -> None:
 
     wanted = {key: param_value(value) for key, value in config.params().items()}
     new = params_beside(client.get_run(run_id).data.params, wanted,
-                        lambda key, logged, _text: _same_setting(key, logged, getattr(config, key)))
+                        lambda key, logged, _text: _same_setting(key, logged, settings.value(config, key)))
     client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
 
 
@@ -210,6 +248,8 @@ def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Sele
     if sel.winner is None:
         mlflow.set_tag("autotts.challenger", "none: no candidate scored")
         return None
-    from mlflow_autotts.tracking.challenger import register_challenger
+    return register_challenger(sel, parent_id, config.model_name, config.alias)
 
-    return register_challenger(config, sel, parent_id)
+
+__all__ = ["MlflowJobRecorder", "SearchJobResult", "run_search_job", "resumed_config", "stored_config",
+           "selection_rows"]

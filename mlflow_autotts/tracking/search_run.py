@@ -21,7 +21,6 @@ from typing import Any
 from mlflow_autotts.replay.results import EvalResult
 from mlflow_autotts.sandbox.limits import Isolation
 from mlflow_autotts.sandbox.outcome import CandidateOutcome
-from mlflow_autotts.search.config import SearchConfig
 from mlflow_autotts.search.loop import Progress
 from mlflow_autotts.search.types import Candidate, Proposal, Usage
 from mlflow_autotts.tracking.mlflow_utils import param_value
@@ -38,11 +37,10 @@ CONFIG_FILE = "search_config.json"
 class MlflowRecorder:
     """Records a search in MLflow (implements ``search.loop.Recorder``)."""
 
-    def __init__(self, config: SearchConfig, parent_run_id: str, log_models: bool = True):
+    def __init__(self, parent_run_id: str, log_models: bool = True):
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient()
-        self.config = config
         self.parent_id = parent_run_id
         self.experiment_id = self.client.get_run(parent_run_id).info.experiment_id
         self.log_models = log_models
