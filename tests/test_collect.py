@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from click.testing import CliRunner
 
+from mlflow_autotts import settings
 from mlflow_autotts.cli.main import main
-from mlflow_autotts.collect.config import CollectConfigError
+from mlflow_autotts.collect.config import CollectConfig, CollectConfigError
 from mlflow_autotts.collect.questions import QuestionFileError, read_questions
 from mlflow_autotts.collect.endpoints import WorkQueue
 from mlflow_autotts.collect.run import CollectError, EndpointWarning, collect
@@ -23,8 +26,11 @@ from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.data.arithmetic import arithmetic_questions
 from mlflow_autotts.data.parquet_io import read_parquet
 from mlflow_autotts.live.backends.base import BackendError, Generation
+from mlflow_autotts.live.collection import collection_config
+from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveRunner
 from mlflow_autotts.replay.episode import ReplayEpisode
+from mlflow_autotts.tracking.collect_run import collect_params
 from tests.helpers import COLLECT_LENGTHS, COLLECT_QUESTIONS, FailAfter, collect_config, write_jsonl
 from tests.live_fixtures import ScriptedBackend, char_prompts
 
@@ -79,7 +85,7 @@ def test_collect_settings_are_checked_before_anything_runs(tmp_path):
         collect_config(tmp_path, live={"seed": 2})
     with pytest.raises(CollectConfigError, match="live.bogus is not a live setting"):
         collect_config(tmp_path, live={"bogus": 2})
-    with pytest.raises(CollectConfigError, match="top_logprobs must be an integer in"):
+    with pytest.raises(CollectConfigError, match="top_logprobs must be <= 20, got 50"):
         collect_config(tmp_path, top_logprobs=50)
     with pytest.raises(CollectConfigError, match="output must be a .parquet file"):
         collect_config(tmp_path, output=str(tmp_path / "x.json"))
@@ -117,7 +123,7 @@ def test_replay_of_the_collection_reads_back_each_branch_answer(tmp_path):
     backend, prompts = ScriptedBackend(COLLECT_LENGTHS, interval=4), char_prompts()
     collect(cfg, backend=backend, prompts=prompts)
     problem = read_parquet(cfg.output).problems[0]
-    live = LiveRunner(cfg.live_config(), backend=backend, prompts=prompts).solve(
+    live = LiveRunner(cfg.generation, backend=backend, prompts=prompts).solve(
         SelfConsistency(n=len(COLLECT_LENGTHS)), COLLECT_QUESTIONS[0]["question"])
     replay = ReplayEpisode(problem.branches, list(range(len(COLLECT_LENGTHS))))
     answers = [replay.get_new_branch_final_answer() for _ in COLLECT_LENGTHS]
@@ -141,10 +147,10 @@ def test_collected_branches_are_those_a_probing_controller_gets(tmp_path):
     """A seed per interval: the collected branches are token for token those of a live
     controller stepping them by probes, with the same probe and final answers."""
     cfg, q = collect_config(tmp_path), COLLECT_QUESTIONS[0]["question"]
-    got = LiveRunner(cfg.live_config(), backend=scripted(), prompts=char_prompts()).solve(
+    got = LiveRunner(cfg.generation, backend=scripted(), prompts=char_prompts()).solve(
         SelfConsistency(n=len(COLLECT_LENGTHS)), q)
     assert got.stats.generation_calls == max((n - 1) // 4 + 1 for n in COLLECT_LENGTHS)  # one call per interval
-    stepped = LiveRunner(cfg.live_config(), backend=scripted(), prompts=char_prompts()).solve(
+    stepped = LiveRunner(cfg.generation, backend=scripted(), prompts=char_prompts()).solve(
         ProbeToTheEnd(n=len(COLLECT_LENGTHS)), q)
     for mine, theirs in zip(got.episode.branches, stepped.episode.branches):
         assert mine.ids == theirs.ids and mine.probes == theirs.probes and mine.final == theirs.final
@@ -342,10 +348,10 @@ def test_work_queue_waits_for_items_in_flight_and_hands_back_a_returned_one():
 
 def test_server_urls_one_or_several_each_checked(tmp_path):
     one = collect_config(tmp_path, backend="openai", base_url="http://127.0.0.1:8000/v1/")
-    assert one.base_url == ("http://127.0.0.1:8000/v1",) and one.live_config().base_url == "http://127.0.0.1:8000/v1"
+    assert one.base_url == ("http://127.0.0.1:8000/v1",) and one.generation.base_url == "http://127.0.0.1:8000/v1"
     two = collect_config(tmp_path, backend="openai", base_url="http://a:1/v1,http://b:2/v1")
     assert two.base_url == ("http://a:1/v1", "http://b:2/v1")
-    assert [c.base_url for c in two.endpoint_configs()] == list(two.base_url)
+    assert [c.base_url for c in two.endpoints] == list(two.base_url)
     assert two.fingerprint() == one.fingerprint()  # a resume may use other servers
     with pytest.raises(CollectConfigError, match=r"base_url 'htp://b:2/v1' \(URL 2 of 2\) is not an http\(s\) server URL"):
         collect_config(tmp_path, backend="openai", base_url=("http://a:1/v1", "htp://b:2/v1"))
@@ -384,3 +390,21 @@ def test_no_endpoint_reachable_is_one_line_naming_each_and_writes_nothing(tmp_pa
     assert line.startswith("error: no endpoint is reachable: ") and "\n" not in line
     assert all(f"{u}: cannot reach the server" in line for u in urls)
     assert not (tmp_path / "new").exists()
+
+
+def test_the_live_settings_are_built_once_from_file_and_options(tmp_path):
+    """YAML + options give one LiveConfig, equal to what the flat settings say, shared by every
+    endpoint but for its URL; the MLflow params stay the flat settings (not the built config)."""
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"questions": "q.jsonl", "output": "o.parquet", "model": "m", "backend": "openai",
+                                 "temperature": 0.3, "live": {"max_model_len": 1024}}))
+    cfg = settings.build(CollectConfig, f, {"base_url": ("http://a:1/v1,http://b:2/v1",), "seed": "7"})
+    want = collection_config(LiveConfig("m", backend="openai", base_url="http://a:1/v1", temperature=0.3, seed=7,
+                                        top_logprobs=5, max_model_len=1024), cfg.branches)
+    assert cfg.generation == want and cfg.endpoints[0] is cfg.generation
+    assert cfg.endpoints[1] == replace(want, base_url="http://b:2/v1")
+    assert "generation" not in settings.to_dict(cfg) and "endpoints" not in settings.names(CollectConfig)
+    report = type("R", (), {"backend": {}, "endpoints": []})()
+    params = collect_params(cfg, report)
+    assert params["base_url"] == "http://a:1/v1,http://b:2/v1" and params["live.max_model_len"] == "1024"
+    assert not any(k.startswith(("generation", "endpoints")) for k in params)

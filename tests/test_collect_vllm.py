@@ -75,7 +75,7 @@ def test_signals_in_replay_equal_the_signals_of_the_live_episode(vllm_engine, ti
 def test_collection_stores_the_signals_and_answers_the_live_episode_computed(vllm_engine, tiny_prompts, tiny_model,
                                                                             tmp_path):
     cfg = CollectConfig(questions(tmp_path), str(tmp_path / "c.parquet"), tiny_model, **SMALL)
-    runner = LiveRunner(cfg.live_config(), backend=vllm_engine, prompts=tiny_prompts)
+    runner = LiveRunner(cfg.generation, backend=vllm_engine, prompts=tiny_prompts)
     got = collect_question(runner, "What is 2 + 3?", "5")
     br = got.problem.branches
     assert br.n_branches == 4 and got.problem.gold_answer == "5"

@@ -1,5 +1,10 @@
 """Collection settings: one dataclass, the single source of ``autotts collect``'s options,
-YAML keys and MLproject parameters (derived by ``mlflow_autotts.settings``)."""
+YAML keys and MLproject parameters (derived by ``mlflow_autotts.settings``).
+
+The live settings a collection generates with are built from them once, when the config is
+(``CollectConfig.generation``, and one per server in ``CollectConfig.endpoints``): every
+function below takes that ``LiveConfig`` instead of rebuilding one from the flat fields.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.settings import split_list
+from mlflow_autotts import settings
+from mlflow_autotts.settings import bounded, split_list
 from mlflow_autotts.live.collection import collection_config
-from mlflow_autotts.live.config import BACKENDS, MATH_INSTRUCTION, LiveConfig, LiveConfigError
+from mlflow_autotts.live.config import BACKENDS, MATH_INSTRUCTION, MAX_TOP_LOGPROBS, LiveConfig, LiveConfigError
 
 _LIVE = LiveConfig("-")
 _FLAT = ("model", "backend", "base_url", "tokenizer", "instruction", "interval_tokens", "max_tokens_per_branch",
          "temperature", "top_p", "seed", "top_logprobs", "group_window")
-"""LiveConfig fields that collect offers as options of their own; the rest go in ``live``."""
+"""LiveConfig fields that collect offers as settings of its own (``base_url``: the first
+server's; the others are in ``endpoints``); the rest go in ``live``."""
 _FIXED = ("max_branches", "lookahead", "lookahead_depth", "probe_reads")
 """LiveConfig fields collection sets itself (``live/collection.py``)."""
 
@@ -38,7 +45,7 @@ class CollectConfig:
     model: str
     """Model folder (in-process vLLM) or the name a server serves it under (openai backend);
     ``demo`` is SmolLM2-135M-Instruct, built into the model cache on first use."""
-    backend: str = "vllm"
+    backend: str = bounded("vllm", choices=BACKENDS)
     """``vllm`` (an engine in this process) or ``openai`` (an OpenAI-compatible server with
     logprobs and token ids, in practice vLLM's)."""
     base_url: tuple[str, ...] = ()
@@ -52,11 +59,11 @@ class CollectConfig:
     """Column of the question file holding the questions."""
     answer_column: str = "answer"
     """Column holding the gold answers; empty for questions without them."""
-    limit: int | None = None
+    limit: int | None = bounded(None, ge=1)
     """Collect only the first questions of the file."""
     benchmark: str | None = None
     """Benchmark name recorded in the provenance; defaults to the question file's stem."""
-    branches: int = 16
+    branches: int = bounded(16, ge=1)
     """Branches sampled per question, each generated to its end (EOS or the token limit)."""
     interval_tokens: int = _LIVE.interval_tokens
     """Tokens between probes (the replay's probe step)."""
@@ -68,7 +75,7 @@ class CollectConfig:
     """Nucleus sampling of branches."""
     seed: int = 0
     """Base seed; interval k of branch j is sampled with a seed derived from (seed, j, k)."""
-    top_logprobs: int = 5
+    top_logprobs: int = bounded(5, ge=0, le=MAX_TOP_LOGPROBS)
     """Top-k logprobs per token for the confidence signals (0 for none; at most 20)."""
     group_window: int = _LIVE.group_window
     """Tokens per sliding window of the lowest group confidence signal."""
@@ -77,7 +84,7 @@ class CollectConfig:
     live: dict[str, Any] = field(default_factory=dict)
     """Other live settings as key=value (probe_suffix, probe_tokens, dtype, max_model_len,
     request_timeout, overall_timeout, api_key_env, max_retries)."""
-    concurrency: int = 8
+    concurrency: int = bounded(8, ge=1)
     """Questions in flight at once (per server with several base URLs); their branches share the engine's batches
     (``benchmarks/collect_throughput.py`` compares collection with plain generation at this
     concurrency and in one batch)."""
@@ -91,14 +98,20 @@ class CollectConfig:
     """Log the collection to MLflow (MLFLOW_TRACKING_URI)."""
     progress: bool = True
     """Show a progress bar."""
+    generation: LiveConfig = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
+    # Built from the settings above once, by __post_init__ (not a setting: init=False): the
+    # live settings each question's episode runs with, collection's own fixed (every branch
+    # read whole and probed, ``live/collection.py``); its base_url is the first server's.
+    endpoints: tuple[LiveConfig, ...] = field(init=False, repr=False, compare=False, default=())
+    # ``generation`` once per server URL (openai backend), else just ``generation``. (Both
+    # default to empty only because check_bounds reads every field before they are set.)
 
     def __post_init__(self) -> None:
-        for name in ("branches", "concurrency"):
+        for name in ("branches", "concurrency", "limit", "top_logprobs"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CollectConfigError(f"collect config: {name} must be a positive integer, got {v!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
-            raise CollectConfigError(f"collect config: limit must be a positive integer, got {self.limit!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise CollectConfigError(f"collect config: {name} must be an integer, got {v!r}")
+        settings.check_bounds(self, bad=lambda name, why: CollectConfigError(f"collect config: {name} {why}"))
         if not str(self.output).endswith(".parquet"):
             raise CollectConfigError(f"collect config: output must be a .parquet file, got {self.output!r}")
         if not self.question_column:
@@ -112,27 +125,20 @@ class CollectConfig:
             if key not in known:
                 raise CollectConfigError(f"collect config: live.{key} is not a live setting; known: "
                                          f"{', '.join(sorted(known - set(_FIXED) - set(_FLAT)))}")
-        if self.backend not in BACKENDS:
-            raise CollectConfigError(f"collect config: backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        object.__setattr__(self, "base_url", _urls(self.base_url, self.backend))
-        self.live_config()  # every live value checked now, before anything runs
+        urls = _urls(self.base_url, self.backend)
+        live = self._live(urls[0] if urls else None)  # every live value checked now, before anything runs
+        object.__setattr__(self, "base_url", urls)
+        object.__setattr__(self, "generation", live)
+        object.__setattr__(self, "endpoints", (live, *(replace(live, base_url=u) for u in urls[1:])))
 
-    def live_config(self) -> LiveConfig:
-        """The live settings each question's episode runs with."""
-        values = {name: getattr(self, name) for name in _FLAT}
-        values["base_url"] = self.base_url[0] if self.base_url else None
-        values.update(self.live)
+    def _live(self, base_url: str | None) -> LiveConfig:
+        values = {name: getattr(self, name) for name in _FLAT if name != "base_url"}
         try:
-            return collection_config(LiveConfig(**values), self.branches)
+            return collection_config(LiveConfig(**values, **self.live, base_url=base_url), self.branches)
         except LiveConfigError as exc:
             raise CollectConfigError(str(exc).replace("live config: ", "collect config: ", 1)) from None
         except TypeError as exc:
             raise CollectConfigError(f"collect config: live: {exc}") from None
-
-    def endpoint_configs(self) -> list[LiveConfig]:
-        """One live configuration per server URL (the openai backend), else the one engine's."""
-        live = self.live_config()
-        return [replace(live, base_url=url) for url in self.base_url] if self.base_url else [live]
 
     @property
     def benchmark_name(self) -> str:
@@ -142,7 +148,7 @@ class CollectConfig:
         """What the collected data depends on: a resumed collection must match it."""
         keep = ("question_column", "answer_column", "limit")
         out = {k: getattr(self, k) for k in keep}
-        out.update(self.live_config().sampling())
+        out.update(self.generation.sampling())
         out.pop("base_url")  # a resumed collection may run on other servers
         return out
 

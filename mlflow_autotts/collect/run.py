@@ -145,11 +145,11 @@ def _checked(live: LiveConfig) -> GenerationBackend:
     return backend
 
 
-def open_endpoints(config: CollectConfig, warn: Warn) -> list[Endpoint]:
-    """Every endpoint, checked at once (no work folder exists yet): one that cannot be
-    reached is left out with a warning (kept in the list with its error); a server that
-    does not serve the model is an error, and so is no endpoint up."""
-    lives = config.endpoint_configs()
+def open_endpoints(lives: Sequence[LiveConfig], warn: Warn) -> list[Endpoint]:
+    """A backend per live config (``CollectConfig.endpoints``: one per server), checked at
+    once (no work folder exists yet): one that cannot be reached is left out with a warning
+    (kept in the list with its error); a server that does not serve the model is an error,
+    and so is no endpoint up."""
     if len(lives) == 1:  # the in-process engine starts in this thread; one server's error is raised as is
         return [Endpoint(lives[0].base_url or IN_PROCESS, _checked(lives[0]))]
     with ThreadPoolExecutor(len(lives), thread_name_prefix="collect-check") as pool:
@@ -187,7 +187,7 @@ def _warn(message: str) -> None:
 
 def provenance(config: CollectConfig, questions: QuestionFile, prompts: ChatPrompts,
                backend: dict[str, str], endpoints: list[str]) -> Provenance:
-    live = config.live_config()
+    live = config.generation
     template = str(getattr(prompts.tokenizer, "chat_template", "") or "")
     sampling: dict[str, Any] = dict(live.sampling())
     sampling.pop("base_url")  # the endpoints, with the questions each served (Shards.merge)
@@ -222,13 +222,13 @@ def collect(config: CollectConfig, *, backend: GenerationBackend | None = None,
         raise ValueError("collect: give backend or endpoints, not both")
     questions = read_questions(config.questions, config.question_column, config.answer_column, config.limit)
     out = check_output(config)
-    config = replace(config, model=resolve_model(config.model))
-    live = config.live_config()
+    config = replace(config, model=resolve_model(config.model))  # its live settings are rebuilt with the folder
+    live = config.generation
     warn = warn or _warn
     own = backend is None and endpoints is None
     if backend is not None:
         endpoints = {config.base_url[0] if config.base_url else IN_PROCESS: backend}
-    eps = open_endpoints(config, warn) if own else [Endpoint(n, b) for n, b in (endpoints or {}).items()]
+    eps = open_endpoints(config.endpoints, warn) if own else [Endpoint(n, b) for n, b in (endpoints or {}).items()]
     try:
         prompts = prompts or ChatPrompts.from_pretrained(live.tokenizer_path, live.instruction, live.probe_suffix)
         return _collect(config, questions, out, eps, prompts, progress, on_start, warn)
@@ -252,7 +252,7 @@ def _collect(config: CollectConfig, questions: QuestionFile, out: Path, endpoint
     t0 = time.monotonic()
     described = describe(endpoints)
     prov = provenance(config, questions, prompts, described, [e.name for e in endpoints])
-    live = config.live_config()  # an endpoint's URL is its backend's; the episode does not read it
+    live = config.generation  # an endpoint's URL is its backend's; the episode does not read it
     runners = {e.name: LiveRunner(live, backend=e.backend, prompts=prompts) for e in endpoints
                if e.backend is not None}
     # a question too long for a model's context is refused by its row before the work folder exists

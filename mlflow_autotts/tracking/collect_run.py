@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mlflow_autotts.collect.config import CollectConfig
 from mlflow_autotts.collect.run import CollectReport
-from mlflow_autotts.settings import flat
+from mlflow_autotts.settings import flat, to_dict
 from mlflow_autotts.tracking.datasets import log_collected_dataset
 from mlflow_autotts.tracking.mlflow_utils import client, param_value, params_beside, target_run
 
@@ -30,7 +29,7 @@ VALIDATION_FILE = "validation.json"
 
 def collect_params(config: CollectConfig, report: CollectReport) -> dict[str, str]:
     out: dict[str, Any] = {}
-    for k, v in asdict(config).items():
+    for k, v in to_dict(config).items():  # the settings only, not the live configs built from them
         if k == "live":
             out.update({f"live.{kk}": vv for kk, vv in v.items()})
         elif k == "base_url":
