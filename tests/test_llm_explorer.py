@@ -231,6 +231,46 @@ def test_autolog_traces_explorer_calls(openai_stub, mlflow_store):
     assert traces[0].info.token_usage == {"input_tokens": 900, "output_tokens": 300, "total_tokens": 1200}
 
 
+# every constructor option but these is a search setting (llm_* and the shared ones)
+NOT_SETTINGS = {"self", "model", "client", "api_key", "reference_sources"}
+"""model: the argument of openai:<model>; client: tests' own; api_key: only by the NAME of its
+environment variable (llm_api_key_env); reference_sources: controller source code."""
+
+
+@server
+def test_every_llm_explorer_option_reaches_the_explorer_from_the_search_settings(openai_stub, monkeypatch):
+    import inspect
+
+    from mlflow_autotts.search.config import build_config
+    from mlflow_autotts.search.explorers import make_explorer
+    from mlflow_autotts.search.references import References
+
+    given = {"llm_base_url": openai_stub.base_url, "llm_temperature": 0.3, "llm_max_tokens": 123,
+             "llm_timeout_s": 7.0, "llm_max_retries": 0, "llm_leaderboard_size": 2, "llm_feedback_chars": 50,
+             "llm_extra_body": {"top_k": 5}, "price_input": 1.0, "price_output": 2.0, "seed": 4,
+             "llm_api_key_env": "STUB_KEY"}
+    setting_of = {"timeout": "llm_timeout_s", "price_input": "price_input", "price_output": "price_output",
+                  "seed": "seed"}
+    options = set(inspect.signature(LLMExplorer.__init__).parameters) - NOT_SETTINGS
+    assert {setting_of.get(n, f"llm_{n}") for n in options} | {"llm_api_key_env"} == set(given)
+    monkeypatch.setenv("STUB_KEY", "key-from-named-variable")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = build_config(None, {"explorer": "openai:stub-model", **given})
+    ex = make_explorer(cfg.exploration, References(50.0, 1000.0, ((0.5, 40.0, 500.0),)))
+    assert isinstance(ex, LLMExplorer) and ex.model == "stub-model"
+    assert (ex.price_input, ex.price_output, ex.leaderboard_size, ex.feedback_chars) == (1.0, 2.0, 2, 50)
+    assert (ex.client.timeout, ex.client.max_retries) == (7.0, 0)
+    openai_stub.push(fenced(VALID_CONTROLLER))
+    [p] = ex.propose([], 1, 0)
+    assert p.class_name == "AgreementStop"
+    req = openai_stub.chat_requests[-1]
+    assert req.headers.get("authorization") == "Bearer key-from-named-variable"
+    assert (req.body["temperature"], req.body["max_completion_tokens"], req.body["top_k"]) == (0.3, 123, 5)
+
+    monkeypatch.delenv("STUB_KEY")
+    with pytest.raises(ExplorerError, match="llm_api_key_env names STUB_KEY, which is not set"):
+        make_explorer(cfg.exploration, References(50.0, 1000.0, ((0.5, 40.0, 500.0),)))
+
 def test_settings_are_checked():
     with pytest.raises(ExplorerError, match="input price"):
         LLMExplorer("m", client=object(), price_input=-1)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+
 import pytest
 
 from mlflow_autotts.search.archive import Archive
@@ -128,3 +132,63 @@ def test_llm_explorer_drives_the_loop_and_its_budget(openai_stub):
     prompts = [r.prompt for r in openai_stub.chat_requests]
     assert "syntax" in prompts[1]  # the broken proposal's error is fed back
     assert explorer.total_usage.usd == pytest.approx(0.006)
+
+
+# ---------------------------------------------------------------- the whole job, no MLflow
+class FakeJobRecorder:
+    """A ``search.job.JobRecorder`` that notes what it is told, in order."""
+
+    def __init__(self):
+        self.calls, self.loop = [], MemoryRecorder()
+
+    @contextlib.contextmanager
+    def open(self, config):
+        self.calls.append("open")
+        yield "fake-run"
+        self.calls.append("closed")
+
+    def data(self, search_sets, validation_sets):
+        self.calls.append("data")
+        self.split = (search_sets, validation_sets)
+
+    def references(self, references):
+        self.calls.append("references")
+
+    def exploring(self, explorer):
+        self.calls.append(f"exploring {explorer.name}")
+
+    def candidates(self):
+        return self.loop
+
+    def searched(self, outcome):
+        self.calls.append(f"searched: {outcome.stop_reason}")
+
+    def selected(self, outcome, selection, references):
+        self.calls.append("selected")
+        return "7"
+
+
+def test_the_search_job_composes_with_any_recorder_and_no_mlflow(tmp_path):
+    from mlflow_autotts.data.json_io import write_json
+    from mlflow_autotts.search import job
+
+    path = tmp_path / "Synth" / "toy.json"
+    path.parent.mkdir()
+    write_json(random_set(12, 16, seed=4), path)
+    cfg = build_config(None, {"data": [str(path)], "max_candidates": 2, "population": 2, "search_shuffles": 1,
+                              "final_shuffles": 1, "finalists": 1, "betas": [0.5], "workers": 2,
+                              "candidate_timeout_s": 20})
+    recorder = FakeJobRecorder()
+    result = job.run(cfg, recorder, progress=False)
+    assert recorder.calls == ["open", "data", "references", "exploring evolve", "searched: max_candidates (2) reached",
+                              "selected", "closed"]
+    assert [len(s[0]) for s in recorder.split] == [8, 4]
+    assert recorder.loop.created_ids == ["c0000", "c0001"] and recorder.loop.progress_steps == [1, 2]
+    assert (result.run_id, result.challenger_version) == ("fake-run", "7")
+    assert result.selection.winner is not None and result.selection.winner.id in recorder.loop.scored_ids
+
+
+def test_the_search_application_does_not_import_mlflow():
+    code = ("import sys, mlflow_autotts.search.job, mlflow_autotts.search.explorers\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'mlflow'], 'mlflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
