@@ -45,7 +45,7 @@ import numpy as np
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.sandbox.process import ProcessSandbox
 from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval, lower_bound, simultaneous_lower_bounds
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.config import SearchConfig, build_config
 from mlflow_autotts.search.curves import dominance_margins, gain_over, tokens_to_reach, front
 from mlflow_autotts.search.job import archive_factory, make_explorer, measure_references, split_data
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search, search_limits
@@ -81,8 +81,8 @@ def nested_split(config: SearchConfig, test_fold: int) -> tuple[list, list, list
     the default run's 20 + 10), so over t = 0, 1, 2 every fold plays every part once."""
     out: tuple[list, list, list] = ([], [], [])
     for ts in load_datasets(list(config.data)):
-        test = validation_indices(ts, config.split_seed, fold=test_fold)
-        val = validation_indices(ts, config.split_seed, fold=(test_fold + 1) % 3)
+        test = validation_indices(ts, config.selection.split_seed, fold=test_fold)
+        val = validation_indices(ts, config.selection.split_seed, fold=(test_fold + 1) % 3)
         taken = set(test) | set(val)
         search = [p for p in range(len(ts)) if p not in taken]
         for part, idx, suffix in zip(out, (search, val, test), (SEARCH_SUFFIX, VALIDATION_SUFFIX, ":test")):
@@ -95,9 +95,9 @@ def on_test(config: SearchConfig, sel, archive, test_sets: list) -> dict:
     the sandbox, as the selection scores them; any selection rule can then be judged on
     data it never saw."""
     sizes = {ts.name: len(ts) for ts in test_sets}
-    _, _, base = baselines(test_sets, config.final_shuffles, config.workers or None)
-    box = ProcessSandbox(search_limits(config, scale=5))
-    seeds = list(range(config.final_shuffles))
+    _, _, base = baselines(test_sets, config.selection.final_shuffles, config.pool)
+    box = ProcessSandbox(search_limits(config.scoring, scale=5))
+    seeds = list(range(config.selection.final_shuffles))
     finalists = {}
     for cid in sel.finalists:
         c = archive.candidates[cid]
@@ -114,32 +114,33 @@ def run_fold(fold: int, mode: str, candidates: int, workers: int, cache: str | N
     there, or read from it when it exists (then only the selection runs again). With
     ``test_fold`` the split is nested (``nested_split``) and the finalists and baselines
     are also replayed on the test block."""
-    config = replace(SearchConfig(), split_fold=fold, max_candidates=candidates, workers=workers)
+    config = build_config(None, {"split_fold": fold, "max_candidates": candidates, "workers": workers})
     t0 = time.perf_counter()
     if test_fold is None:
-        search_sets, validation_sets = split_data(config)
+        search_sets, validation_sets = split_data(config.data, config.selection)
     else:
         search_sets, validation_sets, test_sets = nested_split(config, test_fold)
     if cache and os.path.exists(cache):
         with open(cache, "rb") as fh:
             refs, scored, objective, search_s = pickle.load(fh)
-        explorer = make_explorer(config, refs)
+        explorer = make_explorer(config.exploration, refs)
         archive = archive_factory(explorer, refs)(scored)
     else:
-        refs = measure_references(config, search_sets)
-        explorer = make_explorer(config, refs)
+        refs = measure_references(search_sets, config.betas, config.scoring.search_shuffles, config.pool)
+        explorer = make_explorer(config.exploration, refs)
         if mode == "seeds":
             explorer = replace(explorer, feedback=False)
         rec = Recorder()
-        outcome = run_search(config, explorer, Scorer(config, search_sets), rec, archive_factory(explorer, refs),
-                             progress_bar=False)
+        outcome = run_search(config.budget, explorer, Scorer(config.scoring, config.betas, search_sets), rec,
+                             archive_factory(explorer, refs), workers=config.workers, progress_bar=False)
         scored, objective, archive = outcome.candidates, rec.objective, outcome.archive
         search_s = time.perf_counter() - t0
         if cache:
             with open(cache, "wb") as fh:
                 pickle.dump((refs, scored, objective, search_s), fh)
     t1 = time.perf_counter()
-    sel = select(config, archive, validation_sets)
+    sel = select(config.selection, archive, validation_sets, config.betas, seed=config.exploration.seed,
+                 workers=config.pool)
     w, p = sel.winner, sel.winner_point
     test = on_test(config, sel, archive, test_sets) if test_fold is not None else None
     return {
@@ -257,8 +258,9 @@ def reselect(fold: dict, config: SearchConfig = SearchConfig()) -> dict[str, tup
     sc64 = _table(t["sc64"])
     cmc = {float(b): _table(x) for b, x in t["cmc"].items()}
     fin = {cid: {float(b): _table(x) for b, x in bt.items()} for cid, bt in fold["finalist_tables"].items()}
-    r = Resampler({d: len(a) for d, a in sc64.accuracy.items()}, config.bootstrap_resamples, seed=config.seed)
-    conf = config.select_confidence
+    r = Resampler({d: len(a) for d, a in sc64.accuracy.items()}, config.selection.bootstrap_resamples,
+                  seed=config.exploration.seed)
+    conf = config.selection.select_confidence
     sc_acc = r.means(sc64)[0]
     keys = [(cid, b) for cid, bt in fin.items() for b in bt]
     diffs = np.array([r.means(fin[cid][b])[0] - sc_acc for cid, b in keys])
@@ -270,7 +272,7 @@ def reselect(fold: dict, config: SearchConfig = SearchConfig()) -> dict[str, tup
     for bounds in BOUNDS:
         points = [Point(cid, b, *fin[cid][b].point(), {}, (lo, e, math.inf))
                   for (cid, b), lo, e in zip(keys, lows[bounds], est)]
-        best, tier = choose(points, curves, config.select_margin)
+        best, tier = choose(points, curves, config.selection.select_margin)
         picks[bounds] = (best.label, best.beta, tier)
     return picks
 

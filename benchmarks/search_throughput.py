@@ -16,7 +16,7 @@ import time
 from revisions import add_options, measure_both
 
 from mlflow_autotts.data.uris import load_datasets
-from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
+from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig, build_config
 from mlflow_autotts.search.evolve import EvolveExplorer
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
 from mlflow_autotts.search.split import split_problems
@@ -29,10 +29,11 @@ def measure(candidates: int) -> dict[str, float]:
     search = [split_problems(ts)[0] for ts in load_datasets(list(PUBLISHED_AIME24))]
     out: dict[str, float] = {}
     for workers in WORKERS:
-        cfg = SearchConfig(max_candidates=candidates, population=candidates, workers=workers)
+        cfg = build_config(None, {"max_candidates": candidates, "population": candidates, "workers": workers})
         explorer = EvolveExplorer(seed=0)
         t = time.perf_counter()
-        result = run_search(cfg, explorer, Scorer(cfg, search), NullRecorder(), explorer.archive, progress_bar=False)
+        result = run_search(cfg.budget, explorer, Scorer(cfg.scoring, cfg.betas, search), NullRecorder(),
+                            explorer.archive, workers=cfg.workers, progress_bar=False)
         dt = time.perf_counter() - t
         out[f"rate{workers}"] = len(result.candidates) / dt * 60
         out[f"seconds{workers}"] = dt
@@ -51,7 +52,7 @@ def main() -> None:
         return
     now, base = both
     cfg = SearchConfig()
-    print(f"{args.candidates} candidates, betas {list(cfg.betas)}, {cfg.search_shuffles} shuffles, "
+    print(f"{args.candidates} candidates, betas {list(cfg.betas)}, {cfg.scoring.search_shuffles} shuffles, "
           f"search split of {', '.join(PUBLISHED_AIME24)}")
     head = f"{'workers':>8} {'seconds':>8} {'candidates/min':>15} {'failed':>7}"
     print(head + (f" {'baseline s':>10} {'cand/min':>9} {'slowdown':>9}" if base else ""))
