@@ -155,7 +155,7 @@ def test_served_a_question_too_long_is_a_400_naming_the_limit_and_other_rows_are
     config, source = model_config_for(ControllerSpec("sc", 0.5))
     model = ControllerModel()
     model.setup(dict(config, live={"model": "scripted"}), source.path)
-    live = model._backends["live"]
+    live = model._modes["live"]
     live._runner = scripted_runner()
     with pytest.raises(MlflowException) as err:
         model.predict(None, pd.DataFrame({"question": ["v" * 500]}))

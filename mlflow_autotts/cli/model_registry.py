@@ -8,7 +8,7 @@ with exit status 2; a promotion refused by the gate prints why and exits 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import click
@@ -18,12 +18,13 @@ from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.live.config import LiveConfig
+from mlflow_autotts.live.config import LiveConfig, stored_live_config
 from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 from mlflow_autotts.tracking.model_registry import GateConfig, gate_table, promote, register
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
 
-LIVE_FIELDS = frozenset(f.name for f in fields(LiveConfig)) - {"model", "base_url"}
+LIVE_FIELDS = frozenset(settings.names(LiveConfig)) - {"model", "base_url"}
+"""Live settings ``--live key=value`` may give (the model and server have options of their own)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,10 @@ class RegisterConfig:
             raise AutoTTSError("register: live settings need --live-model (the model that generates)")
 
     def live_settings(self) -> dict[str, Any] | None:
-        """The model's ``live`` section, validated as a ``LiveConfig``; None without one."""
+        """The model's ``live`` section: the settings given (field name -> value), stored as
+        given so the serving side's defaults and ``AUTOTTS_LIVE_<FIELD>`` variables still apply;
+        checked here by building it the way serving will (``stored_live_config``, without the
+        environment). None without a live model."""
         if not self.live_model:
             return None
         values: dict[str, Any] = {"model": self.live_model,
@@ -74,7 +78,7 @@ class RegisterConfig:
                 raise AutoTTSError(f"register: unknown live setting {key!r}; valid: {', '.join(sorted(LIVE_FIELDS))}")
             values[key] = settings.coerce(LiveConfig, key, value, where="register --live") \
                 if isinstance(value, str) else value
-        LiveConfig(**values)  # every field checked, with the field named on error
+        stored_live_config(values, environ={})  # every field checked, with the field named on error
         return values
 
 

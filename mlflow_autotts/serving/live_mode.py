@@ -3,8 +3,9 @@
 Where generation happens (backend kind, server URL, model, sampling, interval, lookahead)
 is the model's ``model_config["live"]``, set at registration (``autotts register …
 --live-model … --live-base-url …``), overridden field by field by ``AUTOTTS_LIVE_<FIELD>``
-environment variables of the serving process; never by the request, so a caller cannot
-point the server at another host. The engine is built on the first live request, not at
+environment variables of the serving process (``live.config.stored_live_config``: the two
+built once into a ``LiveConfig`` when the model loads); never by the request, so a caller
+cannot point the server at another host. The engine is built on the first live request, not at
 load time: replay-only deployments never pay for it.
 
 The rows of one request are solved concurrently (a thread per question, up to
@@ -21,37 +22,23 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from typing import Any, ClassVar, Mapping
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-from mlflow_autotts import settings
 from mlflow_autotts.errors import AutoTTSError, safe_text
 from mlflow_autotts.live.backends.base import BackendError
-from mlflow_autotts.live.config import LiveConfig, LiveConfigError
+from mlflow_autotts.live.config import ENV_PREFIX, LiveConfig, LiveConfigError, stored_live_config
 from mlflow_autotts.live.episode import LiveRunner, QuestionTooLong
 from mlflow_autotts.serving.modes import RowResult, register_mode
 from mlflow_autotts.serving.payload import RequestParams, Row, TrajectoryError, parse_question
 from mlflow_autotts.serving.replay_mode import answer_text
 from mlflow_autotts.serving.runners import BoundController, ControllerFailed
 
-ENV_PREFIX = "AUTOTTS_LIVE_"
 CONCURRENCY_ENV = "AUTOTTS_LIVE_CONCURRENCY"
 LIVE_COLUMNS = ("generated_tokens", "probe_tokens", "engine_calls", "cached_prompt_tokens", "wall_seconds")
 """Columns a live row adds to the response, beside the billed ``tokens``."""
-
-
-def live_settings(model_config: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """The live settings of a served model: its registered ``live`` section, then every
-    ``AUTOTTS_LIVE_<FIELD>`` variable (coerced like a command-line value)."""
-    values = dict(model_config.get("live") or {})
-    for f in fields(LiveConfig):
-        raw = environ.get(ENV_PREFIX + f.name.upper())
-        if raw is not None and raw != "":
-            values[f.name] = settings.coerce(LiveConfig, f.name, raw, where=f"${ENV_PREFIX}{f.name.upper()}")
-    return values
 
 
 def unavailable(message: str) -> MlflowException:
@@ -65,7 +52,14 @@ class LiveMode:
     required_columns: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Mapping[str, Any]):
-        self.values = live_settings(config)
+        # read once at load: a bad AUTOTTS_LIVE_ value fails the load; a bad combination of
+        # settings is the operator's, answered with 503 on the first live request
+        self.live: LiveConfig | None = None
+        self._invalid: str | None = None
+        try:
+            self.live = stored_live_config(config.get("live"))
+        except (LiveConfigError, TypeError) as exc:
+            self._invalid = str(exc)
         self._runner: LiveRunner | None = None
         self._lock = threading.Lock()
 
@@ -73,12 +67,14 @@ class LiveMode:
         """The generation runner, built once (thread-safe) on the first live request."""
         with self._lock:
             if self._runner is None:
-                if not self.values.get("model"):
+                if self._invalid is not None:
+                    raise unavailable(f"the live backend cannot start: {self._invalid}")
+                if self.live is None:
                     raise unavailable("this model has no live backend: register it with --live-model (and "
                                       "--live-base-url for a vLLM server) or set AUTOTTS_LIVE_MODEL and "
                                       "AUTOTTS_LIVE_BASE_URL where it is served")
                 try:
-                    self._runner = LiveRunner(LiveConfig(**self.values))
+                    self._runner = LiveRunner(self.live)
                 except (AutoTTSError, TypeError, OSError) as exc:
                     raise unavailable(f"the live backend cannot start: {exc}") from None
             return self._runner

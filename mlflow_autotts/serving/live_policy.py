@@ -15,7 +15,7 @@ import os
 from typing import Any, Mapping
 
 from mlflow_autotts.errors import ControllerError
-from mlflow_autotts.serving.live_mode import ENV_PREFIX
+from mlflow_autotts.live.config import ENV_PREFIX
 
 ALLOWED_API_KEY_ENVS_ENV = "AUTOTTS_ALLOWED_API_KEY_ENVS"
 """The operator's allowlist of API-key variable names, comma-separated."""
