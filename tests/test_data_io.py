@@ -1,5 +1,7 @@
 """Published JSON and Parquet forms: lossless round trips and one-line errors that
-name the file, the problem and the field for every kind of bad input."""
+name the file, the problem and the field for every kind of bad input; and, by property, the
+one parser of the ``[probe_answers, branch_tokens, final_answer]`` triple that files and
+served requests share (``data.triples``)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlflow_autotts.data import DataWarning, read_json, read_parquet, write_json, write_parquet
+from mlflow_autotts.data import triples as tp
+from mlflow_autotts.data.json_io import FILE_TRIPLES, check_records
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
 from mlflow_autotts.data.uris import SHA256
 from mlflow_autotts.errors import DataError
+from mlflow_autotts.serving.payload import REQUEST_TRIPLES, TrajectoryError, parse_trajectory
 from tests.helpers import random_set
 
 
@@ -303,3 +310,75 @@ def test_not_a_parquet_file(tmp_path):
     path.write_text("[]")
     with pytest.raises(DataError, match=r"x.parquet: not a readable Parquet file"):
         read_parquet(path)
+
+
+# ------------------------------------------------------------------ the one triple parser
+_junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.just(2**63), st.floats(allow_nan=False),
+                  st.text(max_size=3), st.lists(st.text(max_size=2), max_size=2))
+_field = st.one_of(st.lists(st.one_of(st.text(max_size=3), _junk), max_size=3), st.integers(0, 10**6), _junk)
+_any_triples = st.lists(st.one_of(st.lists(_field, min_size=3, max_size=3), st.lists(_field, max_size=4), _junk),
+                        min_size=1, max_size=5)
+
+
+def _slow(value, rules):
+    """Columns by the checking loop alone (no fast path), or the faults by branch."""
+    flat, offsets, tokens, finals, faults = [], [0], [], [], {}
+    for b, br in enumerate(value):
+        parsed = tp.parse_triple(br, rules)
+        if type(parsed) is list:
+            faults[b] = parsed
+            continue
+        flat.extend(parsed[0])
+        offsets.append(len(flat))
+        tokens.append(parsed[1])
+        finals.append(parsed[2])
+    return faults or (flat, offsets, tokens, finals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_any_triples, rules=st.sampled_from([FILE_TRIPLES, REQUEST_TRIPLES]))
+def test_the_fast_path_and_the_checking_loop_parse_any_branch_list_alike(value, rules):
+    heard = {}
+    columns = tp.parse_triples(value, rules, heard.__setitem__)
+    slow = _slow(value, rules)
+    if heard:
+        assert heard == slow  # every bad branch, each with every fault of its own
+    else:
+        assert columns == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_any_triples)
+def test_both_readers_refuse_exactly_the_branches_the_parser_faults_naming_the_first(value):
+    file_faults = _slow(value, FILE_TRIPLES)
+    rec = {"question": "q", "gold_answer": "1", "probe_freq": 500, "each_branch": value}
+    issues = check_records([rec], "f.json", strict=False).issues
+    if isinstance(file_faults, dict):
+        assert {i.field.split("]")[0] + "]" for i in issues} == {f"each_branch[{b}]" for b in file_faults}
+        assert len(issues) == sum(map(len, file_faults.values()))
+    else:
+        assert not issues
+    request_faults = _slow(value, REQUEST_TRIPLES)
+    if isinstance(request_faults, dict):
+        with pytest.raises(TrajectoryError, match=rf"^branch {min(request_faults)}: "):
+            parse_trajectory(value, "q")
+    else:
+        assert parse_trajectory(value, "q").n_branches == len(value)
+
+
+def test_each_reader_words_the_same_fault_its_own_way():
+    bad = [[["1"], -5, "1"], [["1"], 2**63, "1"], [["1"], 3, None]]
+    assert tp.parse_triple(bad[0], FILE_TRIPLES) == [tp.Fault(tp.NEGATIVE, -5)]
+    assert tp.parse_triple(bad[1], FILE_TRIPLES) == [tp.Fault(tp.TOO_LARGE, 2**63)]
+    assert tp.parse_triple(bad[1], REQUEST_TRIPLES) == (["1"], 2**63, "1")  # requests have no int64 bound
+    issues = check_records([{"question": "q", "gold_answer": "1", "probe_freq": 500, "each_branch": bad}],
+                           "f.json", strict=False).issues
+    assert [(i.field, i.message) for i in issues] == [
+        ("each_branch[0].branch_tokens", "expected a non-negative integer, got -5"),
+        ("each_branch[1].branch_tokens", "9223372036854775808 is past the 64-bit range token counts are stored in"),
+        ("each_branch[2].final_answer", "expected a string, got null")]
+    with pytest.raises(TrajectoryError, match=r"^branch 0: branch_tokens must be >= 0, got -5$"):
+        parse_trajectory(bad, "q")
+    # a branch with a bad token count and a bad final answer: the request names the answer first
+    with pytest.raises(TrajectoryError, match=r"^branch 0: final_answer must be a string, got None$"):
+        parse_trajectory([[["1"], -1, None]], "q")

@@ -6,9 +6,10 @@ final_answer]``), plus ``final_answers_trace`` (the final answers again). Sets t
 per-interval signals add an optional ``signals`` object (``{name: [per-branch list of
 floats]}``), which the paper's own code ignores.
 
-The checks run in plain Python loops while the flat arrays are built, in the same pass:
-a published 2 MB file loads in ~20 ms, and bad input stops at the first problem with an
-error naming the file, the problem index and the field. :func:`check_records` can also
+The checks run while the flat arrays are built, in the same pass (the branch triples
+through ``data.triples``, the parser served requests share): a published 2 MB file loads
+in ~20 ms, and bad input stops at the first problem with an error naming the file, the
+problem index and the field. :func:`check_records` can also
 collect every issue instead of stopping, which is what ``autotts data validate`` reports.
 """
 
@@ -27,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
+from mlflow_autotts.data import triples
 from mlflow_autotts.data.trajectory import Branches, Problem, Provenance, TrajectorySet
+from mlflow_autotts.data.triples import BRANCH_FIELDS, MAX_INT, Fault, TripleRules, parse_triples
 from mlflow_autotts.errors import DataError
 
 REQUIRED_KEYS = ("question", "gold_answer", "probe_freq", "each_branch")
-BRANCH_FIELDS = ("probe_answers", "branch_tokens", "final_answer")
 
 STRUCTURE_CHECKS: dict[str, str] = {
     "records": "every problem is an object with question, gold_answer, probe_freq, each_branch",
@@ -51,9 +53,6 @@ WARNING_CHECKS = frozenset({"branch counts"})
 (every cost rule is per branch), so such data is usable, but the published sets all have 128
 and comparisons against them (SC@64, the reference numbers) assume one count."""
 
-MAX_INT = 2**63 - 1
-"""Largest token count or interval a set may hold: the Parquet form stores them as int64."""
-
 MAX_INT_DIGITS = 20
 """Integers with more digits are not converted when parsing: they cannot be valid (see
 :data:`MAX_INT`), and Python refuses to convert ones past 4,300 digits with a ValueError."""
@@ -62,7 +61,6 @@ QUOTE_CHARS = 40
 """Characters of a value or name quoted in an error message; a message stays one short line."""
 
 _MISSING = object()
-_STR = frozenset({str})
 _NUM = frozenset({int, float})
 
 
@@ -259,37 +257,11 @@ def _check_problem(p: int, rec: Any, fail: IssueCollector, style: FieldStyle) ->
         fail("branch shape", p, "each_branch", f"expected a non-empty list of branches, got {what}")
         return None
 
-    flat: list[str] = []
-    offsets = [0]
-    tokens: list[int] = []
-    finals: list[str] = []
-    for b, br in enumerate(each):
-        if type(br) is not list or len(br) != 3:
-            got = f"{len(br)}" if type(br) is list else describe(br)
-            fail("branch shape", p, style.branch.format(b=b),
-                 f"expected 3 fields [{', '.join(BRANCH_FIELDS)}], got {got}")
-            continue
-        pa, tok, fa = br
-        if type(pa) is not list:
-            fail("probe answers", p, style.branch_field.format(b=b, name="probe_answers"),
-                 f"expected a list of strings, got {describe(pa)}")
-        elif pa and set(map(type, pa)) != _STR:
-            k = next(i for i, s in enumerate(pa) if type(s) is not str)
-            fail("probe answers", p, style.probe.format(b=b, k=k), f"expected a string, got {describe(pa[k])}")
-        else:
-            flat.extend(pa)
-        offsets.append(len(flat))
-        if type(tok) is not int or tok < 0:
-            fail("branch tokens", p, style.branch_field.format(b=b, name="branch_tokens"),
-                 f"expected a non-negative integer, got {describe(tok)}")
-        elif tok > MAX_INT:
-            fail("branch tokens", p, style.branch_field.format(b=b, name="branch_tokens"),
-                 f"{describe(tok)} is past the 64-bit range token counts are stored in")
-        tokens.append(tok)
-        if type(fa) is not str:
-            fail("final answers", p, style.branch_field.format(b=b, name="final_answer"),
-                 f"expected a string, got {describe(fa)}")
-        finals.append(fa)
+    def report(b: int, faults: list[Fault]) -> None:
+        for fault in faults:
+            _fail_triple(p, b, fault, fail, style)
+
+    flat, offsets, tokens, finals = parse_triples(each, FILE_TRIPLES, report)
 
     trace = rec.get("final_answers_trace", _MISSING)
     if trace is not _MISSING and sum(fail.counts.values()) == start:
@@ -311,6 +283,40 @@ def _check_problem(p: int, rec: Any, fail: IssueCollector, style: FieldStyle) ->
     if sum(fail.counts.values()) != start:
         return None
     return Problem(Branches(question, interval, flat, offsets, tokens, finals, signals), gold)
+
+
+def _exact_int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _is_list(value: Any) -> bool:
+    return type(value) is list
+
+
+FILE_TRIPLES = TripleRules(is_list=_is_list, integer=_exact_int, max_tokens=MAX_INT)
+"""What a file's triple may hold: JSON lists, exact integers within int64."""
+
+
+def _fail_triple(p: int, b: int, fault: Fault, fail: IssueCollector, style: FieldStyle) -> None:
+    """Record one fault of branch ``b``'s triple under its check, named in ``style``."""
+    what, value = fault.what, fault.value
+    if what == triples.SHAPE:
+        got = f"{len(value)}" if type(value) is list else describe(value)
+        fail("branch shape", p, style.branch.format(b=b), f"expected 3 fields [{', '.join(BRANCH_FIELDS)}], got {got}")
+    elif what == triples.PROBES:
+        fail("probe answers", p, style.branch_field.format(b=b, name="probe_answers"),
+             f"expected a list of strings, got {describe(value)}")
+    elif what == triples.PROBE:
+        fail("probe answers", p, style.probe.format(b=b, k=fault.k), f"expected a string, got {describe(value)}")
+    elif what in (triples.TOKENS, triples.NEGATIVE):
+        fail("branch tokens", p, style.branch_field.format(b=b, name="branch_tokens"),
+             f"expected a non-negative integer, got {describe(value)}")
+    elif what == triples.TOO_LARGE:
+        fail("branch tokens", p, style.branch_field.format(b=b, name="branch_tokens"),
+             f"{describe(value)} is past the 64-bit range token counts are stored in")
+    else:
+        fail("final answers", p, style.branch_field.format(b=b, name="final_answer"),
+             f"expected a string, got {describe(value)}")
 
 
 def _check_signals(p: int, raw: Any, offsets: list[int], fail: IssueCollector,
