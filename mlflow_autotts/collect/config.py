@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts import settings
-from mlflow_autotts.settings import bounded, split_list
+from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.collection import collection_config
 from mlflow_autotts.live.config import BACKENDS, MATH_INSTRUCTION, MAX_TOP_LOGPROBS, LiveConfig, LiveConfigError
+from mlflow_autotts.settings import bounded, split_list
 
 _LIVE = LiveConfig("-")
 _FLAT = ("model", "backend", "base_url", "tokenizer", "instruction", "interval_tokens", "max_tokens_per_branch",
@@ -98,13 +98,14 @@ class CollectConfig:
     """Log the collection to MLflow (MLFLOW_TRACKING_URI)."""
     progress: bool = True
     """Show a progress bar."""
+    # Not settings (init=False: no option, key or parameter): built from the settings above
+    # once, by __post_init__. Their empty defaults only exist because check_bounds reads
+    # every field before __post_init__ sets them.
     generation: LiveConfig = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
-    # Built from the settings above once, by __post_init__ (not a setting: init=False): the
-    # live settings each question's episode runs with, collection's own fixed (every branch
-    # read whole and probed, ``live/collection.py``); its base_url is the first server's.
+    """The live settings each question's episode runs with, collection's own fixed (every
+    branch read whole and probed, ``live/collection.py``); its base_url is the first server's."""
     endpoints: tuple[LiveConfig, ...] = field(init=False, repr=False, compare=False, default=())
-    # ``generation`` once per server URL (openai backend), else just ``generation``. (Both
-    # default to empty only because check_bounds reads every field before they are set.)
+    """``generation`` once per server URL (openai backend), else just ``generation``."""
 
     def __post_init__(self) -> None:
         for name in ("branches", "concurrency", "limit", "top_logprobs"):
@@ -132,6 +133,7 @@ class CollectConfig:
         object.__setattr__(self, "endpoints", (live, *(replace(live, base_url=u) for u in urls[1:])))
 
     def _live(self, base_url: str | None) -> LiveConfig:
+        """The one LiveConfig the flat settings and ``live`` describe; its errors as collect's."""
         values = {name: getattr(self, name) for name in _FLAT if name != "base_url"}
         try:
             return collection_config(LiveConfig(**values, **self.live, base_url=base_url), self.branches)
