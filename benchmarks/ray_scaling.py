@@ -26,7 +26,7 @@ from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.uris import load_datasets
 from mlflow_autotts.replay.runner import MIN_ITEM_EPISODES_PER_WORKER, ReplayConfig, LocalPool, evaluate_many, make_chunks
 from mlflow_autotts.sandbox.process import ProcessSandbox
-from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
+from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig, build_config
 from mlflow_autotts.search.evolve import EvolveExplorer
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search, search_limits
 from mlflow_autotts.search.split import split_problems
@@ -52,9 +52,10 @@ def matrix(datasets, executor, workers: int, chunk: int | None = None):
 
 
 def generation(search, sandbox, population: int, workers: int):
-    cfg = SearchConfig(max_candidates=population, population=population, workers=workers)
+    cfg = build_config(None, {"max_candidates": population, "population": population, "workers": workers})
     explorer = EvolveExplorer(seed=0)
-    out = run_search(cfg, explorer, Scorer(cfg, search, sandbox), NullRecorder(), explorer.archive, progress_bar=False)
+    out = run_search(cfg.budget, explorer, Scorer(cfg.scoring, cfg.betas, search, sandbox), NullRecorder(), explorer.archive,
+                     workers=cfg.workers, progress_bar=False)
     return [(c.id, c.failure, [(s.beta, s.data, s.accuracy, s.mean_tokens) for s in c.scores]) for c in out.candidates]
 
 
@@ -76,14 +77,14 @@ def empty_items(executor, datasets, workers: int, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--population", type=int, default=SearchConfig().population)
+    ap.add_argument("--population", type=int, default=SearchConfig().budget.population)
     ap.add_argument("--empty-items", type=int, default=2000)
     args = ap.parse_args()
     os.environ.pop("RAY_ADDRESS", None)
 
     datasets = load_datasets([f"autotts:Qwen3-{m}/aime24" for m in ("0.6B", "1.7B", "4B", "8B")])
     search = [split_problems(ts)[0] for ts in load_datasets(list(PUBLISHED_AIME24))]
-    limits = search_limits(SearchConfig())
+    limits = search_limits(SearchConfig().scoring)
     rows, overhead = [], []
     reference_m = reference_g = None
     for where, cpus in (("local", 1), ("local", 2), ("ray", 1), ("ray", 2)):
@@ -112,7 +113,7 @@ def main() -> None:
     print(f"reference matrix: {len(datasets)} files x {len(MATRIX)} configurations x 100 shuffles "
           f"({len(MATRIX) * sum(len(d) for d in datasets) * 100:,} episodes); "
           f"one search generation: {args.population} candidates x {len(SearchConfig().betas)} betas x "
-          f"{SearchConfig().search_shuffles} shuffles on {sum(len(s) for s in search)} problems")
+          f"{SearchConfig().scoring.search_shuffles} shuffles on {sum(len(s) for s in search)} problems")
     print(f"{'executor':>9} {'cpus':>5} {'tasks':>6} {'matrix s':>9} {'vs local':>9} {'generation s':>13} "
           f"{'vs local':>9} {'identical':>10}")
     for where, cpus, tm, tg, same, tasks in rows:

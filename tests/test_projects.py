@@ -29,7 +29,7 @@ def test_every_recipe_loads_into_its_settings(path):
     assert path.stem in SETTINGS, f"{path}: name a recipe after its command ({', '.join(SETTINGS)})"
     config = settings.build(SETTINGS[path.stem], path)
     given = settings.read_file(SETTINGS[path.stem], path)
-    assert given and all(getattr(config, k) == v for k, v in given.items())
+    assert given and all(settings.value(config, k) == v for k, v in given.items())
 
 
 def test_the_default_search_recipe_states_the_search_defaults():
@@ -39,4 +39,4 @@ def test_the_default_search_recipe_states_the_search_defaults():
 
 def test_the_llm_recipe_uses_an_llm_explorer():
     config = settings.build(SearchConfig, ROOT / "projects/llm-local-vllm/search.yaml")
-    assert config.explorer.startswith("openai:") and config.explorer != SearchConfig().explorer
+    assert config.exploration.explorer.startswith("openai:") and config.exploration != SearchConfig().exploration

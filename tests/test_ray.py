@@ -222,11 +222,11 @@ def test_a_search_on_ray_resumes_like_a_local_one_with_the_local_scores(ray_clus
     kids = kill_and_resume(mlflow_store, data_dir, tmp_path, executor="ray", workers=2)
     # the same search scored locally, without MLflow: every candidate has the same numbers
     config = build_config(None, dict(SMALL_SEARCH, max_candidates=7, population=2, log_models=False, workers=2))
-    search_sets, _ = split_data(config)
-    refs = measure_references(config, search_sets)
-    explorer = make_explorer(config, refs)
-    local = run_search(config, explorer, Scorer(config, search_sets), NullRecorder(), archive_factory(explorer, refs),
-                       progress_bar=False)
+    search_sets, _ = split_data(config.data, config.selection)
+    refs = measure_references(search_sets, config.betas, config.scoring.search_shuffles, config.pool)
+    explorer = make_explorer(config.exploration, refs)
+    local = run_search(config.budget, explorer, Scorer(config.scoring, config.betas, search_sets), NullRecorder(),
+                       archive_factory(explorer, refs), workers=config.workers, progress_bar=False)
     assert sorted(kids) == sorted(c.id for c in local.candidates)
     client = MlflowClient(mlflow_store)
     for c in local.candidates:

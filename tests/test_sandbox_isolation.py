@@ -25,7 +25,7 @@ from mlflow_autotts.sandbox.process import (
 from mlflow_autotts.sandbox.protocol import EPISODE_PROCESSES, FailureKind, Field, Msg, dumps
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.search.archive import Archive
-from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.search.config import build_config
 from mlflow_autotts.search.loop import Scorer, run_search
 from tests.helpers import MemoryRecorder, ScriptedExplorer, random_set, runner_spec
 
@@ -195,18 +195,19 @@ def test_cpu_time_from_rusage_makes_a_timeout():
 
 # ------------------------------------------------------------------ the search
 def test_a_search_refuses_weaker_isolation_before_proposing_anything(no_unshare):
-    cfg = SearchConfig(data=("x",), max_candidates=2, population=1, workers=1, search_shuffles=1, betas=(0.5,),
-                       candidate_timeout_s=20)
+    cfg = build_config(None, {"data": ["x"], "max_candidates": 2, "population": 1, "workers": 1,
+                              "search_shuffles": 1, "betas": [0.5], "candidate_timeout_s": 20})
     explorer, recorder = ScriptedExplorer([HONEST]), MemoryRecorder()
     with pytest.raises(SandboxIsolationError):
-        run_search(cfg, explorer, Scorer(cfg, DATA), recorder, Archive.from_candidates, progress_bar=False)
+        run_search(cfg.budget, explorer, Scorer(cfg.scoring, cfg.betas, DATA), recorder, Archive.from_candidates,
+                   workers=cfg.workers, progress_bar=False)
     assert explorer.calls == 0 and recorder.created_ids == []
 
 
 @root_only
 def test_a_search_reports_the_isolation_it_ran_under():
-    cfg = SearchConfig(data=("x",), max_candidates=1, population=1, workers=1, search_shuffles=1, betas=(0.5,),
-                       candidate_timeout_s=20)
-    out = run_search(cfg, ScriptedExplorer([HONEST]), Scorer(cfg, DATA), MemoryRecorder(), Archive.from_candidates,
-                     progress_bar=False)
+    cfg = build_config(None, {"data": ["x"], "max_candidates": 1, "population": 1, "workers": 1,
+                              "search_shuffles": 1, "betas": [0.5], "candidate_timeout_s": 20})
+    out = run_search(cfg.budget, ScriptedExplorer([HONEST]), Scorer(cfg.scoring, cfg.betas, DATA), MemoryRecorder(),
+                     Archive.from_candidates, workers=cfg.workers, progress_bar=False)
     assert out.isolation is not None and out.isolation.as_configured and out.isolation.own_uid

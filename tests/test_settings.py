@@ -93,7 +93,7 @@ def test_precedence_defaults_then_file_then_options_given(tmp_path):
     got = effective("search", "--config", str(f), "--max-candidates", "9")
     assert (got["max_candidates"], got["workers"], got["log_models"], got["explorer"]) == (9, 3, False,
                                                                                           "openai:some-model")
-    assert got["population"] == SearchConfig().population  # neither file nor option: the default
+    assert got["population"] == SearchConfig().budget.population  # neither file nor option: the default
     # an option given with its default value still beats the file
     got = effective("search", "--config", str(f), "--workers", str(SearchConfig().workers), "--log-models")
     assert got["workers"] == SearchConfig().workers and got["log_models"] is True

@@ -208,7 +208,7 @@ def test_search_run_logs_its_split(mlflow_store, data_dir, tmp_path, monkeypatch
                                  "search_shuffles": 1, "final_shuffles": 1, "finalists": 1, "betas": [0.5],
                                  "workers": 2, "log_models": False})
     result = run_search_job(config, progress=False)
-    search_sets, validation_sets = split_data(config)
+    search_sets, validation_sets = split_data(config.data, config.selection)
     inputs = _inputs(result.run_id)
     assert set(inputs) == {"Qwen3-4B/aime24:search", "Qwen3-4B/aime24:validation", "Synth/toy:search",
                            "Synth/toy:validation"}
