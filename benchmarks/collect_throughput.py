@@ -59,7 +59,7 @@ def main() -> None:
                         interval_tokens=args.interval, max_tokens_per_branch=args.max_tokens,
                         top_logprobs=args.top_logprobs, concurrency=args.concurrency, mlflow=False, progress=False,
                         live={"max_model_len": 2048, "request_timeout": 1800.0, "overall_timeout": 7200.0})
-    live = cfg.live_config()
+    live = cfg.generation
     t0 = time.monotonic()
     backend = VLLMEngineBackend(model, max_model_len=2048, block_size=args.block_size)
     prompts = ChatPrompts.from_pretrained(model, live.instruction, live.probe_suffix)

@@ -105,8 +105,10 @@ def check_bounds(instance: Any, bad: Any = None) -> None:
     when given (a config's own error type), else ``AutoTTSError("<config>: <name> <why>, got <value>")``."""
     for f in dataclasses.fields(instance):
         bounds = f.metadata.get("bounds")
+        if bounds is None:
+            continue
         value = getattr(instance, f.name)
-        if bounds is None or value is None:
+        if value is None:
             continue
         for item in (value if isinstance(value, tuple) else (value,)):
             why = bounds.why(item)
