@@ -99,12 +99,11 @@ class CollectConfig:
     progress: bool = True
     """Show a progress bar."""
     # Not settings (init=False: no option, key or parameter): built from the settings above
-    # once, by __post_init__. Their empty defaults only exist because check_bounds reads
-    # every field before __post_init__ sets them.
-    generation: LiveConfig = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
+    # once, by __post_init__.
+    generation: LiveConfig = field(init=False, repr=False, compare=False)
     """The live settings each question's episode runs with, collection's own fixed (every
     branch read whole and probed, ``live/collection.py``); its base_url is the first server's."""
-    endpoints: tuple[LiveConfig, ...] = field(init=False, repr=False, compare=False, default=())
+    endpoints: tuple[LiveConfig, ...] = field(init=False, repr=False, compare=False)
     """``generation`` once per server URL (openai backend), else just ``generation``."""
 
     def __post_init__(self) -> None:
