@@ -1,7 +1,7 @@
 """``autotts register`` and ``autotts promote`` (attached to the root group in ``mlflow_autotts.cli``).
 
 Each command's settings are one dataclass here (``RegisterConfig``, ``PromoteConfig``; the
-defaults come from ``tracking.model_registry``), from which their options are generated. Errors
+defaults come from ``promotion.gate``), from which their options are generated. Errors
 from the user's input raise ``AutoTTSError`` and the root group prints them as one line
 with exit status 2; a promotion refused by the gate prints why and exits 1.
 """
@@ -20,7 +20,8 @@ from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.config import LiveConfig, stored_live_config
 from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
-from mlflow_autotts.tracking.model_registry import GateConfig, gate_table, promote, register
+from mlflow_autotts.promotion.gate import GateConfig, gate_table
+from mlflow_autotts.tracking.model_registry import promote, register
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
 
 LIVE_FIELDS = frozenset(settings.names(LiveConfig)) - {"model", "base_url"}

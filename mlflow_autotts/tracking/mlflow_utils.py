@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from mlflow_autotts.errors import AutoTTSError, first_line  # noqa: F401  (tracking modules import it from here)
+from mlflow_autotts.errors import AutoTTSError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.errors import ControllerError, first_line
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG, model_digest
 from mlflow_autotts.serving.model_config import MODEL_FORMAT, SOURCE_ARTIFACT, candidate_config, model_config_for
 from mlflow_autotts.serving.payload import DEFAULT_INTERVAL, DEFAULT_MODE, INTERVAL, LEGACY_MODE_PARAM, QUESTION, TRAJECTORY
 from mlflow_autotts.serving.shipping import ENTRY_FILE, code_roots, loading_refused
 from mlflow_autotts.tracking.code_closure import copy_modules, module_closure
-from mlflow_autotts.tracking.mlflow_utils import client, first_line, quiet_downloads
+from mlflow_autotts.tracking.mlflow_utils import client, quiet_downloads
 from mlflow_autotts.tracking.resolve import fetch_model
 
 if TYPE_CHECKING:

@@ -23,10 +23,9 @@ from typing import Any, Mapping, Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.digest import content_digest
-from mlflow_autotts.errors import AutoTTSError, ControllerError
+from mlflow_autotts.errors import AutoTTSError, ControllerError, first_line
 from mlflow_autotts.promotion.gate import (GateConfig, GateDecision, GateEntry, description, gate, gate_tags,
                                            load_gate_data)
-from mlflow_autotts.promotion.gate import gate_table  # noqa: F401  (cli/model_registry still imports it from here)
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG
 from mlflow_autotts.serving.model_config import candidate_config, model_config_for
@@ -35,7 +34,6 @@ from mlflow_autotts.tracking.mlflow_utils import (
     DEFAULT_MODEL_NAME,
     client,
     experiment_id,
-    first_line,
     is_not_found,
 )
 from mlflow_autotts.tracking.datasets import DIGEST_CHARS

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.errors import ControllerError
+from mlflow_autotts.errors import ControllerError, first_line
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG, verify
 from mlflow_autotts.serving.model_config import SOURCE_ARTIFACT, is_builtin, is_controller_config, spec_from_config
-from mlflow_autotts.tracking.mlflow_utils import client, first_line, is_not_found, quiet_downloads
+from mlflow_autotts.tracking.mlflow_utils import client, is_not_found, quiet_downloads
 
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 _FORMS = "models:/<name>@<alias>, models:/<name>/<version>, models:/<model id> or runs:/<run id>/<path>"

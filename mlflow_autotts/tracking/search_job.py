@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from mlflow_autotts import settings
 from mlflow_autotts.data.trajectory import TrajectorySet
-from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.errors import AutoTTSError, first_line
 from mlflow_autotts.search import job
 from mlflow_autotts.search.config import SearchConfig, build_config
 from mlflow_autotts.search.job import SearchJobResult
@@ -29,7 +29,7 @@ from mlflow_autotts.search.split import SEARCH_SUFFIX, VALIDATION_SUFFIX
 from mlflow_autotts.search.types import Explorer
 from mlflow_autotts.tracking.challenger import register_challenger
 from mlflow_autotts.tracking.datasets import log_datasets
-from mlflow_autotts.tracking.mlflow_utils import experiment_id, first_line, param_value, params_beside
+from mlflow_autotts.tracking.mlflow_utils import experiment_id, param_value, params_beside
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder, isolation_tags
 
 if TYPE_CHECKING:
