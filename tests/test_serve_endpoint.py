@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 import requests
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -243,3 +246,50 @@ def test_the_model_beta_must_lie_within_the_operator_bounds():
         build_app(served, ServeConfig(model_uri="m", min_beta=0.6))
     with pytest.raises(AutoTTSError, match="min_beta"):
         ServeConfig(model_uri="m", min_beta=0.7, max_beta=0.6)
+
+
+# ----------------------------------------------------------------------------- autotts serve's loader
+def test_autotts_serve_loads_a_registered_model_checked_against_its_digest(mlflow_store):
+    from mlflow_autotts.cli.serve import load_served
+    from mlflow_autotts.serving.integrity import ModelIntegrityError
+    from mlflow_autotts.tracking.model_registry import register
+    from mlflow_autotts.tracking.resolve import locate
+
+    reg = register(ControllerSpec("sc", 0.5, {"n": 4}), aliases=["champion"], live={"model": "scripted"})
+    served = load_served(ServeConfig(model_uri="models:/autotts-controller@champion"))
+    assert served.model_ids == (MODEL, "models:/autotts-controller@champion")
+    assert served.info["version"] == str(reg.version) and served.info["controller"] == "sc"
+    assert len(served.info["model_sha256"]) == 64 and served.default_beta == 0.5
+    assert served.model.mode("live").live.model == "scripted"
+    assert served.metadata.signature.params is not None  # /invocations enforces the logged signature
+
+    folder = urlparse(locate(f"models:/{MODEL}/{reg.version}").artifact_uri)
+    assert folder.scheme in ("file", "")
+    mlmodel = Path(unquote(folder.path)) / "MLmodel"
+    meta = yaml.safe_load(mlmodel.read_text())
+    meta["flavors"]["python_function"]["config"]["live"] = {"model": "m", "base_url": "http://attacker.example/v1"}
+    mlmodel.write_text(yaml.safe_dump(meta))
+    with pytest.raises(ModelIntegrityError, match="do not match the digest recorded at registration"):
+        load_served(ServeConfig(model_uri="models:/autotts-controller@champion", served_model_name="x"))
+
+
+def test_autotts_serve_answers_the_openai_client_and_mlflows_dataframe_contract(mlflow_store, tmp_path):
+    import openai
+
+    from mlflow_autotts.tracking.model_registry import register
+    from tests.servers import autotts_served
+
+    register(ControllerSpec("sc", 0.5, {"n": 2}), aliases=["champion"])  # no live settings: replay rows only
+    with autotts_served("models:/autotts-controller@champion", tmp_path, "--max-beta", "0.6") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        (model,) = client.models.list().data
+        assert model.id == MODEL and model.model_extra["autotts"]["beta_range"] == [0.0, 0.6]
+        # no live backend registered or set: the operator's 503, in OpenAI's shape
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 1+1?"}])
+        assert err.value.status_code == 503 and "no live backend" in err.value.body["message"]
+        replay = {"dataframe_split": {"columns": ["question", "trajectory"],
+                                      "data": [["q", [[["7"], 700, "7"], [["7"], 600, "8"]]]]}}
+        r = requests.post(f"{url}/invocations", json=replay, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0]["answer"] in ("7", "8") and r.json()["predictions"][0]["tokens"] == 1300

@@ -7,7 +7,8 @@ API-key checks of ``setup`` apply; the folder's digest is checked by whoever fet
 signature ``/invocations`` enforces) and what ``/v1/models`` shows. ``build_app`` composes
 the endpoint:
 
-- ``GET /health``: 200 once the model is loaded, with whether the live backend has started;
+- ``GET /health`` (and ``/ping``, as ``mlflow models serve``): 200 once the model is loaded,
+  with whether the live backend has started;
 - ``GET /v1/models``: the served ids (``protocol.models_list``);
 - ``POST /v1/chat/completions``: ``protocol.parse_chat_request`` → ``ServedModel.answer``
   (one live episode in a worker thread) → ``protocol.chat_response``; every error in OpenAI's
@@ -210,6 +211,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         with admission:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
+    @app.get("/ping")  # as mlflow models serve, for load balancers set up for it
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "model": served.model_ids[0], "live_backend_started":

@@ -23,7 +23,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     """Address to listen on."""
     port: int = bounded(5005, ge=0, le=65535)
-    """Port to listen on (0: any free port, printed at start)."""
+    """Port to listen on (0: any free port, which uvicorn's start-up line names)."""
     served_model_name: str | None = None
     """The model id clients name in ``model`` and ``GET /v1/models`` lists; unset means the
     registered model's name (else the URI). The URI itself is always accepted too."""

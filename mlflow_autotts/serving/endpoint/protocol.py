@@ -154,7 +154,7 @@ def _question(messages: Any, limits: RequestLimits) -> str:
     message = messages[0]
     extra = sorted(set(message) - {"role", "content", "name"})
     if extra:
-        raise bad_request(f"messages[0] has unsupported field(s) {', '.join(map(str, extra))}", "messages")
+        raise bad_request(f"messages[0] has unsupported field(s) {', '.join(map(_show, extra))}", "messages")
     question = _text_content(message.get("content"))
     if not question.strip():
         raise bad_request("the user message is empty: the controller needs a question", "messages")
@@ -199,7 +199,7 @@ def parse_chat_request(body: Any, limits: RequestLimits) -> ChatRequest:
         raise bad_request(f"request body must be a JSON object, got {_show(body)}")
     unknown = sorted(str(k) for k in body if k not in ACCEPTED)
     if unknown:
-        raise bad_request(f"unsupported field(s): {', '.join(unknown)}", unknown[0])
+        raise bad_request(f"unsupported field(s): {', '.join(map(_show, unknown))}", unknown[0])
     for name in UNSUPPORTED:
         if body.get(name) is not None:
             raise bad_request(f"{name} is not supported by a controller endpoint", name)
