@@ -208,6 +208,31 @@ def test_the_openai_client_gets_an_answer_its_usage_and_the_extension(endpoint):
     assert err.value.body["code"] == "context_length_exceeded" and "max_model_len 120" in err.value.body["message"]
 
 
+def test_a_backend_that_goes_down_is_a_503_and_a_full_server_a_429(endpoint):
+    import openai
+
+    from mlflow_autotts.serving.endpoint.app import Admission
+    from tests.helpers import FailAfter
+
+    server, served = endpoint
+    live = served.model.mode("live")
+    cfg = live._runner.config
+    live._runner = LiveRunner(cfg, backend=FailAfter(LENGTHS, base_seed=cfg.seed, interval=4, ok_calls=1),
+                              prompts=char_prompts(cfg.probe_suffix))
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 1+1?"}])
+    assert err.value.status_code == 503 and err.value.body["code"] == "backend_unavailable"
+    assert "scripted backend went down" in err.value.body["message"]
+
+    admission = Admission(1)
+    with admission:
+        with pytest.raises(ApiError) as full:
+            with admission:
+                pass
+    assert full.value.status == 429 and full.value.type == "rate_limit_error" and admission.admitted == 0
+
+
 def test_routes_answer_errors_in_openai_shape_and_invocations_keeps_mlflows_contract(endpoint):
     server, served = endpoint
     assert requests.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
