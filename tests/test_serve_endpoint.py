@@ -318,3 +318,18 @@ def test_autotts_serve_answers_the_openai_client_and_mlflows_dataframe_contract(
         r = requests.post(f"{url}/invocations", json=replay, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["predictions"][0]["answer"] in ("7", "8") and r.json()["predictions"][0]["tokens"] == 1300
+
+
+def test_a_per_request_beta_changes_the_bill_of_a_controller_that_uses_it():
+    from mlflow.models import Model
+
+    from mlflow_autotts.serving.endpoint.protocol import ChatRequest
+    from mlflow_autotts.tracking.model import model_signature
+
+    config, source = model_config_for(ControllerSpec("cmc", 0.5))
+    served = ServedModel.from_config(dict(config, live={"model": "scripted"}), source.path,
+                                     Model(signature=model_signature(0.5)), (MODEL,))
+    served.model.mode("live")._runner = scripted_runner()
+    low, high = (served.answer(ChatRequest(MODEL, "What is 1+1?", beta)) for beta in (0.0, 1.0))
+    assert (low.beta, high.beta) == (0.0, 1.0) and low.branches_opened < high.branches_opened
+    assert low.billed_tokens < high.billed_tokens and low.content_source == high.content_source == "branch"
