@@ -236,9 +236,10 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     async def invocations(request: Request) -> Response:
         # mlflow models serve's handler, with this server's pool and admission
         try:
-            data = await read_body(request, config.max_request_bytes)
-            if len(data) > config.max_request_bytes:
-                raise ApiError(400, f"request body exceeds {config.max_request_bytes:,} bytes", code="request_too_large")
+            data = await read_body(request, config.max_invocations_bytes)
+            if len(data) > config.max_invocations_bytes:
+                raise ApiError(400, f"request body exceeds {config.max_invocations_bytes:,} bytes",
+                               code="request_too_large")
             result = await run(scoring_server.invocations, data, request.headers.get("content-type") or "",
                                pyfunc, input_schema)
         except ApiError as err:

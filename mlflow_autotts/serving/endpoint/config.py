@@ -32,7 +32,10 @@ class ServeConfig:
     max_beta: float = bounded(1.0, ge=0.0, le=1.0)
     """The highest β a request may ask for."""
     max_request_bytes: int = bounded(1_000_000, ge=1024)
-    """Largest request body accepted; a larger one is a 400."""
+    """Largest body of an OpenAI route's request; a larger one is a 400."""
+    max_invocations_bytes: int = bounded(256_000_000, ge=1024)
+    """Largest ``/invocations`` body (replay rows carry every branch, so it is larger); a larger
+    one is a 400 (``mlflow models serve`` sets no limit)."""
     max_question_chars: int = bounded(100_000, ge=1)
     """Longest question (characters) accepted before tokenising it; the model's context is
     checked after (both are 400)."""
