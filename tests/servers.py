@@ -59,7 +59,7 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{proc.args[2:5]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                 return
@@ -82,6 +82,25 @@ def served_model(uri: str, tmp_path: Path, env: dict[str, str] | None = None, wo
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-p", str(port),
              "-h", "127.0.0.1", "-w", str(workers)],
+            stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_ready(proc, url, log)
+        yield url
+    finally:
+        stop_group(proc)
+
+
+@contextmanager
+def autotts_served(uri: str, tmp_path: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``autotts serve URI`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / f"autotts-serve-{port}.log"
+    full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow_autotts.cli", "serve", uri, "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", *options],
             stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path, start_new_session=True)
     try:
         wait_ready(proc, url, log)

@@ -19,12 +19,15 @@ from mlflow_autotts.cli.model_registry import PromoteConfig, RegisterConfig
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.evaluation import EvaluateConfig
 from mlflow_autotts.search.config import SearchConfig
+from mlflow_autotts.serving.endpoint.config import ServeConfig
 
-COMMANDS = {"search": SearchConfig, "evaluate": EvaluateConfig, "register": RegisterConfig, "promote": PromoteConfig}
+COMMANDS = {"search": SearchConfig, "evaluate": EvaluateConfig, "register": RegisterConfig, "promote": PromoteConfig,
+            "serve": ServeConfig}
 FLAGS = {"evaluate": {"params": "--param", "controller": "--controller"},
          "register": {"params": "--param", "aliases": "--alias"},
-         "promote": {"from_alias": "--from", "to_alias": "--to"}}
-ARGUMENTS = {"evaluate": {"data"}, "register": {"controller"}}
+         "promote": {"from_alias": "--from", "to_alias": "--to"},
+         "serve": {"host": ("--host", "-h"), "port": ("--port", "-p")}}
+ARGUMENTS = {"evaluate": {"data"}, "register": {"controller"}, "serve": {"model_uri"}}
 
 
 def run(*args: str):

@@ -224,6 +224,11 @@ class LiveEpisode(EpisodeFacts):
         return self._cfg
 
     @property
+    def prompt_tokens(self) -> int:
+        """Tokens of the question's chat prompt (what every branch continues)."""
+        return len(self._prompt)
+
+    @property
     def branches(self) -> Sequence[LiveBranch]:
         """Every branch generated or opened, by opening position (for recording)."""
         return tuple(self._branches)

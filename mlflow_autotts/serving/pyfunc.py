@@ -105,6 +105,10 @@ class ControllerModel(PythonModel):
     def modes(self) -> list[str]:
         return sorted(self._modes)
 
+    def mode(self, name: str) -> ServingMode:
+        """The serving mode ``name`` built at load (``KeyError`` when this model has none)."""
+        return self._modes[name]
+
     # --------------------------------------------------------------- prediction
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):

@@ -1,0 +1,335 @@
+"""``autotts serve``'s OpenAI endpoint without vLLM: the request parser (hypothesis), the
+response built from a scripted live episode, and the real ``openai`` client against the
+FastAPI app on uvicorn on a free loopback port, over a scripted generation backend."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import requests
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlflow_autotts.controllers.baselines import SelfConsistency
+from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.live.config import LiveConfig
+from mlflow_autotts.live.episode import LiveRunner
+from mlflow_autotts.live.server import free_port
+from mlflow_autotts.serving.endpoint.app import ServedModel, build_app
+from mlflow_autotts.serving.endpoint.config import ServeConfig
+from mlflow_autotts.serving.endpoint.protocol import (
+    ApiError,
+    RequestLimits,
+    chat_response,
+    outcome_of,
+    parse_chat_request,
+)
+from mlflow_autotts.serving.model_config import model_config_for
+from tests.live_fixtures import ScriptedBackend, char_prompts
+
+MODEL = "autotts-controller"
+LIMITS = RequestLimits((MODEL, "models:/autotts-controller@champion"), 0.2, 0.8, 200)
+LENGTHS = [9, 13, 4, 21, 6, 17]
+
+
+def scripted_runner(**kw) -> LiveRunner:
+    values = {"model": "scripted", "interval_tokens": 4, "max_tokens_per_branch": 40, "max_branches": 6,
+              "probe_suffix": " \\boxed{", "instruction": "", "probe_tokens": 8}
+    values.update(kw)
+    cfg = LiveConfig(**values)
+    backend = ScriptedBackend(LENGTHS, base_seed=cfg.seed, interval=cfg.interval_tokens)
+    return LiveRunner(cfg, backend=backend, prompts=char_prompts(cfg.probe_suffix))
+
+
+def ask(question: str = "What is 1+1?", **extra) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": question}], **extra}
+
+
+# ----------------------------------------------------------------------------- the parser
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=3), max_leaves=8)
+fields = st.sampled_from(["model", "messages", "beta", "metadata", "n", "stream", "max_tokens", "temperature",
+                          "user", "tools", "seed", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(fields, json_values | st.just(MODEL), max_size=6) | json_values)
+def test_any_json_body_parses_or_is_a_400_or_404_in_openai_shape(body):
+    try:
+        request = parse_chat_request(body, LIMITS)
+    except ApiError as err:
+        assert err.status in (400, 404) and err.message and "\n" not in err.message
+        assert err.status == 404 or err.type == "invalid_request_error"
+    else:
+        assert request.model in LIMITS.model_ids and request.question.strip()
+        assert request.beta is None or LIMITS.min_beta <= request.beta <= LIMITS.max_beta
+
+
+questions = st.text(min_size=1, max_size=200).filter(str.strip)
+
+
+@settings(max_examples=200, deadline=None)
+@given(questions, st.one_of(st.none(), st.floats(0.2, 0.8)), st.booleans(), st.booleans())
+def test_a_single_user_question_gives_its_text_and_beta(question, beta, as_parts, in_metadata):
+    content = [{"type": "text", "text": question}] if as_parts else question
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "stream": False, "n": 1}
+    if beta is not None:
+        body.update({"metadata": {"beta": repr(beta)}} if in_metadata else {"beta": beta})
+    request = parse_chat_request(body, LIMITS)
+    assert (request.model, request.question, request.beta) == (MODEL, question, beta)
+
+
+@pytest.mark.parametrize("body, status, param, words", [
+    (ask(model="gpt-4o"), 404, "model", "does not exist"),
+    (ask(beta=0.9), 400, "beta", "[0.2, 0.8]"),
+    (ask(beta=True), 400, "beta", "number"),
+    (ask(beta=0.3, metadata={"beta": "0.4"}), 400, "beta", "differ"),
+    (ask(metadata={"beta": 0.4}), 400, "metadata", "string"),
+    (ask(stream=True), 400, "stream", "not supported yet"),
+    (ask(max_tokens=100), 400, "max_tokens", "not supported yet"),
+    (ask(temperature=0.2), 400, "temperature", "live settings"),
+    (ask(n=2), 400, "n", "must be 1"),
+    (ask(tools=[{}]), 400, "tools", "not supported"),
+    (ask(frobnicate=1), 400, "frobnicate", "unsupported"),
+    (ask("   "), 400, "messages", "empty"),
+    (ask("x" * 201), 400, "messages", "at most 200"),
+    ({"model": MODEL, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+     400, "messages", "single user message"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages", "text"),
+])
+def test_what_is_refused_says_why_and_names_the_field(body, status, param, words):
+    with pytest.raises(ApiError) as err:
+        parse_chat_request(body, LIMITS)
+    assert (err.value.status, err.value.param) == (status, param) and words in err.value.message
+
+
+# ----------------------------------------------------------------------------- the response
+def test_the_response_is_the_shortest_finished_branch_with_the_answer_and_the_bill_as_usage():
+    runner = scripted_runner()
+    result = runner.solve(SelfConsistency(n=4), "What is 1+1?")
+    chat = parse_chat_request(ask(), LIMITS)
+    outcome = outcome_of(result, runner.prompts.decode, "sc", 0.5)
+    body = chat_response(chat, outcome, "chatcmpl-x", 1)
+    finished = [b for b in result.episode.branches[:4] if b.final == result.answer]
+    shortest = min(finished, key=lambda b: len(b.ids))
+    assert body["choices"][0]["message"]["content"] == runner.prompts.decode(shortest.ids)
+    ext = body["autotts"]
+    assert ext["answer"] == result.answer and ext["content_source"] == "branch"
+    assert sum(ext["votes"].values()) == 4 and ext["votes"][result.answer] == max(ext["votes"].values())
+    assert ext["branches"] == {"opened": 4, "finished": 4, "generated": result.stats.branches_generated}
+    usage = body["usage"]
+    assert usage["completion_tokens"] == result.stats.billed_tokens == sum(LENGTHS[:4])
+    assert usage["prompt_tokens"] == len("<user>What is 1+1?<assistant>")
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    details = usage["completion_tokens_details"]
+    assert details["generated_tokens"] >= usage["completion_tokens"] and details["probe_tokens"] > 0
+    assert details["engine_calls"] == result.stats.engine_calls and details["branches_opened"] == 4
+
+
+# ----------------------------------------------------------------------------- the server
+class Uvicorn:
+    """The endpoint on uvicorn in a thread of this process, on a free loopback port."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Uvicorn:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def endpoint():
+    from mlflow.models import Model
+
+    from mlflow_autotts.tracking.model import model_signature
+
+    config, source = model_config_for(ControllerSpec("sc", 0.5, {"n": 4}))
+    served = ServedModel.from_config(dict(config, live={"model": "scripted"}), source.path,
+                                     Model(signature=model_signature(0.5)), (MODEL,), {"version": "1"})
+    served.model.mode("live")._runner = scripted_runner()
+    app = build_app(served, ServeConfig(model_uri="models:/autotts-controller@champion", min_beta=0.1,
+                                        max_beta=0.9, max_request_bytes=4096))
+    with Uvicorn(app) as server:
+        yield server, served
+
+
+def test_the_openai_client_gets_an_answer_its_usage_and_the_extension(endpoint):
+    import openai
+
+    server, served = endpoint
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    done = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 1+1?"}])
+    ext = done.model_extra["autotts"]
+    assert done.choices[0].message.content and done.choices[0].finish_reason == "stop"
+    assert ext["answer"] and ext["content_source"] == "branch" and ext["beta"] == 0.5 and ext["controller"] == "sc"
+    assert done.usage.completion_tokens == sum(LENGTHS[:4]) and done.usage.prompt_tokens > 0
+    assert done.usage.completion_tokens_details.model_extra["branches_opened"] == 4
+
+    # β per request, within the operator's bounds; outside them a 400 in OpenAI's shape
+    other = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 1+1?"}],
+                                           extra_body={"beta": 0.2})
+    assert other.model_extra["autotts"]["beta"] == 0.2
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "q"}],
+                                       extra_body={"beta": 0.95})
+    assert err.value.body["param"] == "beta" and "[0.1, 0.9]" in err.value.body["message"]
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    assert err.value.body["code"] == "model_not_found"
+    # a question too long for the scripted model's context: 400 context_length_exceeded
+    served.model.mode("live")._runner.backend.max_model_len = 120
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "v" * 100}])
+    assert err.value.body["code"] == "context_length_exceeded" and "max_model_len 120" in err.value.body["message"]
+
+
+def test_a_backend_that_goes_down_is_a_503_and_a_full_server_a_429(endpoint):
+    import openai
+
+    from mlflow_autotts.serving.endpoint.app import Admission
+    from tests.helpers import FailAfter
+
+    server, served = endpoint
+    live = served.model.mode("live")
+    cfg = live._runner.config
+    live._runner = LiveRunner(cfg, backend=FailAfter(LENGTHS, base_seed=cfg.seed, interval=4, ok_calls=1),
+                              prompts=char_prompts(cfg.probe_suffix))
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 1+1?"}])
+    assert err.value.status_code == 503 and err.value.body["code"] == "backend_unavailable"
+    assert "scripted backend went down" in err.value.body["message"]
+
+    admission = Admission(1)
+    with admission:
+        with pytest.raises(ApiError) as full:
+            with admission:
+                pass
+    assert full.value.status == 429 and full.value.type == "rate_limit_error" and admission.admitted == 0
+
+
+def test_routes_answer_errors_in_openai_shape_and_invocations_keeps_mlflows_contract(endpoint):
+    server, served = endpoint
+    assert requests.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+    r = requests.get(f"{server.url}/v1/nothing", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = requests.post(f"{server.url}/v1/chat/completions", data=b"{not json", timeout=10)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = requests.post(f"{server.url}/v1/chat/completions", json=ask("x" * 5000), timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "request_too_large"
+
+    # /invocations: the dataframe contract of mlflow models serve (a live row and a replay row)
+    r = requests.post(f"{server.url}/invocations", timeout=30,
+                      json={"dataframe_split": {"columns": ["question"], "data": [["What is 1+1?"]]}})
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["predictions"]
+    assert row["answer"] and row["tokens"] == sum(LENGTHS[:4]) and row["error"] is None and row["probe_tokens"] > 0
+    replay = {"dataframe_split": {"columns": ["question", "trajectory"],
+                                  "data": [["q", [[["7"], 700, "7"], [["7"], 600, "7"]]]]},
+              "params": {"beta": 0.5}}
+    r = requests.post(f"{server.url}/invocations", json=replay, timeout=30)
+    assert r.status_code == 200 and r.json()["predictions"][0]["answer"] == "7", r.text
+    r = requests.post(f"{server.url}/invocations", json={"dataframe_split": {"columns": ["q"], "data": [["x"]]}},
+                      timeout=30)
+    assert r.status_code == 400 and json.loads(r.text)["error_code"] == "INVALID_PARAMETER_VALUE", r.text
+
+
+def test_the_model_beta_must_lie_within_the_operator_bounds():
+    from mlflow.models import Model
+
+    from mlflow_autotts.errors import AutoTTSError
+    from mlflow_autotts.tracking.model import model_signature
+
+    config, source = model_config_for(ControllerSpec("sc", 0.5))
+    served = ServedModel.from_config(config, source.path, Model(signature=model_signature(0.5)), (MODEL,))
+    with pytest.raises(AutoTTSError, match="outside"):
+        build_app(served, ServeConfig(model_uri="m", min_beta=0.6))
+    with pytest.raises(AutoTTSError, match="min_beta"):
+        ServeConfig(model_uri="m", min_beta=0.7, max_beta=0.6)
+
+
+# ----------------------------------------------------------------------------- autotts serve's loader
+def test_autotts_serve_loads_a_registered_model_checked_against_its_digest(mlflow_store):
+    from mlflow_autotts.cli.serve import load_served
+    from mlflow_autotts.serving.integrity import ModelIntegrityError
+    from mlflow_autotts.tracking.model_registry import register
+    from mlflow_autotts.tracking.resolve import locate
+
+    reg = register(ControllerSpec("sc", 0.5, {"n": 4}), aliases=["champion"], live={"model": "scripted"})
+    served = load_served(ServeConfig(model_uri="models:/autotts-controller@champion"))
+    assert served.model_ids == (MODEL, "models:/autotts-controller@champion")
+    assert served.info["version"] == str(reg.version) and served.info["controller"] == "sc"
+    assert len(served.info["model_sha256"]) == 64 and served.default_beta == 0.5
+    assert served.model.mode("live").live.model == "scripted"
+    assert served.metadata.signature.params is not None  # /invocations enforces the logged signature
+
+    folder = urlparse(locate(f"models:/{MODEL}/{reg.version}").artifact_uri)
+    assert folder.scheme in ("file", "")
+    mlmodel = Path(unquote(folder.path)) / "MLmodel"
+    meta = yaml.safe_load(mlmodel.read_text())
+    meta["flavors"]["python_function"]["config"]["live"] = {"model": "m", "base_url": "http://attacker.example/v1"}
+    mlmodel.write_text(yaml.safe_dump(meta))
+    with pytest.raises(ModelIntegrityError, match="do not match the digest recorded at registration"):
+        load_served(ServeConfig(model_uri="models:/autotts-controller@champion", served_model_name="x"))
+
+
+def test_autotts_serve_answers_the_openai_client_and_mlflows_dataframe_contract(mlflow_store, tmp_path):
+    import openai
+
+    from mlflow_autotts.tracking.model_registry import register
+    from tests.servers import autotts_served
+
+    register(ControllerSpec("sc", 0.5, {"n": 2}), aliases=["champion"])  # no live settings: replay rows only
+    with autotts_served("models:/autotts-controller@champion", tmp_path, "--max-beta", "0.6") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        (model,) = client.models.list().data
+        assert model.id == MODEL and model.model_extra["autotts"]["beta_range"] == [0.0, 0.6]
+        # no live backend registered or set: the operator's 503, in OpenAI's shape
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 1+1?"}])
+        assert err.value.status_code == 503 and "no live backend" in err.value.body["message"]
+        replay = {"dataframe_split": {"columns": ["question", "trajectory"],
+                                      "data": [["q", [[["7"], 700, "7"], [["7"], 600, "8"]]]]}}
+        r = requests.post(f"{url}/invocations", json=replay, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0]["answer"] in ("7", "8") and r.json()["predictions"][0]["tokens"] == 1300
+
+
+def test_a_per_request_beta_changes_the_bill_of_a_controller_that_uses_it():
+    from mlflow.models import Model
+
+    from mlflow_autotts.serving.endpoint.protocol import ChatRequest
+    from mlflow_autotts.tracking.model import model_signature
+
+    config, source = model_config_for(ControllerSpec("cmc", 0.5))
+    served = ServedModel.from_config(dict(config, live={"model": "scripted"}), source.path,
+                                     Model(signature=model_signature(0.5)), (MODEL,))
+    served.model.mode("live")._runner = scripted_runner()
+    low, high = (served.answer(ChatRequest(MODEL, "What is 1+1?", beta)) for beta in (0.0, 1.0))
+    assert (low.beta, high.beta) == (0.0, 1.0) and low.branches_opened < high.branches_opened
+    assert low.billed_tokens < high.billed_tokens and low.content_source == high.content_source == "branch"
