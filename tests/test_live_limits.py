@@ -9,11 +9,14 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlflow_autotts.controllers import cmc
 from mlflow_autotts.controllers.base import Controller
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.controllers.loading import ControllerSpec
+from mlflow_autotts.live.backends.base import BackendUnavailable
 from mlflow_autotts.live.episode import (
     CANCELLED,
     DEADLINE,
@@ -176,3 +179,45 @@ def test_a_sandboxed_controller_is_stopped_on_the_trusted_side_and_its_child_is_
         assert ctrl.live_children == 0
         again = runner().solve(ctrl, "q")
         assert (again.answer, again.stats.billed_tokens) == (free.answer, free.stats.billed_tokens)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=8, max_size=8), st.integers(1, 200),
+       st.sampled_from([("sc", {"n": 8}), ("cmc", {}), ("asc", {}), ("parallel_probe", {"chains": 6})]),
+       st.floats(0.0, 1.0), st.sampled_from([1, 2, 4]))
+def test_no_controller_bills_past_the_cap_and_an_unreached_cap_changes_nothing(lengths, cap, spec, beta, lookahead):
+    def run(limits=None):
+        cfg = live_config(max_branches=8, lookahead=lookahead)
+        backend = ScriptedBackend(lengths, base_seed=cfg.seed, interval=cfg.interval_tokens)
+        r = LiveRunner(cfg, backend=backend, prompts=char_prompts(cfg.probe_suffix))
+        return r.solve(ControllerSpec(spec[0], beta, spec[1]).build(), "q", limits)
+
+    plain, capped = run(), run(EpisodeLimits(max_billed_tokens=cap))
+    assert capped.stats.billed_tokens <= cap
+    ep = capped.episode
+    assert sum(len(b.ids) for b in ep.branches[: ep.branches_opened] if b.mode == "read") <= capped.stats.billed_tokens
+    if capped.stopped is None:
+        assert (capped.answer, capped.episode.actions, capped.stats.billed_tokens) == \
+            (plain.answer, plain.episode.actions, plain.stats.billed_tokens)
+    else:
+        assert cap < plain.stats.billed_tokens and capped.answer == capped.vote.answer
+
+
+class TimesOut(ScriptedBackend):
+    """A call takes 1 s; given less time, it gives up at its timeout (as the HTTP backend does)."""
+
+    def generate(self, requests, timeout=None):
+        if timeout is not None and timeout < 1.0:
+            time.sleep(timeout)
+            raise BackendUnavailable(f"no answer within {timeout:.2f} s")
+        return super().generate(requests, timeout)
+
+
+def test_an_engine_call_cut_by_the_deadline_is_a_stop_not_a_backend_failure():
+    t0 = time.monotonic()
+    result = runner(TimesOut).solve(cmc_at(), "q", EpisodeLimits(deadline=time.monotonic() + 0.2))
+    assert result.stopped == DEADLINE and time.monotonic() - t0 < 0.5
+    assert result.answer is None and result.stats.billed_tokens == 0 and result.episode.branches_opened == 0
+    # a backend that fails before the deadline is still the backend's failure
+    with pytest.raises(BackendUnavailable):
+        runner(TimesOut, request_timeout=0.1).solve(cmc_at(), "q", EpisodeLimits(deadline=time.monotonic() + 5))
