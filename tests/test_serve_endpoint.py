@@ -56,7 +56,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                       max_size=3), max_leaves=8)
 fields = st.sampled_from(["model", "messages", "beta", "metadata", "n", "stream", "max_tokens", "temperature",
-                          "user", "tools", "seed", "other"])
+                          "user", "tools", "seed", "other", "deadline_s", "max_completion_tokens", "stream_options"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -70,6 +70,9 @@ def test_any_json_body_parses_or_is_a_400_or_404_in_openai_shape(body):
     else:
         assert request.model in LIMITS.model_ids and request.question.strip()
         assert request.beta is None or LIMITS.min_beta <= request.beta <= LIMITS.max_beta
+        assert request.max_tokens is None or (type(request.max_tokens) is int and 1 <= request.max_tokens)
+        assert request.deadline_s is None or 0 < request.deadline_s <= LIMITS.max_deadline_s
+        assert type(request.stream) is bool and (request.stream or not request.include_usage)
 
 
 questions = st.text(min_size=1, max_size=200).filter(str.strip)
@@ -92,8 +95,23 @@ def test_a_single_user_question_gives_its_text_and_beta(question, beta, as_parts
     (ask(beta=True), 400, "beta", "number"),
     (ask(beta=0.3, metadata={"beta": "0.4"}), 400, "beta", "differ"),
     (ask(metadata={"beta": 0.4}), 400, "metadata", "string"),
-    (ask(stream=True), 400, "stream", "not supported yet"),
-    (ask(max_tokens=100), 400, "max_tokens", "not supported yet"),
+    (ask(stream="yes"), 400, "stream", "true or false"),
+    (ask(stream_options={"include_usage": True}), 400, "stream_options", "only allowed with stream"),
+    (ask(stream=True, stream_options={"include_usage": 1}), 400, "stream_options", "include_usage"),
+    (ask(max_tokens=0), 400, "max_tokens", "[1, 1,000,000]"),
+    (ask(max_tokens=-5), 400, "max_tokens", "[1, 1,000,000]"),
+    (ask(max_completion_tokens=10**30), 400, "max_completion_tokens", "[1, 1,000,000]"),
+    (ask(max_tokens=100.5), 400, "max_tokens", "whole number"),
+    (ask(max_tokens=100.0), 400, "max_tokens", "whole number"),
+    (ask(max_tokens="100"), 400, "max_tokens", "whole number"),
+    (ask(max_tokens=True), 400, "max_tokens", "whole number"),
+    (ask(max_tokens=100, max_completion_tokens=200), 400, "max_tokens", "differ"),
+    (ask(deadline_s=0), 400, "deadline_s", "more than 0"),
+    (ask(deadline_s=-1), 400, "deadline_s", "more than 0"),
+    (ask(deadline_s=1e9), 400, "deadline_s", "at most 3600"),
+    (ask(deadline_s="soon"), 400, "deadline_s", "number of seconds"),
+    (ask(metadata={"deadline_s": "nan"}), 400, "deadline_s", "more than 0"),
+    (ask(metadata={"deadline_s": "later"}), 400, "metadata", "number of seconds"),
     (ask(temperature=0.2), 400, "temperature", "live settings"),
     (ask(n=2), 400, "n", "must be 1"),
     (ask(tools=[{}]), 400, "tools", "not supported"),
@@ -333,3 +351,162 @@ def test_a_per_request_beta_changes_the_bill_of_a_controller_that_uses_it():
     low, high = (served.answer(ChatRequest(MODEL, "What is 1+1?", beta)) for beta in (0.0, 1.0))
     assert (low.beta, high.beta) == (0.0, 1.0) and low.branches_opened < high.branches_opened
     assert low.billed_tokens < high.billed_tokens and low.content_source == high.content_source == "branch"
+
+
+# ----------------------------------------------------------------------------- caps, deadlines, streaming
+class Gated(ScriptedBackend):
+    """Every engine call waits for ``gate`` (at most 20 s); counts the calls that returned."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.gate = threading.Event()
+        self.returned = 0
+        self.delay = 0.0
+
+    def generate(self, requests, timeout=None):
+        assert self.gate.wait(20), "the test never opened the gate"
+        time.sleep(self.delay)
+        out = super().generate(requests, timeout)
+        self.returned += 1
+        return out
+
+
+def gated(served) -> Gated:
+    live = served.model.mode("live")
+    cfg = live._runner.config
+    backend = Gated(LENGTHS, base_seed=cfg.seed, interval=cfg.interval_tokens)
+    live._runner = LiveRunner(cfg, backend=backend, prompts=char_prompts(cfg.probe_suffix))
+    return backend
+
+
+def client_of(server):
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+QUESTION = [{"role": "user", "content": "What is 1+1?"}]
+
+
+def test_a_token_cap_is_honoured_and_the_answer_is_the_vote_so_far(endpoint):
+    server, served = endpoint
+    client = client_of(server)
+    # sc reads 9, 13 and 4 tokens (26); the next branch (21) would pass the cap of 30
+    done = client.chat.completions.create(model=MODEL, messages=QUESTION, max_completion_tokens=30)
+    ext = done.model_extra["autotts"]
+    assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 26 <= 30
+    assert ext["cut_short"] == {"reason": "max_tokens", "vote_source": "final"} and ext["max_tokens"] == 30
+    assert ext["branches"]["opened"] == 3 and sum(ext["votes"].values()) == 3
+    assert ext["answer"] == max(ext["votes"], key=ext["votes"].get) and done.choices[0].message.content
+    # a cap the controller never reaches changes nothing
+    free = client.chat.completions.create(model=MODEL, messages=QUESTION)
+    roomy = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=free.usage.completion_tokens)
+    assert roomy.choices[0].finish_reason == "stop" and roomy.model_extra["autotts"]["cut_short"] is None
+    assert (roomy.choices[0].message.content, roomy.usage.completion_tokens) == \
+        (free.choices[0].message.content, free.usage.completion_tokens)
+
+
+@pytest.mark.parametrize("extra", [{"max_tokens": 0}, {"max_tokens": -3}, {"max_completion_tokens": 10**12},
+                                   {"max_tokens": 2.5}, {"max_tokens": "64"}, {"deadline_s": 0},
+                                   {"deadline_s": -1}, {"deadline_s": 1e12}, {"deadline_s": [1]},
+                                   {"metadata": {"deadline_s": "inf"}}])
+def test_a_hostile_cap_or_deadline_is_a_400(endpoint, extra):
+    import openai
+
+    server, _ = endpoint
+    with pytest.raises(openai.BadRequestError) as err:
+        client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, extra_body=extra)
+    assert err.value.body["param"] in (*extra, "metadata", "deadline_s")
+    assert requests.get(f"{server.url}/health", timeout=10).json()["requests_admitted"] == 0
+
+
+def test_a_deadline_is_honoured(endpoint):
+    server, served = endpoint
+    backend = gated(served)
+    backend.gate.set()
+    backend.delay = 0.1
+    t0 = time.monotonic()
+    done = client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, extra_body={"deadline_s": 0.35})
+    took = time.monotonic() - t0
+    ext = done.model_extra["autotts"]
+    assert done.choices[0].finish_reason == "length" and ext["cut_short"]["reason"] == "deadline"
+    assert took < 0.35 + 0.1 + 0.5 and ext["deadline_s"] == 0.35  # at most one engine call past it
+    assert ext["branches"]["opened"] < 4 and done.usage.completion_tokens < sum(LENGTHS[:4])
+
+
+def test_the_stream_parses_with_the_openai_client_progress_then_answer_then_usage(endpoint):
+    server, _ = endpoint
+    client = client_of(server)
+    plain = client.chat.completions.create(model=MODEL, messages=QUESTION)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=QUESTION, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices == []
+    kinds = []
+    for c in chunks[:-1]:
+        delta = c.choices[0].delta
+        if (delta.model_extra or {}).get("reasoning_content"):
+            kinds.append("progress")
+        if delta.content:
+            kinds.append("content")
+    assert kinds.index("content") > 4 and "progress" not in kinds[kinds.index("content"):]
+    progress = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks[:-1])
+    assert "controller sc at beta 0.5" in progress and "branch 0 read whole" in progress
+    assert "branch 3 read whole" in progress and "leader" in progress and "done: answer" in progress
+    content = "".join(c.choices[0].delta.content or "" for c in chunks[:-1])
+    assert content == plain.choices[0].message.content
+    finish = chunks[-2]
+    assert finish.choices[0].finish_reason == "stop"
+    assert finish.model_extra["autotts"]["answer"] == plain.model_extra["autotts"]["answer"]
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens == sum(LENGTHS[:4])
+    assert chunks[-1].usage.completion_tokens_details.model_extra["engine_calls"] > 0
+
+    # cut short, streamed: finish_reason length, and the stream says why
+    capped = list(client.chat.completions.create(model=MODEL, messages=QUESTION, stream=True, max_tokens=30))
+    finish = [c for c in capped if c.choices and c.choices[0].finish_reason][0]
+    assert finish.choices[0].finish_reason == "length" and finish.usage.completion_tokens == 26
+    assert "stopped: the token cap is reached" in "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in capped if c.choices)
+
+
+def test_the_first_event_arrives_before_any_generation_call_returns(endpoint):
+    server, served = endpoint
+    backend = gated(served)
+    stream = client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, stream=True)
+    first = next(iter(stream))
+    assert backend.returned == 0 and first.choices[0].delta.role == "assistant"
+    assert "controller sc" in first.choices[0].delta.model_extra["reasoning_content"]
+    backend.gate.set()
+    rest = list(stream)
+    assert backend.returned > 0 and rest[-1].choices[0].finish_reason == "stop"
+
+
+def admitted(server) -> int:
+    return requests.get(f"{server.url}/health", timeout=10).json()["requests_admitted"]
+
+
+def test_a_client_that_disconnects_ends_its_episode_and_frees_its_worker(endpoint):
+    server, served = endpoint
+    backend = gated(served)
+    stream = client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, stream=True)
+    next(iter(stream))
+    assert admitted(server) == 1
+    stream.close()  # the client goes away while an engine call is in flight
+    time.sleep(0.3)
+    backend.gate.set()  # the in-flight call returns; the episode makes no further one
+    deadline = time.monotonic() + 10
+    while admitted(server):
+        assert time.monotonic() < deadline, "the disconnected request was never released"
+        time.sleep(0.05)
+    assert backend.returned == 1 and len(backend.calls) == 1  # sc@4 would make several calls
+
+    # the same for a plain (non-streaming) request given up by its client
+    backend.gate.clear()
+    backend.returned, backend.calls = 0, []
+    with pytest.raises(requests.exceptions.Timeout):
+        requests.post(f"{server.url}/v1/chat/completions", json=ask(), timeout=0.5)
+    backend.gate.set()
+    deadline = time.monotonic() + 10
+    while admitted(server):
+        assert time.monotonic() < deadline, "the abandoned request was never released"
+        time.sleep(0.05)
+    assert backend.returned == 1

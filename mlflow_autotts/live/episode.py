@@ -30,13 +30,30 @@ What replay does not need and this episode adds (why):
 - *Timeouts*: each engine call and the whole question are bounded
   (``request_timeout``, ``overall_timeout``); a backend that is down or slow raises
   ``BackendUnavailable``, which is not a ``ValueError``, so no controller swallows it.
+- *Limits of one request* (``EpisodeLimits``, optional): a cap on billed tokens, a deadline
+  and a cancel event (a client that went away). An action that would take the bill past the
+  cap, or any action once the deadline passed or the event is set, raises ``EpisodeStopped``
+  instead of revealing anything, and so does every action after it (the episode stays
+  stopped). The checks are made before each action and before each engine call, never inside
+  one: a stop arrives between engine calls, and an action cut inside is rolled back (a
+  branch it was opening is unopened again, a step it was taking is not taken), so the bill
+  only counts what the controller saw. A step's cost is exact (when less than an interval is
+  left, the step is generated before it is admitted); a whole read is stopped as soon as the
+  branch is longer than what is left. So a cap the controller never reaches changes nothing. ``LiveRunner.solve`` catches the stop
+  and answers with ``vote()``: the plurality of the final answers of finished branches,
+  else of the latest probe answers the controller saw. The bill is the same rule as ever
+  (``replay.billing``); the limits only refuse steps.
+- *An observer* (optional): called with the episode and a ``Progress`` after each action
+  that revealed something (what streaming shows); none, and nothing changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,6 +76,7 @@ from mlflow_autotts.live.backends.base import (
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
 from mlflow_autotts.live.prompts import ChatPrompts
 from mlflow_autotts.live.signals import TokenConfidences, interval_signals, token_confidence
+from mlflow_autotts.controllers.voting import plurality
 from mlflow_autotts.replay.billing import branch_intervals, branch_tokens
 
 Action = tuple[str, int]
@@ -69,6 +87,74 @@ PROBE, READ = "probe", "read"
 
 class LiveTimeout(BackendUnavailable):
     """The question took longer than ``overall_timeout``."""
+
+
+MAX_TOKENS, DEADLINE, CANCELLED = "max_tokens", "deadline", "cancelled"
+"""Why an episode was stopped (``EpisodeStopped.reason``)."""
+
+
+class EpisodeStopped(BaseException):
+    """The episode refuses further actions: its token cap, its deadline, or its caller gone.
+
+    A ``BaseException`` (as ``KeyboardInterrupt`` and asyncio's ``CancelledError``), not an
+    ``Exception``: controllers guard their own code with ``except Exception`` (and catch the
+    episode's ``ValueError`` for "no branch left"), and a stop must reach the trusted caller
+    through them, not be taken for a failed step. It is a signal to the caller, not the
+    controller's failure (``serving.runners.Bound`` passes it through). A controller that
+    catches it anyway gains nothing: the episode stays stopped, every further action raises it
+    again, and the caller answers by ``vote()`` whenever the episode was stopped. In the
+    sandbox it is raised on the parent's side, where the episode lives: the child (waiting
+    for its reply) never sees it and is killed (``sandbox.session``).
+    """
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.reason, str(self))
+
+
+@dataclass(frozen=True)
+class EpisodeLimits:
+    """What one request allows its episode (all optional)."""
+
+    max_billed_tokens: int | None = None
+    """Tokens the bill may reach (``tokens_used`` never exceeds it)."""
+    deadline: float | None = None
+    """``time.monotonic()`` after which no action or engine call starts."""
+    cancelled: threading.Event | None = None
+    """Set by the caller to stop the episode (a client that disconnected)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One action the controller took, as an observer sees it."""
+
+    action: str
+    """``probe_new``, ``probe_more`` or ``read``."""
+    branch: int
+    step: int
+    """Steps taken on the branch (1 for a whole read)."""
+    answer: str
+    finished: bool
+    billed: int
+    """``tokens_used`` after the action."""
+
+
+@dataclass(frozen=True)
+class Vote:
+    """The answer the trusted side gives for an episode stopped before its controller answered."""
+
+    answer: str | None
+    votes: dict[str, int]
+    """Answer → count, in the order first seen."""
+    source: str
+    """``final`` (answers of finished branches), ``probes`` (latest probe answers), ``none``."""
+
+
+Observer = Callable[["LiveEpisode", Progress], None]
+"""Called in the episode's thread after each revealing action; must not raise."""
 
 
 class QuestionTooLong(AutoTTSError):
@@ -192,7 +278,8 @@ class LiveStats:
 class LiveEpisode(EpisodeFacts):
     """One question answered by real generation, behind the replay controller API."""
 
-    def __init__(self, question: str, backend: GenerationBackend, config: LiveConfig, prompts: ChatPrompts):
+    def __init__(self, question: str, backend: GenerationBackend, config: LiveConfig, prompts: ChatPrompts,
+                 limits: EpisodeLimits | None = None, observer: Observer | None = None):
         self._question = question
         self._backend = backend
         self._cfg = config
@@ -213,6 +300,10 @@ class LiveEpisode(EpisodeFacts):
         self._engine_s = 0.0
         self._generated = self._probe_tokens = self._prompt_tokens = self._cached = 0
         self._gen_calls = self._probe_calls = 0
+        self._limits = limits
+        self._observer = observer
+        self.stopped: str | None = None
+        """Why the episode refused further actions (``MAX_TOKENS``, ``DEADLINE``, ``CANCELLED``)."""
 
     # ----------------------------------------------------------------- read-only facts
     @property
@@ -288,23 +379,36 @@ class LiveEpisode(EpisodeFacts):
         i = self._open(PROBE)
         self.actions.append(("probe_new", i))
         try:
+            self._admit_step(i, opening=True)
             answer, finished = self._step(i, opening=True)
+        except EpisodeStopped:
+            self._unopen(i)
+            raise
         finally:
             self._t_last = time.monotonic()
+        self._report("probe_new", i, answer, finished)
         return answer, i, finished
 
     def probe_more(self, i: int) -> tuple[str, bool]:
         """Advance branch ``i`` one interval; a finished branch answers again for free."""
         i = self._check_open(i)
-        self.actions.append(("probe_more", i))
         b = self._branches[i]
         if b.done:
+            self._check_stop(0)
+            self.actions.append(("probe_more", i))
             return self._final(i), True
+        self.actions.append(("probe_more", i))
         self._start()
         try:
-            return self._step(i, opening=False)
+            self._admit_step(i, opening=False)
+            answer, finished = self._step(i, opening=False)
+        except EpisodeStopped:
+            self.actions.pop()
+            raise
         finally:
             self._t_last = time.monotonic()
+        self._report("probe_more", i, answer, finished)
+        return answer, finished
 
     def get_new_branch_final_answer(self) -> str:
         """Open the next branch and read it whole."""
@@ -314,10 +418,87 @@ class LiveEpisode(EpisodeFacts):
         try:
             while not b.finished:
                 self._generate(i, opening=True)
+                self._check_stop(0 if b.finished else 1)  # b's tokens so far are in the bill already
+            answer = self._final(i)
             b.done = True
-            return self._final(i)
+        except EpisodeStopped:
+            self._unopen(i)
+            raise
         finally:
             self._t_last = time.monotonic()
+        self._report("read", i, answer, True)
+        return answer
+
+    # ----------------------------------------------------------------- limits, progress
+    def _check_stop(self, cost: int | None) -> None:
+        """Raise ``EpisodeStopped`` if stopped, cancelled, past the deadline, or if ``cost``
+        more tokens would take the bill past the cap (``None``: no tokens are billed here)."""
+        if self.stopped is None and self._limits is not None:
+            lim = self._limits
+            if lim.cancelled is not None and lim.cancelled.is_set():
+                self.stopped = CANCELLED
+            elif lim.deadline is not None and time.monotonic() >= lim.deadline:
+                self.stopped = DEADLINE
+            elif cost is not None and lim.max_billed_tokens is not None and \
+                    self.tokens_used + cost > lim.max_billed_tokens:
+                self.stopped = MAX_TOKENS
+        if self.stopped is not None:
+            cap = self._limits.max_billed_tokens if self._limits is not None else None
+            raise EpisodeStopped(self.stopped, {
+                MAX_TOKENS: f"the token cap ({cap}) is reached", DEADLINE: "the deadline passed",
+                CANCELLED: "the caller cancelled the episode"}[self.stopped])
+
+    def _step_cost(self, b: LiveBranch) -> int:
+        """What the next probe step of ``b`` adds to the bill: exact when it is generated
+        already, else a whole interval (an upper bound)."""
+        interval, k = self._interval, b.consumed + 1
+        if b.finished and k == b.steps(interval):  # its final step
+            return max(interval * (k - 1), len(b.ids)) - interval * (k - 1)
+        return interval
+
+    def _admit_step(self, i: int, opening: bool) -> None:
+        """``EpisodeStopped`` unless the next probe step of branch ``i`` fits the limits. Its
+        exact cost is known once it is generated; when less than an interval is left under
+        the cap, it is generated first (kept, unbilled, if refused), so that a cap the
+        controller would never reach changes nothing."""
+        b = self._branches[i]
+        lim = self._limits
+        if (lim is not None and lim.max_billed_tokens is not None and b.consumed + 1 > b.steps(self._interval)
+                and self.tokens_used + self._interval > lim.max_billed_tokens):
+            self._generate(i, opening)
+        self._check_stop(self._step_cost(b))
+
+    @staticmethod
+    def _read_cost(b: LiveBranch) -> int:
+        """At least what reading unopened ``b`` whole bills: its length, one more while unfinished."""
+        return len(b.ids) + (0 if b.finished else 1)
+
+    def _unopen(self, i: int) -> None:
+        """Undo opening branch ``i`` (the last opened) when its first action was stopped: it
+        is an unopened branch again, its tokens generated ahead, not billed."""
+        b = self._branches[i]
+        b.mode, b.consumed, b.done = None, 0, False
+        self._opened = i
+        self.actions.pop()
+
+    def _report(self, action: str, i: int, answer: str, finished: bool) -> None:
+        if self._observer is not None:
+            b = self._branches[i]
+            self._observer(self, Progress(action, i, 1 if b.mode == READ else b.consumed, answer, finished,
+                                          self.tokens_used))
+
+    def vote(self) -> Vote:
+        """The plurality (first seen breaks ties) of the final answers of the finished
+        branches, else of the latest probe answer of each open branch the controller saw."""
+        opened = self._branches[: self._opened]
+        finals = [b.final for b in opened if b.done and b.final is not None and b.final != NO_ANSWER]
+        if finals:
+            return Vote(plurality(finals), dict(Counter(finals)), "final")
+        latest = [b.probes[b.consumed] for b in opened
+                  if b.mode == PROBE and b.consumed in b.probes and b.probes[b.consumed] != NO_ANSWER]
+        if latest:
+            return Vote(plurality(latest), dict(Counter(latest)), "probes")
+        return Vote(None, {}, "none")
 
     # ------------------------------------------------------------------- internals
     def _start(self) -> None:
@@ -328,6 +509,8 @@ class LiveEpisode(EpisodeFacts):
         i = self._opened
         if i >= self._cfg.max_branches:
             raise ValueError("no unopened branch left")
+        if mode == READ:
+            self._check_stop(self._read_cost(self._branch(i)))
         self._start()
         self._opened = i + 1
         self._speculate = mode
@@ -344,25 +527,37 @@ class LiveEpisode(EpisodeFacts):
         k = b.consumed + 1
         if k > b.steps(self._interval):
             self._generate(i, opening)
-        b.consumed = k
+        # the step is taken (and billed) once its answer is known: a stop in between leaves it untaken
         if b.finished and k == b.steps(self._interval):
-            b.done = True
-            return self._final(i), True
+            answer = self._final(i)
+            b.consumed, b.done = k, True
+            return answer, True
         if k not in b.probes:
             self._probe_missing(i, k)
+        b.consumed = k
         return b.probes[k], False
 
     def _timeout(self) -> float:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise LiveTimeout(f"question not answered within overall_timeout ({self._cfg.overall_timeout:g} s)")
-        return min(self._cfg.request_timeout, left)
+        timeout = min(self._cfg.request_timeout, left)
+        if self._limits is not None and self._limits.deadline is not None:
+            timeout = min(timeout, max(self._limits.deadline - time.monotonic(), 0.001))
+        return timeout
 
     def _call(self, requests: list[GenerationRequest]) -> list[Generation]:
+        self._check_stop(None)  # cancelled or past the deadline: no further engine call
         timeout = self._timeout()
         t0 = time.monotonic()
         try:
             return self._backend.generate(requests, timeout)
+        except BackendUnavailable:
+            # the request's own deadline cut the call (the backend cancels what it sent)
+            if self._limits is not None and self._limits.deadline is not None \
+                    and time.monotonic() >= self._limits.deadline:
+                self._check_stop(None)
+            raise
         finally:
             self._engine_s += time.monotonic() - t0
 
@@ -510,6 +705,11 @@ class LiveResult:
     answer: str | None
     stats: LiveStats
     episode: LiveEpisode
+    stopped: str | None = None
+    """Why the episode was cut short (``EpisodeStopped.reason``); the answer is then its
+    ``vote()``, not the controller's."""
+    vote: Vote | None = None
+    """The vote that answered, when stopped."""
 
 
 class LiveRunner:
@@ -525,20 +725,31 @@ class LiveRunner:
         self._own_backend = backend is None
         self.backend = backend if backend is not None else make_backend(config)
 
-    def episode(self, question: str) -> LiveEpisode:
-        return LiveEpisode(question, self.backend, self.config, self.prompts)
+    def episode(self, question: str, limits: EpisodeLimits | None = None,
+                observer: Observer | None = None) -> LiveEpisode:
+        return LiveEpisode(question, self.backend, self.config, self.prompts, limits, observer)
 
     def check_question(self, question: str) -> None:
         """``QuestionTooLong`` when ``question`` does not fit the model's context (the
         episode's own check, without generating: a collection checks every question first)."""
         self.episode(question)
 
-    def solve(self, controller: Any, question: str) -> LiveResult:
-        """Run ``controller.solve`` on a new live episode of ``question``."""
-        ep = self.episode(question)
+    def solve(self, controller: Any, question: str, limits: EpisodeLimits | None = None,
+              observer: Observer | None = None) -> LiveResult:
+        """Run ``controller.solve`` on a new live episode of ``question``; when ``limits``
+        stop it, the answer is the episode's ``vote()`` (see the module docstring)."""
+        ep = self.episode(question, limits, observer)
         t0 = time.monotonic()
-        answer = controller.solve(ep)
+        try:
+            answer = controller.solve(ep)
+        except EpisodeStopped:
+            if ep.stopped is None:  # not this episode's stop: not ours to answer
+                raise
+            answer = None
         stats = replace(ep.stats(), wall_seconds=time.monotonic() - t0)
+        if ep.stopped is not None:  # even if the controller swallowed the stop and answered
+            vote = ep.vote()
+            return LiveResult(vote.answer, stats, ep, ep.stopped, vote)
         return LiveResult(answer, stats, ep)
 
     def close(self) -> None:
@@ -553,13 +764,21 @@ class LiveRunner:
 
 
 __all__ = [
+    "CANCELLED",
+    "DEADLINE",
+    "MAX_TOKENS",
+    "EpisodeLimits",
+    "EpisodeStopped",
     "LiveBranch",
     "LiveEpisode",
     "LiveResult",
     "LiveRunner",
     "LiveStats",
     "LiveTimeout",
+    "Observer",
+    "Progress",
     "QuestionTooLong",
+    "Vote",
     "check_prompt",
     "interval_seed",
 ]

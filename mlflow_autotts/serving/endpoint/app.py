@@ -11,28 +11,43 @@ the endpoint:
   with whether the live backend has started;
 - ``GET /v1/models``: the served ids (``protocol.models_list``);
 - ``POST /v1/chat/completions``: ``protocol.parse_chat_request`` → ``ServedModel.answer``
-  (one live episode in a worker thread) → ``protocol.chat_response``; every error in OpenAI's
-  shape (400 malformed or too long, 404 unknown model or route, 429 full, 500 the controller
-  failed, 503 backend down or too slow);
+  (one live episode in a worker thread, within the request's token cap and deadline: when
+  either stops it, the answer is the vote so far) → ``protocol.chat_response``, or with
+  ``stream: true`` server-sent ``chat.completion.chunk`` events: a first one before the
+  episode starts, one per controller action (the episode's observer, handed from the worker
+  thread to the event loop), the answer, the finish and usage (``protocol.stream_chunks``);
+  every error in OpenAI's shape (400 malformed or too long, 404 unknown model or route, 429
+  full, 500 the controller failed, 503 backend down or too slow; after a stream started, an
+  ``{"error": …}`` event);
 - ``POST /invocations``: MLflow's own ``scoring_server.invocations`` on a ``PyFuncModel`` of
   the same ``ControllerModel``: exactly the request and response contract of
   ``mlflow models serve``.
 
 Concurrency: episodes run in a pool of ``max_concurrent_requests`` threads (not the event
 loop's default executor, which MLflow's server uses and which holds min(32, cores + 4)
-threads); up to ``max_queued_requests`` more wait for a thread; one more is a 429.
+threads); up to ``max_queued_requests`` more wait for a thread; one more is a 429. A request
+stays admitted until its worker has finished (not until its response is sent).
+
+Disconnects: a client that goes away (a stream closed, or a plain request given up) sets its
+episode's cancel event; the episode raises ``EpisodeStopped`` at its next action or engine
+call, the worker returns and its admission is released. An engine call already in flight is
+not interrupted: it runs to its end (at most ``request_timeout``) and its result is dropped.
+Aborting it needs the backend to cancel on the event: for vLLM's OpenAI server, closing the
+HTTP connection of the request aborts it there (``live/backends/openai_server.py`` would close
+its in-flight requests when the event is set); for the in-process engine, ``abort`` of its
+request ids. A sandboxed controller's child is killed when its episode stops (it was waiting
+for the reply to its call), so its slot is free again.
 
 No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations
 (``Request``, imported inside ``build_app`` to keep imports lazy) when they are defined.
 
 Missing, for the next steps (the routes are written so each slots in here):
 
-- streaming (``stream: true``): needs the episode to report its progress (branch opened,
-  probed, pruned; leader and votes) through a callback the route turns into server-sent
-  events; and a disconnect to end the episode, which needs the episode to be cancellable
-  between engine calls (and the backend to abort its in-flight requests);
-- per-request token caps and deadlines: the episode has no cap on billed tokens; a cap
-  needs ``LiveEpisode`` to refuse further steps and the answer to be the vote so far;
+- aborting a disconnected client's in-flight engine calls (above): the backends take no
+  cancel event yet;
+- "pruned" as its own progress event: the controller API has no prune action (a controller
+  prunes by not advancing a branch), so a stream says which branches were left unfinished
+  only at the end;
 - ``/v1/responses`` (MLflow's Responses types);
 - backend health checks while requests wait (503 within seconds of a backend dying, not
   after ``request_timeout``), several base URLs with failover (``collect/endpoints.py``);
@@ -40,9 +55,11 @@ Missing, for the next steps (the routes are written so each slots in here):
 """
 
 import asyncio
+import json
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +69,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_autotts.errors import AutoTTSError, BackendError, safe_text
 from mlflow_autotts.live.config import LiveConfigError
-from mlflow_autotts.live.episode import QuestionTooLong
+from mlflow_autotts.live.episode import EpisodeLimits, Observer, QuestionTooLong
 from mlflow_autotts.serving.endpoint.config import ServeConfig
 from mlflow_autotts.serving.endpoint.protocol import (
     ApiError,
@@ -60,11 +77,16 @@ from mlflow_autotts.serving.endpoint.protocol import (
     EpisodeOutcome,
     RequestLimits,
     chat_response,
+    chunk,
     decode_body,
+    end_text,
     error_body,
     models_list,
     outcome_of,
     parse_chat_request,
+    progress_text,
+    start_text,
+    stream_chunks,
 )
 from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.serving.runners import ControllerFailed
@@ -115,12 +137,19 @@ class ServedModel:
         except KeyError:
             return False
 
-    def answer(self, chat: ChatRequest) -> EpisodeOutcome:
-        """Solve ``chat``'s question in one live episode at its β (blocking: a worker thread)."""
+    def answer(self, chat: ChatRequest, received: float | None = None, cancelled: threading.Event | None = None,
+               observer: Observer | None = None, on_result: Any = None) -> EpisodeOutcome:
+        """Solve ``chat``'s question in one live episode at its β, within its token cap and its
+        deadline (counted from ``received``, ``time.monotonic()``; default now), until
+        ``cancelled`` is set (blocking: a worker thread). ``observer`` sees each action;
+        ``on_result`` the ``LiveResult`` (for the stream's last line)."""
         runner = self.live_runner()
         controller = self.model.runner.bind(self.default_beta if chat.beta is None else chat.beta)
+        start = time.monotonic() if received is None else received
+        limits = EpisodeLimits(chat.max_tokens, None if chat.deadline_s is None else start + chat.deadline_s,
+                               cancelled)
         try:
-            result = runner.solve(controller, chat.question)
+            result = runner.solve(controller, chat.question, limits, observer)
         except QuestionTooLong as exc:
             raise ApiError(400, str(exc), "invalid_request_error", "context_length_exceeded", "messages") from None
         except ControllerFailed as exc:
@@ -129,6 +158,8 @@ class ServedModel:
             raise unavailable(f"the live backend failed: {safe_text(exc)}") from None
         except LiveConfigError as exc:  # the served model's settings: the operator's to mend
             raise unavailable(f"the live backend is misconfigured: {exc}", "backend_misconfigured") from None
+        if on_result is not None:
+            on_result(result)
         return outcome_of(result, runner.prompts.decode, controller.label, controller.beta)
 
     def pyfunc(self) -> Any:
@@ -148,15 +179,32 @@ class Admission:
         self.limit = limit
         self.admitted = 0
 
-    def __enter__(self) -> "Admission":
+    def admit(self) -> None:
         if self.admitted >= self.limit:
             raise ApiError(429, f"the server is full ({self.limit} requests running or queued); retry later",
                            "rate_limit_error", "server_full")
         self.admitted += 1
+
+    def release(self) -> None:
+        self.admitted -= 1
+
+    def __enter__(self) -> "Admission":
+        self.admit()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.admitted -= 1
+        self.release()
+
+
+def sse(data: Any) -> str:
+    """One server-sent event carrying ``data`` as JSON."""
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def disconnected(request: Any) -> None:
+    """Return once the client of ``request`` (its body already read) has gone away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def read_body(request: Any, max_bytes: int) -> bytes:
@@ -177,14 +225,15 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
 def build_app(served: ServedModel, config: ServeConfig) -> Any:
     """The FastAPI application of the endpoint (see the module docstring)."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from mlflow.pyfunc import scoring_server
     from starlette.exceptions import HTTPException
 
     if not config.min_beta <= served.default_beta <= config.max_beta:
         raise AutoTTSError(f"serve: the model's own beta ({served.default_beta:g}) is outside "
                            f"[min_beta, max_beta] = [{config.min_beta:g}, {config.max_beta:g}]")
-    limits = RequestLimits(served.model_ids, config.min_beta, config.max_beta, config.max_question_chars)
+    limits = RequestLimits(served.model_ids, config.min_beta, config.max_beta, config.max_question_chars,
+                           config.max_token_cap, config.max_deadline_seconds)
     pool = ThreadPoolExecutor(config.max_concurrent_requests, thread_name_prefix="autotts-serve")
     admission = Admission(config.max_concurrent_requests + config.max_queued_requests)
     pyfunc = served.pyfunc()
@@ -207,9 +256,27 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         return failed(ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
                                "invalid_request_error", kind))
 
+    def start(fn: Any, *args: Any) -> "asyncio.Future[Any]":
+        """Run ``fn(*args)`` in the pool, admitted until the worker has finished (429 when full)."""
+        admission.admit()
+        loop = asyncio.get_running_loop()
+        try:
+            work: Future = pool.submit(fn, *args)
+        except BaseException:
+            admission.release()
+            raise
+
+        def finished(_: Future) -> None:
+            try:
+                loop.call_soon_threadsafe(admission.release)
+            except RuntimeError:  # the loop is closed: the server is gone
+                pass
+
+        work.add_done_callback(finished)
+        return asyncio.wrap_future(work)
+
     async def run(fn: Any, *args: Any) -> Any:
-        with admission:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        return await start(fn, *args)
 
     @app.get("/ping")  # as mlflow models serve, for load balancers set up for it
     @app.get("/health")
@@ -223,14 +290,88 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         return JSONResponse(models_list(served.model_ids[:1], created, info))
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
+        received = time.monotonic()
         try:
             body = decode_body(await read_body(request, config.max_request_bytes), config.max_request_bytes)
             chat = parse_chat_request(body, limits)
-            outcome = await run(served.answer, chat)
+            if chat.stream:
+                return streamed(request, chat, received)
+            cancelled = threading.Event()
+            work = start(served.answer, chat, received, cancelled)
+            gone = asyncio.ensure_future(disconnected(request))
+            try:
+                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+            if not work.done():  # the client went away: stop its episode; nobody reads an answer
+                cancelled.set()
+                return Response(status_code=499)
+            outcome = work.result()
         except ApiError as err:
             return failed(err)
         return JSONResponse(chat_response(chat, outcome, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
+
+    def streamed(request: Request, chat: ChatRequest, received: float) -> StreamingResponse:
+        """The episode as chat.completion.chunk events (see ``protocol``); admitted (or 429)
+        before the response starts."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+        cancelled = threading.Event()
+        ended: dict[str, Any] = {}
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: the server is gone
+                pass
+
+        def observe(episode: Any, progress: Any) -> None:  # in the worker thread, between actions
+            put(progress_text(episode, progress))
+
+        def on_result(result: Any) -> None:
+            ep = result.episode
+            ended["left_open"] = sum(1 for b in ep.branches[: ep.branches_opened] if not b.done)
+
+        def work() -> EpisodeOutcome:
+            try:
+                return served.answer(chat, received, cancelled, observe, on_result)
+            finally:
+                put(done)
+
+        beta = served.default_beta if chat.beta is None else chat.beta
+        future = start(work)
+        response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        async def events():
+            try:
+                yield sse(chunk(chat, response_id, created, {"role": "assistant", "content": "",
+                                                             "reasoning_content": start_text(
+                                                                 chat, served.info["controller"], beta)}))
+                while (item := await queue.get()) is not done:
+                    yield sse(chunk(chat, response_id, created, {"reasoning_content": item}))
+                try:
+                    outcome = await future
+                except Exception as exc:  # the response has started: an error event, as OpenAI sends
+                    err = exc if isinstance(exc, ApiError) else ApiError(
+                        500, f"the server failed: {safe_text(exc)}", "server_error", "internal_error")
+                    yield sse(error_body(err))
+                    yield "data: [DONE]\n\n"
+                    if not isinstance(exc, ApiError):
+                        raise
+                    return
+                yield sse(chunk(chat, response_id, created,
+                                {"reasoning_content": end_text(outcome, ended.get("left_open", 0))}))
+                for part in stream_chunks(chat, outcome, response_id, created):
+                    yield sse(part)
+                yield "data: [DONE]\n\n"
+            finally:  # also when the client went away (the stream is cancelled): stop the episode
+                if not future.done():
+                    cancelled.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:

@@ -1,6 +1,7 @@
 """``ServeConfig``: the settings of ``autotts serve`` (one frozen dataclass, as every command).
 
-Everything here is the operator's: a request may choose β within ``[min_beta, max_beta]``
+Everything here is the operator's: a request may choose β within ``[min_beta, max_beta]``,
+a cap on billed tokens up to ``max_token_cap`` and a deadline up to ``max_deadline_seconds``,
 and nothing about where generation runs (that is the model's live settings and the
 ``AUTOTTS_LIVE_<FIELD>`` variables of the serving process, as for ``mlflow models serve``).
 """
@@ -31,6 +32,12 @@ class ServeConfig:
     """The lowest β a request may ask for (``"beta"`` in the body, ``extra_body`` in the openai client)."""
     max_beta: float = bounded(1.0, ge=0.0, le=1.0)
     """The highest β a request may ask for."""
+    max_token_cap: int = bounded(1_000_000, ge=1)
+    """The largest cap on billed tokens a request may ask for (``max_completion_tokens`` /
+    ``max_tokens``); a larger one is a 400."""
+    max_deadline_seconds: float = bounded(3600.0, gt=0.0)
+    """The longest deadline a request may ask for (``deadline_s``, seconds); a longer one is a 400.
+    A request without one runs until its controller answers (or the live ``overall_timeout``)."""
     max_request_bytes: int = bounded(1_000_000, ge=1024)
     """Largest body of an OpenAI route's request; a larger one is a 400."""
     max_invocations_bytes: int = bounded(256_000_000, ge=1024)

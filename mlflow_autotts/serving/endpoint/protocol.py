@@ -1,9 +1,11 @@
 """The OpenAI chat-completions protocol of ``autotts serve``, as pure functions.
 
 ``parse_chat_request`` turns a request body (already JSON-decoded) into a ``ChatRequest``: the
-question and the β of one episode. ``outcome_of`` reads a finished live episode into an
-``EpisodeOutcome``; ``chat_response`` writes that as OpenAI's ``chat.completion`` object.
-``error_body`` is OpenAI's error shape. No server, no MLflow, no generation here: the routes
+question, the β, the token cap and deadline of one episode, and how to answer (streamed or
+not). ``outcome_of`` reads a finished live episode into an ``EpisodeOutcome``;
+``chat_response`` writes that as OpenAI's ``chat.completion`` object, ``stream_chunks`` as
+its ``chat.completion.chunk`` events (``progress_text`` is what a stream shows of each
+action). ``error_body`` is OpenAI's error shape. No server, no MLflow, no generation here: the routes
 (``endpoint.app``) only call these around ``LiveRunner.solve``.
 
 What a request may say (anything else is a 400 naming the field, so a client never believes
@@ -17,10 +19,19 @@ a setting was honoured when it was not):
 - ``beta`` (top level: ``extra_body={"beta": 0.3}`` in the openai client) or
   ``metadata={"beta": "0.3"}``: the controller's budget knob, within the operator's
   ``[min_beta, max_beta]``; absent, the model's own β;
-- ``stream``: false or absent; ``n``: 1 or absent; ``user``, ``store``, ``metadata``'s other
-  keys: accepted, unused;
-- refused with a reason: ``stream: true`` and ``max_tokens`` / ``max_completion_tokens`` (not
-  implemented yet), sampling fields (``temperature``, ``top_p``, ``seed``, …: the served
+- ``max_completion_tokens`` (or the older ``max_tokens``; both, only if equal): a hard cap on
+  the *billed* tokens (``usage.completion_tokens`` never exceeds it), a whole number in
+  ``[1, max_token_cap]``;
+- ``deadline_s`` (top level, or ``metadata={"deadline_s": "20"}``): seconds from the request's
+  arrival after which no further engine call starts, a number in ``(0, max_deadline_s]``.
+  When the cap or the deadline stops the episode, the answer is the vote over what it saw
+  (``live.episode.LiveEpisode.vote``), ``finish_reason`` is ``length`` and the extension's
+  ``cut_short`` says why; anything else (a string, a bool, 0, a negative, a fraction for the
+  cap, more than the operator allows) is a 400;
+- ``stream``: a bool; ``stream_options``: ``{"include_usage": bool}``, only with
+  ``stream: true``; ``n``: 1 or absent; ``user``, ``store``, ``metadata``'s other keys:
+  accepted, unused;
+- refused with a reason: sampling fields (``temperature``, ``top_p``, ``seed``, …: the served
   model's live settings decide them), tools and response formats.
 
 The response (``chat_response``):
@@ -40,7 +51,21 @@ The response (``chat_response``):
   client): ``answer`` (the extracted answer or null), ``votes`` (final answers of the branches
   the controller finished, with counts, in the order first seen), ``branches`` (``opened``,
   ``finished``, ``generated``), ``content_source`` (``branch`` | ``answer`` | ``none``),
-  ``controller``, ``beta``, ``wall_seconds``.
+  ``controller``, ``beta``, ``wall_seconds``, ``max_tokens`` and ``deadline_s`` (the request's,
+  or null), and ``cut_short``: null, or ``{"reason": "max_tokens" | "deadline", "vote_source":
+  "final" | "probes" | "none"}`` when the episode was stopped and the answer is the vote
+  (of the final answers of finished branches, else of the latest probe answers seen).
+
+Streaming (``stream: true``; ``stream_chunks``, in the order sent): a first chunk with
+``role`` and a line saying what runs, sent before the episode starts; one chunk per action
+the controller took (a branch opened, advanced, finished or read whole, the leader of the
+vote so far and its count, the billed tokens), all as ``delta.reasoning_content`` (the field
+vLLM and DeepSeek use for reasoning; the openai client keeps unknown fields, in
+``delta.model_extra``; a client may show it or ignore it); then the answer text as
+``delta.content``; then a chunk with ``finish_reason`` and the ``autotts`` extension (and
+``usage``); with ``stream_options.include_usage``, a last chunk with ``choices: []`` and the
+``usage``, as OpenAI sends it; then ``data: [DONE]``. A failure after the stream started is
+an ``{"error": …}`` event (the openai client raises it as an ``APIError``).
 """
 
 from __future__ import annotations
@@ -58,13 +83,12 @@ EXTENSION = "autotts"
 SAMPLING_FIELDS = ("temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "logit_bias",
                    "logprobs", "top_logprobs", "top_k", "min_p", "repetition_penalty")
 """Refused when set: the served model's live settings decide sampling."""
-NOT_YET = {"stream": "streaming (stream: true) is not supported yet",
-           "max_tokens": "a token cap (max_tokens) is not supported yet",
-           "max_completion_tokens": "a token cap (max_completion_tokens) is not supported yet"}
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "audio", "modalities",
                "prediction", "web_search_options", "reasoning_effort", "service_tier", "parallel_tool_calls")
-ACCEPTED = frozenset({"model", "messages", "beta", "metadata", "n", "user", "store", "stream_options",
-                      *NOT_YET, *SAMPLING_FIELDS, *UNSUPPORTED})
+ACCEPTED = frozenset({"model", "messages", "beta", "metadata", "n", "user", "store", "stream", "stream_options",
+                      "max_tokens", "max_completion_tokens", "deadline_s", *SAMPLING_FIELDS, *UNSUPPORTED})
+CUT_SHORT_REASONS = ("max_tokens", "deadline")
+"""What may cut an answered episode short (``live.episode``; ``cancelled`` is never answered)."""
 
 
 # ----------------------------------------------------------------------------- errors
@@ -111,6 +135,10 @@ class RequestLimits:
     min_beta: float = 0.0
     max_beta: float = 1.0
     max_question_chars: int = 100_000
+    max_token_cap: int = 1_000_000
+    """The largest ``max_completion_tokens`` a request may ask for."""
+    max_deadline_s: float = 3600.0
+    """The longest ``deadline_s`` a request may ask for."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +151,13 @@ class ChatRequest:
     """The user's text, which the model's chat template wraps."""
     beta: float | None
     """The β asked for, within the operator's bounds; None: the model's own."""
+    max_tokens: int | None = None
+    """The cap on billed tokens; None: none."""
+    deadline_s: float | None = None
+    """Seconds from the request's arrival to stop the episode at; None: none."""
+    stream: bool = False
+    include_usage: bool = False
+    """``stream_options.include_usage``: a last chunk with the usage."""
 
 
 def _show(value: Any) -> str:
@@ -164,32 +199,82 @@ def _question(messages: Any, limits: RequestLimits) -> str:
     return question
 
 
-def _beta(body: Mapping[str, Any], limits: RequestLimits) -> float | None:
+def _metadata(body: Mapping[str, Any]) -> dict[str, str]:
     metadata = body.get("metadata")
     if metadata is not None and not (isinstance(metadata, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
         raise bad_request("metadata must be an object of string values", "metadata")
+    return metadata or {}
+
+
+def _number(body: Mapping[str, Any], metadata: Mapping[str, str], name: str, what: str) -> float | None:
+    """``name`` given at the top level (a JSON number) and/or in ``metadata`` (its text); both
+    must agree."""
     given: list[float] = []
-    value = body.get("beta")
+    value = body.get(name)
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad_request(f"beta must be a number in [0, 1], got {_show(value)}", "beta")
+            raise bad_request(f"{name} must be {what}, got {_show(value)}", name)
         given.append(float(value))
-    if metadata and "beta" in metadata:
+    if name in metadata:
         try:
-            given.append(float(metadata["beta"]))
+            given.append(float(metadata[name]))
         except ValueError:
-            raise bad_request(f"metadata.beta must be a number in [0, 1], got {_show(metadata['beta'])}",
-                              "metadata") from None
+            raise bad_request(f"metadata.{name} must be {what}, got {_show(metadata[name])}", "metadata") from None
     if not given:
         return None
     if len(given) == 2 and given[0] != given[1]:
-        raise bad_request(f"beta ({given[0]:g}) and metadata.beta ({given[1]:g}) differ; give one", "beta")
-    beta = given[0]
-    if not math.isfinite(beta) or not limits.min_beta <= beta <= limits.max_beta:
+        raise bad_request(f"{name} ({given[0]:g}) and metadata.{name} ({given[1]:g}) differ; give one", name)
+    return given[0]
+
+
+def _beta(body: Mapping[str, Any], metadata: Mapping[str, str], limits: RequestLimits) -> float | None:
+    beta = _number(body, metadata, "beta", "a number in [0, 1]")
+    if beta is not None and not (math.isfinite(beta) and limits.min_beta <= beta <= limits.max_beta):
         raise bad_request(f"beta must be within [{limits.min_beta:g}, {limits.max_beta:g}] on this server, "
                           f"got {beta!r}", "beta")
     return beta
+
+
+def _deadline(body: Mapping[str, Any], metadata: Mapping[str, str], limits: RequestLimits) -> float | None:
+    deadline = _number(body, metadata, "deadline_s", "a number of seconds")
+    if deadline is not None and not (math.isfinite(deadline) and 0 < deadline <= limits.max_deadline_s):
+        raise bad_request(f"deadline_s must be more than 0 and at most {limits.max_deadline_s:g} seconds on this "
+                          f"server, got {deadline!r}", "deadline_s")
+    return deadline
+
+
+def _cap(body: Mapping[str, Any], limits: RequestLimits) -> int | None:
+    caps: dict[str, int] = {}
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad_request(f"{name} must be a whole number of tokens, got {_show(value)}", name)
+        if not 1 <= value <= limits.max_token_cap:
+            raise bad_request(f"{name} must be within [1, {limits.max_token_cap:,}] on this server, got {value}", name)
+        caps[name] = value
+    if len(set(caps.values())) > 1:
+        raise bad_request(f"max_completion_tokens ({caps['max_completion_tokens']}) and max_tokens "
+                          f"({caps['max_tokens']}) differ; give one", "max_tokens")
+    return next(iter(caps.values()), None)
+
+
+def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request(f"stream must be true or false, got {_show(stream)}", "stream")
+    options = body.get("stream_options")
+    if options is None:
+        return bool(stream), False
+    if not stream:
+        raise bad_request("stream_options is only allowed with stream: true", "stream_options")
+    if not isinstance(options, dict) or set(options) - {"include_usage"} or not isinstance(
+            options.get("include_usage", False), bool):
+        raise bad_request(f"stream_options must be {{\"include_usage\": true|false}}, got {_show(options)}",
+                          "stream_options")
+    return True, bool(options.get("include_usage", False))
 
 
 def parse_chat_request(body: Any, limits: RequestLimits) -> ChatRequest:
@@ -207,9 +292,6 @@ def parse_chat_request(body: Any, limits: RequestLimits) -> ChatRequest:
         if body.get(name) is not None:
             raise bad_request(f"{name} cannot be set per request: the served model's live settings decide "
                               "sampling", name)
-    for name, why in NOT_YET.items():
-        if body.get(name) not in (None, False):
-            raise bad_request(why, name)
     if body.get("n") not in (None, 1):
         raise bad_request(f"n must be 1, got {_show(body.get('n'))}", "n")
     model = body.get("model")
@@ -219,7 +301,10 @@ def parse_chat_request(body: Any, limits: RequestLimits) -> ChatRequest:
         raise ApiError(404, f"the model {model!r} does not exist on this server; it serves "
                             f"{', '.join(limits.model_ids)}", "invalid_request_error", "model_not_found", "model")
     question = _question(body.get("messages"), limits)
-    return ChatRequest(model, question, _beta(body, limits))
+    metadata = _metadata(body)
+    stream, include_usage = _streaming(body)
+    return ChatRequest(model, question, _beta(body, metadata, limits), _cap(body, limits),
+                       _deadline(body, metadata, limits), stream, include_usage)
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -245,6 +330,10 @@ class EpisodeOutcome:
     wall_seconds: float
     controller: str
     beta: float
+    cut_short: str | None = None
+    """Why the episode was stopped (``max_tokens``, ``deadline``); the answer is then the vote."""
+    vote_source: str | None = None
+    """When cut short: ``final``, ``probes`` or ``none`` (``live.episode.Vote``)."""
 
 
 def outcome_of(result: LiveResult, decode: Callable[[Sequence[int]], str], controller: str, beta: float
@@ -268,7 +357,8 @@ def outcome_of(result: LiveResult, decode: Callable[[Sequence[int]], str], contr
         branches_generated=stats.branches_generated, prompt_tokens=episode.prompt_tokens,
         billed_tokens=stats.billed_tokens, generated_tokens=stats.generated_tokens, probe_tokens=stats.probe_tokens,
         engine_prompt_tokens=stats.prompt_tokens, cached_prompt_tokens=stats.cached_prompt_tokens,
-        engine_calls=stats.engine_calls, wall_seconds=stats.wall_seconds, controller=controller, beta=beta)
+        engine_calls=stats.engine_calls, wall_seconds=stats.wall_seconds, controller=controller, beta=beta,
+        cut_short=result.stopped, vote_source=result.vote.source if result.vote is not None else None)
 
 
 def usage(o: EpisodeOutcome) -> dict[str, Any]:
@@ -284,6 +374,22 @@ def usage(o: EpisodeOutcome) -> dict[str, Any]:
     }
 
 
+def extension(request: ChatRequest, o: EpisodeOutcome) -> dict[str, Any]:
+    """The ``autotts`` extension field of a response (see the module docstring)."""
+    return {
+        "answer": o.answer, "votes": o.votes, "content_source": o.content_source,
+        "branches": {"opened": o.branches_opened, "finished": o.branches_finished,
+                     "generated": o.branches_generated},
+        "controller": o.controller, "beta": o.beta, "wall_seconds": round(o.wall_seconds, 3),
+        "max_tokens": request.max_tokens, "deadline_s": request.deadline_s,
+        "cut_short": None if o.cut_short is None else {"reason": o.cut_short, "vote_source": o.vote_source}}
+
+
+def finish_reason(o: EpisodeOutcome) -> str:
+    """``length`` when the cap or the deadline cut the episode short, else ``stop``."""
+    return "stop" if o.cut_short is None else "length"
+
+
 def chat_response(request: ChatRequest, o: EpisodeOutcome, response_id: str, created: int) -> dict[str, Any]:
     """OpenAI's ``chat.completion`` object for one episode, with the ``autotts`` extension."""
     return {
@@ -292,14 +398,74 @@ def chat_response(request: ChatRequest, o: EpisodeOutcome, response_id: str, cre
         "created": created,
         "model": request.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": o.content},
-                     "finish_reason": "stop", "logprobs": None}],
+                     "finish_reason": finish_reason(o), "logprobs": None}],
         "usage": usage(o),
-        EXTENSION: {
-            "answer": o.answer, "votes": o.votes, "content_source": o.content_source,
-            "branches": {"opened": o.branches_opened, "finished": o.branches_finished,
-                         "generated": o.branches_generated},
-            "controller": o.controller, "beta": o.beta, "wall_seconds": round(o.wall_seconds, 3)},
+        EXTENSION: extension(request, o),
     }
+
+
+# ----------------------------------------------------------------------------- streaming
+REASONING = "reasoning_content"
+"""The delta field progress goes in (vLLM's and DeepSeek's reasoning field)."""
+CONTENT_PIECE = 1024
+"""Characters of the answer per ``delta.content`` chunk."""
+
+
+def chunk(request: ChatRequest, response_id: str, created: int, delta: Mapping[str, Any] | None,
+          finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; ``delta`` None gives ``choices: []`` (the usage chunk)."""
+    choices = [] if delta is None else [{"index": 0, "delta": dict(delta), "finish_reason": finish,
+                                          "logprobs": None}]
+    return {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": request.model,
+            "choices": choices, **extra}
+
+
+def start_text(request: ChatRequest, controller: str, beta: float) -> str:
+    """The first progress line: what runs, within which limits."""
+    limits = [f"cap {request.max_tokens:,} tokens" if request.max_tokens else "",
+              f"deadline {request.deadline_s:g} s" if request.deadline_s else ""]
+    shown = ", ".join(x for x in limits if x)
+    return f"controller {controller} at beta {beta:g}{f' ({shown})' if shown else ''}\n"
+
+
+def progress_text(episode: Any, progress: Any) -> str:
+    """One line per action (``live.episode.Progress``), with the vote so far and the bill."""
+    p = progress
+    if p.action == "read":
+        what = f"branch {p.branch} read whole: {p.answer}"
+    elif p.finished:
+        what = f"branch {p.branch} finished after {p.step} step{'s' if p.step != 1 else ''}: {p.answer}"
+    elif p.action == "probe_new":
+        what = f"branch {p.branch} opened, probed: {p.answer}"
+    else:
+        what = f"branch {p.branch} step {p.step}, probed: {p.answer}"
+    vote = episode.vote()
+    leader = "" if vote.answer is None else (
+        f"; leader {vote.answer} ({vote.votes[vote.answer]} of {sum(vote.votes.values())} "
+        f"{'finished' if vote.source == 'final' else 'probed'})")
+    return f"{what}{leader}; {p.billed:,} tokens\n"
+
+
+def end_text(o: EpisodeOutcome, left_open: int) -> str:
+    """The last progress line: why the episode ended, and the branches left unfinished."""
+    why = {"max_tokens": "the token cap is reached", "deadline": "the deadline passed"}
+    head = (f"stopped: {why.get(o.cut_short, o.cut_short)}; answering by the vote of the "
+            f"{'finished branches' if o.vote_source == 'final' else 'latest probes'}"
+            if o.cut_short else "done")
+    pruned = f", {left_open} branch{'es' if left_open != 1 else ''} left unfinished (pruned)" if left_open else ""
+    return f"{head}: answer {o.answer}{pruned}; {o.billed_tokens:,} tokens billed\n"
+
+
+def stream_chunks(request: ChatRequest, o: EpisodeOutcome, response_id: str, created: int) -> list[dict[str, Any]]:
+    """The chunks after the progress: the answer text, the finish (with the extension and the
+    usage), and, with ``include_usage``, OpenAI's usage chunk."""
+    out = [chunk(request, response_id, created, {"content": o.content[k: k + CONTENT_PIECE]})
+           for k in range(0, len(o.content), CONTENT_PIECE)]
+    out.append(chunk(request, response_id, created, {}, finish_reason(o), usage=usage(o),
+                     **{EXTENSION: extension(request, o)}))
+    if request.include_usage:
+        out.append(chunk(request, response_id, created, None, usage=usage(o)))
+    return out
 
 
 def models_list(model_ids: Sequence[str], created: int, info: Mapping[str, Any]) -> dict[str, Any]:
@@ -314,10 +480,17 @@ __all__ = [
     "EpisodeOutcome",
     "RequestLimits",
     "chat_response",
+    "chunk",
     "decode_body",
+    "end_text",
+    "extension",
+    "finish_reason",
     "error_body",
     "models_list",
     "outcome_of",
     "parse_chat_request",
+    "progress_text",
+    "start_text",
+    "stream_chunks",
     "usage",
 ]
