@@ -16,6 +16,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlflow_autotts import settings as autotts_settings
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.live.config import LiveConfig
@@ -34,7 +35,8 @@ from mlflow_autotts.serving.model_config import model_config_for
 from tests.live_fixtures import ScriptedBackend, char_prompts
 
 MODEL = "autotts-controller"
-LIMITS = RequestLimits((MODEL, "models:/autotts-controller@champion"), 0.2, 0.8, 200)
+MODEL_IDS = (MODEL, "models:/autotts-controller@champion")
+LIMITS = RequestLimits(min_beta=0.2, max_beta=0.8, max_question_chars=200)
 LENGTHS = [9, 13, 4, 21, 6, 17]
 
 
@@ -63,15 +65,15 @@ fields = st.sampled_from(["model", "messages", "beta", "metadata", "n", "stream"
 @given(st.dictionaries(fields, json_values | st.just(MODEL), max_size=6) | json_values)
 def test_any_json_body_parses_or_is_a_400_or_404_in_openai_shape(body):
     try:
-        request = parse_chat_request(body, LIMITS)
+        request = parse_chat_request(body, LIMITS, MODEL_IDS)
     except ApiError as err:
         assert err.status in (400, 404) and err.message and "\n" not in err.message
         assert err.status == 404 or err.type == "invalid_request_error"
     else:
-        assert request.model in LIMITS.model_ids and request.question.strip()
+        assert request.model in MODEL_IDS and request.question.strip()
         assert request.beta is None or LIMITS.min_beta <= request.beta <= LIMITS.max_beta
         assert request.max_tokens is None or (type(request.max_tokens) is int and 1 <= request.max_tokens)
-        assert request.deadline_s is None or 0 < request.deadline_s <= LIMITS.max_deadline_s
+        assert request.deadline_s is None or 0 < request.deadline_s <= LIMITS.max_deadline_seconds
         assert type(request.stream) is bool and (request.stream or not request.include_usage)
 
 
@@ -85,7 +87,7 @@ def test_a_single_user_question_gives_its_text_and_beta(question, beta, as_parts
     body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "stream": False, "n": 1}
     if beta is not None:
         body.update({"metadata": {"beta": repr(beta)}} if in_metadata else {"beta": beta})
-    request = parse_chat_request(body, LIMITS)
+    request = parse_chat_request(body, LIMITS, MODEL_IDS)
     assert (request.model, request.question, request.beta) == (MODEL, question, beta)
 
 
@@ -124,7 +126,7 @@ def test_a_single_user_question_gives_its_text_and_beta(question, beta, as_parts
 ])
 def test_what_is_refused_says_why_and_names_the_field(body, status, param, words):
     with pytest.raises(ApiError) as err:
-        parse_chat_request(body, LIMITS)
+        parse_chat_request(body, LIMITS, MODEL_IDS)
     assert (err.value.status, err.value.param) == (status, param) and words in err.value.message
 
 
@@ -132,7 +134,7 @@ def test_what_is_refused_says_why_and_names_the_field(body, status, param, words
 def test_the_response_is_the_shortest_finished_branch_with_the_answer_and_the_bill_as_usage():
     runner = scripted_runner()
     result = runner.solve(SelfConsistency(n=4), "What is 1+1?")
-    chat = parse_chat_request(ask(), LIMITS)
+    chat = parse_chat_request(ask(), LIMITS, MODEL_IDS)
     outcome = outcome_of(result, runner.prompts.decode, "sc", 0.5)
     body = chat_response(chat, outcome, "chatcmpl-x", 1)
     finished = [b for b in result.episode.branches[:4] if b.final == result.answer]
@@ -189,8 +191,8 @@ def endpoint():
     served = ServedModel.from_config(dict(config, live={"model": "scripted"}), source.path,
                                      Model(signature=model_signature(0.5)), (MODEL,), {"version": "1"})
     served.model.mode("live")._runner = scripted_runner()
-    app = build_app(served, ServeConfig(model_uri="models:/autotts-controller@champion", min_beta=0.1,
-                                        max_beta=0.9, max_request_bytes=4096))
+    app = build_app(served, ServeConfig(model_uri="models:/autotts-controller@champion",
+                                        request=RequestLimits(min_beta=0.1, max_beta=0.9), max_request_bytes=4096))
     with Uvicorn(app) as server:
         yield server, served
 
@@ -286,9 +288,9 @@ def test_the_model_beta_must_lie_within_the_operator_bounds():
     config, source = model_config_for(ControllerSpec("sc", 0.5))
     served = ServedModel.from_config(config, source.path, Model(signature=model_signature(0.5)), (MODEL,))
     with pytest.raises(AutoTTSError, match="outside"):
-        build_app(served, ServeConfig(model_uri="m", min_beta=0.6))
-    with pytest.raises(AutoTTSError, match="min_beta"):
-        ServeConfig(model_uri="m", min_beta=0.7, max_beta=0.6)
+        build_app(served, ServeConfig(model_uri="m", request=RequestLimits(min_beta=0.6)))
+    with pytest.raises(AutoTTSError, match=r"serve config: min_beta \(0.7\) must be <= max_beta \(0.6\)"):
+        autotts_settings.build(ServeConfig, None, {"model_uri": "m", "min_beta": "0.7", "max_beta": "0.6"})
 
 
 # ----------------------------------------------------------------------------- autotts serve's loader

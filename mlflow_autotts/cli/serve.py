@@ -43,6 +43,6 @@ def serve_cmd(config: ServeConfig) -> None:
     served = load_served(config)
     app = build_app(served, config)
     click.echo(f"serving {config.model_uri} as model {served.model_ids[0]!r} ({served.info['controller']}, "
-               f"beta {served.default_beta:g}, requests may ask {config.min_beta:g}..{config.max_beta:g}) "
+               f"beta {served.default_beta:g}, requests may ask {config.request.min_beta:g}..{config.request.max_beta:g}) "
                f"at http://{config.host}:{config.port}/v1", err=True)
     serve(app, config)

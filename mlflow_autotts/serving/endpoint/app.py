@@ -75,7 +75,6 @@ from mlflow_autotts.serving.endpoint.protocol import (
     ApiError,
     ChatRequest,
     EpisodeOutcome,
-    RequestLimits,
     chat_response,
     chunk,
     decode_body,
@@ -229,11 +228,10 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     from mlflow.pyfunc import scoring_server
     from starlette.exceptions import HTTPException
 
-    if not config.min_beta <= served.default_beta <= config.max_beta:
+    limits = config.request
+    if not limits.min_beta <= served.default_beta <= limits.max_beta:
         raise AutoTTSError(f"serve: the model's own beta ({served.default_beta:g}) is outside "
-                           f"[min_beta, max_beta] = [{config.min_beta:g}, {config.max_beta:g}]")
-    limits = RequestLimits(served.model_ids, config.min_beta, config.max_beta, config.max_question_chars,
-                           config.max_token_cap, config.max_deadline_seconds)
+                           f"[min_beta, max_beta] = [{limits.min_beta:g}, {limits.max_beta:g}]")
     pool = ThreadPoolExecutor(config.max_concurrent_requests, thread_name_prefix="autotts-serve")
     admission = Admission(config.max_concurrent_requests + config.max_queued_requests)
     pyfunc = served.pyfunc()
@@ -286,7 +284,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        info = {**served.info, "beta_range": [config.min_beta, config.max_beta]}
+        info = {**served.info, "beta_range": [limits.min_beta, limits.max_beta]}
         return JSONResponse(models_list(served.model_ids[:1], created, info))
 
     @app.post("/v1/chat/completions")
@@ -294,7 +292,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         received = time.monotonic()
         try:
             body = decode_body(await read_body(request, config.max_request_bytes), config.max_request_bytes)
-            chat = parse_chat_request(body, limits)
+            chat = parse_chat_request(body, limits, served.model_ids)
             if chat.stream:
                 return streamed(request, chat, received)
             cancelled = threading.Event()

@@ -8,9 +8,10 @@ and nothing about where generation runs (that is the model's live settings and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlflow_autotts.errors import AutoTTSError
+from mlflow_autotts.serving.endpoint.protocol import RequestLimits
 from mlflow_autotts.settings import bounded, check_bounds
 
 
@@ -28,24 +29,14 @@ class ServeConfig:
     served_model_name: str | None = None
     """The model id clients name in ``model`` and ``GET /v1/models`` lists; unset means the
     registered model's name (else the URI). The URI itself is always accepted too."""
-    min_beta: float = bounded(0.0, ge=0.0, le=1.0)
-    """The lowest β a request may ask for (``"beta"`` in the body, ``extra_body`` in the openai client)."""
-    max_beta: float = bounded(1.0, ge=0.0, le=1.0)
-    """The highest β a request may ask for."""
-    max_token_cap: int = bounded(1_000_000, ge=1)
-    """The largest cap on billed tokens a request may ask for (``max_completion_tokens`` /
-    ``max_tokens``); a larger one is a 400."""
-    max_deadline_seconds: float = bounded(3600.0, gt=0.0)
-    """The longest deadline a request may ask for (``deadline_s``, seconds); a longer one is a 400.
-    A request without one runs until its controller answers (or the live ``overall_timeout``)."""
+    request: RequestLimits = field(default_factory=RequestLimits)
+    """What one request may ask for (β range, token cap, deadline, question length): a part,
+    offered as flat options."""
     max_request_bytes: int = bounded(1_000_000, ge=1024)
     """Largest body of an OpenAI route's request; a larger one is a 400."""
     max_invocations_bytes: int = bounded(256_000_000, ge=1024)
     """Largest ``/invocations`` body (replay rows carry every branch, so it is larger); a larger
     one is a 400 (``mlflow models serve`` sets no limit)."""
-    max_question_chars: int = bounded(100_000, ge=1)
-    """Longest question (characters) accepted before tokenising it; the model's context is
-    checked after (both are 400)."""
     max_concurrent_requests: int = bounded(64, ge=1)
     """Requests whose episodes run at once (one worker thread each); the engine batches their
     branches."""
@@ -56,8 +47,6 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        if self.min_beta > self.max_beta:
-            raise AutoTTSError(f"serve config: min_beta ({self.min_beta:g}) must be <= max_beta ({self.max_beta:g})")
         if not self.model_uri.strip():
             raise AutoTTSError("serve config: model_uri is empty")
 

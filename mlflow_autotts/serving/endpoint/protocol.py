@@ -23,7 +23,7 @@ a setting was honoured when it was not):
   the *billed* tokens (``usage.completion_tokens`` never exceeds it), a whole number in
   ``[1, max_token_cap]``;
 - ``deadline_s`` (top level, or ``metadata={"deadline_s": "20"}``): seconds from the request's
-  arrival after which no further engine call starts, a number in ``(0, max_deadline_s]``.
+  arrival after which no further engine call starts, a number in ``(0, max_deadline_seconds]``.
   When the cap or the deadline stops the episode, the answer is the vote over what it saw
   (``live.episode.LiveEpisode.vote``), ``finish_reason`` is ``length`` and the extension's
   ``cut_short`` says why; anything else (a string, a bool, 0, a negative, a fraction for the
@@ -76,7 +76,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.episode import LiveResult
+from mlflow_autotts.settings import bounded, check_bounds
 
 EXTENSION = "autotts"
 """The response's extension field."""
@@ -129,16 +131,27 @@ def decode_body(raw: bytes, max_bytes: int) -> Any:
 # ----------------------------------------------------------------------------- requests
 @dataclass(frozen=True)
 class RequestLimits:
-    """What the operator allows a request (from ``ServeConfig``) and the ids it may name."""
+    """What the operator allows one request: a part of ``ServeConfig`` (its fields are
+    ``autotts serve`` options), declared once here where the parser reads them."""
 
-    model_ids: tuple[str, ...]
-    min_beta: float = 0.0
-    max_beta: float = 1.0
-    max_question_chars: int = 100_000
-    max_token_cap: int = 1_000_000
-    """The largest ``max_completion_tokens`` a request may ask for."""
-    max_deadline_s: float = 3600.0
-    """The longest ``deadline_s`` a request may ask for."""
+    min_beta: float = bounded(0.0, ge=0.0, le=1.0)
+    """The lowest β a request may ask for (``"beta"`` in the body, ``extra_body`` in the openai client)."""
+    max_beta: float = bounded(1.0, ge=0.0, le=1.0)
+    """The highest β a request may ask for."""
+    max_token_cap: int = bounded(1_000_000, ge=1)
+    """The largest cap on billed tokens a request may ask for (``max_completion_tokens`` /
+    ``max_tokens``); a larger one is a 400."""
+    max_deadline_seconds: float = bounded(3600.0, gt=0.0)
+    """The longest deadline a request may ask for (``deadline_s``, seconds); a longer one is a 400.
+    A request without one runs until its controller answers (or the live ``overall_timeout``)."""
+    max_question_chars: int = bounded(100_000, ge=1)
+    """Longest question (characters) accepted before tokenising it; the model's context is
+    checked after (both are 400)."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self, bad=lambda name, why: AutoTTSError(f"serve config: {name} {why}"))
+        if self.min_beta > self.max_beta:
+            raise AutoTTSError(f"serve config: min_beta ({self.min_beta:g}) must be <= max_beta ({self.max_beta:g})")
 
 
 @dataclass(frozen=True)
@@ -238,8 +251,8 @@ def _beta(body: Mapping[str, Any], metadata: Mapping[str, str], limits: RequestL
 
 def _deadline(body: Mapping[str, Any], metadata: Mapping[str, str], limits: RequestLimits) -> float | None:
     deadline = _number(body, metadata, "deadline_s", "a number of seconds")
-    if deadline is not None and not (math.isfinite(deadline) and 0 < deadline <= limits.max_deadline_s):
-        raise bad_request(f"deadline_s must be more than 0 and at most {limits.max_deadline_s:g} seconds on this "
+    if deadline is not None and not (math.isfinite(deadline) and 0 < deadline <= limits.max_deadline_seconds):
+        raise bad_request(f"deadline_s must be more than 0 and at most {limits.max_deadline_seconds:g} seconds on this "
                           f"server, got {deadline!r}", "deadline_s")
     return deadline
 
@@ -277,9 +290,10 @@ def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
     return True, bool(options.get("include_usage", False))
 
 
-def parse_chat_request(body: Any, limits: RequestLimits) -> ChatRequest:
-    """The ``ChatRequest`` of a chat-completions body; ``ApiError`` (400, or 404 for an
-    unknown model) for anything else, never another exception (see the module docstring)."""
+def parse_chat_request(body: Any, limits: RequestLimits, model_ids: Sequence[str]) -> ChatRequest:
+    """The ``ChatRequest`` of a chat-completions body naming one of ``model_ids``; ``ApiError``
+    (400, or 404 for an unknown model) for anything else, never another exception (see the
+    module docstring)."""
     if not isinstance(body, dict):
         raise bad_request(f"request body must be a JSON object, got {_show(body)}")
     unknown = sorted(str(k) for k in body if k not in ACCEPTED)
@@ -296,10 +310,10 @@ def parse_chat_request(body: Any, limits: RequestLimits) -> ChatRequest:
         raise bad_request(f"n must be 1, got {_show(body.get('n'))}", "n")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise bad_request("model is required: one of " + ", ".join(limits.model_ids), "model")
-    if model not in limits.model_ids:
+        raise bad_request("model is required: one of " + ", ".join(model_ids), "model")
+    if model not in model_ids:
         raise ApiError(404, f"the model {model!r} does not exist on this server; it serves "
-                            f"{', '.join(limits.model_ids)}", "invalid_request_error", "model_not_found", "model")
+                            f"{', '.join(model_ids)}", "invalid_request_error", "model_not_found", "model")
     question = _question(body.get("messages"), limits)
     metadata = _metadata(body)
     stream, include_usage = _streaming(body)
