@@ -70,19 +70,14 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180
 
 
 @contextmanager
-def served_model(uri: str, tmp_path: Path, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[str]:
-    """``mlflow models serve -m URI`` on a free loopback port; yields its base URL."""
-    port = free_port()
+def _server(argv: list[str], tmp_path: Path, log_name: str, port: int, env: dict[str, str]) -> Iterator[str]:
+    """``argv`` started in its own process group in ``tmp_path``, its output in a log there;
+    yields ``http://127.0.0.1:PORT`` once ``/ping`` answers, and stops the group after."""
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path / f"serve-{port}.log"
-    bin_dir = str(Path(sys.executable).parent)  # uvicorn is started by name
-    full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-                "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "900", **(env or {})}
+    log = tmp_path / log_name
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-p", str(port),
-             "-h", "127.0.0.1", "-w", str(workers)],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                start_new_session=True)
     try:
         wait_ready(proc, url, log)
         yield url
@@ -91,19 +86,24 @@ def served_model(uri: str, tmp_path: Path, env: dict[str, str] | None = None, wo
 
 
 @contextmanager
+def served_model(uri: str, tmp_path: Path, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[str]:
+    """``mlflow models serve -m URI`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # uvicorn is started by name
+    full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "900", **(env or {})}
+    with _server([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                  "-p", str(port), "-h", "127.0.0.1", "-w", str(workers)],
+                 tmp_path, f"serve-{port}.log", port, full_env) as url:
+        yield url
+
+
+@contextmanager
 def autotts_served(uri: str, tmp_path: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """``autotts serve URI`` on a free loopback port; yields its base URL."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / f"autotts-serve-{port}.log"
-    full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_autotts.cli", "serve", uri, "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", *options],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path, start_new_session=True)
-    try:
-        wait_ready(proc, url, log)
+    with _server([sys.executable, "-m", "mlflow_autotts.cli", "serve", uri, "--host", "127.0.0.1", "--port", str(port),
+                  "--log-level", "warning", *options],
+                 tmp_path, f"autotts-serve-{port}.log", port,
+                 {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}) as url:
         yield url
-    finally:
-        stop_group(proc)
