@@ -16,7 +16,8 @@ import time
 from revisions import add_options, measure_both
 
 from mlflow_autotts.data.uris import load_datasets
-from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig, build_config
+from mlflow_autotts import settings
+from mlflow_autotts.search.config import PUBLISHED_AIME24, SearchConfig
 from mlflow_autotts.search.evolve import EvolveExplorer
 from mlflow_autotts.search.loop import NullRecorder, Scorer, run_search
 from mlflow_autotts.search.split import split_problems
@@ -29,16 +30,25 @@ def measure(candidates: int) -> dict[str, float]:
     search = [split_problems(ts)[0] for ts in load_datasets(list(PUBLISHED_AIME24))]
     out: dict[str, float] = {}
     for workers in WORKERS:
-        cfg = build_config(None, {"max_candidates": candidates, "population": candidates, "workers": workers})
+        cfg = settings.build(SearchConfig, None, {"max_candidates": candidates, "population": candidates,
+                                                  "workers": workers})
         explorer = EvolveExplorer(seed=0)
         t = time.perf_counter()
-        result = run_search(cfg.budget, explorer, Scorer(cfg.scoring, cfg.betas, search), NullRecorder(),
-                            explorer.archive, workers=cfg.workers, progress_bar=False)
+        result = _search(cfg, explorer, search)
         dt = time.perf_counter() - t
         out[f"rate{workers}"] = len(result.candidates) / dt * 60
         out[f"seconds{workers}"] = dt
         out[f"failed{workers}"] = sum(not c.ok for c in result.candidates)
     return out
+
+
+def _search(cfg: SearchConfig, explorer: EvolveExplorer, search: list):
+    """One search with this tree's API, or, run at a ``--baseline`` from before the settings
+    had parts, with the flat config that revision's loop took."""
+    if hasattr(cfg, "budget"):
+        return run_search(cfg.budget, explorer, Scorer(cfg.scoring, cfg.betas, search), NullRecorder(),
+                          explorer.archive, workers=cfg.workers, progress_bar=False)
+    return run_search(cfg, explorer, Scorer(cfg, search), NullRecorder(), explorer.archive, progress_bar=False)
 
 
 def main() -> None:

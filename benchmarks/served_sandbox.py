@@ -36,7 +36,10 @@ BETAS = [k / 15 for k in range(16)]
 def measure(requests_n: int) -> dict[str, float]:
     import mlflow
 
-    from mlflow_autotts.tracking.model_registry import register
+    try:
+        from mlflow_autotts.tracking.model_registry import register
+    except ImportError:  # a --baseline from before the module's rename
+        from mlflow_autotts.tracking.registry import register
 
     ts = load_datasets(["autotts:Qwen3-4B/aime24"])[0]
     rows = []
