@@ -486,6 +486,14 @@ def admitted(server) -> int:
     return requests.get(f"{server.url}/health", timeout=10).json()["requests_admitted"]
 
 
+def wait_cancelled(server, count: int) -> None:
+    """Until the server has seen ``count`` clients go away (their episodes told to stop)."""
+    deadline = time.monotonic() + 10
+    while requests.get(f"{server.url}/health", timeout=10).json()["requests_cancelled"] < count:
+        assert time.monotonic() < deadline, "the server never noticed the client went away"
+        time.sleep(0.05)
+
+
 def test_a_client_that_disconnects_ends_its_episode_and_frees_its_worker(endpoint):
     server, served = endpoint
     backend = gated(served)
@@ -493,7 +501,7 @@ def test_a_client_that_disconnects_ends_its_episode_and_frees_its_worker(endpoin
     next(iter(stream))
     assert admitted(server) == 1
     stream.close()  # the client goes away while an engine call is in flight
-    time.sleep(0.3)
+    wait_cancelled(server, 1)
     backend.gate.set()  # the in-flight call returns; the episode makes no further one
     deadline = time.monotonic() + 10
     while admitted(server):
@@ -506,6 +514,7 @@ def test_a_client_that_disconnects_ends_its_episode_and_frees_its_worker(endpoin
     backend.returned, backend.calls = 0, []
     with pytest.raises(requests.exceptions.Timeout):
         requests.post(f"{server.url}/v1/chat/completions", json=ask(), timeout=0.5)
+    wait_cancelled(server, 2)
     backend.gate.set()
     deadline = time.monotonic() + 10
     while admitted(server):

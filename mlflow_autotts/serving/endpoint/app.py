@@ -273,6 +273,8 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         work.add_done_callback(finished)
         return asyncio.wrap_future(work)
 
+    gone_clients = [0]  # requests whose client went away before their answer (event loop only)
+
     async def run(fn: Any, *args: Any) -> Any:
         return await start(fn, *args)
 
@@ -280,7 +282,8 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "model": served.model_ids[0], "live_backend_started":
-                             served.live_started(), "requests_admitted": admission.admitted})
+                             served.live_started(), "requests_admitted": admission.admitted,
+                             "requests_cancelled": gone_clients[0]})
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
@@ -304,6 +307,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
                 gone.cancel()
             if not work.done():  # the client went away: stop its episode; nobody reads an answer
                 cancelled.set()
+                gone_clients[0] += 1
                 return Response(status_code=499)
             outcome = work.result()
         except ApiError as err:
@@ -367,6 +371,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
             finally:  # also when the client went away (the stream is cancelled): stop the episode
                 if not future.done():
                     cancelled.set()
+                    gone_clients[0] += 1
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
