@@ -290,7 +290,7 @@ class FailAfter(ScriptedBackend):
         self.ok_calls = ok_calls
         self.lock = threading.Lock()
 
-    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None, cancel=None) -> list[Generation]:
         with self.lock:
             self.ok_calls -= 1
             if self.ok_calls < 0:

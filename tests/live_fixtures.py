@@ -142,7 +142,7 @@ class ScriptedBackend(GenerationBackend):
                          for j in range(len(self.lengths)) for k in range(200)}
         self._probe_iter = iter(self.probe_texts)
 
-    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None, cancel=None) -> list[Generation]:
         if self.fail_with is not None:
             raise self.fail_with
         self.calls.append(len(requests))

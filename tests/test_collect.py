@@ -210,7 +210,7 @@ def test_arithmetic_questions_are_deterministic_and_the_recipe_holds_them(tmp_pa
 class NoLogprobs(ScriptedBackend):
     """A server that ignores the logprobs request."""
 
-    def generate(self, requests, timeout=None):
+    def generate(self, requests, timeout=None, cancel=None):
         return [Generation(o.token_ids, o.text, o.finish_reason, o.stopped_by_string, (), o.prompt_tokens)
                 for o in super().generate(requests, timeout)]
 
@@ -230,7 +230,7 @@ class Slow(ScriptedBackend):
         super().__init__(*a, **kw)
         self.delay = delay
 
-    def generate(self, requests, timeout=None):
+    def generate(self, requests, timeout=None, cancel=None):
         time.sleep(self.delay)
         return super().generate(requests, timeout)
 

@@ -36,7 +36,7 @@ class Slow(ScriptedBackend):
 
     delay: float = 0.05
 
-    def generate(self, requests, timeout=None):
+    def generate(self, requests, timeout=None, cancel=None):
         time.sleep(self.delay)
         return super().generate(requests, timeout)
 
@@ -206,7 +206,7 @@ def test_no_controller_bills_past_the_cap_and_an_unreached_cap_changes_nothing(l
 class TimesOut(ScriptedBackend):
     """A call takes 1 s; given less time, it gives up at its timeout (as the HTTP backend does)."""
 
-    def generate(self, requests, timeout=None):
+    def generate(self, requests, timeout=None, cancel=None):
         if timeout is not None and timeout < 1.0:
             time.sleep(timeout)
             raise BackendUnavailable(f"no answer within {timeout:.2f} s")

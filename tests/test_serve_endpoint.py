@@ -21,6 +21,7 @@ from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveRunner
+from mlflow_autotts.live.prompts import Message
 from mlflow_autotts.live.server import free_port
 from mlflow_autotts.serving.endpoint.app import ServedModel, build_app
 from mlflow_autotts.serving.endpoint.config import ServeConfig
@@ -350,7 +351,7 @@ def test_a_per_request_beta_changes_the_bill_of_a_controller_that_uses_it():
     served = ServedModel.from_config(dict(config, live={"model": "scripted"}), source.path,
                                      Model(signature=model_signature(0.5)), (MODEL,))
     served.model.mode("live")._runner = scripted_runner()
-    low, high = (served.answer(ChatRequest(MODEL, "What is 1+1?", beta)) for beta in (0.0, 1.0))
+    low, high = (served.answer(ChatRequest(MODEL, (Message("user", "What is 1+1?"),), beta)) for beta in (0.0, 1.0))
     assert (low.beta, high.beta) == (0.0, 1.0) and low.branches_opened < high.branches_opened
     assert low.billed_tokens < high.billed_tokens and low.content_source == high.content_source == "branch"
 
@@ -365,7 +366,7 @@ class Gated(ScriptedBackend):
         self.returned = 0
         self.delay = 0.0
 
-    def generate(self, requests, timeout=None):
+    def generate(self, requests, timeout=None, cancel=None):
         assert self.gate.wait(20), "the test never opened the gate"
         time.sleep(self.delay)
         out = super().generate(requests, timeout)

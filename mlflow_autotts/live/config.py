@@ -49,6 +49,17 @@ class LiveConfig:
     server, in practice ``python -m vllm.entrypoints.openai.api_server``)."""
     base_url: str | None = None
     """Server URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``; ``openai`` only."""
+    replica_urls: tuple[str, ...] = ()
+    """More servers of the same model (URLs including ``/v1``), beside ``base_url``; ``openai``
+    only. Each episode starts on the least loaded server and stays there (its prefix cache)
+    while it answers; a server that fails is out of rotation for ``replica_cooldown`` seconds
+    and its episodes move on to the others."""
+    replica_cooldown: float = bounded(30.0, gt=0)
+    """Seconds a failed server stays out of rotation before it is tried again."""
+    health_interval: float = bounded(5.0, gt=0)
+    """Seconds between health checks (``GET /health``) of a server while engine calls wait
+    for it; one unanswered within as long, or answered 5xx, fails them (HTTP 503 when
+    serving) instead of their waiting out ``request_timeout``."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the server's API key (a keyless vLLM server accepts
     any; ``EMPTY`` is sent when the variable is unset)."""
@@ -111,6 +122,11 @@ class LiveConfig:
         settings.check_bounds(self, bad=LiveConfigError)  # ranges and choices, declared on the fields
         if self.backend == "openai" and not str(self.base_url or "").startswith(("http://", "https://")):
             raise LiveConfigError("base_url", f"must be an http(s) URL for the openai backend, got {self.base_url!r}")
+        for url in self.replica_urls:
+            if self.backend != "openai":
+                raise LiveConfigError("replica_urls", f"are servers for the openai backend, not the {self.backend} backend")
+            if not url.startswith(("http://", "https://")):
+                raise LiveConfigError("replica_urls", f"must be http(s) URLs, got {url!r}")
         if not isinstance(self.probe_suffix, str) or not self.probe_suffix.endswith("\\boxed{"):
             raise LiveConfigError("probe_suffix", f"must end in \\boxed{{ so the model writes an answer next, got {self.probe_suffix!r}")
 
@@ -122,7 +138,8 @@ class LiveConfig:
     def sampling(self) -> dict[str, Any]:
         """The settings a recording stores as its provenance's sampling."""
         out = asdict(self)
-        for k in ("api_key_env", "request_timeout", "overall_timeout", "max_retries"):
+        for k in ("api_key_env", "request_timeout", "overall_timeout", "max_retries", "replica_urls",
+                  "replica_cooldown", "health_interval"):
             out.pop(k)
         return out
 
@@ -132,6 +149,10 @@ def _check_types(config: LiveConfig) -> None:
     timeout) before the declared bounds, which compare numbers only."""
     for s in settings.describe(type(config)):
         v = getattr(config, s.name)
+        if s.kind == "tuple":
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+                raise LiveConfigError(s.name, f"must be a list of strings, got {v!r}")
+            object.__setattr__(config, s.name, tuple(v))  # a stored model_config holds a list
         if s.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
             raise LiveConfigError(s.name, f"must be an integer, got {v!r}")
         if s.kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):

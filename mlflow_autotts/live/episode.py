@@ -71,10 +71,11 @@ from mlflow_autotts.live.backends.base import (
     BackendError,
     BackendUnavailable,
     Generation,
+    GenerationCancelled,
     GenerationRequest,
 )
 from mlflow_autotts.live.config import LiveConfig, LiveConfigError
-from mlflow_autotts.live.prompts import ChatPrompts
+from mlflow_autotts.live.prompts import ChatPrompts, Message
 from mlflow_autotts.live.signals import TokenConfidences, interval_signals, token_confidence
 from mlflow_autotts.controllers.voting import plurality
 from mlflow_autotts.replay.billing import branch_intervals, branch_tokens
@@ -151,6 +152,24 @@ class Vote:
     """Answer → count, in the order first seen."""
     source: str
     """``final`` (answers of finished branches), ``probes`` (latest probe answers), ``none``."""
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """One engine call of an episode, as a trace shows it."""
+
+    kind: str
+    """``generate`` (branch intervals) or ``probe``."""
+    branches: tuple[int, ...]
+    """The branches it served, in request order."""
+    started: float
+    """``time.time()`` when it was sent."""
+    seconds: float
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    error: str | None = None
+    """Why it failed (it then returned nothing)."""
 
 
 Observer = Callable[["LiveEpisode", Progress], None]
@@ -278,13 +297,16 @@ class LiveStats:
 class LiveEpisode(EpisodeFacts):
     """One question answered by real generation, behind the replay controller API."""
 
-    def __init__(self, question: str, backend: GenerationBackend, config: LiveConfig, prompts: ChatPrompts,
-                 limits: EpisodeLimits | None = None, observer: Observer | None = None):
+    def __init__(self, question: str | Sequence[Message], backend: GenerationBackend, config: LiveConfig,
+                 prompts: ChatPrompts, limits: EpisodeLimits | None = None, observer: Observer | None = None):
+        """``question``: the user's text, or a whole conversation whose last turn is the user's."""
+        messages = (Message("user", question),) if isinstance(question, str) else tuple(question)
+        question = messages[-1].content
         self._question = question
-        self._backend = backend
+        self._backend = backend.session()
         self._cfg = config
         self._prompts = prompts
-        self._prompt = tuple(prompts.question_ids(question))
+        self._prompt = tuple(prompts.conversation_ids(messages))
         self._suffix = tuple(prompts.suffix_ids)
         self._eos = prompts.eos_ids
         self._interval = config.interval_tokens
@@ -300,6 +322,8 @@ class LiveEpisode(EpisodeFacts):
         self._engine_s = 0.0
         self._generated = self._probe_tokens = self._prompt_tokens = self._cached = 0
         self._gen_calls = self._probe_calls = 0
+        self.calls: list[EngineCall] = []
+        """Every engine call, in order (what a trace shows of the episode)."""
         self._limits = limits
         self._observer = observer
         self.stopped: str | None = None
@@ -546,20 +570,36 @@ class LiveEpisode(EpisodeFacts):
             timeout = min(timeout, max(self._limits.deadline - time.monotonic(), 0.001))
         return timeout
 
-    def _call(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def _call(self, requests: list[GenerationRequest], kind: str, branches: Sequence[int]) -> list[Generation]:
         self._check_stop(None)  # cancelled or past the deadline: no further engine call
         timeout = self._timeout()
-        t0 = time.monotonic()
+        cancel = self._limits.cancelled if self._limits is not None else None
+        started, t0 = time.time(), time.monotonic()
+        outs: list[Generation] = []
+        error: str | None = None
         try:
-            return self._backend.generate(requests, timeout)
-        except BackendUnavailable:
+            outs = self._backend.generate(requests, timeout, cancel)
+            return outs
+        except GenerationCancelled:  # the caller went away: its requests were aborted in the engine
+            error = "cancelled"
+            self._check_stop(None)
+            raise
+        except BackendUnavailable as exc:
+            error = safe_text(exc)
             # the request's own deadline cut the call (the backend cancels what it sent)
             if self._limits is not None and self._limits.deadline is not None \
                     and time.monotonic() >= self._limits.deadline:
                 self._check_stop(None)
             raise
+        except BackendError as exc:
+            error = safe_text(exc)
+            raise
         finally:
-            self._engine_s += time.monotonic() - t0
+            seconds = time.monotonic() - t0
+            self._engine_s += seconds
+            self.calls.append(EngineCall(kind, tuple(branches), started, seconds,
+                                         sum(o.prompt_tokens for o in outs), sum(o.cached_tokens for o in outs),
+                                         sum(len(o.token_ids) for o in outs), error))
 
     def _lookahead(self, i: int, opening: bool) -> list[int]:
         """Branch ``i`` and up to ``lookahead - 1`` others worth generating one interval of.
@@ -609,7 +649,7 @@ class LiveEpisode(EpisodeFacts):
                 self._prompt + tuple(b.ids), min(interval, cfg.max_tokens_per_branch - len(b.ids)),
                 temperature=cfg.temperature, top_p=cfg.top_p, seed=interval_seed(cfg.seed, j, len(b.ids) // interval),
                 top_logprobs=cfg.top_logprobs))
-        outs = self._call(requests)
+        outs = self._call(requests, "generate", picks)
         self._gen_calls += 1
         needs: list[tuple[int, int]] = []
         for j, req, out in zip(picks, requests, outs):
@@ -677,7 +717,8 @@ class LiveEpisode(EpisodeFacts):
         used = [0] * len(needs)
         todo = list(range(len(needs)))
         while todo:
-            outs = self._call([GenerationRequest(prompts[n], cfg.probe_tokens - used[n], stop=("}",)) for n in todo])
+            outs = self._call([GenerationRequest(prompts[n], cfg.probe_tokens - used[n], stop=("}",)) for n in todo],
+                              "probe", [needs[n][0] for n in todo])
             self._probe_calls += 1
             again = []
             for n, out in zip(todo, outs):
@@ -725,7 +766,7 @@ class LiveRunner:
         self._own_backend = backend is None
         self.backend = backend if backend is not None else make_backend(config)
 
-    def episode(self, question: str, limits: EpisodeLimits | None = None,
+    def episode(self, question: str | Sequence[Message], limits: EpisodeLimits | None = None,
                 observer: Observer | None = None) -> LiveEpisode:
         return LiveEpisode(question, self.backend, self.config, self.prompts, limits, observer)
 
@@ -734,7 +775,7 @@ class LiveRunner:
         episode's own check, without generating: a collection checks every question first)."""
         self.episode(question)
 
-    def solve(self, controller: Any, question: str, limits: EpisodeLimits | None = None,
+    def solve(self, controller: Any, question: str | Sequence[Message], limits: EpisodeLimits | None = None,
               observer: Observer | None = None) -> LiveResult:
         """Run ``controller.solve`` on a new live episode of ``question``; when ``limits``
         stop it, the answer is the episode's ``vote()`` (see the module docstring)."""
@@ -769,6 +810,7 @@ __all__ = [
     "MAX_TOKENS",
     "EpisodeLimits",
     "EpisodeStopped",
+    "EngineCall",
     "LiveBranch",
     "LiveEpisode",
     "LiveResult",

@@ -25,13 +25,21 @@ import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlflow_autotts.errors import AutoTTSError
 
 PLACEHOLDER = "\ue000autotts-question\ue000"
 """Stands for the user's text when the template is rendered once: private-use code points,
 which no template or tokenizer gives a meaning."""
+
+
+class Message(NamedTuple):
+    """One turn of a conversation, as a chat template takes it."""
+
+    role: str
+    """``system``, ``user`` or ``assistant``."""
+    content: str
 
 
 class ChatPrompts:
@@ -104,6 +112,13 @@ class ChatPrompts:
             user = text[len(before): len(text) - len(after)]  # as the template wrote it (some trim it)
             return head_ids + self._encode(lead + user + trail, as_text=True) + tail_ids
 
+    def conversation_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The chat prompt of a conversation whose last turn is the user's (generation prompt
+        added), every turn's text encoded as text. One user turn only, for now."""
+        if len(messages) != 1 or messages[0].role != "user":
+            raise AutoTTSError("only a single user turn can be rendered")
+        return self.question_ids(messages[0].content)
+
     @cached_property
     def bare_prompt_tokens(self) -> int:
         """Tokens of the prompt of an empty question: what the template and instruction take."""
@@ -140,4 +155,4 @@ def _config_length(path: Path) -> int | None:
         return None
 
 
-__all__ = ["ChatPrompts"]
+__all__ = ["ChatPrompts", "Message"]

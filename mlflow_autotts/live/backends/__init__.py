@@ -13,6 +13,7 @@ from mlflow_autotts.live.backends.base import (
     GenerationRequest,
 )
 from mlflow_autotts.live.backends.openai_server import OpenAIServerBackend
+from mlflow_autotts.live.backends.replicas import ReplicaBackend
 from mlflow_autotts.live.backends.vllm_engine import VLLMEngineBackend
 from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.plugins import Registry
@@ -24,8 +25,10 @@ GENERATION_BACKENDS: Registry[Callable[[LiveConfig], GenerationBackend]] = Regis
 
 @GENERATION_BACKENDS.register("openai")
 def _openai_server(config: LiveConfig) -> GenerationBackend:
-    return OpenAIServerBackend(config.base_url or "", config.model, os.environ.get(config.api_key_env),
-                               timeout=config.request_timeout, max_retries=config.max_retries)
+    servers = [OpenAIServerBackend(url, config.model, os.environ.get(config.api_key_env), timeout=config.request_timeout,
+                                   max_retries=config.max_retries, health_interval=config.health_interval)
+               for url in (config.base_url or "", *config.replica_urls)]
+    return servers[0] if len(servers) == 1 else ReplicaBackend(servers, config.replica_cooldown)
 
 
 @GENERATION_BACKENDS.register("vllm")
@@ -38,5 +41,5 @@ def make_backend(config: LiveConfig) -> GenerationBackend:
     return GENERATION_BACKENDS.get(config.backend, "live config: backend")(config)
 
 
-__all__ = ["GENERATION_BACKENDS", "GenerationBackend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest", "OpenAIServerBackend",
+__all__ = ["GENERATION_BACKENDS", "GenerationBackend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest", "OpenAIServerBackend", "ReplicaBackend",
            "VLLMEngineBackend", "make_backend"]

@@ -9,6 +9,7 @@ several threads may call one backend at the same time (several questions at once
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,11 @@ from mlflow_autotts.errors import BackendError
 
 class BackendUnavailable(BackendError):
     """The backend is down, unreachable or did not answer in time (serving maps it to 503)."""
+
+
+class GenerationCancelled(BackendError):
+    """The caller's ``cancel`` event was set while its batch ran: the batch's requests were
+    aborted in the engine (the caller stops; it is nobody's failure)."""
 
 
 @dataclass(frozen=True)
@@ -77,18 +83,25 @@ class GenerationBackend(ABC):
         return self.max_model_len
 
     @abstractmethod
-    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None,
+                 cancel: threading.Event | None = None) -> list[Generation]:
         """Run ``requests`` as one concurrent batch; results in request order.
 
         Raises ``BackendUnavailable`` when the engine is down or the batch takes longer
-        than ``timeout`` seconds (its requests are then cancelled), ``BackendError`` when
-        it refuses a request.
+        than ``timeout`` seconds (its requests are then cancelled), ``GenerationCancelled``
+        soon after ``cancel`` is set (its requests are aborted in the engine, so a caller
+        that went away stops costing), ``BackendError`` when it refuses a request.
         """
 
     def probe(self, prompts: Sequence[Sequence[int]], max_tokens: int, stop: tuple[str, ...] = ("}",),
               timeout: float | None = None) -> list[Generation]:
         """Greedy continuations of ``prompts`` (probes), stopping at ``stop`` strings."""
         return self.generate([GenerationRequest(tuple(p), max_tokens, stop=stop) for p in prompts], timeout)
+
+    def session(self) -> GenerationBackend:
+        """The backend one episode calls: itself, or (several servers) a view that keeps an
+        episode on one server while it is up, so its branches reuse that server's prefix cache."""
+        return self
 
     def check_model(self) -> None:
         """Raise ``BackendError`` naming the model when the backend does not serve it
@@ -108,4 +121,5 @@ class GenerationBackend(ABC):
         self.close()
 
 
-__all__ = ["GenerationBackend", "BackendError", "BackendUnavailable", "Generation", "GenerationRequest"]
+__all__ = ["GenerationBackend", "BackendError", "BackendUnavailable", "Generation", "GenerationCancelled",
+           "GenerationRequest"]

@@ -6,8 +6,17 @@ continues exactly where it stopped and the server's prefix cache reuses it. The
 completions API takes one seed per request, and identical prompts with one seed give
 identical samples, so every branch is its own request; all requests of a batch are sent at
 once (``asyncio`` on one event-loop thread shared by every caller) and the server batches
-them. Retries and timeouts are the ``openai`` client's own; a timed-out batch is
-cancelled, which closes its connections, and vLLM then aborts those requests.
+them. Retries and timeouts are the ``openai`` client's own; a timed-out or cancelled batch
+(the caller's ``cancel`` event, polled every 0.1 s) is cancelled on the loop, which closes
+its connections, and vLLM then aborts those requests.
+
+A server that dies mid-batch is noticed by its connections (refused or reset) within the
+client's retries; one that hangs (stopped, swapping, an engine stuck) keeps them open. So
+while a batch waits, the server's ``/health`` is asked every ``health_interval`` seconds
+(one check shared by every waiting batch): no answer within ``health_interval`` seconds, or
+a 5xx, fails every waiting batch with ``BackendUnavailable`` (serving answers 503), instead
+of letting them wait out ``request_timeout``. Any other answer (404 from a server without
+``/health``) counts as alive.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,15 +33,19 @@ from mlflow_autotts.live.backends.base import (
     BackendError,
     BackendUnavailable,
     Generation,
+    GenerationCancelled,
     GenerationRequest,
 )
+
+POLL_SECONDS = 0.1
+"""How often a waiting caller looks at its ``cancel`` event."""
 
 
 class OpenAIServerBackend(GenerationBackend):
     """A completions endpoint (``base_url`` ends in ``/v1``) serving ``model``."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 300.0,
-                 max_retries: int = 2):
+                 max_retries: int = 2, health_interval: float = 5.0):
         # openai is imported here, with the backend, so importing live/ stays light
         import openai
 
@@ -44,27 +58,95 @@ class OpenAIServerBackend(GenerationBackend):
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai:{self.base_url}", daemon=True)
         self._thread.start()
         self._closed = False
+        self.health_interval = health_interval
+        self._health: asyncio.Future | None = None  # the check in flight or last done (loop only)
+        self._health_at = 0.0
+        self._http: Any = None  # an httpx client for /health, made on the loop
+        self.in_flight = 0
+        """Requests sent and not answered (the least loaded of several servers gets the next batch)."""
         self._context: tuple[int | None] | None = None  # (max_model_len,) once asked
         self._context_lock = threading.Lock()
 
-    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None,
+                 cancel: threading.Event | None = None) -> list[Generation]:
         if self._closed:
             raise BackendUnavailable(f"{self.base_url}: backend is closed")
         fut = asyncio.run_coroutine_threadsafe(self._batch(requests), self._loop)
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise BackendUnavailable(
-                f"{self.base_url}: no answer to {len(requests)} request(s) within {timeout:.1f} s") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0))
+            try:
+                return fut.result(wait)
+            except concurrent.futures.TimeoutError:
+                pass
+            if cancel is not None and cancel.is_set():
+                fut.cancel()  # closes the batch's connections: vLLM aborts its requests
+                raise GenerationCancelled(f"{self.base_url}: {len(requests)} request(s) aborted: the caller cancelled")
+            if deadline is not None and time.monotonic() >= deadline:
+                fut.cancel()
+                raise BackendUnavailable(
+                    f"{self.base_url}: no answer to {len(requests)} request(s) within {timeout:.1f} s")
 
     async def _batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """The batch's requests at once, failed early when the server stops answering its
+        health checks (the module docstring)."""
+        self.in_flight += len(requests)
+        work = asyncio.ensure_future(self._all(requests))
+        watch = asyncio.ensure_future(self._watch())
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                return work.result()
+            watch.result()  # raises: the server is down
+            raise AssertionError("the health watch ended without a verdict")
+        finally:
+            self.in_flight -= len(requests)
+            for task in (work, watch):
+                task.cancel()
+
+    async def _all(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the rest
                 tasks = [group.create_task(self._one(r)) for r in requests]
         except* BackendError as eg:
             raise eg.exceptions[0] from None
         return [t.result() for t in tasks]
+
+    async def _watch(self) -> None:
+        """Return never; raise ``BackendUnavailable`` once a health check fails."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await self._healthy()
+
+    async def _healthy(self) -> None:
+        """One ``GET /health`` shared by every batch waiting now (a new one at most every
+        ``health_interval`` seconds); ``BackendUnavailable`` when it fails."""
+        loop = asyncio.get_running_loop()
+        if self._health is None or (self._health.done() and loop.time() - self._health_at >= self.health_interval):
+            self._health_at = loop.time()
+            self._health = asyncio.ensure_future(self._ask_health())
+        await asyncio.shield(self._health)
+
+    async def _ask_health(self) -> None:
+        import httpx  # openai's own HTTP client, loaded with it
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.health_interval)
+        url = f"{self._root}/health"
+        try:
+            resp = await self._http.get(url)
+        except httpx.TimeoutException:
+            raise BackendUnavailable(f"{self.base_url}: the server stopped answering (GET /health: no answer "
+                                     f"within {self.health_interval:g} s)") from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"{self.base_url}: the server is gone (GET /health: {exc or type(exc).__name__})"
+                                     ) from None
+        if resp.status_code >= 500:
+            raise BackendUnavailable(f"{self.base_url}: the server is unhealthy (GET /health: HTTP {resp.status_code})")
+
+    @property
+    def _root(self) -> str:
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
 
     async def _one(self, req: GenerationRequest) -> Generation:
         openai = self._openai
@@ -130,7 +212,7 @@ class OpenAIServerBackend(GenerationBackend):
         import httpx  # openai's own HTTP client, loaded with it
 
         async def version() -> str:
-            root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+            root = self._root
             try:
                 async with httpx.AsyncClient(timeout=10) as http:
                     resp = await http.get(f"{root}/version")
@@ -144,8 +226,13 @@ class OpenAIServerBackend(GenerationBackend):
         if self._closed:
             return
         self._closed = True
+        async def close_clients() -> None:
+            await self._client.close()
+            if self._http is not None:
+                await self._http.aclose()
+
         try:
-            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(close_clients(), self._loop).result(10)
         except (concurrent.futures.TimeoutError, RuntimeError):
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -29,6 +29,7 @@ from mlflow_autotts.live.backends.base import (
     BackendError,
     BackendUnavailable,
     Generation,
+    GenerationCancelled,
     GenerationRequest,
 )
 
@@ -165,7 +166,8 @@ class VLLMEngineBackend(GenerationBackend):
             engine.engine_core.shutdown()
 
     # ------------------------------------------------------------------ callers
-    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], timeout: float | None = None,
+                 cancel: threading.Event | None = None) -> list[Generation]:
         if self._failure or self._closed:
             raise BackendUnavailable(self._failure or "vLLM engine is closed")
         rids = [f"r{next(_ids)}" for _ in requests]
@@ -175,9 +177,10 @@ class VLLMEngineBackend(GenerationBackend):
             futures.append(fut)
             self._inbox.put(("add", rid, req, fut))
         deadline = None if timeout is None else time.monotonic() + timeout
+        cancelled = False
         while True:
-            # short waits so a driver thread that died never leaves a caller hanging
-            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            # short waits so a driver thread that died (or a caller that went away) is seen soon
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
             done, not_done = wait(futures, timeout=max(0.0, left), return_when=FIRST_EXCEPTION)
             failed = next((f.exception() for f in done if f.exception() is not None), None)
             if failed is not None or not not_done:
@@ -187,10 +190,15 @@ class VLLMEngineBackend(GenerationBackend):
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
         if not_done:
             self._inbox.put(("abort", [rid for rid, f in zip(rids, futures) if not f.done()]))
         if failed is not None:
             raise failed
+        if cancelled:
+            raise GenerationCancelled(f"{len(not_done)} of {len(requests)} request(s) aborted: the caller cancelled")
         if not_done:
             raise BackendUnavailable(f"vLLM engine did not answer {len(requests)} request(s) within {timeout:.1f} s")
         return [f.result() for f in futures]

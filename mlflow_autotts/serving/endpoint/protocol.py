@@ -78,6 +78,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.episode import LiveResult
+from mlflow_autotts.live.prompts import Message
 from mlflow_autotts.settings import bounded, check_bounds
 
 EXTENSION = "autotts"
@@ -160,8 +161,8 @@ class ChatRequest:
 
     model: str
     """The id the request named (echoed in the response)."""
-    question: str
-    """The user's text, which the model's chat template wraps."""
+    messages: tuple[Message, ...]
+    """The conversation, which the model's chat template renders; the last turn is the user's."""
     beta: float | None
     """The β asked for, within the operator's bounds; None: the model's own."""
     max_tokens: int | None = None
@@ -171,6 +172,11 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     """``stream_options.include_usage``: a last chunk with the usage."""
+
+    @property
+    def question(self) -> str:
+        """The last user turn: what the controller answers."""
+        return self.messages[-1].content
 
 
 def _show(value: Any) -> str:
@@ -317,7 +323,7 @@ def parse_chat_request(body: Any, limits: RequestLimits, model_ids: Sequence[str
     question = _question(body.get("messages"), limits)
     metadata = _metadata(body)
     stream, include_usage = _streaming(body)
-    return ChatRequest(model, question, _beta(body, metadata, limits), _cap(body, limits),
+    return ChatRequest(model, (Message("user", question),), _beta(body, metadata, limits), _cap(body, limits),
                        _deadline(body, metadata, limits), stream, include_usage)
 
 
