@@ -16,7 +16,7 @@ from mlflow_autotts.controllers import cmc
 from mlflow_autotts.controllers.base import Controller
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.live.backends.base import BackendUnavailable
+from mlflow_autotts.live.backends.base import BackendUnavailable, GenerationCancelled
 from mlflow_autotts.live.episode import (
     CANCELLED,
     DEADLINE,
@@ -221,3 +221,36 @@ def test_an_engine_call_cut_by_the_deadline_is_a_stop_not_a_backend_failure():
     # a backend that fails before the deadline is still the backend's failure
     with pytest.raises(BackendUnavailable):
         runner(TimesOut, request_timeout=0.1).solve(cmc_at(), "q", EpisodeLimits(deadline=time.monotonic() + 5))
+
+
+class HangsUntilCancelled(ScriptedBackend):
+    """The third engine call hangs until the caller cancels, then is aborted (as the HTTP and
+    in-process backends do: ``GenerationCancelled``)."""
+
+    calls = 0
+
+    def generate(self, requests, timeout=None, cancel=None):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            assert cancel is not None, "the episode must hand its cancel event to the backend"
+            if not cancel.wait(10):
+                raise AssertionError("never cancelled")
+            raise GenerationCancelled("aborted: the caller cancelled")
+        return super().generate(requests, timeout)
+
+
+def test_a_cancel_during_an_engine_call_aborts_it_and_stops_the_episode():
+    HangsUntilCancelled.calls = 0
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.monotonic()
+    result = runner(HangsUntilCancelled).solve(cmc_at(), "q", EpisodeLimits(cancelled=cancel))
+    assert result.stopped == CANCELLED and time.monotonic() - t0 < 2
+    calls = result.episode.calls
+    assert len(calls) == 3 and calls[-1].error == "cancelled" and calls[-1].generated_tokens == 0
+    assert [c.error for c in calls[:2]] == [None, None] and all(c.seconds >= 0 for c in calls)
+    # what each recorded call generated adds up to the episode's own counts
+    stats = result.stats
+    assert sum(c.generated_tokens for c in calls if c.kind == "generate") == stats.generated_tokens
+    assert sum(c.generated_tokens for c in calls if c.kind == "probe") == stats.probe_tokens
+    assert [c.kind for c in calls[:2]] == ["generate", "probe"] and calls[0].branches
