@@ -99,7 +99,7 @@ class RecordingRunner:
         self.default_beta = float(config["beta"])
         RecordingRunner.made.append((config["class_name"], source_path))
 
-    def bind(self, beta):
+    def bind(self, beta, deadline=None):
         return CrashOnCue(in_process(build_controller(self.cls, beta), self.label), self.label)
 
 

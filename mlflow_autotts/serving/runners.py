@@ -53,8 +53,10 @@ class ControllerRunner(Protocol):
     default_beta: float
     """The logged β (what a request without ``beta`` gets)."""
 
-    def bind(self, beta: float) -> BoundController:
-        """The controller at ``beta`` (already checked to be in [0, 1])."""
+    def bind(self, beta: float, deadline: float | None = None) -> BoundController:
+        """The controller at ``beta`` (already checked to be in [0, 1]) for one request; a
+        runner that bounds a solve's time stops it at ``deadline`` (``time.monotonic()``; None:
+        its own default). Built-ins run in this process, under the episode's own limits."""
 
 
 class Bound:
@@ -102,7 +104,7 @@ class InProcessRunner:
         self.default_beta = default.beta
         self._default = in_process(default, self.label)
 
-    def bind(self, beta: float) -> Bound:
+    def bind(self, beta: float, deadline: float | None = None) -> Bound:
         if beta == self.default_beta:
             return self._default
         return in_process(build_controller(self._cls, check_beta(beta), self.spec.params), self.label)

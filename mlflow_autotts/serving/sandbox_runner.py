@@ -110,9 +110,12 @@ class SandboxRunner:
         except CandidateFailedError as exc:
             raise ControllerError(str(exc)) from exc
 
-    def bind(self, beta: float) -> Bound:
+    def bind(self, beta: float, deadline: float | None = None) -> Bound:
         """The controller at ``beta`` for one request: the pool is shared, the deadline is this
-        request's."""
-        at = _AtBeta(self.controller, check_beta(beta), time.monotonic() + self.settings.request_seconds)
+        request's (``autotts serve`` passes its own; ``mlflow models serve``'s is
+        ``request_seconds`` from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.request_seconds
+        at = _AtBeta(self.controller, check_beta(beta), deadline)
         # only the candidate's own failures are the row's; a backend error passes through
         return Bound(at, self.label, CandidateFailedError, str)

@@ -91,6 +91,10 @@ from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.serving.runners import ControllerFailed
 
 
+SANDBOX_GRACE_SECONDS = 5.0
+"""How long after its episode's end a sandboxed solve is stopped (see ``ServedModel.answer``)."""
+
+
 def unavailable(message: str, code: str = "backend_unavailable") -> ApiError:
     return ApiError(503, message, "server_error", code)
 
@@ -143,10 +147,14 @@ class ServedModel:
         ``cancelled`` is set (blocking: a worker thread). ``observer`` sees each action;
         ``on_result`` the ``LiveResult`` (for the stream's last line)."""
         runner = self.live_runner()
-        controller = self.model.runner.bind(self.default_beta if chat.beta is None else chat.beta)
         start = time.monotonic() if received is None else received
-        limits = EpisodeLimits(chat.max_tokens, None if chat.deadline_s is None else start + chat.deadline_s,
-                               cancelled)
+        deadline = None if chat.deadline_s is None else start + chat.deadline_s
+        # a sandboxed solve ends a little after the episode's own end (the request's deadline,
+        # else the question's overall_timeout), so that the episode's stop, answered by the
+        # vote, comes first; the grace only bounds a child that computes without acting
+        solve_ends = (deadline or start + runner.config.overall_timeout) + SANDBOX_GRACE_SECONDS
+        controller = self.model.runner.bind(self.default_beta if chat.beta is None else chat.beta, solve_ends)
+        limits = EpisodeLimits(chat.max_tokens, deadline, cancelled)
         try:
             result = runner.solve(controller, chat.question, limits, observer)
         except QuestionTooLong as exc:
