@@ -335,6 +335,18 @@ def test_max_output_tokens_caps_the_bill_and_the_answer_is_the_vote(endpoint):
     assert "stopped: the token cap is reached" in summary
 
 
+def test_a_deadline_in_metadata_cuts_the_episode_short(endpoint):
+    server, served = endpoint
+    backend = gated(served)
+    backend.gate.set()
+    backend.delay = 0.1  # sc@4 makes 18 engine calls: far more than fit in 0.35 s
+    done = client_of(server).responses.create(model=MODEL, input=QUESTION, metadata={"deadline_s": "0.35"})
+    ext = done.model_extra["autotts"]
+    assert done.status == "incomplete" and done.incomplete_details.reason == "max_output_tokens"
+    assert ext["cut_short"]["reason"] == "deadline" and ext["deadline_s"] == 0.35
+    assert done.usage.output_tokens < sum(LENGTHS[:4]) and done.metadata == {"deadline_s": "0.35"}
+
+
 def test_the_stream_parses_with_the_openai_client_progress_then_answer_then_usage(endpoint):
     server, _ = endpoint
     client = client_of(server)
@@ -405,6 +417,10 @@ def test_instructions_and_earlier_turns_reach_the_model(endpoint):
     prompt = char_prompts().conversation_ids(expected)
     assert done.usage.input_tokens == len(prompt) > len(char_prompts().question_ids(QUESTION))
     assert done.status == "completed" and done.output_text and done.instructions == "Answer with a number."
+    # a previous response's output sent back as the assistant's turn
+    again = client.responses.create(model=MODEL, input=[*done.output, {"role": "user", "content": QUESTION}])
+    assert again.usage.input_tokens == len(char_prompts().conversation_ids(
+        [Message("assistant", done.output_text), Message("user", QUESTION)]))
 
 
 def test_hostile_requests_are_answered_in_openai_shape(endpoint):
