@@ -19,6 +19,11 @@ the endpoint:
   every error in OpenAI's shape (400 malformed or too long, 404 unknown model or route, 429
   full, 500 the controller failed, 503 backend down or too slow; after a stream started, an
   ``{"error": …}`` event);
+- ``POST /v1/responses``: OpenAI's Responses API over the same episode
+  (``responses.parse_responses_request`` → the same ``ChatRequest`` → ``ServedModel.answer``
+  → ``responses.response_body``, or with ``stream: true`` the Responses events of
+  ``responses.ResponseEvents``: the progress as a reasoning item's summary, then the message);
+  errors as above, after a stream started an ``error`` event and ``response.failed``;
 - ``POST /invocations``: MLflow's own ``scoring_server.invocations`` on a ``PyFuncModel`` of
   the same ``ControllerModel``: exactly the request and response contract of
   ``mlflow models serve``.
@@ -27,6 +32,11 @@ Concurrency: episodes run in a pool of ``max_concurrent_requests`` threads (not 
 loop's default executor, which MLflow's server uses and which holds min(32, cores + 4)
 threads); up to ``max_queued_requests`` more wait for a thread; one more is a 429. A request
 stays admitted until its worker has finished (not until its response is sent).
+
+Both OpenAI routes share the machinery (``answered``: run the episode, or stop it when the
+client goes away; ``streamed``: admission, the observer's queue, cancel on disconnect); a route
+only says what its stream sends at each point (a ``StreamWriter``: ``ChatStream``,
+``ResponsesStream``).
 
 Disconnects: a client that goes away (a stream closed, or a plain request given up) sets its
 episode's cancel event; the episode raises ``EpisodeStopped`` at its next action or engine
@@ -48,7 +58,6 @@ Missing, for the next steps (the routes are written so each slots in here):
 - "pruned" as its own progress event: the controller API has no prune action (a controller
   prunes by not advancing a branch), so a stream says which branches were left unfinished
   only at the end;
-- ``/v1/responses`` (MLflow's Responses types);
 - backend health checks while requests wait (503 within seconds of a backend dying, not
   after ``request_timeout``), several base URLs with failover (``collect/endpoints.py``);
 - one MLflow trace per request, written off the request path.
@@ -63,7 +72,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from mlflow.exceptions import MlflowException
 
@@ -86,6 +95,13 @@ from mlflow_autotts.serving.endpoint.protocol import (
     progress_text,
     start_text,
     stream_chunks,
+)
+from mlflow_autotts.serving.endpoint.responses import (
+    ResponseEvents,
+    for_responses,
+    parse_responses_request,
+    response_body,
+    sse_event,
 )
 from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.serving.runners import ControllerFailed
@@ -142,7 +158,7 @@ class ServedModel:
 
     def answer(self, chat: ChatRequest, received: float | None = None, cancelled: threading.Event | None = None,
                observer: Observer | None = None, on_result: Any = None) -> EpisodeOutcome:
-        """Solve ``chat``'s question in one live episode at its β, within its token cap and its
+        """Solve ``chat``'s conversation in one live episode at its β, within its token cap and its
         deadline (counted from ``received``, ``time.monotonic()``; default now), until
         ``cancelled`` is set (blocking: a worker thread). ``observer`` sees each action;
         ``on_result`` the ``LiveResult`` (for the stream's last line)."""
@@ -156,7 +172,7 @@ class ServedModel:
         controller = self.model.runner.bind(self.default_beta if chat.beta is None else chat.beta, solve_ends)
         limits = EpisodeLimits(chat.max_tokens, deadline, cancelled)
         try:
-            result = runner.solve(controller, chat.question, limits, observer)
+            result = runner.solve(controller, chat.messages, limits, observer)
         except QuestionTooLong as exc:
             raise ApiError(400, str(exc), "invalid_request_error", "context_length_exceeded", "messages") from None
         except ControllerFailed as exc:
@@ -206,6 +222,68 @@ class Admission:
 def sse(data: Any) -> str:
     """One server-sent event carrying ``data`` as JSON."""
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+DONE = "data: [DONE]\n\n"
+"""The chat stream's last line."""
+
+
+class StreamWriter(Protocol):
+    """What a route's stream sends at each point of an episode, as server-sent event text."""
+
+    def opening(self, start: str) -> list[str]:
+        """Before the episode starts; ``start`` says what runs (``protocol.start_text``)."""
+
+    def progress(self, line: str) -> list[str]:
+        """After each controller action (``protocol.progress_text``)."""
+
+    def closing(self, outcome: EpisodeOutcome, end: str) -> list[str]:
+        """The answer; ``end`` says why the episode ended (``protocol.end_text``)."""
+
+    def failure(self, err: ApiError) -> list[str]:
+        """The episode failed after the stream started."""
+
+
+class ChatStream:
+    """``/v1/chat/completions``' stream: ``chat.completion.chunk`` events, then ``[DONE]``."""
+
+    def __init__(self, chat: ChatRequest, response_id: str, created: int):
+        self.chat, self.response_id, self.created = chat, response_id, created
+
+    def _chunk(self, delta: Mapping[str, Any]) -> str:
+        return sse(chunk(self.chat, self.response_id, self.created, delta))
+
+    def opening(self, start: str) -> list[str]:
+        return [self._chunk({"role": "assistant", "content": "", "reasoning_content": start})]
+
+    def progress(self, line: str) -> list[str]:
+        return [self._chunk({"reasoning_content": line})]
+
+    def closing(self, outcome: EpisodeOutcome, end: str) -> list[str]:
+        return [self._chunk({"reasoning_content": end}),
+                *map(sse, stream_chunks(self.chat, outcome, self.response_id, self.created)), DONE]
+
+    def failure(self, err: ApiError) -> list[str]:
+        return [sse(error_body(err)), DONE]
+
+
+class ResponsesStream:
+    """``/v1/responses``' stream: ``responses.ResponseEvents``, each a named event."""
+
+    def __init__(self, events: ResponseEvents):
+        self.events = events
+
+    def opening(self, start: str) -> list[str]:
+        return [sse_event(e) for e in self.events.opening(start)]
+
+    def progress(self, line: str) -> list[str]:
+        return [sse_event(e) for e in self.events.progress(line)]
+
+    def closing(self, outcome: EpisodeOutcome, end: str) -> list[str]:
+        return [sse_event(e) for e in self.events.closing(outcome, end)]
+
+    def failure(self, err: ApiError) -> list[str]:
+        return [sse_event(e) for e in self.events.failure(err)]
 
 
 async def disconnected(request: Any) -> None:
@@ -262,6 +340,11 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         return failed(ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
                                "invalid_request_error", kind))
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # a failure no route expected: still OpenAI's shape (uvicorn logs the traceback)
+        return failed(ApiError(500, f"the server failed: {safe_text(exc)}", "server_error", "internal_error"))
+
     def start(fn: Any, *args: Any) -> "asyncio.Future[Any]":
         """Run ``fn(*args)`` in the pool, admitted until the worker has finished (429 when full)."""
         admission.admit()
@@ -298,33 +381,27 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
         info = {**served.info, "beta_range": [limits.min_beta, limits.max_beta]}
         return JSONResponse(models_list(served.model_ids[:1], created, info))
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        received = time.monotonic()
+    async def answered(request: Request, chat: ChatRequest, received: float) -> EpisodeOutcome | None:
+        """The outcome of ``chat``'s episode (admitted, or 429); None when the client went away
+        first (its episode is told to stop; nobody reads an answer)."""
+        cancelled = threading.Event()
+        work = start(served.answer, chat, received, cancelled)
+        gone = asyncio.ensure_future(disconnected(request))
         try:
-            body = decode_body(await read_body(request, config.max_request_bytes), config.max_request_bytes)
-            chat = parse_chat_request(body, limits, served.model_ids)
-            if chat.stream:
-                return streamed(request, chat, received)
-            cancelled = threading.Event()
-            work = start(served.answer, chat, received, cancelled)
-            gone = asyncio.ensure_future(disconnected(request))
-            try:
-                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
-            if not work.done():  # the client went away: stop its episode; nobody reads an answer
-                cancelled.set()
-                gone_clients[0] += 1
-                return Response(status_code=499)
-            outcome = work.result()
-        except ApiError as err:
-            return failed(err)
-        return JSONResponse(chat_response(chat, outcome, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not work.done():
+            cancelled.set()
+            gone_clients[0] += 1
+            return None
+        return work.result()
 
-    def streamed(request: Request, chat: ChatRequest, received: float) -> StreamingResponse:
-        """The episode as chat.completion.chunk events (see ``protocol``); admitted (or 429)
-        before the response starts."""
+    def streamed(chat: ChatRequest, received: float, writer: StreamWriter) -> StreamingResponse:
+        """The episode as ``writer``'s events: its opening before the episode starts, a line
+        per action (the episode's observer, handed from the worker thread to the event loop),
+        its closing or its failure. Admitted (or 429) before the response starts; a client
+        that goes away (the stream cancelled) stops the episode."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
@@ -352,30 +429,26 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
 
         beta = served.default_beta if chat.beta is None else chat.beta
         future = start(work)
-        response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         async def events():
             try:
-                yield sse(chunk(chat, response_id, created, {"role": "assistant", "content": "",
-                                                             "reasoning_content": start_text(
-                                                                 chat, served.info["controller"], beta)}))
+                for text in writer.opening(start_text(chat, served.info["controller"], beta)):
+                    yield text
                 while (item := await queue.get()) is not done:
-                    yield sse(chunk(chat, response_id, created, {"reasoning_content": item}))
+                    for text in writer.progress(item):
+                        yield text
                 try:
                     outcome = await future
                 except Exception as exc:  # the response has started: an error event, as OpenAI sends
                     err = exc if isinstance(exc, ApiError) else ApiError(
                         500, f"the server failed: {safe_text(exc)}", "server_error", "internal_error")
-                    yield sse(error_body(err))
-                    yield "data: [DONE]\n\n"
+                    for text in writer.failure(err):
+                        yield text
                     if not isinstance(exc, ApiError):
                         raise
                     return
-                yield sse(chunk(chat, response_id, created,
-                                {"reasoning_content": end_text(outcome, ended.get("left_open", 0))}))
-                for part in stream_chunks(chat, outcome, response_id, created):
-                    yield sse(part)
-                yield "data: [DONE]\n\n"
+                for text in writer.closing(outcome, end_text(outcome, ended.get("left_open", 0))):
+                    yield text
             finally:  # also when the client went away (the stream is cancelled): stop the episode
                 if not future.done():
                     cancelled.set()
@@ -383,6 +456,40 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def body_of(request: Request) -> Any:
+        return decode_body(await read_body(request, config.max_request_bytes), config.max_request_bytes)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        received = time.monotonic()
+        try:
+            chat = parse_chat_request(await body_of(request), limits, served.model_ids)
+            if chat.stream:
+                return streamed(chat, received, ChatStream(chat, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
+            outcome = await answered(request, chat, received)
+        except ApiError as err:
+            return failed(err)
+        if outcome is None:
+            return Response(status_code=499)
+        return JSONResponse(chat_response(chat, outcome, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        received = time.monotonic()
+        try:
+            req = parse_responses_request(await body_of(request), limits, served.model_ids)
+            if req.chat.stream:
+                events = ResponseEvents(req, f"resp_{uuid.uuid4().hex}", int(time.time()), f"rs_{uuid.uuid4().hex}",
+                                        f"msg_{uuid.uuid4().hex}")
+                return streamed(req.chat, received, ResponsesStream(events))
+            outcome = await answered(request, req.chat, received)
+        except ApiError as err:
+            return failed(for_responses(err))
+        if outcome is None:
+            return Response(status_code=499)
+        return JSONResponse(response_body(req, outcome, f"resp_{uuid.uuid4().hex}", int(time.time()),
+                                          f"msg_{uuid.uuid4().hex}"))
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
