@@ -38,6 +38,10 @@ its in-flight requests when the event is set); for the in-process engine, ``abor
 request ids. A sandboxed controller's child is killed when its episode stops (it was waiting
 for the reply to its call), so its slot is free again.
 
+Traces: each chat-completions request (answered, failed, refused, cut short or abandoned) is
+one MLflow trace, linked to the served version; the route only records (``tracing.RequestTrace``)
+and one background thread writes (``tracing.TraceWriter``; ``/health`` counts them).
+
 No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations
 (``Request``, imported inside ``build_app`` to keep imports lazy) when they are defined.
 
@@ -51,7 +55,6 @@ Missing, for the next steps (the routes are written so each slots in here):
 - ``/v1/responses`` (MLflow's Responses types);
 - backend health checks while requests wait (503 within seconds of a backend dying, not
   after ``request_timeout``), several base URLs with failover (``collect/endpoints.py``);
-- one MLflow trace per request, written off the request path.
 """
 
 import asyncio
@@ -87,6 +90,7 @@ from mlflow_autotts.serving.endpoint.protocol import (
     start_text,
     stream_chunks,
 )
+from mlflow_autotts.serving.endpoint.tracing import RequestTrace, TraceWriter
 from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.serving.runners import ControllerFailed
 
@@ -237,11 +241,13 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     pyfunc = served.pyfunc()
     input_schema = pyfunc.metadata.get_input_schema()
     created = int(time.time())
+    traces = TraceWriter(config.traces, served.info, getattr(served.metadata, "model_id", None))
 
     @asynccontextmanager
     async def lifespan(app: Any):
         yield
         pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(traces.close)  # queued traces get trace_flush_seconds
 
     app = FastAPI(title="autotts controller endpoint", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -283,7 +289,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "model": served.model_ids[0], "live_backend_started":
                              served.live_started(), "requests_admitted": admission.admitted,
-                             "requests_cancelled": gone_clients[0]})
+                             "requests_cancelled": gone_clients[0], **traces.counts()})
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
@@ -293,13 +299,14 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         received = time.monotonic()
+        trace = traces.request(f"chatcmpl-{uuid.uuid4().hex}")
         try:
             body = decode_body(await read_body(request, config.max_request_bytes), config.max_request_bytes)
-            chat = parse_chat_request(body, limits, served.model_ids)
+            chat = trace.parsed(parse_chat_request(body, limits, served.model_ids))
             if chat.stream:
-                return streamed(request, chat, received)
+                return streamed(request, chat, received, trace)
             cancelled = threading.Event()
-            work = start(served.answer, chat, received, cancelled)
+            work = start(trace.run, served.answer, chat, received, cancelled)
             gone = asyncio.ensure_future(disconnected(request))
             try:
                 await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -311,10 +318,11 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
                 return Response(status_code=499)
             outcome = work.result()
         except ApiError as err:
+            trace.refused(err)  # a no-op once its episode ran: that recorded it
             return failed(err)
-        return JSONResponse(chat_response(chat, outcome, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
+        return JSONResponse(chat_response(chat, outcome, trace.response_id, int(time.time())))
 
-    def streamed(request: Request, chat: ChatRequest, received: float) -> StreamingResponse:
+    def streamed(request: Request, chat: ChatRequest, received: float, trace: RequestTrace) -> StreamingResponse:
         """The episode as chat.completion.chunk events (see ``protocol``); admitted (or 429)
         before the response starts."""
         loop = asyncio.get_running_loop()
@@ -338,13 +346,13 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
 
         def work() -> EpisodeOutcome:
             try:
-                return served.answer(chat, received, cancelled, observe, on_result)
+                return trace.run(served.answer, chat, received, cancelled, observe, on_result)
             finally:
                 put(done)
 
         beta = served.default_beta if chat.beta is None else chat.beta
         future = start(work)
-        response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        response_id, created = trace.response_id, int(time.time())
 
         async def events():
             try:
