@@ -5,7 +5,6 @@ FastAPI app on uvicorn on a free loopback port, over a scripted generation backe
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -19,10 +18,8 @@ from hypothesis import strategies as st
 from mlflow_autotts import settings as autotts_settings
 from mlflow_autotts.controllers.baselines import SelfConsistency
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.live.config import LiveConfig
 from mlflow_autotts.live.episode import LiveRunner
 from mlflow_autotts.live.prompts import Message
-from mlflow_autotts.live.server import free_port
 from mlflow_autotts.serving.endpoint.app import ServedModel, build_app
 from mlflow_autotts.serving.endpoint.config import ServeConfig
 from mlflow_autotts.serving.endpoint.protocol import (
@@ -32,22 +29,14 @@ from mlflow_autotts.serving.endpoint.protocol import (
     outcome_of,
     parse_chat_request,
 )
+from mlflow_autotts.serving.endpoint.tracing import TraceSettings
 from mlflow_autotts.serving.model_config import model_config_for
-from tests.live_fixtures import ScriptedBackend, char_prompts
+from tests.endpoint_helpers import LENGTHS, MODEL, QUESTION, Uvicorn, client_of, gated, scripted_runner, \
+    wait_cancelled
+from tests.live_fixtures import char_prompts
 
-MODEL = "autotts-controller"
 MODEL_IDS = (MODEL, "models:/autotts-controller@champion")
 LIMITS = RequestLimits(min_beta=0.2, max_beta=0.8, max_question_chars=200)
-LENGTHS = [9, 13, 4, 21, 6, 17]
-
-
-def scripted_runner(**kw) -> LiveRunner:
-    values = {"model": "scripted", "interval_tokens": 4, "max_tokens_per_branch": 40, "max_branches": 6,
-              "probe_suffix": " \\boxed{", "instruction": "", "probe_tokens": 8}
-    values.update(kw)
-    cfg = LiveConfig(**values)
-    backend = ScriptedBackend(LENGTHS, base_seed=cfg.seed, interval=cfg.interval_tokens)
-    return LiveRunner(cfg, backend=backend, prompts=char_prompts(cfg.probe_suffix))
 
 
 def ask(question: str = "What is 1+1?", **extra) -> dict:
@@ -155,33 +144,6 @@ def test_the_response_is_the_shortest_finished_branch_with_the_answer_and_the_bi
 
 
 # ----------------------------------------------------------------------------- the server
-class Uvicorn:
-    """The endpoint on uvicorn in a thread of this process, on a free loopback port."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Uvicorn:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
 def endpoint():
     from mlflow.models import Model
@@ -193,7 +155,8 @@ def endpoint():
                                      Model(signature=model_signature(0.5)), (MODEL,), {"version": "1"})
     served.model.mode("live")._runner = scripted_runner()
     app = build_app(served, ServeConfig(model_uri="models:/autotts-controller@champion",
-                                        request=RequestLimits(min_beta=0.1, max_beta=0.9), max_request_bytes=4096))
+                                        request=RequestLimits(min_beta=0.1, max_beta=0.9), max_request_bytes=4096,
+                                        traces=TraceSettings(tracing=False)))  # tests/test_serve_tracing.py
     with Uvicorn(app) as server:
         yield server, served
 
@@ -357,40 +320,6 @@ def test_a_per_request_beta_changes_the_bill_of_a_controller_that_uses_it():
 
 
 # ----------------------------------------------------------------------------- caps, deadlines, streaming
-class Gated(ScriptedBackend):
-    """Every engine call waits for ``gate`` (at most 20 s); counts the calls that returned."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.gate = threading.Event()
-        self.returned = 0
-        self.delay = 0.0
-
-    def generate(self, requests, timeout=None, cancel=None):
-        assert self.gate.wait(20), "the test never opened the gate"
-        time.sleep(self.delay)
-        out = super().generate(requests, timeout)
-        self.returned += 1
-        return out
-
-
-def gated(served) -> Gated:
-    live = served.model.mode("live")
-    cfg = live._runner.config
-    backend = Gated(LENGTHS, base_seed=cfg.seed, interval=cfg.interval_tokens)
-    live._runner = LiveRunner(cfg, backend=backend, prompts=char_prompts(cfg.probe_suffix))
-    return backend
-
-
-def client_of(server):
-    import openai
-
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=30)
-
-
-QUESTION = [{"role": "user", "content": "What is 1+1?"}]
-
-
 def test_a_token_cap_is_honoured_and_the_answer_is_the_vote_so_far(endpoint):
     server, served = endpoint
     client = client_of(server)
@@ -485,14 +414,6 @@ def test_the_first_event_arrives_before_any_generation_call_returns(endpoint):
 
 def admitted(server) -> int:
     return requests.get(f"{server.url}/health", timeout=10).json()["requests_admitted"]
-
-
-def wait_cancelled(server, count: int) -> None:
-    """Until the server has seen ``count`` clients go away (their episodes told to stop)."""
-    deadline = time.monotonic() + 10
-    while requests.get(f"{server.url}/health", timeout=10).json()["requests_cancelled"] < count:
-        assert time.monotonic() < deadline, "the server never noticed the client went away"
-        time.sleep(0.05)
 
 
 def test_a_client_that_disconnects_ends_its_episode_and_frees_its_worker(endpoint):

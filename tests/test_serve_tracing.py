@@ -30,10 +30,10 @@ from mlflow_autotts.serving.endpoint.config import ServeConfig
 from mlflow_autotts.serving.endpoint.protocol import RequestLimits
 from mlflow_autotts.serving.endpoint.tracing import TraceSettings
 from mlflow_autotts.serving.model_config import model_config_for
+from tests.endpoint_helpers import LENGTHS, MODEL, QUESTION, Uvicorn, client_of, gated, scripted_runner, \
+    wait_cancelled
 from tests.helpers import FailAfter
 from tests.live_fixtures import char_prompts
-from tests.test_serve_endpoint import LENGTHS, MODEL, QUESTION, Uvicorn, client_of, gated, scripted_runner, \
-    wait_cancelled
 
 URI = "models:/autotts-controller@champion"
 EXPERIMENT = "autotts-serve"
@@ -53,9 +53,9 @@ def wait_for(server, key: str, at_least: int, seconds: float = 30) -> dict[str, 
     return h
 
 
-def config(**traces) -> ServeConfig:
+def config(serve: dict[str, Any] | None = None, **traces) -> ServeConfig:
     return ServeConfig(model_uri=URI, request=RequestLimits(min_beta=0.1, max_beta=0.9), max_request_bytes=4096,
-                       traces=TraceSettings(**traces))
+                       traces=TraceSettings(**traces), **(serve or {}))
 
 
 def mlflow_export(monkeypatch, asynchronous: bool) -> None:
@@ -210,9 +210,11 @@ def test_every_request_is_one_trace_linked_to_the_served_version(registered):
     assert sorted(t.info.trace_id for t in linked) == sorted(t.info.trace_id for t in traces.values())
 
 
-def test_a_request_whose_client_went_away_is_traced_with_what_its_episode_did(registered):
+def test_a_request_whose_client_went_away_or_that_found_the_server_full_is_traced(registered):
+    import openai
+
     reg, served = registered
-    with Uvicorn(build_app(served, config())) as server:
+    with Uvicorn(build_app(served, config({"max_concurrent_requests": 1, "max_queued_requests": 0}))) as server:
         backend = gated(served)
         with pytest.raises(requests.exceptions.Timeout):
             requests.post(f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": QUESTION},
@@ -223,11 +225,18 @@ def test_a_request_whose_client_went_away_is_traced_with_what_its_episode_did(re
         backend.gate.clear()
         stream = client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, stream=True)
         next(iter(stream))
+        with pytest.raises(openai.RateLimitError):  # the one worker is taken
+            client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, extra_body={"beta": 0.3})
         stream.close()
         wait_cancelled(server, 2)
         backend.gate.set()
-        wait_for(server, "traces_written", 2)
-    traces = list(stored_traces().values())
+        wait_for(server, "traces_written", 3)
+    traces = stored_traces()
+    (full,) = [t for t in traces.values() if root(t).attributes["autotts.status"] == 429]
+    r = root(full)
+    assert full.info.state == "ERROR" and r.outputs["error"]["code"] == "server_full"
+    assert r.inputs["messages"] == QUESTION and r.inputs["beta"] == 0.3 and not engine_spans(full)
+    traces = [t for t in traces.values() if t is not full]
     assert len(traces) == 2
     for t in traces:
         r = root(t)

@@ -77,8 +77,9 @@ class TraceSettings:
     trace_experiment: str = "autotts-serve"
     """The experiment the traces go to; created when missing."""
     trace_queue: int = bounded(256, ge=1, le=100_000)
-    """Finished requests waiting for the writer; when that many wait, a request's trace is
-    dropped (counted in ``/health`` as ``traces_dropped``), never waited for."""
+    """Finished requests waiting for the writer (each holds its conversation and answer text);
+    when that many wait, a request's trace is dropped (counted in ``/health`` as
+    ``traces_dropped``), never waited for."""
     trace_flush_seconds: float = bounded(10.0, ge=0.0, le=600.0)
     """At shutdown, how long queued traces may take to be written; the rest are dropped."""
 
@@ -332,8 +333,10 @@ class TraceWriter:
                                          f"are dropped ({self.failed} so far; counts in /health)")
 
     def _warn_once(self, kind: str, message: str) -> None:
-        if kind not in self._warned:
+        with self._cond:
+            first = kind not in self._warned
             self._warned.add(kind)
+        if first:
             _log.warning(message)
 
     def _write(self, batch: list[RequestRecord]) -> tuple[int, list[BaseException | str]]:
