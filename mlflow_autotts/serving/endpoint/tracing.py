@@ -133,16 +133,12 @@ def action_events(actions: Sequence[tuple[str, int]], marks: Sequence[tuple[floa
     """The episode's ``actions`` with times: ``marks`` are (time, number of actions then,
     progress) from the observer, which is told of each action that revealed something."""
     seen = {n: (t, p) for t, n, p in marks}
-    times = sorted(seen)
-    out = []
-    for k, (action, branch) in enumerate(actions):
-        mark = seen.get(k + 1)
-        if mark is not None:
-            out.append(ActionEvent(action, branch, mark[0], mark[1]))
-        else:  # not observed: it happened before the next observed action
-            later = next((seen[n][0] for n in times if n > k + 1), end)
-            out.append(ActionEvent(action, branch, later))
-    return tuple(out)
+    out: list[ActionEvent] = []
+    for k in range(len(actions), 0, -1):  # backwards: an unobserved action takes the next one's time
+        action, branch = actions[k - 1]
+        t, progress = seen.get(k, (out[-1].time if out else end, None))
+        out.append(ActionEvent(action, branch, t, progress))
+    return tuple(reversed(out))
 
 
 def api_error(exc: BaseException) -> ApiError:
