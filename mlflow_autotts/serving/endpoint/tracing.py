@@ -35,11 +35,13 @@ MLflow's async export is a second queue behind this one, with its own threads an
 ``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false`` in the serving process removes it (MLflow then
 writes in this thread and the flush costs nothing; with MLflow's default each flush waits a
 second or so for MLflow's consumer thread, which is this thread's time, not a request's). This
-module leaves MLflow's process-wide settings alone. A store that is down or refuses costs the writer thread its time, never a
-request: records pile up to ``trace_queue`` and are then dropped; the first failure and the
-first drop are each logged once, the counts are in ``/health`` (``traces_written``,
-``traces_failed``, ``traces_dropped``, ``traces_queued``, ``traces_writing``) and in a last
-line at shutdown, where queued traces get ``trace_flush_seconds`` to be written.
+module leaves MLflow's process-wide settings alone.
+
+A store that is down or refuses costs the writer thread its time, never a request: records
+pile up to ``trace_queue`` and are then dropped; the first failure and the first drop are
+each logged once, the counts are in ``/health`` (``traces_written``, ``traces_failed``,
+``traces_dropped``, ``traces_queued``, ``traces_writing``) and in a last line at shutdown,
+where queued traces get ``trace_flush_seconds`` to be written.
 """
 
 from __future__ import annotations
@@ -274,8 +276,9 @@ class TraceWriter:
                 self._cond.notify()
                 return
         if full:
-            self._warn_once("full", f"autotts serve: the trace queue is full ({self.settings.trace_queue} requests wait "
-                                    "to be written): traces are dropped, requests are still answered; counts in /health")
+            self._warn_once("full", f"autotts serve: the trace queue is full ({self.settings.trace_queue} requests "
+                                    "wait to be written): traces are dropped, requests are still answered; counts "
+                                    "in /health")
 
     def counts(self) -> dict[str, Any]:
         """What ``/health`` shows of the traces."""
@@ -470,8 +473,8 @@ def emit(record: RequestRecord, experiment_id: str, metadata: Mapping[str, str])
             outputs = chat_response(chat, record.outcome, record.response_id, int(record.received))
         elif err is not None:
             outputs = error_body(err)
-        status = SpanStatus(SpanStatusCode.ERROR, f"{err.status} {err.code or err.type}: {safe_text(err.message, 300)}") \
-            if err is not None else None
+        status = None if err is None else SpanStatus(
+            SpanStatusCode.ERROR, f"{err.status} {err.code or err.type}: {safe_text(err.message, 300)}")
         root.end(outputs=outputs, status=status, end_time_ns=_ns(max(record.ended, record.received)))
     return root.trace_id
 
