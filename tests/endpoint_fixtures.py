@@ -19,11 +19,13 @@ from mlflow_autotts.live.server import free_port
 from mlflow_autotts.serving.endpoint.app import ServedModel, build_app
 from mlflow_autotts.serving.endpoint.config import ServeConfig
 from mlflow_autotts.serving.endpoint.protocol import RequestLimits
+from mlflow_autotts.serving.endpoint.tracing import TraceSettings
 from mlflow_autotts.serving.model_config import model_config_for
 from tests.live_fixtures import ScriptedBackend, char_prompts
 
 MODEL = "autotts-controller"
 LENGTHS = [9, 13, 4, 21, 6, 17]
+QUESTION = [{"role": "user", "content": "What is 1+1?"}]
 """The scripted branches' lengths: sc@4 reads the first four (47 tokens)."""
 
 
@@ -74,7 +76,8 @@ def endpoint():
                                      Model(signature=model_signature(0.5)), (MODEL,), {"version": "1"})
     served.model.mode("live")._runner = scripted_runner()
     app = build_app(served, ServeConfig(model_uri="models:/autotts-controller@champion",
-                                        request=RequestLimits(min_beta=0.1, max_beta=0.9), max_request_bytes=4096))
+                                        request=RequestLimits(min_beta=0.1, max_beta=0.9), max_request_bytes=4096,
+                                        traces=TraceSettings(tracing=False)))  # traced: tests/test_serve_tracing.py
     with Uvicorn(app) as server:
         yield server, served
 

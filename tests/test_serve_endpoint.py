@@ -29,10 +29,12 @@ from mlflow_autotts.serving.endpoint.protocol import (
     outcome_of,
     parse_chat_request,
 )
+from mlflow_autotts.serving.endpoint.tracing import TraceSettings
 from mlflow_autotts.serving.model_config import model_config_for
 from tests.endpoint_fixtures import (  # noqa: F401  (endpoint: a fixture)
     LENGTHS,
     MODEL,
+    QUESTION,
     admitted,
     client_of,
     endpoint,
@@ -310,9 +312,6 @@ def test_a_per_request_beta_changes_the_bill_of_a_controller_that_uses_it():
 
 
 # ----------------------------------------------------------------------------- caps, deadlines, streaming
-QUESTION = [{"role": "user", "content": "What is 1+1?"}]
-
-
 def test_a_token_cap_is_honoured_and_the_answer_is_the_vote_so_far(endpoint):
     server, served = endpoint
     client = client_of(server)

@@ -10,6 +10,8 @@ are generated from ``ServeConfig`` (``cli/options.py``).
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from mlflow_autotts.cli.options import settings_options
@@ -36,10 +38,13 @@ def load_served(config: ServeConfig):
 @settings_options(ServeConfig, flags={"host": ("--host", "-h"), "port": ("--port", "-p")}, arguments=("model_uri",))
 def serve_cmd(config: ServeConfig) -> None:
     """Serve MODEL_URI (a registered controller, e.g. models:/autotts-controller@champion) as an
-    OpenAI-compatible endpoint: /v1/chat/completions, /v1/models, /health, and /invocations as
-    mlflow models serve answers it."""
+    OpenAI-compatible endpoint: /v1/chat/completions, /v1/responses, /v1/models, /health, and
+    /invocations as mlflow models serve answers it; one MLflow trace per request."""
     from mlflow_autotts.serving.endpoint.app import build_app, serve
 
+    # traces are written by the endpoint's own background thread (serving/endpoint/tracing.py);
+    # MLflow's async export would only queue them a second time before the writer can check them
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     served = load_served(config)
     app = build_app(served, config)
     click.echo(f"serving {config.model_uri} as model {served.model_ids[0]!r} ({served.info['controller']}, "

@@ -48,6 +48,10 @@ its in-flight requests when the event is set); for the in-process engine, ``abor
 request ids. A sandboxed controller's child is killed when its episode stops (it was waiting
 for the reply to its call), so its slot is free again.
 
+Traces: each chat-completions request (answered, failed, refused, cut short or abandoned) is
+one MLflow trace, linked to the served version; the route only records (``tracing.RequestTrace``)
+and one background thread writes (``tracing.TraceWriter``; ``/health`` counts them).
+
 No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations
 (``Request``, imported inside ``build_app`` to keep imports lazy) when they are defined.
 
@@ -60,7 +64,6 @@ Missing, for the next steps (the routes are written so each slots in here):
   only at the end;
 - backend health checks while requests wait (503 within seconds of a backend dying, not
   after ``request_timeout``), several base URLs with failover (``collect/endpoints.py``);
-- one MLflow trace per request, written off the request path.
 """
 
 import asyncio
@@ -103,6 +106,7 @@ from mlflow_autotts.serving.endpoint.responses import (
     response_body,
     sse_event,
 )
+from mlflow_autotts.serving.endpoint.tracing import RequestTrace, TraceWriter
 from mlflow_autotts.serving.pyfunc import ControllerModel
 from mlflow_autotts.serving.runners import ControllerFailed
 
@@ -323,11 +327,13 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     pyfunc = served.pyfunc()
     input_schema = pyfunc.metadata.get_input_schema()
     created = int(time.time())
+    traces = TraceWriter(config.traces, served.info, getattr(served.metadata, "model_id", None))
 
     @asynccontextmanager
     async def lifespan(app: Any):
         yield
         pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(traces.close)  # queued traces get trace_flush_seconds
 
     app = FastAPI(title="autotts controller endpoint", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -374,18 +380,19 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "model": served.model_ids[0], "live_backend_started":
                              served.live_started(), "requests_admitted": admission.admitted,
-                             "requests_cancelled": gone_clients[0]})
+                             "requests_cancelled": gone_clients[0], **traces.counts()})
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
         info = {**served.info, "beta_range": [limits.min_beta, limits.max_beta]}
         return JSONResponse(models_list(served.model_ids[:1], created, info))
 
-    async def answered(request: Request, chat: ChatRequest, received: float) -> EpisodeOutcome | None:
+    async def answered(request: Request, chat: ChatRequest, received: float,
+                       trace: RequestTrace) -> EpisodeOutcome | None:
         """The outcome of ``chat``'s episode (admitted, or 429); None when the client went away
         first (its episode is told to stop; nobody reads an answer)."""
         cancelled = threading.Event()
-        work = start(served.answer, chat, received, cancelled)
+        work = start(trace.run, served.answer, chat, received, cancelled)
         gone = asyncio.ensure_future(disconnected(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -397,7 +404,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
             return None
         return work.result()
 
-    def streamed(chat: ChatRequest, received: float, writer: StreamWriter) -> StreamingResponse:
+    def streamed(chat: ChatRequest, received: float, writer: StreamWriter, trace: RequestTrace) -> StreamingResponse:
         """The episode as ``writer``'s events: its opening before the episode starts, a line
         per action (the episode's observer, handed from the worker thread to the event loop),
         its closing or its failure. Admitted (or 429) before the response starts; a client
@@ -423,7 +430,7 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
 
         def work() -> EpisodeOutcome:
             try:
-                return served.answer(chat, received, cancelled, observe, on_result)
+                return trace.run(served.answer, chat, received, cancelled, observe, on_result)
             finally:
                 put(done)
 
@@ -463,33 +470,37 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         received = time.monotonic()
+        trace = traces.request(f"chatcmpl-{uuid.uuid4().hex}")
         try:
-            chat = parse_chat_request(await body_of(request), limits, served.model_ids)
+            chat = trace.parsed(parse_chat_request(await body_of(request), limits, served.model_ids))
             if chat.stream:
-                return streamed(chat, received, ChatStream(chat, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
-            outcome = await answered(request, chat, received)
+                return streamed(chat, received, ChatStream(chat, trace.response_id, int(time.time())), trace)
+            outcome = await answered(request, chat, received, trace)
         except ApiError as err:
+            trace.refused(err)  # a no-op once its episode ran: that recorded it
             return failed(err)
         if outcome is None:
             return Response(status_code=499)
-        return JSONResponse(chat_response(chat, outcome, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())))
+        return JSONResponse(chat_response(chat, outcome, trace.response_id, int(time.time())))
 
     @app.post("/v1/responses")
     async def responses(request: Request) -> Response:
         received = time.monotonic()
+        trace = traces.request(f"resp_{uuid.uuid4().hex}", route="responses")
         try:
             req = parse_responses_request(await body_of(request), limits, served.model_ids)
+            trace.parsed(req.chat)
             if req.chat.stream:
-                events = ResponseEvents(req, f"resp_{uuid.uuid4().hex}", int(time.time()), f"rs_{uuid.uuid4().hex}",
+                events = ResponseEvents(req, trace.response_id, int(time.time()), f"rs_{uuid.uuid4().hex}",
                                         f"msg_{uuid.uuid4().hex}")
-                return streamed(req.chat, received, ResponsesStream(events))
-            outcome = await answered(request, req.chat, received)
+                return streamed(req.chat, received, ResponsesStream(events), trace)
+            outcome = await answered(request, req.chat, received, trace)
         except ApiError as err:
+            trace.refused(err)
             return failed(for_responses(err))
         if outcome is None:
             return Response(status_code=499)
-        return JSONResponse(response_body(req, outcome, f"resp_{uuid.uuid4().hex}", int(time.time()),
-                                          f"msg_{uuid.uuid4().hex}"))
+        return JSONResponse(response_body(req, outcome, trace.response_id, int(time.time()), f"msg_{uuid.uuid4().hex}"))
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.serving.endpoint.protocol import RequestLimits
+from mlflow_autotts.serving.endpoint.tracing import TraceSettings
 from mlflow_autotts.settings import bounded, check_bounds
 
 
@@ -44,6 +45,9 @@ class ServeConfig:
     """Requests admitted beyond ``max_concurrent_requests`` to wait for a worker; one more is a 429."""
     log_level: str = bounded("info", choices=("critical", "error", "warning", "info", "debug"))
     """uvicorn's log level."""
+    traces: TraceSettings = field(default_factory=TraceSettings)
+    """One MLflow trace per request, written off the request path (experiment, queue, flush at
+    shutdown): a part, offered as flat options."""
 
     def __post_init__(self) -> None:
         check_bounds(self)
