@@ -279,6 +279,8 @@ def test_failover_between_servers_and_a_dead_or_hung_server_is_a_503_within_seco
             thread.join(300)
             assert out["status"] == 200, out
             assert metric(b.base_url, "vllm:request_success_total") > 0  # b finished what a had started
+            health = requests.get(f"{url}/health", timeout=5).json()
+            assert set(health["backend_servers_down"]) <= {a.base_url}  # a, while it cools down
 
             # 2. the last server hangs (SIGSTOP): noticed by its health check, not after request_timeout
             out, thread = post_in_background(url, body)

@@ -39,31 +39,27 @@ only says what its stream sends at each point (a ``StreamWriter``: ``ChatStream`
 ``ResponsesStream``).
 
 Disconnects: a client that goes away (a stream closed, or a plain request given up) sets its
-episode's cancel event; the episode raises ``EpisodeStopped`` at its next action or engine
-call, the worker returns and its admission is released. An engine call already in flight is
-not interrupted: it runs to its end (at most ``request_timeout``) and its result is dropped.
-Aborting it needs the backend to cancel on the event: for vLLM's OpenAI server, closing the
-HTTP connection of the request aborts it there (``live/backends/openai_server.py`` would close
-its in-flight requests when the event is set); for the in-process engine, ``abort`` of its
-request ids. A sandboxed controller's child is killed when its episode stops (it was waiting
-for the reply to its call), so its slot is free again.
+episode's cancel event; the engine call in flight is aborted (the backends watch the event:
+vLLM's server aborts a request whose connection closes, the in-process engine aborts its
+request ids), the episode raises ``EpisodeStopped``, the worker returns and its admission is
+released. A sandboxed controller's child is killed when its episode stops (it was waiting for
+the reply to its call), so its slot is free again.
 
-Traces: each chat-completions request (answered, failed, refused, cut short or abandoned) is
+Backends that fail: a server that dies or hangs mid-request is noticed by its connections or
+by its health checks while calls wait (``live/backends/openai_server.py``), within seconds: a
+503. With several servers (``replica_urls``) an episode's failed call moves to another server
+(``live/backends/replicas.py``) and the request is answered.
+
+Traces: each request of the OpenAI routes (answered, failed, refused, cut short or abandoned) is
 one MLflow trace, linked to the served version; the route only records (``tracing.RequestTrace``)
 and one background thread writes (``tracing.TraceWriter``; ``/health`` counts them).
 
 No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations
 (``Request``, imported inside ``build_app`` to keep imports lazy) when they are defined.
 
-Missing, for the next steps (the routes are written so each slots in here):
-
-- aborting a disconnected client's in-flight engine calls (above): the backends take no
-  cancel event yet;
-- "pruned" as its own progress event: the controller API has no prune action (a controller
-  prunes by not advancing a branch), so a stream says which branches were left unfinished
-  only at the end;
-- backend health checks while requests wait (503 within seconds of a backend dying, not
-  after ``request_timeout``), several base URLs with failover (``collect/endpoints.py``);
+Not offered: "pruned" as its own progress event (the controller API has no prune action: a
+controller prunes by not advancing a branch), so a stream says which branches were left
+unfinished only at the end.
 """
 
 import asyncio
@@ -159,6 +155,13 @@ class ServedModel:
             return getattr(self.model.mode("live"), "_runner", None) is not None
         except KeyError:
             return False
+
+    def servers_down(self) -> dict[str, str]:
+        """The generation servers out of rotation now, with why (several servers only)."""
+        if not self.live_started():
+            return {}
+        down = getattr(self.model.mode("live")._runner.backend, "down", None)
+        return down() if callable(down) else {}
 
     def answer(self, chat: ChatRequest, received: float | None = None, cancelled: threading.Event | None = None,
                observer: Observer | None = None, on_result: Any = None) -> EpisodeOutcome:
@@ -379,7 +382,8 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "model": served.model_ids[0], "live_backend_started":
-                             served.live_started(), "requests_admitted": admission.admitted,
+                             served.live_started(), "backend_servers_down": served.servers_down(),
+                             "requests_admitted": admission.admitted,
                              "requests_cancelled": gone_clients[0], **traces.counts()})
 
     @app.get("/v1/models")
