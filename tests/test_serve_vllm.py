@@ -312,3 +312,27 @@ def test_failover_between_servers_and_a_dead_or_hung_server_is_a_503_within_seco
                 except ProcessLookupError:
                     pass
             s.stop()
+
+
+# ----------------------------------------------------------------------------- the README, as written
+def readme_snippets() -> list[str]:
+    """The Python blocks of the README's "Use it from any OpenAI client" section."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Use it from any OpenAI client", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) >= 2, "the README's OpenAI-client section lost its Python snippets"
+    return blocks
+
+
+def test_the_readmes_python_snippets_run_as_written(endpoints):
+    import subprocess
+    import sys
+
+    url = endpoints[BUILTIN]
+    code = "\n".join(readme_snippets()).replace("http://127.0.0.1:5005", url)  # the test's port, not 5005
+    assert code.count(url) == 1, "the snippets must name the README's address once"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "'answer':" in out and "completion_tokens=" in out  # the extension and the usage were printed
+    assert "branch" in out  # the streamed progress lines
