@@ -119,8 +119,8 @@ def test_a_single_user_question_gives_its_text_and_beta(question, beta, as_parts
     (ask(frobnicate=1), 400, "frobnicate", "unsupported"),
     (ask("   "), 400, "messages", "empty"),
     (ask("x" * 201), 400, "messages", "at most 200"),
-    ({"model": MODEL, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
-     400, "messages", "single user message"),
+    ({"model": MODEL, "messages": [{"role": "system", "content": "be brief"}, {"role": "assistant", "content": "hi"}]},
+     400, "messages", "last message must be the user's question"),
     ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages", "text"),
 ])
 def test_what_is_refused_says_why_and_names_the_field(body, status, param, words):
@@ -431,3 +431,125 @@ def test_a_client_that_disconnects_ends_its_episode_and_frees_its_worker(endpoin
         assert time.monotonic() < deadline, "the abandoned request was never released"
         time.sleep(0.05)
     assert backend.returned == 1
+
+
+# ----------------------------------------------------------------------------- conversations
+def test_a_conversation_parses_into_its_turns_and_its_question_is_the_last_user_turn():
+    body = {"model": MODEL, "messages": [
+        {"role": "developer", "content": "Answer briefly."},
+        {"role": "system", "content": [{"type": "text", "text": "Use "}, {"type": "text", "text": "\\boxed{}."}]},
+        {"role": "user", "content": "What is 1+1?", "name": "ada"},
+        {"role": "assistant", "content": "\\boxed{2}"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "And 2+2?"}]}
+    chat = parse_chat_request(body, LIMITS, MODEL_IDS)
+    assert chat.messages == (Message("system", "Answer briefly."), Message("system", "Use \\boxed{}."),
+                             Message("user", "What is 1+1?"), Message("assistant", "\\boxed{2}"),
+                             Message("assistant", ""), Message("user", "And 2+2?"))
+    assert chat.question == "And 2+2?"
+
+
+turn_texts = st.text(max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["system", "developer"]), turn_texts), max_size=2),
+       st.lists(st.tuples(st.sampled_from(["user", "assistant"]), turn_texts), max_size=5), questions,
+       st.booleans())
+def test_any_well_formed_conversation_parses_to_its_turns_within_the_total_length(systems, turns, question, as_parts):
+    def content(text: str):
+        return [{"type": "text", "text": text[:3]}, {"type": "text", "text": text[3:]}] if as_parts else text
+
+    given_turns = [*systems, *turns, ("user", question)]
+    body = {"model": MODEL, "messages": [{"role": r, "content": content(t)} for r, t in given_turns]}
+    expected = tuple(Message("system" if r == "developer" else r, t) for r, t in given_turns)
+    total = sum(len(t) for _, t in given_turns)
+    try:
+        chat = parse_chat_request(body, LIMITS, MODEL_IDS)
+    except ApiError as err:
+        assert total > LIMITS.max_question_chars and err.code == "context_length_exceeded"
+        assert f"{total:,} characters" in err.message and err.param == "messages"
+    else:
+        assert total <= LIMITS.max_question_chars
+        assert chat.messages == expected and chat.question == question
+
+
+def conversation(*turns, **extra) -> dict:
+    return {"model": MODEL, "messages": list(turns), **extra}
+
+
+def said(role: str, content) -> dict:
+    return {"role": role, "content": content}
+
+
+@pytest.mark.parametrize("body, words", [
+    (conversation(said("user", "hi"), said("system", "be brief"), said("user", "q")),
+     "messages[1] is 'system': a system message must come before the conversation's user and assistant turns"),
+    (conversation(said("assistant", "hello"), said("developer", "be brief"), said("user", "q")),
+     "messages[1] is 'developer'"),
+    (conversation(said("system", "s"), said("user", "q"), said("assistant", "a")),
+     "messages[2] is 'assistant': the last message must be the user's question"),
+    (conversation(said("system", "s"), said("developer", "t")), "messages[1] is 'developer': the last message must"),
+    (conversation(said("user", "q"), said("assistant", "a"), said("user", " \n ")),
+     "messages[2].content is empty: the controller needs a question"),
+    (conversation(said("user", "q"), said("tool", "42"), said("user", "q")),
+     "messages[1].role must be one of system, developer, user, assistant, got \"tool\" (tools are not supported)"),
+    (conversation(said("user", "q"), said("function", "42"), said("user", "q")), "(tools are not supported)"),
+    (conversation(said("user", "q"), said(["user"], "q")), "messages[1].role must be one of"),
+    (conversation(said("user", "q"), {"role": "assistant", "content": None, "tool_calls": []}, said("user", "q")),
+     "messages[1] has unsupported field(s) \"tool_calls\""),
+    (conversation(said("user", "q"), said("assistant", None), said("user", "q")),
+     "messages[1].content must be text or a list of text parts, got null"),
+    (conversation(said("system", [{"type": "text", "text": "s"}, {"type": "image_url", "image_url": {"url": "x"}}]),
+                  said("user", "q")), "messages[0].content[1] must be a text part"),
+    (conversation(said("system", []), said("user", "q")), "messages[0].content must be text"),
+    (conversation({"role": "user", "content": "q", "name": 7}), "messages[0].name must be a string"),
+    (conversation(said("user", "q"), "assistant: hi", said("user", "q")), "messages[1] must be an object"),
+    (conversation(said("system", "s" * 80), said("user", "u" * 80), said("assistant", "a" * 30),
+                  said("user", "q" * 11)),
+     "the conversation's 4 messages are 201 characters; this server accepts at most 200"),
+    (conversation(said("user", "q" * 201)), "the question is 201 characters; this server accepts at most 200"),
+])
+def test_a_hostile_conversation_is_a_400_naming_the_message(body, words):
+    with pytest.raises(ApiError) as err:
+        parse_chat_request(body, LIMITS, MODEL_IDS)
+    assert (err.value.status, err.value.param) == (400, "messages") and words in err.value.message, err.value.message
+    assert err.value.code == ("context_length_exceeded" if "characters" in words else None)
+
+
+class Recording(ScriptedBackend):
+    """The scripted backend, keeping the prompt of every request it is sent."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.prompts: list[tuple[int, ...]] = []
+
+    def generate(self, requests, timeout=None, cancel=None):
+        self.prompts += [tuple(r.prompt) for r in requests]
+        return super().generate(requests, timeout, cancel)
+
+
+def test_a_conversation_reaches_the_engine_through_the_chat_template_and_branches_continue_it(endpoint):
+    import openai
+
+    server, served = endpoint
+    live = served.model.mode("live")
+    cfg = live._runner.config
+    backend = Recording(LENGTHS, base_seed=cfg.seed, interval=cfg.interval_tokens)
+    live._runner = LiveRunner(cfg, backend=backend, prompts=char_prompts(cfg.probe_suffix))
+    turns = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 1+1?"},
+             {"role": "assistant", "content": "\\boxed{2}"},
+             {"role": "user", "content": [{"type": "text", "text": "And 2+2?"}]}]
+    done = client_of(server).chat.completions.create(model=MODEL, messages=turns)
+    prompt = tuple(map(ord, "<system>Answer briefly.<user>What is 1+1?<assistant>\\boxed{2}<user>And 2+2?<assistant>"))
+    assert prompt == tuple(live._runner.prompts.conversation_ids([Message(t["role"], t["content"] if isinstance(
+        t["content"], str) else t["content"][0]["text"]) for t in turns]))
+    assert backend.prompts and all(p[: len(prompt)] == prompt for p in backend.prompts)
+    assert done.usage.prompt_tokens == len(prompt) and done.model_extra["autotts"]["answer"]
+    # a hostile conversation is the caller's 400, naming the message, before any engine call
+    backend.prompts.clear()
+    with pytest.raises(openai.BadRequestError) as err:
+        client_of(server).chat.completions.create(model=MODEL, messages=[*turns, {"role": "tool", "content": "4",
+                                                                                   "tool_call_id": "x"}])
+    assert err.value.body["param"] == "messages" and "messages[4]" in err.value.body["message"]
+    assert not backend.prompts

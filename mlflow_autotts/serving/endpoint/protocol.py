@@ -1,21 +1,30 @@
 """The OpenAI chat-completions protocol of ``autotts serve``, as pure functions.
 
 ``parse_chat_request`` turns a request body (already JSON-decoded) into a ``ChatRequest``: the
-question, the β, the token cap and deadline of one episode, and how to answer (streamed or
-not). ``outcome_of`` reads a finished live episode into an ``EpisodeOutcome``;
-``chat_response`` writes that as OpenAI's ``chat.completion`` object, ``stream_chunks`` as
-its ``chat.completion.chunk`` events (``progress_text`` is what a stream shows of each
-action). ``error_body`` is OpenAI's error shape. No server, no MLflow, no generation here: the routes
-(``endpoint.app``) only call these around ``LiveRunner.solve``.
+conversation (its last turn the question), the β, the token cap and deadline of one episode,
+and how to answer (streamed or not). ``outcome_of`` reads a finished live episode into an
+``EpisodeOutcome``; ``chat_response`` writes that as OpenAI's ``chat.completion`` object,
+``stream_chunks`` as its ``chat.completion.chunk`` events (``progress_text`` is what a stream
+shows of each action). ``error_body`` is OpenAI's error shape. No server, no MLflow, no
+generation here: the routes (``endpoint.app``) only call these around ``LiveRunner.solve``.
 
 What a request may say (anything else is a 400 naming the field, so a client never believes
 a setting was honoured when it was not):
 
 - ``model``: one of the served ids (``GET /v1/models``), else 404 ``model_not_found``;
-- ``messages``: exactly one ``user`` message whose content is text (a string, or a list of
-  ``{"type": "text", "text": …}`` parts, joined). The model's chat template is applied by
-  ``live.prompts.ChatPrompts``, which renders a single user turn; system prompts and earlier
-  turns are refused until it renders whole conversations;
+- ``messages``: the conversation. ``system`` messages (``developer`` is the same) first, then
+  ``user`` and ``assistant`` turns in any order; the last message is the ``user``'s question
+  the controller answers, and it is not empty. Each content is text: a string, or a list of
+  ``{"type": "text", "text": …}`` parts, joined; ``name`` is accepted, unused. All the
+  messages' text together is at most ``max_question_chars`` characters (else a 400
+  ``context_length_exceeded``; the model's context is checked after tokenising). The model's
+  chat template renders the whole conversation with its generation prompt
+  (``live.prompts.ChatPrompts``, every content as plain text: a content spelling
+  ``<|im_end|>`` cannot close its turn), the instruction of the served model appended to the
+  last user turn, and every branch continues it; one the template cannot render as given (a
+  role it refuses, a content it would drop or change) is a 400 naming the message. Tool
+  messages, tool calls and non-text parts are refused, naming the message
+  (``messages[2].content[0] …``);
 - ``beta`` (top level: ``extra_body={"beta": 0.3}`` in the openai client) or
   ``metadata={"beta": "0.3"}``: the controller's budget knob, within the operator's
   ``[min_beta, max_beta]``; absent, the model's own β;
@@ -40,7 +49,7 @@ The response (``chat_response``):
   finished whose final answer is the chosen one (reasoning and ``\\boxed{…}``, as the model
   wrote it); when no finished branch ended in the answer (a controller may answer from probes
   of unfinished branches) it is ``\\boxed{answer}`` alone, and when there is no answer, empty;
-- ``usage``: ``prompt_tokens`` (the question's chat prompt), ``completion_tokens`` = the
+- ``usage``: ``prompt_tokens`` (the conversation's chat prompt), ``completion_tokens`` = the
   episode's billed branch tokens (the replay's billing rule), ``total_tokens``; in
   ``completion_tokens_details`` beside OpenAI's own keys: ``generated_tokens`` (with lookahead
   never consumed), ``probe_tokens``, ``engine_prompt_tokens`` and ``cached_prompt_tokens``
@@ -146,8 +155,9 @@ class RequestLimits:
     """The longest deadline a request may ask for (``deadline_s``, seconds); a longer one is a 400.
     A request without one runs until its controller answers (or the live ``overall_timeout``)."""
     max_question_chars: int = bounded(100_000, ge=1)
-    """Longest question (characters) accepted before tokenising it; the model's context is
-    checked after (both are 400)."""
+    """Longest conversation (characters of all its messages' text, the question's and every
+    earlier turn's) accepted before tokenising it; the model's context is checked after (both
+    are 400)."""
 
     def __post_init__(self) -> None:
         check_bounds(self, bad=lambda name, why: AutoTTSError(f"serve config: {name} {why}"))
@@ -184,38 +194,63 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _text_content(content: Any) -> str:
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+"""The roles a message may have, and the chat template's role each is rendered as."""
+
+
+def _text_content(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list) and content:
         texts = []
         for k, part in enumerate(content):
             if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                raise bad_request(f"messages[0].content[{k}] must be a text part {{\"type\": \"text\", \"text\": …}}, "
+                raise bad_request(f"{where}[{k}] must be a text part {{\"type\": \"text\", \"text\": …}}, "
                                   f"got {_show(part)}", "messages")
             texts.append(part["text"])
         return "".join(texts)
-    raise bad_request(f"messages[0].content must be text or a list of text parts, got {_show(content)}", "messages")
+    raise bad_request(f"{where} must be text or a list of text parts, got {_show(content)}", "messages")
 
 
-def _question(messages: Any, limits: RequestLimits) -> str:
+def _message(i: int, message: Any, turns_began: bool) -> Message:
+    """Message ``i`` of a request; ``turns_began``: a user or assistant message came before it."""
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise bad_request(f"{where} must be an object with a role and a content, got {_show(message)}", "messages")
+    role = message.get("role")
+    if not (isinstance(role, str) and role in ROLES):
+        tools = " (tools are not supported)" if role in ("tool", "function") else ""
+        raise bad_request(f"{where}.role must be one of {', '.join(ROLES)}, got {_show(role)}{tools}", "messages")
+    extra = sorted(str(k) for k in message if k not in ("role", "content", "name"))
+    if extra:
+        raise bad_request(f"{where} has unsupported field(s) {', '.join(map(_show, extra))}", "messages")
+    if message.get("name") is not None and not isinstance(message["name"], str):
+        raise bad_request(f"{where}.name must be a string, got {_show(message['name'])}", "messages")
+    if ROLES[role] == "system" and turns_began:
+        raise bad_request(f"{where} is {role!r}: a {role} message must come before the conversation's user and "
+                          "assistant turns", "messages")
+    return Message(ROLES[role], _text_content(message.get("content"), f"{where}.content"))
+
+
+def _messages(messages: Any, limits: RequestLimits) -> tuple[Message, ...]:
+    """The conversation of a request (see the module docstring); its last turn is the question."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list of messages", "messages")
-    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-    if len(messages) != 1 or roles != ["user"]:
-        raise bad_request(f"this endpoint answers one question: messages must be a single user message (got roles "
-                          f"{_show(roles)}); system prompts and earlier turns are not supported yet", "messages")
-    message = messages[0]
-    extra = sorted(set(message) - {"role", "content", "name"})
-    if extra:
-        raise bad_request(f"messages[0] has unsupported field(s) {', '.join(map(_show, extra))}", "messages")
-    question = _text_content(message.get("content"))
-    if not question.strip():
-        raise bad_request("the user message is empty: the controller needs a question", "messages")
-    if len(question) > limits.max_question_chars:
-        raise bad_request(f"the question is {len(question):,} characters; this server accepts at most "
-                          f"{limits.max_question_chars:,}", "messages", "context_length_exceeded")
-    return question
+    conversation: list[Message] = []
+    for i, message in enumerate(messages):
+        conversation.append(_message(i, message, bool(conversation) and conversation[-1].role != "system"))
+    last = len(conversation) - 1
+    if conversation[-1].role != "user":
+        raise bad_request(f"messages[{last}] is {messages[-1]['role']!r}: the last message must be the user's question "
+                          "for the controller to answer", "messages")
+    if not conversation[-1].content.strip():
+        raise bad_request(f"messages[{last}].content is empty: the controller needs a question", "messages")
+    chars = sum(len(m.content) for m in conversation)
+    if chars > limits.max_question_chars:
+        whole = "the question is" if len(conversation) == 1 else f"the conversation's {len(conversation)} messages are"
+        raise bad_request(f"{whole} {chars:,} characters; this server accepts at most {limits.max_question_chars:,}",
+                          "messages", "context_length_exceeded")
+    return tuple(conversation)
 
 
 def _metadata(body: Mapping[str, Any]) -> dict[str, str]:
@@ -320,10 +355,10 @@ def parse_chat_request(body: Any, limits: RequestLimits, model_ids: Sequence[str
     if model not in model_ids:
         raise ApiError(404, f"the model {model!r} does not exist on this server; it serves "
                             f"{', '.join(model_ids)}", "invalid_request_error", "model_not_found", "model")
-    question = _question(body.get("messages"), limits)
+    messages = _messages(body.get("messages"), limits)
     metadata = _metadata(body)
     stream, include_usage = _streaming(body)
-    return ChatRequest(model, (Message("user", question),), _beta(body, metadata, limits), _cap(body, limits),
+    return ChatRequest(model, messages, _beta(body, metadata, limits), _cap(body, limits),
                        _deadline(body, metadata, limits), stream, include_usage)
 
 
