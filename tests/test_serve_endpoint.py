@@ -42,7 +42,7 @@ from tests.endpoint_fixtures import (  # noqa: F401  (endpoint: a fixture)
     scripted_runner,
     wait_cancelled,
 )
-from tests.live_fixtures import char_prompts
+from tests.live_fixtures import ScriptedBackend, char_prompts
 
 MODEL_IDS = (MODEL, "models:/autotts-controller@champion")
 LIMITS = RequestLimits(min_beta=0.2, max_beta=0.8, max_question_chars=200)
@@ -553,3 +553,24 @@ def test_a_conversation_reaches_the_engine_through_the_chat_template_and_branche
                                                                                    "tool_call_id": "x"}])
     assert err.value.body["param"] == "messages" and "messages[4]" in err.value.body["message"]
     assert not backend.prompts
+
+
+def test_a_conversation_the_chat_template_refuses_is_a_400_naming_the_turn(endpoint, monkeypatch):
+    import openai
+
+    from mlflow_autotts.live.prompts import ConversationRefused
+
+    server, served = endpoint
+    prompts = served.model.mode("live")._runner.prompts
+
+    def refuse(messages):
+        raise ConversationRefused("messages[0] (system): the chat template of 'x' refuses it (System role not "
+                                  "supported)", 0)
+
+    monkeypatch.setattr(prompts, "conversation_ids", refuse)
+    with pytest.raises(openai.BadRequestError) as err:
+        client_of(server).chat.completions.create(model=MODEL, messages=[
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 1+1?"}])
+    assert err.value.body["param"] == "messages" and err.value.body["code"] == "invalid_conversation"
+    assert err.value.body["message"].startswith("messages[0] (system): the chat template")
+    assert admitted(server) == 0

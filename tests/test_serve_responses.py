@@ -399,11 +399,6 @@ def test_the_first_event_arrives_before_any_generation_call_returns(endpoint):
     assert backend.returned > 0 and rest[-1].type == "response.completed"
 
 
-# Needs ChatPrompts.conversation_ids to render whole conversations (the `conv` branch); today it
-# renders one user turn and raises, so the server answers 500. Strict: passes there, then fails
-# here until this marker is removed.
-@pytest.mark.xfail(raises=(openai.InternalServerError, AutoTTSError), strict=True,
-                   reason="ChatPrompts.conversation_ids renders one user turn until the conv branch lands")
 def test_instructions_and_earlier_turns_reach_the_model(endpoint):
     server, served = endpoint
     client = client_of(server)

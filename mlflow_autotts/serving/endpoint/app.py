@@ -78,6 +78,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_autotts.errors import AutoTTSError, BackendError, safe_text
 from mlflow_autotts.live.config import LiveConfigError
 from mlflow_autotts.live.episode import EpisodeLimits, Observer, QuestionTooLong
+from mlflow_autotts.live.prompts import ConversationRefused
 from mlflow_autotts.serving.endpoint.config import ServeConfig
 from mlflow_autotts.serving.endpoint.protocol import (
     ApiError,
@@ -182,6 +183,8 @@ class ServedModel:
             result = runner.solve(controller, chat.messages, limits, observer)
         except QuestionTooLong as exc:
             raise ApiError(400, str(exc), "invalid_request_error", "context_length_exceeded", "messages") from None
+        except ConversationRefused as exc:  # the model's chat template cannot render it as given
+            raise ApiError(400, str(exc), "invalid_request_error", "invalid_conversation", "messages") from None
         except ControllerFailed as exc:
             raise ApiError(500, safe_text(exc), "server_error", "controller_failed") from None
         except BackendError as exc:  # down, too slow or refusing: not the caller's fault
