@@ -95,7 +95,7 @@ def on_test(config: SearchConfig, sel, archive, test_sets: list) -> dict:
     the sandbox, as the selection scores them; any selection rule can then be judged on
     data it never saw."""
     sizes = {ts.name: len(ts) for ts in test_sets}
-    _, _, base = baselines(test_sets, config.selection.final_shuffles, config.pool)
+    sc, _, base = baselines(test_sets, config.selection.final_shuffles, config.pool)
     box = ProcessSandbox(search_limits(config.scoring, scale=5))
     seeds = list(range(config.selection.final_shuffles))
     finalists = {}
@@ -104,7 +104,7 @@ def on_test(config: SearchConfig, sel, archive, test_sets: list) -> dict:
         outcome = box.score(c.proposal.source, test_sets, config.betas, seeds, class_name=c.proposal.class_name)
         if outcome.ok:
             finalists[cid] = {str(b): _table_json(t) for b, t in tables_of_outcome(outcome, sizes).items()}
-    return {"finalists": finalists, "sc64": _table_json(base[("sc@64", None)]),
+    return {"finalists": finalists, "sc64": _table_json(base[(sc.label, None)]),
             "cmc": {str(b): _table_json(t) for (label, b), t in base.items() if label == "cmc"}}
 
 
@@ -157,7 +157,7 @@ def run_fold(fold: int, mode: str, candidates: int, workers: int, cache: str | N
         "dominance": sel.winner_curve.dominance if sel.winner_curve else None,
         "tables": {
             "winner": {str(b): _table_json(t) for b, t in sel.tables.get(w.id, {}).items()} if w else {},
-            "sc64": _table_json(sel.tables["sc@64"][None]),
+            "sc64": _table_json(sel.tables[sel.sc_label][None]),
             "cmc": {str(b): _table_json(t) for b, t in sel.tables["cmc"].items()},
         },
     }

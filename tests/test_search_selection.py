@@ -130,3 +130,50 @@ def test_finalists_skip_near_copies_of_a_better_candidate():
     assert arch.ranked()[:3] == ["a1", "a3", "a2"]
     assert [c.id for c in finalists_of(arch, 2)] == ["a1", "b1"]
     assert [c.id for c in finalists_of(arch, 5)] == ["a1", "b1", "c1"]
+
+
+def _with_gold(ts, gold: str | None):
+    """``ts`` with every gold answer replaced by ``gold`` (None: kept)."""
+    from mlflow_autotts.data.trajectory import Problem, TrajectorySet
+
+    return ts if gold is None else TrajectorySet([Problem(p.branches, gold) for p in ts.problems], ts.provenance)
+
+
+def test_sc_is_labelled_with_the_branches_the_data_has():
+    from mlflow_autotts.search.references import sc_label
+    from tests.helpers import random_set
+
+    assert sc_label([random_set(3, 16, seed=1)]) == "sc@16"
+    assert sc_label([random_set(3, 16, seed=1), random_set(2, 6, seed=2, name="Synth/b")]) == "sc@6-16"
+    assert sc_label([random_set(2, 70, seed=3)]) == "sc@64"  # SC64 reads 64 at most
+    assert sc_label([]) == "sc@64"
+
+
+@pytest.mark.parametrize("gold, minimum, refused", [(None, 10.0, False), ("never", 10.0, True), ("never", 0.0, False)])
+def test_no_winner_is_declared_against_a_reference_that_scores_near_zero(gold, minimum, refused):
+    """Real selection (the finalist scored in the process sandbox) on 16-branch data: with a
+    gold answer no branch gives, SC@16 scores 0% and any controller "reaches" it at 0%; the
+    selection then declares no winner and says why, unless the threshold is turned off."""
+    from mlflow_autotts.replay.results import EvalResult
+    from mlflow_autotts.search.archive import Archive
+    from mlflow_autotts.search.config import SelectionConfig
+    from mlflow_autotts.search.selection import select
+    from mlflow_autotts.search.types import Candidate, Proposal
+    from mlflow_autotts.tracking.search_job import selection_rows
+    from tests.helpers import HONEST, random_set
+
+    validation = [_with_gold(random_set(6, 16, seed=5), gold)]
+    cand = Candidate("c0000", Proposal(source=HONEST), [EvalResult("Synth/toy", 0.5, 50.0, 1000.0)])
+    config = SelectionConfig(final_shuffles=3, finalists=1, bootstrap_resamples=200, min_reference_accuracy=minimum)
+    sel = select(config, Archive.from_candidates([cand]), validation, [0.5], workers=1)
+    assert sel.sc_label == sel.sc64.label == "sc@16" and set(sel.tables) == {"sc@16", "asc", "esc", "cmc", "c0000"}
+    assert sel.finalists["c0000"]  # scored either way, for the table
+    rows = selection_rows(sel)
+    assert rows[0]["controller"] == "sc@16" and sum(r["winner"] for r in rows) == (0 if refused else 1)
+    if refused:
+        assert sel.sc64.accuracy == 0.0 and sel.winner is None and sel.winner_point is None
+        assert not sel.reached_sc64 and sel.tier == 0
+        assert sel.refused.startswith("SC@16 scores 0.0% on validation, under min_reference_accuracy (10%)")
+    else:
+        assert sel.refused is None and sel.winner is cand and sel.winner_point.label == "c0000"
+        assert (sel.sc64.accuracy > 50.0) == (gold is None)

@@ -30,12 +30,15 @@ def search_cmd(config: SearchConfig, resume: str | None, progress: bool) -> None
     result = job.run(config, MlflowJobRecorder(resume), progress=progress)
     click.echo(f"search run {result.run_id}: {len(result.outcome.candidates)} candidates "
                f"({sum(1 for c in result.outcome.candidates if not c.ok)} failed); stopped: {result.outcome.stop_reason}")
+    sc = result.selection.sc_label.upper()  # SC@N with the data's N (SC@64 on the published sets)
     click.echo(format_table(selection_rows(result.selection), [
         ("controller", "controller (validation)", ""), ("beta", "beta", ".2f"), ("accuracy", "accuracy %", ".2f"),
-        ("mean_tokens", "mean tokens", ",.0f"), ("vs_sc64_lcb", "vs SC@64 (LCB)", "+.2f"),
+        ("mean_tokens", "mean tokens", ",.0f"), ("vs_sc64_lcb", f"vs {sc} (LCB)", "+.2f"),
         ("gain_over_cmc_lcb", "gain over CMC (LCB)", "+.2f"), ("winner", "winner", "")]))
     sel = result.selection
     if result.challenger_version:
         click.echo(f"challenger: models:/{config.model_name}@challenger (version {result.challenger_version}, "
                    f"{sel.winner.id} at beta={sel.winner_point.beta:g}; "
-                   f"{'reaches' if sel.reached_sc64 else 'does NOT reach'} SC@64 accuracy on validation)")
+                   f"{'reaches' if sel.reached_sc64 else 'does NOT reach'} {sc} accuracy on validation)")
+    elif sel.refused:
+        click.echo(f"no challenger: {sel.refused}")

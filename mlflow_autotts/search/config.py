@@ -38,8 +38,13 @@ class SelectionConfig:
     """Candidates re-scored on validation: the best by search objective, near-copies of a
     better one skipped."""
     select_margin: float = settings.bounded(0.0, ge=0, le=100)
-    """Points above SC@64's validation accuracy the *lower confidence bound* of a winner's
-    accuracy must reach (see ``select_confidence``)."""
+    """Points above SC@N's validation accuracy (N: the data's branches per question, 64 on
+    the published sets) the *lower confidence bound* of a winner's accuracy must reach (see
+    ``select_confidence``)."""
+    min_reference_accuracy: float = settings.bounded(10.0, ge=0, le=100)
+    """SC@N's validation accuracy (%) below which no winner is declared, nothing registered:
+    against a reference that answers (almost) nothing right, every controller "reaches" it
+    at about 0% and its token savings mean nothing. 0 turns the check off."""
     select_confidence: float = settings.bounded(0.8, ge=0.5, lt=1)
     """One-sided confidence of the lower bounds the winner is chosen by (a paired bootstrap
     over the validation problems): higher asks for surer gains, at more tokens."""

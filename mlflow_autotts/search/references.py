@@ -1,7 +1,12 @@
-"""What a search is measured against: SC@64 and CMC's β-curve on the search split.
+"""What a search is measured against: SC@N and CMC's β-curve on the search split.
+
+SC@N is self-consistency over every branch a question has (``SC64`` reads up to 64: SC@64
+on the published sets, SC@16 on a 16-branch collection); ``sc_label`` names it with the
+data's N. Names of stored metrics, tags and table columns keep ``sc64`` (``vs_sc64``,
+``validation.sc64.accuracy``): runs already recorded and the code reading them rely on them.
 
 From these the goal every candidate is ranked by is set (the gain of its β-curve over
-CMC's, ``curves.gain_over``), and SC@64's accuracy within ``BUDGET_SHARE_OF_CMC`` of CMC
+CMC's, ``curves.gain_over``), and SC@N's accuracy within ``BUDGET_SHARE_OF_CMC`` of CMC
 β=0.5's tokens is the point the final selection asks the winner to reach. A module of its
 own because both the explorers (aimed at the goal) and the job (which measures it) use it.
 """
@@ -20,19 +25,31 @@ from mlflow_autotts.replay.runner import ChunkExecutor, ReplayConfig, evaluate_m
 CMC_BUDGET_BETA = 0.5
 """The CMC β whose tokens set the budget (always measured, whatever ``betas`` says)."""
 BUDGET_SHARE_OF_CMC = 0.8
-"""The search chases SC@64's accuracy within this share of CMC β=0.5's tokens."""
+"""The search chases SC@N's accuracy within this share of CMC β=0.5's tokens."""
+
+
+def sc_label(sets: Sequence[TrajectorySet]) -> str:
+    """SC's display name on ``sets``: ``sc@N`` with N the branches it reads per question (the
+    data's, at most ``SC64``'s), ``sc@A-B`` when questions have different numbers."""
+    cap = int(SC64.params["n"])
+    counts = sorted({min(p.branches.n_branches, cap) for ts in sets for p in ts.problems})
+    if not counts:
+        return f"sc@{cap}"
+    return f"sc@{counts[0]}" if len(counts) == 1 else f"sc@{counts[0]}-{counts[-1]}"
 
 
 @dataclass(frozen=True)
 class References:
-    """SC@64 and the CMC β sweep on the search split (means over datasets)."""
+    """SC@N and the CMC β sweep on the search split (means over datasets)."""
 
     sc64_accuracy: float
-    """SC@64's accuracy (%): the target every candidate is asked to reach."""
+    """SC@N's accuracy (%): the target every candidate is asked to reach."""
     sc64_tokens: float
-    """SC@64's mean tokens per problem."""
+    """SC@N's mean tokens per problem."""
     cmc_curve: tuple[tuple[float, float, float], ...]
     """(β, accuracy %, mean tokens) of CMC for ``betas`` ∪ {0.5}, β ascending."""
+    sc_label: str = "sc@64"
+    """SC@N's display name on the search split (``sc_label``)."""
 
     @property
     def cmc_points(self) -> tuple[tuple[float, float], ...]:
@@ -47,7 +64,7 @@ class References:
 
 def measure_references(search_sets: Sequence[TrajectorySet], betas: Sequence[float], shuffles: int,
                        workers: int | None = None, executor: ChunkExecutor | None = None) -> References:
-    """SC@64 and CMC over ``betas`` ∪ {0.5} on the search split (``shuffles`` per problem, as
+    """SC@N and CMC over ``betas`` ∪ {0.5} on the search split (``shuffles`` per problem, as
     candidates are scored), in one replay run on ``executor`` (default: the local pool)."""
     cmc_betas = sorted(set(betas) | {CMC_BUDGET_BETA})
     results = evaluate_many([SC64] + [ControllerSpec("cmc", b) for b in cmc_betas], search_sets,
@@ -57,7 +74,7 @@ def measure_references(search_sets: Sequence[TrajectorySet], betas: Sequence[flo
     groups = [results[i * n:(i + 1) * n] for i in range(len(results) // n)]
     sc64_accuracy, sc64_tokens = mean_over_datasets(groups[0])
     curve = tuple((b, *mean_over_datasets(g)) for b, g in zip(cmc_betas, groups[1:]))
-    return References(sc64_accuracy, sc64_tokens, curve)
+    return References(sc64_accuracy, sc64_tokens, curve, sc_label(search_sets))
 
 
-__all__ = ["BUDGET_SHARE_OF_CMC", "CMC_BUDGET_BETA", "References", "measure_references"]
+__all__ = ["BUDGET_SHARE_OF_CMC", "CMC_BUDGET_BETA", "References", "measure_references", "sc_label"]

@@ -2,25 +2,31 @@
 
 The best ``finalists`` candidates (by their search-split objective, near-copies skipped:
 ``finalists_of``) are re-scored in the
-sandbox on the validation data with the full shuffles; SC@64, ASC, ESC and CMC at
-``CMC_BETAS`` are replayed in-process on the same data. Every configuration is reduced to
+sandbox on the validation data with the full shuffles; SC@N (every branch of a question, up
+to 64: ``references.sc_label``), ASC, ESC and CMC at ``CMC_BETAS`` are replayed in-process
+on the same data. Every configuration is reduced to
 per-problem means (``bootstrap.ProblemTable``) and a paired bootstrap over the validation
 problems (stratified by dataset) gives, for each finalist:
 
-- at each β, its accuracy gain over SC@64 (points) with a one-sided lower bound at
+- at each β, its accuracy gain over SC@N (points) with a one-sided lower bound at
   ``select_confidence``;
 - for its whole curve, the gain over CMC's curve (``curves.gain_over``, points) with its
   lower bound, and whether it dominates every CMC β point (at least CMC's accuracy with
   fewer tokens) on the validation data.
 
 The winner is the (finalist, β) with the fewest mean validation tokens among the *sure*
-points (accuracy gain over SC@64 with a lower bound ≥ ``select_margin``) in the first
+points (accuracy gain over SC@N with a lower bound ≥ ``select_margin``) in the first
 non-empty tier: (1) its curve dominates every CMC point and its curve-gain lower bound is
 ≥ 0; (2) it dominates; (3) its curve-gain lower bound is ≥ 0; (4) the finalist with the
-highest curve-gain lower bound; (5) no sure point: accuracy ≥ SC@64's as measured.
-Otherwise the point with the highest lower bound over SC@64 is chosen (tier 0) and the
-selection says it does not reach SC@64.
+highest curve-gain lower bound; (5) no sure point: accuracy ≥ SC@N's as measured.
+Otherwise the point with the highest lower bound over SC@N is chosen (tier 0) and the
+selection says it does not reach SC@N.
 A lower bound, not a mean, protects against the luck of a few validation problems.
+
+No winner at all when SC@N scores under ``min_reference_accuracy`` on validation
+(``Selection.refused`` says so): when the reference answers almost nothing right, every
+controller "reaches" it at about 0% and the cheapest one "wins" by saving tokens on
+wrong answers. The finalists are still scored, for the table.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval
 from mlflow_autotts.search.config import ScoringConfig, SelectionConfig
 from mlflow_autotts.search.curves import dominance_margins, gain_over
 from mlflow_autotts.search.loop import search_limits
-from mlflow_autotts.search.references import CMC_BUDGET_BETA
+from mlflow_autotts.search.references import CMC_BUDGET_BETA, sc_label
 from mlflow_autotts.search.types import Candidate
 
 CMC_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -61,7 +67,7 @@ class Point:
     per_data: dict[str, tuple[float, float]] = field(default_factory=dict)
     """dataset -> (accuracy, mean tokens)."""
     vs_sc64: tuple[float, float, float] | None = None
-    """Accuracy minus SC@64's (points): (lower bound at the selection's confidence, mean,
+    """Accuracy minus SC@N's (points): (lower bound at the selection's confidence, mean,
     upper bound of the two-sided interval at that confidence); finalists only."""
 
 
@@ -98,12 +104,17 @@ class Selection:
     curves: dict[str, CurveStats] = field(default_factory=dict)
     """candidate id -> its curve against CMC's."""
     tier: int = 0
-    """Which rule chose the winner (1 = strongest; 0 = none reached SC@64; see module doc)."""
+    """Which rule chose the winner (1 = strongest; 0 = none reached SC@N; see module doc)."""
     confidence: float = 0.9
     """One-sided confidence of the lower bounds."""
     tables: dict[str, dict[float | None, ProblemTable]] = field(default_factory=dict, repr=False)
-    """Per-problem validation tables: finalist id (or ``sc@64``, ``cmc``, ``asc``, ``esc``)
+    """Per-problem validation tables: finalist id (or ``sc_label``, ``cmc``, ``asc``, ``esc``)
     -> β -> table (for pooling folds of a cross-validation)."""
+    sc_label: str = "sc@64"
+    """SC@N's name with the validation data's N (``references.sc_label``)."""
+    refused: str | None = None
+    """Why no winner was declared although finalists scored (SC@N under
+    ``min_reference_accuracy``); None otherwise."""
 
     @property
     def winner_curve(self) -> CurveStats | None:
@@ -146,15 +157,16 @@ def tables_of_outcome(outcome: CandidateOutcome, sizes: dict[str, int]) -> dict[
 def baselines(validation: Sequence[TrajectorySet], shuffles: int, workers: int | None,
               progress: bool = False, executor: ChunkExecutor | None = None
               ) -> tuple[Point, list[Point], dict[tuple[str, float | None], ProblemTable]]:
-    """SC@64 and the comparison baselines on the validation data (trusted built-ins, on
-    ``executor``), with their per-problem tables keyed by (label, β)."""
+    """SC@N and the comparison baselines on the validation data (trusted built-ins, on
+    ``executor``), with their per-problem tables keyed by (label, β); SC@N's label is
+    ``sc_label(validation)``."""
     specs = [SC64, ControllerSpec("asc"), ControllerSpec("esc")] + [ControllerSpec("cmc", b) for b in CMC_BETAS]
     results = evaluate_many(specs, validation, ReplayConfig(shuffles=shuffles, workers=workers, progress=progress),
                             keep_episodes=True, executor=executor)
     sizes = {ts.name: len(ts) for ts in validation}
     n = len(validation)
     groups = [results[i * n:(i + 1) * n] for i in range(len(specs))]
-    labels = ["sc@64", "asc", "esc"] + ["cmc"] * len(CMC_BETAS)
+    labels = [sc_label(validation), "asc", "esc"] + ["cmc"] * len(CMC_BETAS)
     tables: dict[tuple[str, float | None], ProblemTable] = {}
     points: list[Point] = []
     for label, g in zip(labels, groups):
@@ -242,7 +254,7 @@ def select(config: SelectionConfig, archive: Archive, validation: Sequence[Traje
     sizes = {ts.name: len(ts) for ts in validation}
     resampler = Resampler(sizes, config.bootstrap_resamples, seed=seed)
     conf = config.select_confidence
-    sc64_acc, _ = resampler.means(base_tables[("sc@64", None)])
+    sc64_acc, _ = resampler.means(base_tables[(sc64.label, None)])
     cmc_tables = {b: t for (label, b), t in base_tables.items() if label == "cmc"}
     ranked = finalists_of(archive, config.finalists)
     box = sandbox or ProcessSandbox(search_limits(ScoringConfig(), scale=5))
@@ -274,9 +286,21 @@ def select(config: SelectionConfig, archive: Archive, validation: Sequence[Traje
             curves[c.id] = curve_stats(tables, cmc_tables, resampler, conf)
             all_tables[c.id] = tables
     all_points = [p for pts in finalists.values() for p in pts]
-    best, tier = choose(all_points, curves, config.select_margin)
+    refused = reference_too_weak(sc64, config.min_reference_accuracy) if all_points else None
+    best, tier = (None, 0) if refused else choose(all_points, curves, config.select_margin)
     winner = archive.candidates[best.label] if best else None
-    return Selection(winner, best, tier > 0, sc64, base, finalists, failures, curves, tier, conf, all_tables)
+    return Selection(winner, best, tier > 0, sc64, base, finalists, failures, curves, tier, conf, all_tables,
+                     sc64.label, refused)
+
+
+def reference_too_weak(sc: Point, minimum: float) -> str | None:
+    """Why no winner can be declared against ``sc`` (SC@N on validation), or None when its
+    accuracy reaches ``minimum`` (%)."""
+    if sc.accuracy >= minimum:
+        return None
+    return (f"{sc.label.upper()} scores {sc.accuracy:.1f}% on validation, under min_reference_accuracy "
+            f"({minimum:g}%): a controller that reaches it or saves tokens against it shows nothing; "
+            "use questions the model answers right more often")
 
 
 def cmc_budget_tokens(selection: Selection) -> float | None:
@@ -285,4 +309,4 @@ def cmc_budget_tokens(selection: Selection) -> float | None:
 
 
 __all__ = ["Point", "CurveStats", "Selection", "select", "choose", "baselines", "mean_points", "pick",
-           "cmc_budget_tokens", "finalists_of", "CMC_BETAS"]
+           "cmc_budget_tokens", "finalists_of", "reference_too_weak", "CMC_BETAS"]

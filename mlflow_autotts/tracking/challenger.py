@@ -65,7 +65,7 @@ def register_challenger(selection: Selection, parent_run_id: str, model_name: st
     info = log_candidate_model(c.proposal.source, class_name, label, p.beta if p.beta is not None else 0.5,
                                metrics=metrics, tags=tags, name="challenger")
     description = (f"Search {parent_run_id}, candidate {c.id} at beta={p.beta:g}: validation accuracy "
-                   f"{p.accuracy:.2f}% with {p.mean_tokens:,.0f} mean tokens (SC@64: {selection.sc64.accuracy:.2f}% "
+                   f"{p.accuracy:.2f}% with {p.mean_tokens:,.0f} mean tokens ({selection.sc_label.upper()}: {selection.sc64.accuracy:.2f}% "
                    f"with {selection.sc64.mean_tokens:,.0f}).")
     reg = register_logged_model(info.model_uri, name=model_name, aliases=[alias],
                                 description=description, tags=tags, metrics=metrics)

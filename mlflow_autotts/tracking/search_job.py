@@ -177,10 +177,11 @@ def _metrics(values: dict[str, float]):
 
 
 def selection_rows(selection: Selection) -> list[dict[str, Any]]:
-    """The comparison table: finalists (with their bootstrap bounds), SC@64, CMC at several
-    β, ASC, ESC (validation data)."""
+    """The comparison table: finalists (with their bootstrap bounds), SC@N (labelled with the
+    data's N; its columns keep the name ``vs_sc64``), CMC at several β, ASC, ESC (validation
+    data)."""
     rows = []
-    for label, points in [("sc@64", [selection.sc64])] + [(p.label, [p]) for p in selection.baselines] + [
+    for label, points in [(selection.sc_label, [selection.sc64])] + [(p.label, [p]) for p in selection.baselines] + [
             (cid, pts) for cid, pts in selection.finalists.items()]:
         curve = selection.curves.get(label)
         for p in points:
@@ -218,7 +219,7 @@ def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Sele
     front = plots.Curve("Pareto front", [(f.tokens, f.accuracy) for f in outcome.archive.front], group="front")
     cmc = plots.Curve("cmc (β sweep)", [(t, a) for _, a, t in refs.cmc_curve], group="cmc",
                       point_labels=[f"β={b:g}" for b, _, _ in refs.cmc_curve])
-    sc64 = [plots.Point("sc@64", refs.sc64_tokens, refs.sc64_accuracy, group="sc@64", kind="sc@64")]
+    sc64 = [plots.Point(refs.sc_label, refs.sc64_tokens, refs.sc64_accuracy, group=refs.sc_label, kind=refs.sc_label)]
     fig = plots.tradeoff_figure([front, cmc], pts + sc64, title="search split: candidates across β", label_points=False)
     mlflow.log_figure(fig, "pareto.png")
     client = mlflow.tracking.MlflowClient()
@@ -246,7 +247,7 @@ def _log_selection(config: SearchConfig, outcome: SearchOutcome, selection: Sele
             summary["validation.cmc_0.5.accuracy"] = p.accuracy
     mlflow.log_metrics(summary)
     if sel.winner is None:
-        mlflow.set_tag("autotts.challenger", "none: no candidate scored")
+        mlflow.set_tag("autotts.challenger", f"none: {sel.refused or 'no candidate scored'}")
         return None
     return register_challenger(sel, parent_id, config.model_name, config.alias)
 
