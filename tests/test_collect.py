@@ -23,7 +23,7 @@ from mlflow_autotts.collect.endpoints import WorkQueue
 from mlflow_autotts.collect.run import CollectError, EndpointWarning, collect
 from mlflow_autotts.collect.shards import SERVED, ResumeError, work_dir
 from mlflow_autotts.controllers.baselines import SelfConsistency
-from mlflow_autotts.data.arithmetic import arithmetic_questions
+from mlflow_autotts.data.arithmetic import arithmetic_questions, sum_questions
 from mlflow_autotts.data.parquet_io import read_parquet
 from mlflow_autotts.live.backends.base import BackendError, Generation
 from mlflow_autotts.live.collection import collection_config
@@ -194,9 +194,11 @@ def test_an_existing_output_is_never_overwritten(tmp_path):
 
 # ------------------------------------------------------------------ the recipe's questions
 def test_arithmetic_questions_are_deterministic_and_the_recipe_holds_them(tmp_path):
-    rows = arithmetic_questions(40, seed=0)
-    assert rows == arithmetic_questions(40, seed=0) != arithmetic_questions(40, seed=1)
-    assert all(r["answer"].isdigit() and r["question"].endswith("?") for r in rows)
+    rows = sum_questions(40, seed=0)
+    assert rows == sum_questions(40, seed=0) != sum_questions(40, seed=1)
+    pairs = [tuple(map(int, r["question"].removeprefix("What is ").removesuffix("?").split(" + "))) for r in rows]
+    assert len(set(pairs)) == 40 and all(1 <= a <= 9 and 1 <= b <= 9 for a, b in pairs)
+    assert [r["answer"] for r in rows] == [str(a + b) for a, b in pairs]
     recipe = Path(__file__).resolve().parent.parent / "projects" / "smollm2-arithmetic" / "questions.jsonl"
     assert [json.loads(line) for line in recipe.read_text().splitlines()] == rows
     out = tmp_path / "q.jsonl"
@@ -205,6 +207,14 @@ def test_arithmetic_questions_are_deterministic_and_the_recipe_holds_them(tmp_pa
     assert out.read_bytes() == recipe.read_bytes()
     res = CliRunner().invoke(main, ["data", "arithmetic", str(out), "-n", "3"])
     assert res.exit_code == 2 and "already exists" in res.output
+    res = CliRunner().invoke(main, ["data", "arithmetic", str(tmp_path / "all.jsonl"), "-n", "82"])
+    assert res.exit_code == 2 and "at most 81" in res.output
+    # the word problems stay: larger models, and the collection tests and benchmarks
+    words = tmp_path / "words.jsonl"
+    res = CliRunner().invoke(main, ["data", "arithmetic", str(words), "-n", "5", "--kind", "word"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(line) for line in words.read_text().splitlines()] == arithmetic_questions(5, seed=0)
+    assert all(r["answer"].isdigit() and r["question"].endswith("?") for r in arithmetic_questions(40, seed=0))
 
 
 class NoLogprobs(ScriptedBackend):

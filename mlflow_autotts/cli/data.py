@@ -109,13 +109,16 @@ def convert_cmd(src: str, dst: str, force: bool) -> None:
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("-n", "count", type=click.IntRange(min=1), default=40, show_default=True, help="How many questions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same questions.")
+@click.option("--kind", type=click.Choice(["sums", "word"]), default="sums", show_default=True,
+              help="sums: 'What is 3 + 4?' (single digits; the demo model is right about half the time); "
+                   "word: one- and two-step word problems (right about one time in ten on the demo model).")
 @click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
-def arithmetic_cmd(dst: str, count: int, seed: int, force: bool) -> None:
-    """Write COUNT short arithmetic word problems with exact answers to DST (.jsonl): questions
+def arithmetic_cmd(dst: str, count: int, seed: int, kind: str, force: bool) -> None:
+    """Write COUNT short arithmetic questions with exact answers to DST (.jsonl): questions
     for collecting on a small model (the projects/smollm2-arithmetic recipe)."""
     import json
 
-    from mlflow_autotts.data.arithmetic import arithmetic_questions
+    from mlflow_autotts.data.arithmetic import KINDS
     from mlflow_autotts.data.json_io import atomic_path
 
     out = Path(dst)
@@ -124,6 +127,10 @@ def arithmetic_cmd(dst: str, count: int, seed: int, force: bool) -> None:
     if out.exists() and not force:
         raise DataError(dst, "already exists; pass --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = KINDS[kind](count, seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-n") from None
     with atomic_path(out) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in arithmetic_questions(count, seed)), encoding="utf-8")
-    click.echo(f"wrote {out} ({count} questions, seed {seed})")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    click.echo(f"wrote {out} ({count} {kind} questions, seed {seed})")

@@ -1,9 +1,15 @@
-"""Short arithmetic word problems with exact answers, generated deterministically.
+"""Short arithmetic questions with exact answers, generated deterministically.
 
 The laptop recipe (``projects/smollm2-arithmetic``) needs questions a 135M model gets right
-sometimes, not always, so that voting and early stopping have something to do, and that
-anyone can regenerate bit for bit: one ``random.Random(seed)`` draws a template and its
-numbers, and the answer is computed, never written by hand.
+about half the time, neither never nor always, so that a vote beats one sample and early
+stopping has something to save, and that anyone can regenerate bit for bit: one
+``random.Random(seed)`` draws the numbers, and the answer is computed, never written by hand.
+
+Two kinds: ``sums`` ("What is 3 + 4?", two single digits, no pair twice), the recipe's: on
+SmolLM2-135M-Instruct about half the samples are right and a 16-branch vote is right far
+more often (``benchmarks/README.md``, ``recipe_questions.py``); ``word`` (one- and two-step
+word problems), which that model answers right in about one sample of ten, too rarely for
+votes to mean anything, kept for larger models and the collection benchmarks.
 """
 
 from __future__ import annotations
@@ -48,16 +54,37 @@ def _two_step(r: random.Random) -> tuple[str, int]:
 TEMPLATES: tuple[Template, ...] = (_add, _sub, _mul, _div, _two_step)
 
 
-def arithmetic_questions(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """``n`` questions as ``{"question", "answer"}`` rows; the same ``(n, seed)`` gives the same rows."""
+def _count(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    return n
+
+
+def arithmetic_questions(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """``n`` word problems as ``{"question", "answer"}`` rows; the same ``(n, seed)`` gives the same rows."""
     r = random.Random(seed)
     rows = []
-    for _ in range(n):
+    for _ in range(_count(n)):
         question, answer = r.choice(TEMPLATES)(r)
         rows.append({"question": question, "answer": str(answer)})
     return rows
 
 
-__all__ = ["TEMPLATES", "arithmetic_questions"]
+SUM_PAIRS = tuple((a, b) for a in range(1, 10) for b in range(1, 10))
+"""Every ordered pair of single digits 1–9: the ``sums`` questions are drawn from these."""
+
+
+def sum_questions(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """``n`` questions "What is a + b?" (single digits, no pair twice, at most 81) as
+    ``{"question", "answer"}`` rows; the same ``(n, seed)`` gives the same rows."""
+    if _count(n) > len(SUM_PAIRS):
+        raise ValueError(f"n must be at most {len(SUM_PAIRS)} (the distinct pairs of single digits), got {n}")
+    return [{"question": f"What is {a} + {b}?", "answer": str(a + b)}
+            for a, b in random.Random(seed).sample(SUM_PAIRS, n)]
+
+
+KINDS: dict[str, Callable[[int, int], list[dict[str, str]]]] = {"sums": sum_questions, "word": arithmetic_questions}
+"""Question kinds by name (``autotts data arithmetic --kind``)."""
+
+
+__all__ = ["KINDS", "SUM_PAIRS", "TEMPLATES", "arithmetic_questions", "sum_questions"]
