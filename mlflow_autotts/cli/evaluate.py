@@ -17,6 +17,7 @@ from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.cli.overlap import can_fork, run_beside
 from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.evaluation import EvaluateConfig, local_controller, plan_evaluation
+from mlflow_autotts.search.references import sc_label
 from mlflow_autotts.tracking.evaluate_run import log_evaluation
 from mlflow_autotts.tracking.mlflow_utils import warm_up
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
@@ -44,7 +45,7 @@ def evaluate(config: EvaluateConfig) -> None:
     click.echo(format_table(rows, [
         ("data", "data", ""), ("controller", "controller", ""), ("beta", "beta", ".2f"),
         ("accuracy", "accuracy %", ".2f"), ("mean_tokens", "mean tokens", ",.0f"),
-        ("token_reduction_vs_sc64", "vs SC@64 %", "+.1f")]))
+        ("token_reduction_vs_sc64", f"vs {sc_label(plan.datasets).upper()} %", "+.1f")]))
     if config.output_json:
         keys = ("data", "controller", "beta", "accuracy", "mean_tokens", "shuffles", "token_reduction_vs_sc64")
         write_json_atomic(config.output_json, {"results": [{k: r.get(k) for k in keys} for r in rows]})
