@@ -140,7 +140,7 @@ def _with_gold(ts, gold: str | None):
 
 
 def test_sc_is_labelled_with_the_branches_the_data_has():
-    from mlflow_autotts.search.references import sc_label
+    from mlflow_autotts.controllers.reference import sc_label
     from tests.helpers import random_set
 
     assert sc_label([random_set(3, 16, seed=1)]) == "sc@16"

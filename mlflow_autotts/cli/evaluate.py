@@ -16,8 +16,8 @@ from mlflow_autotts.cli.common import format_table, write_json_atomic
 from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.cli.overlap import can_fork, run_beside
 from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
+from mlflow_autotts.controllers.reference import sc_label
 from mlflow_autotts.evaluation import EvaluateConfig, local_controller, plan_evaluation
-from mlflow_autotts.search.references import sc_label
 from mlflow_autotts.tracking.evaluate_run import log_evaluation
 from mlflow_autotts.tracking.mlflow_utils import warm_up
 from mlflow_autotts.tracking.resolve import spec_from_model_uri

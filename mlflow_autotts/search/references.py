@@ -1,8 +1,8 @@
 """What a search is measured against: SC@N and CMC's β-curve on the search split.
 
 SC@N is self-consistency over every branch a question has (``SC64`` reads up to 64: SC@64
-on the published sets, SC@16 on a 16-branch collection); ``sc_label`` names it with the
-data's N. Names of stored metrics, tags and table columns keep ``sc64`` (``vs_sc64``,
+on the published sets, SC@16 on a 16-branch collection); ``controllers.reference.sc_label``
+names it with the data's N. Names of stored metrics, tags and table columns keep ``sc64`` (``vs_sc64``,
 ``validation.sc64.accuracy``): runs already recorded and the code reading them rely on them.
 
 From these the goal every candidate is ranked by is set (the gain of its β-curve over
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.controllers.reference import SC64
+from mlflow_autotts.controllers.reference import SC64, sc_label
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import mean_over_datasets
 from mlflow_autotts.replay.runner import ChunkExecutor, ReplayConfig, evaluate_many
@@ -26,16 +26,6 @@ CMC_BUDGET_BETA = 0.5
 """The CMC β whose tokens set the budget (always measured, whatever ``betas`` says)."""
 BUDGET_SHARE_OF_CMC = 0.8
 """The search chases SC@N's accuracy within this share of CMC β=0.5's tokens."""
-
-
-def sc_label(sets: Sequence[TrajectorySet]) -> str:
-    """SC's display name on ``sets``: ``sc@N`` with N the branches it reads per question (the
-    data's, at most ``SC64``'s), ``sc@A-B`` when questions have different numbers."""
-    cap = int(SC64.params["n"])
-    counts = sorted({min(p.branches.n_branches, cap) for ts in sets for p in ts.problems})
-    if not counts:
-        return f"sc@{cap}"
-    return f"sc@{counts[0]}" if len(counts) == 1 else f"sc@{counts[0]}-{counts[-1]}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +39,7 @@ class References:
     cmc_curve: tuple[tuple[float, float, float], ...]
     """(β, accuracy %, mean tokens) of CMC for ``betas`` ∪ {0.5}, β ascending."""
     sc_label: str = "sc@64"
-    """SC@N's display name on the search split (``sc_label``)."""
+    """SC@N's display name on the search split (``controllers.reference.sc_label``)."""
 
     @property
     def cmc_points(self) -> tuple[tuple[float, float], ...]:
@@ -77,4 +67,4 @@ def measure_references(search_sets: Sequence[TrajectorySet], betas: Sequence[flo
     return References(sc64_accuracy, sc64_tokens, curve, sc_label(search_sets))
 
 
-__all__ = ["BUDGET_SHARE_OF_CMC", "CMC_BUDGET_BETA", "References", "measure_references", "sc_label"]
+__all__ = ["BUDGET_SHARE_OF_CMC", "CMC_BUDGET_BETA", "References", "measure_references"]

@@ -3,7 +3,7 @@
 The best ``finalists`` candidates (by their search-split objective, near-copies skipped:
 ``finalists_of``) are re-scored in the
 sandbox on the validation data with the full shuffles; SC@N (every branch of a question, up
-to 64: ``references.sc_label``), ASC, ESC and CMC at ``CMC_BETAS`` are replayed in-process
+to 64: ``controllers.reference.sc_label``), ASC, ESC and CMC at ``CMC_BETAS`` are replayed in-process
 on the same data. Every configuration is reduced to
 per-problem means (``bootstrap.ProblemTable``) and a paired bootstrap over the validation
 problems (stratified by dataset) gives, for each finalist:
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mlflow_autotts.controllers.loading import ControllerSpec
-from mlflow_autotts.controllers.reference import SC64
+from mlflow_autotts.controllers.reference import SC64, sc_label
 from mlflow_autotts.data.trajectory import TrajectorySet
 from mlflow_autotts.replay.results import EvalResult, by_beta, mean_over_datasets
 from mlflow_autotts.replay.runner import ChunkExecutor, ReplayConfig, evaluate_many
@@ -49,7 +49,7 @@ from mlflow_autotts.search.bootstrap import ProblemTable, Resampler, interval
 from mlflow_autotts.search.config import ScoringConfig, SelectionConfig
 from mlflow_autotts.search.curves import dominance_margins, gain_over
 from mlflow_autotts.search.loop import search_limits
-from mlflow_autotts.search.references import CMC_BUDGET_BETA, sc_label
+from mlflow_autotts.search.references import CMC_BUDGET_BETA
 from mlflow_autotts.search.types import Candidate
 
 CMC_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -111,7 +111,7 @@ class Selection:
     """Per-problem validation tables: finalist id (or ``sc_label``, ``cmc``, ``asc``, ``esc``)
     -> β -> table (for pooling folds of a cross-validation)."""
     sc_label: str = "sc@64"
-    """SC@N's name with the validation data's N (``references.sc_label``)."""
+    """SC@N's name with the validation data's N (``controllers.reference.sc_label``)."""
     refused: str | None = None
     """Why no winner was declared although finalists scored (SC@N under
     ``min_reference_accuracy``); None otherwise."""
