@@ -185,8 +185,8 @@ def install_webhook(url: str, webhook_name: str, secret: str, description: str) 
     to that if it exists (one webhook per name, so events are not delivered twice)."""
     from mlflow.exceptions import MlflowException  # lazy: see the module docstring
 
-    c = client()
     try:
+        c = client()
         found, token = None, None
         while found is None:
             page = c.list_webhooks(max_results=100, page_token=token)
@@ -198,7 +198,7 @@ def install_webhook(url: str, webhook_name: str, secret: str, description: str) 
             return c.update_webhook(found.webhook_id, url=url, events=[ALIAS_CREATED], secret=secret,
                                     description=description, status="ACTIVE"), False
         return c.create_webhook(webhook_name, url, [ALIAS_CREATED], description=description, secret=secret), True
-    except MlflowException as exc:
+    except (MlflowException, NotImplementedError) as exc:
         raise AutoTTSError(f"cannot install webhook {webhook_name!r} for {url}: {first_line(exc)} (webhooks need an "
                            "MLflow server on a SQL database; a loopback or private URL needs the server started "
                            "with MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true, http needs "
