@@ -431,6 +431,32 @@ def test_settings_and_commands_refuse_bad_input_with_the_option_named(tmp_path):
     assert "SQL database" in r.output
 
 
+@pytest.mark.parametrize("command, cls, required", [("serve", GatekeeperConfig, ["--gate", "a.json"]),
+                                                     ("install", InstallConfig, ["--url", "http://h:1/webhook"])])
+def test_every_setting_is_an_option_with_its_docstring_and_print_config_round_trips(command, cls, required, tmp_path):
+    import yaml
+
+    from mlflow_autotts import settings as settings_mod
+    from mlflow_autotts.cli.options import option_decls
+
+    runner = CliRunner()
+    text = " ".join(runner.invoke(main, ["gatekeeper", command, "--help"]).output.split())
+    for s in settings_mod.describe(cls):
+        assert option_decls(s, {})[0].replace("/", " / ") in text and s.help.replace("``", "") in text, s.name
+    given = [*required, "--name", "my-model", "--candidate-alias", "next", "--state-dir", str(tmp_path)]
+    if command == "serve":
+        given += ["--max-accuracy-drop", "0.5", "--shuffles", "7", "--port", "6001", "--max-delivery-age", "60"]
+    first = runner.invoke(main, ["gatekeeper", command, *given, "--print-config"])
+    assert first.exit_code == 0, first.output
+    (tmp_path / "c.yaml").write_text(first.output)
+    again = runner.invoke(main, ["gatekeeper", command, "--config", str(tmp_path / "c.yaml"), "--print-config"])
+    assert again.output == first.output
+    values = yaml.safe_load(first.output)
+    assert (values["name"], values["candidate_alias"], values["champion_alias"]) == ("my-model", "next", "champion")
+    if command == "serve":
+        assert (values["shuffles"], values["port"], values["progress"]) == (7, 6001, False)
+
+
 # ==================================================== decisions on a real registry
 @pytest.fixture(scope="module")
 def gate_numbers(data_dir):
@@ -446,6 +472,18 @@ def gate_numbers(data_dir):
     assert out["cmc0.75"].accuracy >= out["cmc0.5"].accuracy
     assert out["cmc0.75"].mean_tokens <= 1.5 * out["cmc0.5"].mean_tokens
     return out
+
+
+BROKEN = '''
+from mlflow_autotts.controllers.base import Controller
+
+
+class Broken(Controller):
+    name = "broken"
+
+    def solve(self, episode):
+        raise RuntimeError("boom at solve")
+'''
 
 
 class InProcess:
@@ -531,7 +569,10 @@ def test_candidates_are_gated_and_champion_is_guarded_on_a_registry(mlflow_store
 def test_a_gate_that_cannot_run_leaves_the_champion_alone_and_says_why(mlflow_store, data_dir, tmp_path):
     import shutil
 
-    for spec in (ControllerSpec("cmc", 0.5), ControllerSpec("cmc", 0.75), ControllerSpec("cmc", 0.6)):
+    broken = tmp_path / "broken.py"
+    broken.write_text(BROKEN)
+    for spec in (ControllerSpec("cmc", 0.5), ControllerSpec("cmc", 0.75), ControllerSpec("cmc", 0.6),
+                 ControllerSpec(str(broken))):
         register(spec, name=NAME)
     data = tmp_path / "gate.json"
     shutil.copy(data_dir / DATA[0] / f"{DATA[1]}.json", data)
@@ -561,6 +602,12 @@ def test_a_gate_that_cannot_run_leaves_the_champion_alone_and_says_why(mlflow_st
     assert world.set("candidate", "3") == "error"
     assert world.champion() == "1"
     assert "digest" in world.tags("3")[f"{GATEKEEPER_TAG}.reason"]
+
+    # a candidate whose code fails in the sandbox: stopped there, and the version says how
+    assert world.set("candidate", "4") == "error"
+    assert world.champion() == "1"
+    reason = world.tags("4")[f"{GATEKEEPER_TAG}.reason"]
+    assert "controller 'broken' failed in the sandbox" in reason and "boom at solve" in reason
 
     # a delivery interrupted too often is given up, with a note on the version
     world.client.set_registered_model_alias(NAME, "candidate", "2")

@@ -118,10 +118,12 @@ def serve_cmd(config: GatekeeperConfig) -> None:
     journal = Journal(journal_path(config.state_dir))
     keeper = Gatekeeper(config.watch, config.gate, config.rule, journal)
     receiver = Receiver(secret, journal, keeper.decide, keeper.watches, config.receiver.max_delivery_age)
+    import mlflow  # lazy: the CLI starts without it
+
     resumed = receiver.resume()
     w, r = config.watch, config.receiver
-    click.echo(f"gatekeeper for {w.name}: @{w.candidate_alias} is gated into @{w.champion_alias} "
-               f"({config.rule.rule}); receiving at http://{r.host}:{r.port}{WEBHOOK_PATH}"
+    click.echo(f"gatekeeper for {w.name} in {mlflow.get_registry_uri()}: @{w.candidate_alias} is gated into "
+               f"@{w.champion_alias} ({config.rule.rule}); receiving at http://{r.host}:{r.port}{WEBHOOK_PATH}"
                + (f"; resuming {resumed} pending deliver{'y' if resumed == 1 else 'ies'}" if resumed else ""),
                err=True)
     serve(build_app(receiver, r), r)
