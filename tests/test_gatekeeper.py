@@ -400,8 +400,10 @@ def test_the_app_bounds_the_body_and_reports_health(tmp_path):
 def test_settings_and_commands_refuse_bad_input_with_the_option_named(tmp_path):
     with pytest.raises(AutoTTSError, match="--candidate-alias and --champion-alias are both 'champion'"):
         Watch(candidate_alias="champion")
-    with pytest.raises(AutoTTSError, match="invalid alias 'a/b'"):
+    with pytest.raises(AutoTTSError, match="--champion-alias: invalid alias 'a/b'"):
         Watch(champion_alias="a/b")
+    with pytest.raises(AutoTTSError, match="--name: invalid registered model name ' '"):
+        Watch(name=" ")
     with pytest.raises(AutoTTSError, match="--gate needs at least one dataset URI"):
         GatekeeperConfig(gate=())
     with pytest.raises(AutoTTSError, match="--url 'ftp://x' is not an http"):

@@ -101,45 +101,52 @@ class Journal:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise JournalError(f"{self.path}: journal schema {version}, this autotts reads {SCHEMA_VERSION}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._db.execute("SELECT seq, id, state FROM deliveries LIMIT 1").fetchall()
-        except sqlite3.DatabaseError as exc:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute(f"SELECT {_COLUMNS} FROM deliveries LIMIT 1").fetchall()  # another table of that name?
+        except (sqlite3.DatabaseError, OSError, JournalError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, JournalError):
+                raise
+            if isinstance(exc, OSError):
+                raise JournalError(f"{self.path}: cannot open the journal ({safe_text(exc, 200)})") from None
             raise JournalError(f"{self.path}: not a gatekeeper journal ({safe_text(exc, 200)}); move it away "
                                "or give another --state-dir") from None
-        except OSError as exc:
-            raise JournalError(f"{self.path}: cannot open the journal ({safe_text(exc, 200)})") from None
+        self._db = db
 
-    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _execute(self, sql: str, args: tuple = ()) -> tuple[list[tuple], int]:
+        """(rows, rows changed) of one statement, committed when it returns (autocommit)."""
         with self._lock:
             try:
-                return self._db.execute(sql, args).fetchall()
+                cursor = self._db.execute(sql, args)
+                return cursor.fetchall(), cursor.rowcount
             except sqlite3.Error as exc:
                 raise JournalError(f"{self.path}: {safe_text(exc, 200)}") from None
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self._execute(sql, args)[0]
 
     # ------------------------------------------------------------------ deliveries
     def accept(self, delivery_id: str, change: AliasChange, sent: int, now: float | None = None) -> tuple[Entry, bool]:
         """(the journaled delivery, whether it is new): written and committed before returning."""
         received = time.time() if now is None else now
-        with self._lock:
-            try:
-                inserted = self._db.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, name, alias, version, sent, received, state) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                    (delivery_id, change.name, change.alias, change.version, sent, received)).rowcount == 1
-            except sqlite3.Error as exc:
-                raise JournalError(f"{self.path}: {safe_text(exc, 200)}") from None
+        _, inserted = self._execute(
+            "INSERT OR IGNORE INTO deliveries (id, name, alias, version, sent, received, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            (delivery_id, change.name, change.alias, change.version, sent, received))
         entry = self.get(delivery_id)
         assert entry is not None  # inserted now or before; rows are never deleted
-        return entry, inserted
+        return entry, inserted == 1
 
     def get(self, delivery_id: str) -> Entry | None:
         rows = self._run(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))

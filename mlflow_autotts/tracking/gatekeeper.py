@@ -55,9 +55,13 @@ class Watch:
     """The alias only the gate moves: set on a version the gate has not promoted, it is moved back."""
 
     def __post_init__(self) -> None:
-        check_name("registered model name", self.name)
-        check_name("alias", self.candidate_alias)
-        check_name("alias", self.champion_alias)
+        for option, kind, value in (("--name", "registered model name", self.name),
+                                    ("--candidate-alias", "alias", self.candidate_alias),
+                                    ("--champion-alias", "alias", self.champion_alias)):
+            try:
+                check_name(kind, value)
+            except AutoTTSError as exc:
+                raise AutoTTSError(f"{option}: {exc}") from None
         if self.candidate_alias == self.champion_alias:
             raise AutoTTSError(f"--candidate-alias and --champion-alias are both {self.champion_alias!r}: "
                                "the gate moves one to the other")
