@@ -67,7 +67,7 @@ class RegisteredController:
         return f"models:/{self.name}/{self.version}"
 
 
-def _check_name(kind: str, value: str) -> str:
+def check_name(kind: str, value: str) -> str:
     if not value or not value.strip() or "/" in value or "@" in value:
         raise AutoTTSError(f"invalid {kind} {value!r}: must be non-empty, without '/' or '@'")
     return value
@@ -134,9 +134,9 @@ def register_logged_model(model_uri: str, name: str = DEFAULT_MODEL_NAME, aliase
 
 
 def _check_names(name: str, aliases: Sequence[str]) -> None:
-    _check_name("registered model name", name)
+    check_name("registered model name", name)
     for a in aliases:
-        _check_name("alias", a)
+        check_name("alias", a)
 
 
 def _logged_model_tags(model_id: str | None) -> dict[str, str]:
@@ -201,28 +201,35 @@ def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_a
     replay and the decision are ``promotion.gate``'s."""
     if not gate_data:
         raise AutoTTSError("the gate needs data: pass at least one dataset URI with --gate")
-    _check_name("alias", to_alias)
+    check_name("alias", to_alias)
     cand_v = version_by_alias(name, from_alias)
-    c = client()
-    registered = c.get_registered_model(name)
-    inc_version = registered.aliases.get(to_alias)
-    inc_v = c.get_model_version(name, str(inc_version)) if inc_version is not None else None
-
-    candidate = GateEntry(str(cand_v.version), from_alias, spec_from_model_uri(f"models:/{name}/{cand_v.version}"))
-    incumbent = None
-    if inc_v is not None:  # the candidate's own version is not loaded twice
-        incumbent = candidate if str(inc_v.version) == candidate.version else \
-            GateEntry(str(inc_v.version), to_alias, spec_from_model_uri(f"models:/{name}/{inc_v.version}"))
-    datasets = load_gate_data(gate_data)
-    decision = gate(name, candidate, incumbent, to_alias, datasets, config,
-                    [content_digest(d)[:DIGEST_CHARS] for d in datasets])
-    _record(c, decision)
+    inc_version = client().get_registered_model(name).aliases.get(to_alias)
+    decision = gate_versions(name, str(cand_v.version), from_alias,
+                             str(inc_version) if inc_version is not None else None, to_alias, gate_data, config)
+    write_gate_tags(decision)
+    if decision.passed:
+        apply_promotion(decision)
     return decision
 
 
-def _record(c: Any, decision: GateDecision) -> None:
-    """Write what the gate decided with client ``c``: tags on both versions, and when it passed
-    the alias move and the candidate's description."""
+def gate_versions(name: str, candidate: str, from_alias: str, incumbent: str | None, to_alias: str,
+                  gate_data: Sequence[Any], config: GateConfig) -> GateDecision:
+    """The gate's decision on version ``candidate`` of ``name`` against version ``incumbent``
+    (None: a first promotion) for ``to_alias``; nothing is written. Each version's model is
+    fetched and checked against its recorded digest; the candidate's code runs only in the
+    sandbox (``promotion.gate.replay_sides``)."""
+    cand = GateEntry(candidate, from_alias, spec_from_model_uri(f"models:/{name}/{candidate}"))
+    inc = None
+    if incumbent is not None:  # the candidate's own version is not loaded twice
+        inc = cand if incumbent == candidate else \
+            GateEntry(incumbent, to_alias, spec_from_model_uri(f"models:/{name}/{incumbent}"))
+    datasets = load_gate_data(gate_data)
+    return gate(name, cand, inc, to_alias, datasets, config, [content_digest(d)[:DIGEST_CHARS] for d in datasets])
+
+
+def write_gate_tags(decision: GateDecision) -> None:
+    """The ``autotts.gate.*`` tags of what the gate decided, on both versions."""
+    c = client()
     cand, inc = decision.candidate, decision.incumbent
     keys = dataset_keys([r.data for r in cand.results])
     for key, value in gate_tags(cand, inc, decision, "candidate", keys).items():
@@ -230,6 +237,12 @@ def _record(c: Any, decision: GateDecision) -> None:
     if inc is not None and inc.version != cand.version:
         for key, value in gate_tags(inc, cand, decision, "incumbent", keys).items():
             c.set_model_version_tag(inc.name, inc.version, key, value)
-    if decision.passed:
-        c.set_registered_model_alias(cand.name, decision.target_alias, cand.version)
-        c.update_model_version(cand.name, cand.version, description=description(decision))
+
+
+def apply_promotion(decision: GateDecision) -> None:
+    """A passed gate's effect: the target alias moves to the candidate, which gets the report
+    as its description."""
+    c = client()
+    cand = decision.candidate
+    c.set_registered_model_alias(cand.name, decision.target_alias, cand.version)
+    c.update_model_version(cand.name, cand.version, description=description(decision))
