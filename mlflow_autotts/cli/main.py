@@ -45,8 +45,8 @@ COMMANDS = {
     "serve": LazyCommand(
         "mlflow_autotts.cli.serve", "serve_cmd",
         "Serve MODEL_URI (a registered controller, e.g. models:/autotts-controller@champion) as an "
-        "OpenAI-compatible endpoint: /v1/chat/completions, /v1/models, /health, and /invocations as mlflow "
-        "models serve answers it."),
+        "OpenAI-compatible endpoint: /v1/chat/completions, /v1/responses, /v1/models, /health, and "
+        "/invocations as mlflow models serve answers it; one MLflow trace per request."),
     "live": LazyCommand(
         "mlflow_autotts.cli.live", "live_group",
         "Live generation on vLLM: model folders for serving and collection."),
