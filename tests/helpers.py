@@ -377,3 +377,34 @@ def kill_and_resume(mlflow_store: str, data_dir: Path, tmp_path: Path, **setting
             assert len(history) == 3  # one value per β, logged once
     assert client.get_model_version_by_alias("autotts-controller", "challenger")
     return kids
+
+
+# a small probing controller given as source (never built in): its bill follows β
+PROBE_VOTE = '''\
+"""A small probing controller: open a few branches, probe each a little, vote."""
+from collections import Counter
+
+from mlflow_autotts.controllers.base import Controller
+
+
+class ProbeVote(Controller):
+    name = "probe_vote"
+
+    def __init__(self, beta: float = 0.5, depth: int = 6):
+        super().__init__(beta, depth=depth)
+        self.depth = int(depth)
+
+    def solve(self, episode):
+        latest = []
+        for _ in range(2 + round(6 * self.beta)):
+            try:
+                answer, i, done = episode.probe_new()
+            except ValueError:
+                break
+            for _ in range(self.depth):
+                if done:
+                    break
+                answer, done = episode.probe_more(i)
+            latest.append(answer)
+        return Counter(latest).most_common(1)[0][0] if latest else None
+'''

@@ -24,39 +24,11 @@ from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.replay.runner import ReplayConfig, evaluate
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
-from tests.helpers import import_source
+from tests.helpers import PROBE_VOTE, import_source
 
 NAME = "autotts-controller"
 SEED = 5
 
-PROBE_VOTE = '''\
-"""A small probing controller: open a few branches, probe each a little, vote."""
-from collections import Counter
-
-from mlflow_autotts.controllers.base import Controller
-
-
-class ProbeVote(Controller):
-    name = "probe_vote"
-
-    def __init__(self, beta: float = 0.5, depth: int = 6):
-        super().__init__(beta, depth=depth)
-        self.depth = int(depth)
-
-    def solve(self, episode):
-        latest = []
-        for _ in range(2 + round(6 * self.beta)):
-            try:
-                answer, i, done = episode.probe_new()
-            except ValueError:
-                break
-            for _ in range(self.depth):
-                if done:
-                    break
-                answer, done = episode.probe_more(i)
-            latest.append(answer)
-        return Counter(latest).most_common(1)[0][0] if latest else None
-'''
 
 # PROBE_VOTE with side effects at import, in __init__ and in solve: each writes a marker file
 MARKED_VOTE = (
