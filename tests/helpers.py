@@ -338,7 +338,7 @@ def kill_and_resume(mlflow_store: str, data_dir: Path, tmp_path: Path, **setting
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.3)
-            exp = client.get_experiment_by_name("autotts")
+            exp = client.get_experiment_by_name("autotts-search")
             if exp is None:
                 continue
             parents = client.search_runs([exp.experiment_id], filter_string="tags.`autotts.command` = 'search'")
