@@ -33,7 +33,7 @@ from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.server import free_port
-from mlflow_autotts.promotion.gate import GATE_TAG, GateConfig
+from mlflow_autotts.promotion.gate import GATE_TAG, GateConfig, accuracy_text, tokens_text
 from mlflow_autotts.promotion.journal import Entry, Journal, JournalError, Outcome
 from mlflow_autotts.promotion.receiver import Receiver, ReceiverConfig, build_app
 from mlflow_autotts.promotion.webhooks import (
@@ -60,10 +60,6 @@ NAME = "autotts-controller"
 SECRET = "s3cret-for-the-tests-0123456789"
 DATA = ("Qwen3-1.7B", "aime24")
 EPS = 1e-9  # the gate's own float slack (promotion/gate.py)
-
-
-def fmt(x: float) -> str:
-    return repr(round(float(x), 6))
 
 
 def delivery(change: dict | bytes, secret: str = SECRET, delivery_id: str | None = None, sent: int | None = None,
@@ -530,14 +526,17 @@ def test_candidates_are_gated_and_champion_is_guarded_on_a_registry(mlflow_store
     assert world.champion() == "1" and world.journal.passed(NAME, "champion") == ["1"]
     v1 = world.tags("1")
     assert v1[f"{GATEKEEPER_TAG}.decision"] == "promoted" and "no incumbent" in v1[f"{GATEKEEPER_TAG}.reason"]
-    assert v1[f"{GATE_TAG}.accuracy"] == fmt(cmc.accuracy)
-    assert "Promoted to @champion" in world.client.get_model_version(NAME, "1").description
+    assert v1[f"{GATE_TAG}.accuracy"] == accuracy_text(cmc.accuracy)
+    # the gate's report is the version's description, linking to the gate's run
+    text = world.client.get_model_version(NAME, "1").description
+    assert text.startswith("### Gate: v1 promoted to @champion\n")
+    assert "- **Gate run:** [gate-autotts-controller-v1](" in text
 
     # v2: SC@8, less accurate, refused; the champion stays and the version says why, with the numbers
     assert world.set("candidate", "2") == "refused"
     assert world.champion() == "1"
     v2 = world.tags("2")
-    assert v2[f"{GATE_TAG}.decision"] == "refused" and v2[f"{GATE_TAG}.against"] == "v1"
+    assert v2[f"{GATE_TAG}.decision"] == "refused" and v2[f"{GATE_TAG}.gain"].endswith(" tokens vs v1")
     reason = v2[f"{GATEKEEPER_TAG}.reason"]
     assert reason.startswith("refused: @champion stays on v1: accuracy")
     assert f"{sc8.accuracy:.2f}%" in reason and f"{cmc.accuracy:.2f}%" in reason
@@ -553,8 +552,8 @@ def test_candidates_are_gated_and_champion_is_guarded_on_a_registry(mlflow_store
     # v3: more accurate within 1.5x the tokens, promoted over v1
     assert world.set("candidate", "3") == "promoted"
     assert world.champion() == "3" and world.journal.passed(NAME, "champion") == ["3", "1"]
-    assert world.tags("3")[f"{GATE_TAG}.mean_tokens"] == fmt(better.mean_tokens)
-    assert world.tags("1")[f"{GATE_TAG}.role"] == "incumbent"
+    assert world.tags("3")[f"{GATE_TAG}.tokens"] == tokens_text(better.mean_tokens)
+    assert world.tags("1")[f"{GATE_TAG}.decision"] == "replaced"  # the incumbent of v3's gate
 
     # v1 passed once, but v3 since: @champion back on v1 by hand is a rollback the gate did not make
     assert world.set("champion", "1") == "reverted"
@@ -750,10 +749,10 @@ def test_aliases_set_as_the_ui_does_are_gated_and_champion_is_guarded(served, ga
         assert served.champion() == champion
         assert served.tags(version)[f"{GATEKEEPER_TAG}.decision"] == decision
         assert served.tags(version)[f"{GATEKEEPER_TAG}.delivery"] == entry.id
-    assert served.tags("1")[f"{GATE_TAG}.accuracy"] == fmt(cmc.accuracy)
-    assert served.tags("2")[f"{GATE_TAG}.accuracy"] == fmt(sc8.accuracy)
-    assert served.tags("3")[f"{GATE_TAG}.mean_tokens"] == fmt(better.mean_tokens)
-    assert served.tags("4")[f"{GATE_TAG}.accuracy"] == fmt(honest.accuracy)
+    assert served.tags("1")[f"{GATE_TAG}.accuracy"] == accuracy_text(cmc.accuracy)
+    assert served.tags("2")[f"{GATE_TAG}.accuracy"] == accuracy_text(sc8.accuracy)
+    assert served.tags("3")[f"{GATE_TAG}.tokens"] == tokens_text(better.mean_tokens)
+    assert served.tags("4")[f"{GATE_TAG}.accuracy"] == accuracy_text(honest.accuracy)
     assert served.tags("4")["autotts.controller"] == "first_agreement"
 
     # @champion set directly on a version the gate refused: moved back, and v2 says why
@@ -829,8 +828,10 @@ def test_a_gatekeeper_killed_mid_gate_finishes_the_decision_when_started_again(s
     done = served.decided("candidate", "5", seq)
     assert done.id == entry.id and done.attempts == 2, keeper.log()[-3000:]
     six, tags = gate_numbers["cmc0.6"], served.tags("5")
-    incumbent = {"v3": gate_numbers["cmc0.75"], "v4": honest_numbers}[tags[f"{GATE_TAG}.against"]]
+    against = tags[f"{GATE_TAG}.gain"].rsplit(" vs ", 1)[1]  # "+1.25 pts, 0.88x tokens vs v3"
+    incumbent = {"v3": gate_numbers["cmc0.75"], "v4": honest_numbers}[against]
     assert done.decision == ("promoted" if passes(six, incumbent) else "refused")
-    assert tags[f"{GATE_TAG}.accuracy"] == fmt(six.accuracy) and tags[f"{GATEKEEPER_TAG}.decision"] == done.decision
-    assert served.champion() == ("5" if done.decision == "promoted" else tags[f"{GATE_TAG}.against"][1:])
+    assert tags[f"{GATE_TAG}.accuracy"] == accuracy_text(six.accuracy)
+    assert tags[f"{GATEKEEPER_TAG}.decision"] == done.decision
+    assert served.champion() == ("5" if done.decision == "promoted" else against[1:])
     assert "resuming 1 pending delivery" in keeper.log()

@@ -42,11 +42,31 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
             models = client.search_logged_models([run.info.experiment_id],
                                                  filter_string=f"source_run_id = '{run.info.run_id}'")
             assert len(models) == 1
+    # one experiment per kind of work; a run name that says what the run did
+    assert client.get_experiment(parent.info.experiment_id).name == "autotts-search"
+    assert parent.info.run_name == "search-aime24-5"
     version = client.get_model_version_by_alias("autotts-controller", "challenger")
     assert str(version.version) == result.challenger_version
-    assert version.tags["autotts.search_run"] == result.run_id
-    assert float(version.tags["autotts.validation.accuracy"]) == pytest.approx(result.selection.winner_point.accuracy)
-    assert version.tags["autotts.candidate_id"] == result.selection.winner.id
+    assert version.run_id == result.run_id  # the version's source run is the search
+    winner = result.selection.winner_point
+    assert {k: v for k, v in version.tags.items() if k != "autotts.model_sha256"} == {
+        "autotts.controller": version.tags["autotts.controller"], "autotts.beta": f"{winner.beta:g}",
+        "autotts.validation.accuracy": f"{winner.accuracy:.2f}%",
+        "autotts.validation.tokens": f"{winner.mean_tokens:,.0f}",
+        "autotts.validation.vs_sc64": f"{winner.accuracy - result.selection.sc64.accuracy:+.2f} pts, "
+                                      f"{winner.mean_tokens / result.selection.sc64.mean_tokens:.2f}x tokens"}
+    # the description: where it comes from (a link to the search run) and the validation table
+    assert version.description.startswith(
+        f"**Search winner** of [search-aime24-5](#/experiments/{parent.info.experiment_id}/runs/{result.run_id}"
+        f"?workflowType=machine_learning): candidate `{result.selection.winner.id}`")
+    assert f"| **winner** | {winner.accuracy:.2f}% | {winner.mean_tokens:,.0f} |" in version.description
+    assert f"| SC@64 | {result.selection.sc64.accuracy:.2f}% |" in version.description
+    # the logged model ("controller", not the alias) keeps every number of the search
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.name == "controller" and logged.source_run_id == result.run_id
+    assert logged.tags["autotts.search_run"] == result.run_id
+    assert float(logged.tags["autotts.validation.accuracy"]) == pytest.approx(winner.accuracy)
+    assert logged.tags["autotts.candidate_id"] == result.selection.winner.id
     rows = json.loads(client.download_artifacts(result.run_id, "selection.json") and
                       Path(client.download_artifacts(result.run_id, "selection.json")).read_text())
     assert {"sc@64", "cmc", "asc", "esc"} <= {r["controller"] for r in rows}
@@ -58,8 +78,8 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
     assert finalist_rows and all(r["vs_sc64_lcb"] <= r["vs_sc64"] <= r["vs_sc64_ucb"] for r in finalist_rows)
     assert all(r["gain_over_cmc_lcb"] <= r["gain_over_cmc"] for r in finalist_rows)
     assert sum(r["winner"] for r in rows) == 1
-    assert version.tags["autotts.selection.tier"] == str(result.selection.tier)
-    assert version.tags["autotts.validation.gain_over_cmc"].count("[") == 1
+    assert logged.tags["autotts.selection.tier"] == str(result.selection.tier)
+    assert logged.tags["autotts.validation.gain_over_cmc"].count("[") == 1
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from mlflow_autotts.promotion.journal import Journal
 from mlflow_autotts.promotion.receiver import WEBHOOK_PATH, Receiver, ReceiverConfig, build_app, serve
 from mlflow_autotts.promotion.webhooks import SECRET_ENV, ensure_secret, read_secret
 from mlflow_autotts.tracking.gatekeeper import Gatekeeper, Watch, install_webhook, probe_webhook
+from mlflow_autotts.tracking.mlflow_utils import GATE_EXPERIMENT
 
 SECRET_FILE = "webhook-secret"
 JOURNAL_FILE = "journal.sqlite3"
@@ -63,6 +64,9 @@ class GatekeeperConfig:
     state_dir: str = field(default_factory=default_state_dir)
     """Directory of the journal (deliveries, decisions, the versions that passed) and the secret
     file written by install."""
+    experiment: str = GATE_EXPERIMENT
+    """MLflow experiment of each gate's run (its numbers, data and plot; the version's
+    description links to it)."""
 
     def __post_init__(self) -> None:
         if not self.gate:
@@ -116,7 +120,7 @@ def serve_cmd(config: GatekeeperConfig) -> None:
     secret = read_secret(secret_path(config.state_dir))
     load_gate_data(config.gate)  # fail now on data that does not load (each gate reads it again)
     journal = Journal(journal_path(config.state_dir))
-    keeper = Gatekeeper(config.watch, config.gate, config.rule, journal)
+    keeper = Gatekeeper(config.watch, config.gate, config.rule, journal, config.experiment)
     receiver = Receiver(secret, journal, keeper.decide, keeper.watches, config.receiver.max_delivery_age)
     import mlflow  # lazy: the CLI starts without it
 

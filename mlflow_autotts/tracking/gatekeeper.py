@@ -9,8 +9,9 @@ resumed after a restart, or one that arrives after later changes, still does the
   the candidate's code only in the sandbox) against the version the gate last promoted
   (else the current ``@champion``, else none: a first promotion). Passed: the pass is
   journaled, then ``@champion`` moves (``apply_promotion``). Refused: ``@champion`` stays.
-  Either way the ``autotts.gate.*`` tags go on both versions (``write_gate_tags``, as
-  ``autotts promote`` writes them). A gate that cannot run (data missing, the sandbox
+  Either way the gate is recorded as ``autotts promote`` records it (``record_gate``: its run
+  in ``experiment``, the short ``autotts.gate.*`` tags on both versions, the report as the
+  candidate's description). A gate that cannot run (data missing, the sandbox
   refuses, a model fails its digest check) leaves ``@champion`` alone and says so.
 - ``@champion`` on version v: kept if v is the version the gate last promoted (the journal's
   record, which UI users cannot edit, unlike tags); else moved back to that version, or
@@ -34,8 +35,8 @@ from mlflow_autotts.errors import AutoTTSError, first_line, safe_text
 from mlflow_autotts.promotion.gate import GateConfig
 from mlflow_autotts.promotion.journal import Entry, Journal, Outcome
 from mlflow_autotts.promotion.webhooks import ALIAS_CREATED, AliasChange
-from mlflow_autotts.tracking.mlflow_utils import DEFAULT_MODEL_NAME, client, is_not_found
-from mlflow_autotts.tracking.model_registry import apply_promotion, check_name, gate_versions, write_gate_tags
+from mlflow_autotts.tracking.mlflow_utils import DEFAULT_MODEL_NAME, GATE_EXPERIMENT, client, is_not_found
+from mlflow_autotts.tracking.model_registry import apply_promotion, check_name, gate_versions, record_gate
 
 GATEKEEPER_TAG = "autotts.gatekeeper"
 """Prefix of the tags the gatekeeper leaves on a version it decided about."""
@@ -74,13 +75,16 @@ def _now() -> str:
 class Gatekeeper:
     """Decides journaled alias changes of ``watch.name`` (see the module docstring)."""
 
-    def __init__(self, watch: Watch, gate_data: Sequence[str], rule: GateConfig, journal: Journal):
+    def __init__(self, watch: Watch, gate_data: Sequence[str], rule: GateConfig, journal: Journal,
+                 experiment: str = GATE_EXPERIMENT):
         if not gate_data:
             raise AutoTTSError("the gatekeeper needs gate data: pass at least one dataset URI with --gate")
         self.watch = watch
         self.gate_data = tuple(gate_data)
         self.rule = rule
         self.journal = journal
+        self.experiment = experiment
+        """The MLflow experiment of the gates' runs."""
 
     def watches(self, change: AliasChange) -> bool:
         w = self.watch
@@ -118,7 +122,7 @@ class Gatekeeper:
                       f"@{w.candidate_alias} again to retry.")
             self._note(entry.version, "error", reason, entry.id)
             return Outcome("error", reason, entry.version)
-        write_gate_tags(decision)
+        record_gate(decision, self.experiment)
         if decision.passed:
             self.journal.record_pass(w.name, w.champion_alias, entry.version, entry.id)  # before the alias moves
             apply_promotion(decision)

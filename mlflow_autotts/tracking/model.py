@@ -105,6 +105,17 @@ def controller_tags(config: Mapping[str, Any], metrics: Mapping[str, float] | No
     return tags
 
 
+def version_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """The few tags a registered version carries from its model: the controller and, when it
+    uses one, its β. The source hash, parameters and replay metrics stay on the logged model
+    (``controller_tags``), which the version's page links to: the registry's list of versions
+    shows a version's tags in one narrow column."""
+    tags = {"autotts.controller": str(config["controller"])}
+    if config.get("uses_beta", True) and config.get("beta") is not None:
+        tags["autotts.beta"] = f"{float(config['beta']):g}"
+    return tags
+
+
 # ------------------------------------------------------------------------- logging
 def shipped_modules(config: Mapping[str, Any], source_text: str) -> list[str]:
     """The ``mlflow_autotts`` modules a model with this config and controller source ships:
@@ -248,6 +259,7 @@ def load_controller_model(model_uri: str):
 
 __all__ = [
     "controller_tags",
+    "version_tags",
     "input_example",
     "load_controller_model",
     "log_candidate_model",
