@@ -47,6 +47,7 @@ from mlflow_autotts.tracking.datasets import DIGEST_CHARS
 from mlflow_autotts.tracking.gate_run import GateRun, log_gate_run
 from mlflow_autotts.tracking.model import log_candidate_model, log_controller_model, version_tags
 from mlflow_autotts.tracking.model_card import is_autotts_description, model_description, model_tags
+from mlflow_autotts.tracking.naming import run_name as make_run_name
 from mlflow_autotts.tracking.resolve import fetch_model, logged_model_id, spec_from_model_uri
 
 
@@ -100,7 +101,7 @@ def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequ
     label = config["controller"]
     active = mlflow.active_run()
     run_kwargs: dict[str, Any] = {"nested": True} if active else {"experiment_id": experiment_id(experiment)}
-    with mlflow.start_run(run_name=run_name or f"register-{label}", **run_kwargs):
+    with mlflow.start_run(run_name=run_name or make_run_name("register", label), **run_kwargs):
         mlflow.log_params({"controller": label, "beta": config["beta"],
                            **{f"param.{k}": v for k, v in config["params"].items()}})
         if metrics:
