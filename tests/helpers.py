@@ -5,7 +5,9 @@ episode and collection, and a search killed and resumed through the CLI.
 
 Larger shared pieces about one subject keep their own modules: ``openai_stub`` (the OpenAI
 stub server), ``live_fixtures`` (model folders, vLLM, the scripted backend), ``servers``
-(``mlflow models serve``) and ``ray_fixtures`` (a local Ray head).
+(``mlflow models serve``, ``autotts serve``, ``mlflow server``), ``endpoint_fixtures`` (the
+OpenAI endpoint in process on the scripted backend), ``gatekeeper_fixtures`` (a real ``mlflow
+server`` with the webhook and the gatekeeper process) and ``ray_fixtures`` (a local Ray head).
 """
 
 from __future__ import annotations

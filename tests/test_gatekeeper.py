@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import sys
 import threading
 import time
 import uuid
@@ -26,15 +23,14 @@ import requests
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from mlflow_autotts.cli.gatekeeper import GatekeeperConfig, InstallConfig, journal_path, secret_path
+from mlflow_autotts.cli.gatekeeper import GatekeeperConfig, InstallConfig, secret_path
 from mlflow_autotts.cli.main import main
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.live.server import free_port
 from mlflow_autotts.promotion.gate import GATE_TAG, GateConfig, accuracy_text, tokens_text
-from mlflow_autotts.promotion.journal import Entry, Journal, JournalError, Outcome
+from mlflow_autotts.promotion.journal import Journal, JournalError, Outcome
 from mlflow_autotts.promotion.receiver import Receiver, ReceiverConfig, build_app
 from mlflow_autotts.promotion.webhooks import (
     ALIAS_CREATED,
@@ -53,12 +49,10 @@ from mlflow_autotts.promotion.webhooks import (
 from mlflow_autotts.replay.runner import ReplayConfig, evaluate_many
 from mlflow_autotts.tracking.gatekeeper import GATEKEEPER_TAG, MAX_ATTEMPTS, Gatekeeper, Watch
 from mlflow_autotts.tracking.model_registry import register
+from tests.gatekeeper_fixtures import DATA, NAME, gatekeeper_served, wait_for
 from tests.helpers import HONEST, runner_results
-from tests.servers import start_server, stop_group, tracking_server
 
-NAME = "autotts-controller"
 SECRET = "s3cret-for-the-tests-0123456789"
-DATA = ("Qwen3-1.7B", "aime24")
 EPS = 1e-9  # the gate's own float slack (promotion/gate.py)
 
 
@@ -75,16 +69,6 @@ def delivery(change: dict | bytes, secret: str = SECRET, delivery_id: str | None
     stamp = str(int(time.time()) if sent is None else sent)
     return {DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: sign(secret, delivery_id, stamp, body), "Content-Type": "application/json"}, body
-
-
-def wait_for(what, timeout: float = 180.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not reached within {timeout} s: {what.__doc__ or what}")
 
 
 # ============================================================ signature and payload
@@ -622,102 +606,14 @@ def test_a_gate_that_cannot_run_leaves_the_champion_alone_and_says_why(mlflow_st
 
 
 # ============================================ a real mlflow server, the gatekeeper as a process
-class GatekeeperProcess:
-    """``autotts gatekeeper serve`` as its own process group; started, stopped, killed."""
-
-    def __init__(self, tmp: Path, tracking_uri: str, state: Path, gate_data: str):
-        self.tmp, self.state, self.port = tmp, state, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [sys.executable, "-m", "mlflow_autotts.cli", "gatekeeper", "serve", "--gate", gate_data,
-                     "--shuffles", "20", "--workers", "1", "--max-token-ratio", "1.5", "--port", str(self.port),
-                     "--state-dir", str(state)]
-        self.env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
-        self.env.pop(SECRET_ENV, None)
-        self.proc = None
-
-    def start(self) -> None:
-        self.proc = start_server(self.argv, self.tmp, "gatekeeper.log", self.port, self.env, ready_path="/health")
-
-    def kill(self) -> None:
-        """SIGKILL the whole group: a crash, nothing cleaned up."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        stop_group(self.proc)
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-
-    def log(self) -> str:
-        return (self.tmp / "gatekeeper.log").read_text()
-
-
-class Served:
-    """The MLflow server, the gatekeeper and the registered versions of the slow tests."""
-
-    def __init__(self, server: str, keeper: GatekeeperProcess):
-        from mlflow import MlflowClient
-
-        self.server, self.keeper = server, keeper
-        self.client = MlflowClient(tracking_uri=server, registry_uri=server)
-        self.journal: Journal | None = None
-
-    def set_alias(self, alias: str, version: str) -> None:
-        """Through the REST API the registry UI calls (``ajax-api``, as the UI's alias editor)."""
-        r = requests.post(f"{self.server}/ajax-api/2.0/mlflow/registered-models/alias",
-                          json={"name": NAME, "alias": alias, "version": version}, timeout=30)
-        assert r.status_code == 200, r.text
-
-    def decided(self, alias: str, version: str, after: int) -> Entry:
-        """The decision of the first delivery past journal seq ``after`` about ``@alias -> version``."""
-        def find():
-            """a decided delivery for the alias change"""
-            for e in self.journal.entries(NAME):
-                if e.seq > after and (e.alias, e.version) == (alias, version) and e.state == "decided":
-                    return e
-            return None
-        return wait_for(find, timeout=240)
-
-    def last_seq(self) -> int:
-        entries = self.journal.entries()
-        return entries[-1].seq if entries else 0
-
-    def champion(self) -> str | None:
-        version = self.client.get_registered_model(NAME).aliases.get("champion")
-        return None if version is None else str(version)
-
-    def tags(self, version: str) -> dict[str, str]:
-        return self.client.get_model_version(NAME, version).tags
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, data_dir):
-    import mlflow
-
     tmp = tmp_path_factory.mktemp("gatekeeper-server")
-    gate_data = str(data_dir / DATA[0] / f"{DATA[1]}.json")
     (tmp / "honest.py").write_text(HONEST)
-    with tracking_server(tmp) as server, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", server)
-        mp.delenv(SECRET_ENV, raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(server)
-        mlflow.set_registry_uri(server)
-        try:
-            keeper = GatekeeperProcess(tmp, server, tmp / "state", gate_data)
-            r = CliRunner().invoke(main, ["gatekeeper", "install", "--url", keeper.url, "--state-dir",
-                                          str(keeper.state), "--no-test"], catch_exceptions=False)
-            assert r.exit_code == 0 and "created webhook 'autotts-gatekeeper-autotts-controller'" in r.output, r.output
-            keeper.start()
-            world = Served(server, keeper)
-            world.journal = Journal(journal_path(str(keeper.state)))
-            for spec in (ControllerSpec("cmc", 0.5), ControllerSpec("sc", None, {"n": 8}),
-                         ControllerSpec("cmc", 0.75), ControllerSpec(str(tmp / "honest.py")),
-                         ControllerSpec("cmc", 0.6)):
-                register(spec, name=NAME)
-            yield world
-            keeper.stop()
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+    specs = (ControllerSpec("cmc", 0.5), ControllerSpec("sc", None, {"n": 8}), ControllerSpec("cmc", 0.75),
+             ControllerSpec(str(tmp / "honest.py")), ControllerSpec("cmc", 0.6))
+    with gatekeeper_served(tmp, str(data_dir / DATA[0] / f"{DATA[1]}.json"), specs) as world:
+        yield world
 
 
 def passes(candidate, incumbent) -> bool:
