@@ -513,7 +513,7 @@ def test_candidates_are_gated_and_champion_is_guarded_on_a_registry(mlflow_store
     assert v1[f"{GATE_TAG}.accuracy"] == accuracy_text(cmc.accuracy)
     # the gate's report is the version's description, linking to the gate's run
     text = world.client.get_model_version(NAME, "1").description
-    assert text.startswith("### Gate: v1 promoted to @champion\n")
+    assert text.startswith("### Gate: v1 promoted to `@champion`\n")
     assert "- **Gate run:** [gate-autotts-controller-v1](" in text
 
     # v2: SC@8, less accurate, refused; the champion stays and the version says why, with the numbers

@@ -4,6 +4,7 @@ The registry around it (aliases, tags written, exit codes) is tests/test_registr
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -120,7 +121,7 @@ def test_the_description_is_the_full_report_in_markdown_above_what_the_version_s
     plot = "get-artifact?path=gate.png&run_uuid=r1"
     text = description(decision, "**Search winner** of a search.", run, plot, when="2025-01-01T00:00:00+00:00")
     lines = text.splitlines()
-    assert lines[0] == "### Gate: v2 promoted to @champion, replacing v1"
+    assert lines[0] == "### Gate: v2 promoted to `@champion`, replacing v1"
     assert lines[2:9] == [
         "| data | candidate v2 accuracy | tokens | incumbent v1 accuracy | tokens | Δ accuracy | token ratio |",
         "|---|--:|--:|--:|--:|--:|--:|",
@@ -137,15 +138,16 @@ def test_the_description_is_the_full_report_in_markdown_above_what_the_version_s
     assert f"![accuracy against tokens, both versions, with the rule's limits]({plot})" in lines
     assert "- **Decided:** 2025-01-01T00:00:00+00:00 by the autotts gate" in lines
     assert text.index(REPORT_END) < text.index("**Search winner** of a search.")
+    assert not re.search(r"(^|\s)@\w", text)  # MLflow's UI would render an @name as a link to a GitHub user
 
     # gated again (refused this time): the new report replaces the old one, the rest stays once
     worse = side("2", "challenger", [(30.0, 900.0), (40.0, 2000.0)], controller="sc")
     again = description(judge(worse, inc, "champion", GateConfig()), text, run, plot)
-    assert again.startswith("### Gate: v2 refused; @champion stays on v1\n")
+    assert again.startswith("### Gate: v2 refused; `@champion` stays on v1\n")
     assert again.count(REPORT_END) == 1 and again.count("**Search winner** of a search.") == 1
     assert again.count("### Gate") == 1
     first = description(judge(cand, None, "champion", GateConfig()), None)
-    assert first.startswith("### Gate: v2 promoted to @champion\n") and "Gate run" not in first
+    assert first.startswith("### Gate: v2 promoted to `@champion`\n") and "Gate run" not in first
     assert first.rstrip().endswith(REPORT_END)
     # a cell never breaks the table
     piped = side("3", "challenger", [(50.0, 900.0), (70.0, 2000.0)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -233,6 +234,7 @@ def test_the_registered_model_says_what_it_is_and_how_to_serve_it(mlflow_store):
                           "autotts.serve": "autotts serve models:/arith@champion"}
     text = model.description
     assert text.startswith(TITLE)
+    assert not re.search(r"(^|\s)@\w", text)  # MLflow's UI would render an @name as a link to a GitHub user
     for needed in ("autotts serve models:/arith@champion",
                    "mlflow models serve -m models:/arith@champion --env-manager local",
                    "`@challenger`", "`@candidate`", "`@champion`", "autotts promote --name arith",

@@ -85,7 +85,7 @@ def test_gate_refuses_worse_and_promotes_better(mlflow_store, gate):
     assert [m.model_id for m in client.get_run(run1.info.run_id).inputs.model_inputs] == [version_model_id(v1)]
     assert "gate.png" in [f.path for f in client.list_artifacts(run1.info.run_id)]
     # the version's description is the report: the table, and the link to the run with its plot
-    assert v1.description.startswith("### Gate: v1 promoted to @champion\n")
+    assert v1.description.startswith("### Gate: v1 promoted to `@champion`\n")
     assert f"[gate-{NAME}-v1](#/experiments/{run1.info.experiment_id}/runs/{run1.info.run_id}" \
            f"?workflowType=machine_learning)" in v1.description
     assert f"(get-artifact?path=gate.png&run_uuid={run1.info.run_id})" in v1.description
@@ -106,7 +106,7 @@ def test_gate_refuses_worse_and_promotes_better(mlflow_store, gate):
     assert v2.tags[f"{GATE_TAG}.decision"] == "refused" and v2.tags[f"{GATE_TAG}.gain"] == gain
     assert v2.tags[f"{GATE_TAG}.accuracy"] == f"{sc8.accuracy:.2f}%"
     assert v1.tags[f"{GATE_TAG}.decision"] == "kept" and v1.tags[f"{GATE_TAG}.accuracy"] == f"{cmc.accuracy:.2f}%"
-    assert v2.description.startswith("### Gate: v2 refused; @champion stays on v1\n")
+    assert v2.description.startswith("### Gate: v2 refused; `@champion` stays on v1\n")
     assert gate_runs(client)[-1].data.metrics["passed"] == 0.0
 
     # 3. cmc at β=0.75: more accurate, within a 1.5x token allowance -> promoted
@@ -121,7 +121,7 @@ def test_gate_refuses_worse_and_promotes_better(mlflow_store, gate):
     assert v3.tags[f"{GATE_TAG}.decision"] == "promoted"
     assert v3.tags[f"{GATE_TAG}.tokens"] == f"{better.mean_tokens:,.0f}"
     assert v3.tags["autotts.controller"] == "cmc" and v3.tags["autotts.beta"] == "0.75"
-    assert v3.description.startswith("### Gate: v3 promoted to @champion, replacing v1\n")
+    assert v3.description.startswith("### Gate: v3 promoted to `@champion`, replacing v1\n")
     assert f"{better.accuracy:.2f}%" in v3.description
     assert client.get_model_version(NAME, "1").tags[f"{GATE_TAG}.decision"] == "replaced"  # as incumbent of gate 3
     run3 = gate_runs(client)[-1]

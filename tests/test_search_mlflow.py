@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
         f"?workflowType=machine_learning): candidate `{result.selection.winner.id}`")
     assert f"| **winner** | {winner.accuracy:.2f}% | {winner.mean_tokens:,.0f} |" in version.description
     assert f"| SC@64 | {result.selection.sc64.accuracy:.2f}% |" in version.description
+    assert not re.search(r"(^|\s)@\w", version.description)  # an @name would render as a GitHub user's link
     # the logged model ("controller", not the alias) keeps every number of the search
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     assert logged.name == "controller" and logged.source_run_id == result.run_id

@@ -33,8 +33,10 @@ from mlflow_autotts.tracking.collect_run import log_collection
 from mlflow_autotts.tracking.mlflow_utils import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, UI_VIEW, is_generated_name,
                                                   ui_artifact, ui_route, ui_url)
 from mlflow_autotts.tracking.naming import benchmarks, run_name
+from tests.browser import artifacts_dir, browser, chromium  # noqa: F401  (chromium is a fixture)
 from tests.helpers import COLLECT_LENGTHS, collect_config
 from tests.live_fixtures import ScriptedBackend, char_prompts
+from tests.servers import tracking_server
 
 
 def _ui_bundle() -> str:
@@ -55,6 +57,40 @@ def test_mlflow_ui_lists_runs_without_a_logged_model_as_evaluations_unless_opene
     assert default and re.search(rf"[,;\s]{default.group(1)}=\w+\.GENAI[,;]", ui)
     key, value = UI_VIEW.split("=")
     assert f'.get("{key}")' in ui and f'MACHINE_LEARNING="{value}"' in ui
+
+
+@pytest.mark.slow
+def test_in_a_browser_a_collection_is_an_evaluation_in_the_genai_view_and_a_run_through_autotts_links(
+        chromium, tmp_path, monkeypatch):
+    """The run page's breadcrumb names the list a run is in: "Evaluations" when MLflow's UI opens
+    the run as it would by default, "Runs" through the link autotts writes."""
+    import mlflow
+    from playwright.sync_api import expect
+
+    shots = artifacts_dir("ui-runs")
+    for folder in ("server", "work"):
+        (tmp_path / folder).mkdir()
+    with tracking_server(tmp_path / "server") as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        mlflow.set_tracking_uri(url)
+        try:
+            cfg = collect_config(tmp_path / "work")
+            report = collect(cfg, backend=ScriptedBackend(COLLECT_LENGTHS, interval=4), prompts=char_prompts())
+            run_id = log_collection(cfg, report)
+            link = ui_url(ui_route(mlflow.get_run(run_id).info.experiment_id, run_id))
+        finally:
+            mlflow.set_tracking_uri(None)
+        assert link.startswith(url + "/#/")  # absolute for a tracking server
+        with browser(chromium, tmp_path / "profile") as context:
+            page = context.new_page()
+            crumb = page.get_by_test_id("experiment-observatory-link-runs")
+            page.goto(link)
+            expect(page.get_by_text(f"collect-scripted-{len(report.dataset)}").first).to_be_visible()
+            expect(crumb).to_have_text("Runs")
+            page.screenshot(path=shots / "1-through-the-link.png")
+            page.goto(link.removesuffix("?" + UI_VIEW))  # the same run, as the UI opens it unless told
+            expect(crumb).to_have_text("Evaluations")
+            page.screenshot(path=shots / "2-default-view.png")
 
 
 def test_a_collection_logs_to_its_own_model_training_experiment_under_a_name_that_says_what_it_did(

@@ -297,12 +297,13 @@ def markdown_table(decision: GateDecision) -> str:
 
 
 def headline(decision: GateDecision) -> str:
-    """What happened, in a line: promoted (replacing whom) or refused (the alias stays where)."""
-    c, i, alias = decision.candidate, decision.incumbent, decision.target_alias
+    """What happened, in a line: promoted (replacing whom) or refused (the alias stays where).
+    The alias is code: MLflow's UI renders markdown GitHub's way, where ``@name`` links to a user."""
+    c, i, alias = decision.candidate, decision.incumbent, f"`@{decision.target_alias}`"
     if decision.passed:
         replaced = f", replacing v{i.version}" if i is not None and i.version != c.version else ""
-        return f"Gate: v{c.version} promoted to @{alias}{replaced}"
-    stays = f"@{alias} stays on v{i.version}" if i is not None else f"@{alias} stays unset"
+        return f"Gate: v{c.version} promoted to {alias}{replaced}"
+    stays = f"{alias} stays on v{i.version}" if i is not None else f"{alias} stays unset"
     return f"Gate: v{c.version} refused; {stays}"
 
 
