@@ -11,8 +11,10 @@ browser's view, nor should a collection log a model it did not make; what it con
 link it writes opens the "Model training" view, and every experiment it uses declares itself
 model training (``mlflow.experimentKind``, the tag MLflow's UI writes from its experiment
 type picker; UIs that go by it, or infer the kind from traces an LLM explorer leaves, then
-agree). The first test keeps that reading of the UI honest: if MLflow changes the rule, it
-fails and the links deserve another look.
+agree). The first test keeps that reading of the UI's code honest (if MLflow changes the rule,
+it fails and the links deserve another look); a slow one shows it in a real browser: the same
+collection's run page says "Evaluations" as the UI opens it by default, "Runs" through the
+link autotts writes.
 """
 
 from __future__ import annotations
