@@ -275,7 +275,8 @@ def test_failover_between_servers_and_a_dead_or_hung_server_is_a_503_within_seco
         list(pool.map(lambda s: s.start(), servers))
     a, b = servers
     env = {**LONG, "AUTOTTS_LIVE_BASE_URL": a.base_url, "AUTOTTS_LIVE_REPLICA_URLS": b.base_url,
-           "AUTOTTS_LIVE_HEALTH_INTERVAL": "2", "AUTOTTS_LIVE_REPLICA_COOLDOWN": "3"}
+           "AUTOTTS_LIVE_HEALTH_INTERVAL": "2", "AUTOTTS_LIVE_HEALTH_TIMEOUT": "2",
+           "AUTOTTS_LIVE_REPLICA_COOLDOWN": "3"}
     body = {"model": BUILTIN, "messages": [{"role": "user", "content": QUESTION}]}
     try:
         with autotts_served(f"models:/{BUILTIN}@champion", tmp_path, env=env) as url:
