@@ -31,6 +31,9 @@ from mlflow_autotts.sandbox.limits import SandboxLimits
 from mlflow_autotts.sandbox.scoring import score_source
 from mlflow_autotts.settings import bounded, check_bounds
 
+EVALUATE_EXPERIMENT = "autotts-evaluate"
+"""The MLflow experiment of evaluations unless ``--experiment`` names another."""
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -58,10 +61,10 @@ class EvaluateConfig:
     """Also replay asc, esc and parallel_probe as plot points; unset means when several β are given."""
     output_json: str | None = None
     """Write the results here as JSON."""
-    experiment: str = "autotts"
-    """MLflow experiment of the run."""
+    experiment: str = EVALUATE_EXPERIMENT
+    """MLflow experiment of the run (each kind of work has its own)."""
     run_name: str | None = None
-    """MLflow run name."""
+    """MLflow run name; unset means one that says what was evaluated, e.g. evaluate-cmc-aime24."""
     mlflow: bool = True
     """Log the evaluation to MLflow (MLFLOW_TRACKING_URI)."""
     progress: bool = True

@@ -5,7 +5,9 @@ episode and collection, and a search killed and resumed through the CLI.
 
 Larger shared pieces about one subject keep their own modules: ``openai_stub`` (the OpenAI
 stub server), ``live_fixtures`` (model folders, vLLM, the scripted backend), ``servers``
-(``mlflow models serve``) and ``ray_fixtures`` (a local Ray head).
+(``mlflow models serve``, ``autotts serve``, ``mlflow server``), ``endpoint_fixtures`` (the
+OpenAI endpoint in process on the scripted backend), ``gatekeeper_fixtures`` (a real ``mlflow
+server`` with the webhook and the gatekeeper process) and ``ray_fixtures`` (a local Ray head).
 """
 
 from __future__ import annotations
@@ -338,7 +340,7 @@ def kill_and_resume(mlflow_store: str, data_dir: Path, tmp_path: Path, **setting
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.3)
-            exp = client.get_experiment_by_name("autotts")
+            exp = client.get_experiment_by_name("autotts-search")
             if exp is None:
                 continue
             parents = client.search_runs([exp.experiment_id], filter_string="tags.`autotts.command` = 'search'")
@@ -377,3 +379,34 @@ def kill_and_resume(mlflow_store: str, data_dir: Path, tmp_path: Path, **setting
             assert len(history) == 3  # one value per β, logged once
     assert client.get_model_version_by_alias("autotts-controller", "challenger")
     return kids
+
+
+# a small probing controller given as source (never built in): its bill follows β
+PROBE_VOTE = '''\
+"""A small probing controller: open a few branches, probe each a little, vote."""
+from collections import Counter
+
+from mlflow_autotts.controllers.base import Controller
+
+
+class ProbeVote(Controller):
+    name = "probe_vote"
+
+    def __init__(self, beta: float = 0.5, depth: int = 6):
+        super().__init__(beta, depth=depth)
+        self.depth = int(depth)
+
+    def solve(self, episode):
+        latest = []
+        for _ in range(2 + round(6 * self.beta)):
+            try:
+                answer, i, done = episode.probe_new()
+            except ValueError:
+                break
+            for _ in range(self.depth):
+                if done:
+                    break
+                answer, done = episode.probe_more(i)
+            latest.append(answer)
+        return Counter(latest).most_common(1)[0][0] if latest else None
+'''

@@ -1,5 +1,6 @@
-"""Real servers for tests: ``mlflow models serve`` on a free loopback port, started and
-stopped as a process group (mlflow + uvicorn), with nothing left behind."""
+"""Real servers for tests: ``mlflow models serve``, ``autotts serve`` and ``mlflow server`` on a
+free loopback port, started and stopped as a process group (mlflow + uvicorn), with nothing
+left behind."""
 
 from __future__ import annotations
 
@@ -55,13 +56,13 @@ def stop_group(proc: subprocess.Popen) -> None:
     assert not left, f"server processes left behind: {left}"
 
 
-def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180) -> None:
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180, path: str = "/ping") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"{proc.args[2:5]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
@@ -69,18 +70,29 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180
     pytest.fail(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-@contextmanager
-def _server(argv: list[str], tmp_path: Path, log_name: str, port: int, env: dict[str, str]) -> Iterator[str]:
-    """``argv`` started in its own process group in ``tmp_path``, its output in a log there;
-    yields ``http://127.0.0.1:PORT`` once ``/ping`` answers, and stops the group after."""
-    url = f"http://127.0.0.1:{port}"
+def start_server(argv: list[str], tmp_path: Path, log_name: str, port: int, env: dict[str, str],
+                 ready_path: str = "/ping") -> subprocess.Popen:
+    """``argv`` started in its own process group in ``tmp_path``, its output appended to a log
+    there; returned once ``http://127.0.0.1:PORT{ready_path}`` answers (stop it with ``stop_group``)."""
     log = tmp_path / log_name
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
                                 start_new_session=True)
     try:
-        wait_ready(proc, url, log)
-        yield url
+        wait_ready(proc, f"http://127.0.0.1:{port}", log, path=ready_path)
+    except BaseException:
+        stop_group(proc)
+        raise
+    return proc
+
+
+@contextmanager
+def _server(argv: list[str], tmp_path: Path, log_name: str, port: int, env: dict[str, str],
+            ready_path: str = "/ping") -> Iterator[str]:
+    """``start_server``, yielding ``http://127.0.0.1:PORT``, and the group stopped after."""
+    proc = start_server(argv, tmp_path, log_name, port, env, ready_path)
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop_group(proc)
 
@@ -106,4 +118,25 @@ def autotts_served(uri: str, tmp_path: Path, *options: str, env: dict[str, str] 
                   "--log-level", "warning", *options],
                  tmp_path, f"autotts-serve-{port}.log", port,
                  {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}) as url:
+        yield url
+
+
+TRACKING_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+                       "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https"}
+"""An ``mlflow server`` for tests: no job runner (it starts ~16 s sooner), and webhooks may
+reach a receiver on loopback over http."""
+
+
+@contextmanager
+def tracking_server(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``mlflow server`` on a sqlite database and an artifact folder in ``tmp_path``, one
+    worker, on a free loopback port; yields its URL once ``/health`` answers."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # the environment's console scripts
+    full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                "MLFLOW_DISABLE_TELEMETRY": "true", **TRACKING_SERVER_ENV, **(env or {})}
+    with _server([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                  f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                 tmp_path, f"mlflow-server-{port}.log", port, full_env, ready_path="/health") as url:
         yield url

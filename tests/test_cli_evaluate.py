@@ -35,8 +35,8 @@ def test_evaluate_writes_table_json_and_an_mlflow_run(toy_json, tmp_path, mlflow
     results = json.loads(out.read_text())["results"]
     assert [(x["controller"], x["beta"], x["shuffles"]) for x in results] == [("cmc", 0.0, 3), ("cmc", 1.0, 3)]
     assert all(0 <= x["accuracy"] <= 100 and x["mean_tokens"] > 0 for x in results)
-    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("autotts").experiment_id])
-    assert len(runs) == 1
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("autotts-evaluate").experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_name == "evaluate-cmc-toy"
     m = runs[0].data.metrics
     assert m["accuracy.Synth.toy.beta_1.0"] == pytest.approx(results[1]["accuracy"])
     assert m["mean_tokens.Synth.toy.beta_0.0"] == pytest.approx(results[0]["mean_tokens"])
@@ -145,7 +145,7 @@ def test_a_logged_run_replays_in_a_child_with_the_same_numbers(toy_json, tmp_pat
     assert logged == local and len(logged) == 2
 
     client = MlflowClient()
-    [run_] = client.search_runs([client.get_experiment_by_name("autotts").experiment_id])
+    [run_] = client.search_runs([client.get_experiment_by_name("autotts-evaluate").experiment_id])
     eps = pd.read_parquet(client.download_artifacts(run_.info.run_id, "episodes.parquet", str(tmp_path)))
     assert set(eps.role) == {"evaluated"} and len(eps) == 2 * 40 * 4
     for row in logged:
@@ -167,7 +167,7 @@ def test_a_controller_failing_in_the_child_is_one_line_and_logs_nothing(toy_json
     assert r.exit_code == 2
     assert r.stderr.strip() == ("error: controller 'cmc' raised RuntimeError on Synth/toy, problem 0, shuffle 0: "
                                 "broken on purpose")
-    assert MlflowClient().get_experiment_by_name("autotts") is None  # the warm-up only read the store
+    assert MlflowClient().get_experiment_by_name("autotts-evaluate") is None  # the warm-up only read the store
 
 
 def test_unlogged_or_sandboxed_runs_replay_in_this_process(toy_json, tmp_path, mlflow_store, monkeypatch):

@@ -120,7 +120,7 @@ def test_two_servers_share_the_questions_and_give_the_one_server_collection(serv
     served = read_parquet(out).provenance.sampling[SERVED]
     assert set(served) == set(urls) and all(n > 0 for n in served.values()) and sum(served.values()) == N
     assert f"endpoints: {urls[0]} {served[urls[0]]} questions, {urls[1]} {served[urls[1]]} questions" in res.output
-    run = mlflow.search_runs(experiment_names=["autotts"], filter_string="tags.mlflow.runName = 'two-servers'",
+    run = mlflow.search_runs(experiment_names=["autotts-collect"], filter_string="tags.mlflow.runName = 'two-servers'",
                              output_format="list")[0]
     p, m = run.data.params, run.data.metrics
     assert p["base_url"] == ",".join(urls) and [p["endpoint.0"], p["endpoint.1"]] == urls

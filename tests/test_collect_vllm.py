@@ -120,9 +120,11 @@ def test_collect_cli_through_the_server_logs_the_dataset_to_mlflow(vllm_server, 
     res = CliRunner().invoke(main, [
         "collect", "-q", questions(tmp_path, 2), "-o", str(out), "--model", tiny_model, "--backend", "openai",
         "--base-url", vllm_server.base_url, "--branches", "3", "--interval-tokens", "16", "--max-tokens-per-branch",
-        "48", "--top-logprobs", "3", "--group-window", "8", "--no-progress", "--run-name", "collect-test"])
+        "48", "--top-logprobs", "3", "--group-window", "8", "--no-progress"])
     assert res.exit_code == 0, res.output
-    run = mlflow.search_runs(experiment_names=["autotts"], filter_string="tags.mlflow.runName = 'collect-test'",
+    # its own experiment; a name that says what it collected: the model and the number of questions
+    name = f"collect-{Path(tiny_model).name}-2"
+    run = mlflow.search_runs(experiment_names=["autotts-collect"], filter_string=f"tags.mlflow.runName = '{name}'",
                              output_format="list")[0]
     assert run.data.tags["autotts.command"] == "collect"
     assert run.data.params["branches"] == "3" and run.data.params["engine.engine"].startswith("vllm")

@@ -110,7 +110,8 @@ def wait_for(cond, timeout: float = 10.0) -> bool:
 # ----------------------------------------------------------------------------- one server
 def test_a_server_that_stops_answering_fails_the_waiting_batch_within_its_health_checks(hung):
     server = hung(None)  # accepts connections, answers nothing: a stopped (SIGSTOP) process
-    backend = OpenAIServerBackend(server.url, "m", timeout=300, max_retries=0, health_interval=0.5)
+    backend = OpenAIServerBackend(server.url, "m", timeout=300, max_retries=0, health_interval=0.5,
+                                  health_timeout=0.5)
     try:
         t0 = time.monotonic()
         with pytest.raises(BackendUnavailable, match=r"stopped answering \(GET /health: no answer within 0.5 s\)"):
@@ -127,7 +128,8 @@ def test_a_server_that_stops_answering_fails_the_waiting_batch_within_its_health
 @pytest.mark.parametrize("status, fails", [(200, False), (404, False), (503, True)])
 def test_health_answers_decide_whether_a_slow_batch_is_failed(hung, status, fails):
     server = hung(status)  # completions hang; /health answers `status`
-    backend = OpenAIServerBackend(server.url, "m", timeout=300, max_retries=0, health_interval=0.3)
+    backend = OpenAIServerBackend(server.url, "m", timeout=300, max_retries=0, health_interval=0.3,
+                                  health_timeout=0.3)
     try:
         t0 = time.monotonic()
         if fails:
@@ -271,7 +273,7 @@ def test_replica_urls_are_settings_of_the_openai_backend_only(hung):
     try:
         assert isinstance(backend, ReplicaBackend)
         assert [s.base_url for s in backend.servers] == [server_a.url, server_b.url]
-        assert all(s.health_interval == 2 for s in backend.servers)
+        assert all((s.health_interval, s.health_timeout) == (2, 10) for s in backend.servers)
     finally:
         backend.close()
     assert "replica_urls" not in cfg.sampling()  # where it ran is not how it sampled

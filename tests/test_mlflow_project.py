@@ -65,13 +65,18 @@ def test_mlflow_run_evaluate(mlflow_store, data_dir):
     from mlflow.tracking import MlflowClient
 
     p = subprocess.run(
-        [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "evaluate", "--env-manager", "local", "--experiment-name", "autotts",
+        [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "evaluate", "--env-manager", "local",
+         "--experiment-name", "autotts-evaluate",
          "-P", "data=autotts:Qwen3-4B/aime24,autotts:Qwen3-8B/aime24", "-P", "beta=0.25,0.5", "-P", "shuffles=5"],
         capture_output=True, text=True, env=mlflow_env(mlflow_store, data_dir), timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     client = MlflowClient(mlflow_store)
-    runs = client.search_runs([client.get_experiment_by_name("autotts").experiment_id])
+    experiment = client.get_experiment_by_name("autotts-evaluate")
+    runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    # mlflow run made up a name; the run is named after what it did, its experiment declared model training
+    assert runs[0].info.run_name == "evaluate-cmc-aime24"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     metrics = runs[0].data.metrics
     assert 70 < metrics["accuracy.Qwen3-4B.aime24.beta_0.5"] <= 100
     assert metrics["token_reduction_vs_sc64.Qwen3-8B.aime24.beta_0.25"] > 50
@@ -88,13 +93,15 @@ def test_mlflow_run_search_leaves_a_challenger(mlflow_store, data_dir, tmp_path)
                      "final_shuffles: 3\nfinalists: 1\nbetas: [0.0, 1.0]\n")
     p = subprocess.run(
         [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "search", "--env-manager", "local",
-         "--experiment-name", "autotts", "-P", f"config={small}", "-P", "max_candidates=3"],
+         "--experiment-name", "autotts-search", "--run-name", "my-small-search", "-P", f"config={small}",
+         "-P", "max_candidates=3"],
         capture_output=True, text=True, env=mlflow_env(mlflow_store, data_dir), timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     client = MlflowClient(mlflow_store)
     version = client.get_model_version_by_alias("autotts-controller", "challenger")
-    parent = client.get_run(version.tags["autotts.search_run"])
+    parent = client.get_run(version.run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["max_candidates"] == "3"
+    assert parent.info.run_name == "my-small-search"  # a name given to mlflow run is kept
     assert "search:" in p.stderr  # the progress bar
 
 
@@ -113,15 +120,16 @@ def test_mlflow_run_search_with_the_llm_recipe_runs_its_explorer_and_candidate_c
         env = mlflow_env(mlflow_store, OPENAI_BASE_URL=stub.base_url, OPENAI_API_KEY="test")
         p = subprocess.run(
             [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "search", "--env-manager", "local",
-             "--experiment-name", "autotts", "-P", f"config={LLM_RECIPE}", "-P", f"data={data}",
+             "--experiment-name", "autotts-search", "-P", f"config={LLM_RECIPE}", "-P", f"data={data}",
              "-P", "betas=0,1", "-P", "search_shuffles=2", "-P", "final_shuffles=2", "-P", "finalists=1",
              "-P", "workers=2", "-P", "log_models=false"],
             capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
         requests = stub.chat_requests
     assert p.returncode == 0, p.stderr[-3000:]
     client = MlflowClient(mlflow_store)
-    [parent] = client.search_runs([client.get_experiment_by_name("autotts").experiment_id],
+    [parent] = client.search_runs([client.get_experiment_by_name("autotts-search").experiment_id],
                                   filter_string="tags.`autotts.command` = 'search'")
+    assert parent.info.run_name == f"search-toy-{recipe['max_candidates']}"  # not mlflow run's made-up name
     params, tags = parent.data.params, parent.data.tags
     assert params["config"] == LLM_RECIPE
     assert tags["autotts.explorer"] == recipe["explorer"]

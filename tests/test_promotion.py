@@ -4,6 +4,7 @@ The registry around it (aliases, tags written, exit codes) is tests/test_registr
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,8 @@ import pytest
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import AutoTTSError
-from mlflow_autotts.promotion.gate import (GATE_TAG, GateConfig, GateEntry, GateSide, decide, description, gate,
-                                           gate_table, gate_tags, judge)
+from mlflow_autotts.promotion.gate import (GATE_TAG, REPORT_END, GateConfig, GateEntry, GateSide, decide, description,
+                                           gate, gate_table, gate_tags, judge)
 from mlflow_autotts.replay.results import EvalResult
 from tests.helpers import random_set
 
@@ -81,37 +82,77 @@ def test_a_looser_rule_lets_a_cheaper_weaker_candidate_through():
                       "tokens 1,000 <= 2,000 (1 x incumbent 2,000)")
 
 
-def test_tags_description_and_table_say_what_was_decided():
+def test_tags_are_four_short_rounded_values_and_the_table_says_what_was_decided():
     inc = side("1", "champion", [(40.0, 1000.0), (60.0, 3000.0)])
     cand = side("2", "challenger", [(50.0, 900.0), (70.0, 2000.0)], controller="sc")
     decision = judge(cand, inc, "champion", GateConfig(shuffles=3), list(DATA), ["abc", "def"])
     assert decision.passed and decision.target_alias == "champion"
 
-    keys = {"M/a": "M.a", "M/b": "M.b"}
-    tags = gate_tags(cand, inc, decision, "candidate", keys)
-    assert tags[f"{GATE_TAG}.role"] == "candidate" and tags[f"{GATE_TAG}.decision"] == "promoted"
-    assert tags[f"{GATE_TAG}.against"] == "v1" and tags[f"{GATE_TAG}.target"] == "champion"
-    assert tags[f"{GATE_TAG}.rule"] == GateConfig().rule == \
-        "accuracy >= incumbent - 0 points and tokens <= 1 x incumbent"
-    assert tags[f"{GATE_TAG}.data"] == "M/a,M/b" and tags[f"{GATE_TAG}.digests"] == "abc,def"
-    assert tags[f"{GATE_TAG}.shuffles"] == "3" and tags[f"{GATE_TAG}.reason"] == decision.reason
-    assert tags[f"{GATE_TAG}.accuracy"] == "60.0" and tags[f"{GATE_TAG}.mean_tokens"] == "1450.0"
-    assert tags[f"{GATE_TAG}.accuracy.M.a"] == "50.0" and tags[f"{GATE_TAG}.mean_tokens.M.b"] == "2000.0"
-    assert gate_tags(inc, None, decision, "incumbent", keys)[f"{GATE_TAG}.against"] == "none"
+    assert gate_tags(cand, inc, decision, "candidate") == {
+        f"{GATE_TAG}.decision": "promoted", f"{GATE_TAG}.accuracy": "60.00%", f"{GATE_TAG}.tokens": "1,450",
+        f"{GATE_TAG}.gain": "+10.00 pts, 0.72x tokens vs v1"}
+    assert gate_tags(inc, cand, decision, "incumbent") == {
+        f"{GATE_TAG}.decision": "replaced", f"{GATE_TAG}.accuracy": "50.00%", f"{GATE_TAG}.tokens": "2,000",
+        f"{GATE_TAG}.gain": "-10.00 pts, 1.38x tokens vs v2"}
+    refused = judge(inc, cand, "champion", GateConfig())  # the other way round: more tokens, less accurate
+    assert gate_tags(inc, cand, refused, "candidate")[f"{GATE_TAG}.decision"] == "refused"
+    assert gate_tags(cand, inc, refused, "incumbent")[f"{GATE_TAG}.decision"] == "kept"
+    assert gate_tags(cand, None, judge(cand, None, "champion", GateConfig()), "candidate")[f"{GATE_TAG}.gain"] == \
+        "first promotion"
+    for tags in (gate_tags(cand, inc, decision, "candidate"), gate_tags(inc, cand, decision, "incumbent")):
+        assert max(len(v) for v in tags.values()) <= 40  # the registry's tag column is narrow
+    with pytest.raises(ValueError, match="role must be candidate or incumbent"):
+        gate_tags(cand, inc, decision, "challenger")
 
     table = gate_table(decision).splitlines()
     assert table[0].split() == ["data", "candidate", "v2", "(sc)", "acc", "%", "tokens", "incumbent", "v1", "(cmc)",
                                 "acc", "%", "tokens", "Δacc", "token", "ratio"]
     assert table[2].split() == ["M/a", "50.00", "900", "40.00", "1,000", "+10.00", "0.900"]
     assert table[4].split() == ["mean", "60.00", "1,450", "50.00", "2,000", "+10.00", "0.725"]
-
-    text = description(decision)
-    assert text.startswith("Promoted to @champion by the autotts gate on ")
-    assert f"Rule: {GateConfig().rule}. Data: M/a, M/b; 3 shuffles." in text
-    assert f"Decision: {decision.reason}." in text and gate_table(decision) in text
-
     alone = gate_table(judge(cand, None, "champion", GateConfig())).splitlines()
     assert alone[0].split() == ["data", "candidate", "v2", "(sc)", "acc", "%", "tokens"]
+
+
+def test_the_description_is_the_full_report_in_markdown_above_what_the_version_said():
+    inc = side("1", "champion", [(40.0, 1000.0), (60.0, 3000.0)])
+    cand = side("2", "challenger", [(50.0, 900.0), (70.0, 2000.0)], controller="sc")
+    decision = judge(cand, inc, "champion", GateConfig(shuffles=3), list(DATA), ["abc", "def"])
+    run = ("gate-autotts-controller-v2", "#/experiments/7/runs/r1?workflowType=machine_learning")
+    plot = "get-artifact?path=gate.png&run_uuid=r1"
+    text = description(decision, "**Search winner** of a search.", run, plot, when="2025-01-01T00:00:00+00:00")
+    lines = text.splitlines()
+    assert lines[0] == "### Gate: v2 promoted to `@champion`, replacing v1"
+    assert lines[2:9] == [
+        "| data | candidate v2 accuracy | tokens | incumbent v1 accuracy | tokens | Δ accuracy | token ratio |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+        "| M/a | 50.00% | 900 | 40.00% | 1,000 | +10.00 pts | 0.900 |",
+        "| M/b | 70.00% | 2,000 | 60.00% | 3,000 | +10.00 pts | 0.667 |",
+        "| **mean** | 60.00% | 1,450 | 50.00% | 2,000 | +10.00 pts | 0.725 |",
+        "",
+        "- **Versions:** v2 `sc` against v1 `cmc`",
+    ]
+    assert f"- **Rule:** {GateConfig().rule}" in lines and f"- **Decision:** {decision.reason}" in lines
+    assert "- **Data:** M/a (`abc`), M/b (`def`); 3 shuffles" in lines
+    assert (f"- **Gate run:** [{run[0]}]({run[1]}): every number as a metric, the data as inputs, "
+            "the plot below") in lines
+    assert f"![accuracy against tokens, both versions, with the rule's limits]({plot})" in lines
+    assert "- **Decided:** 2025-01-01T00:00:00+00:00 by the autotts gate" in lines
+    assert text.index(REPORT_END) < text.index("**Search winner** of a search.")
+    assert not re.search(r"(^|\s)@\w", text)  # MLflow's UI would render an @name as a link to a GitHub user
+
+    # gated again (refused this time): the new report replaces the old one, the rest stays once
+    worse = side("2", "challenger", [(30.0, 900.0), (40.0, 2000.0)], controller="sc")
+    again = description(judge(worse, inc, "champion", GateConfig()), text, run, plot)
+    assert again.startswith("### Gate: v2 refused; `@champion` stays on v1\n")
+    assert again.count(REPORT_END) == 1 and again.count("**Search winner** of a search.") == 1
+    assert again.count("### Gate") == 1
+    first = description(judge(cand, None, "champion", GateConfig()), None)
+    assert first.startswith("### Gate: v2 promoted to `@champion`\n") and "Gate run" not in first
+    assert first.rstrip().endswith(REPORT_END)
+    # a cell never breaks the table
+    piped = side("3", "challenger", [(50.0, 900.0), (70.0, 2000.0)])
+    piped.results[0] = EvalResult("M|a", 0.5, 50.0, 900.0, controller="cmc", shuffles=3)
+    assert "| M\\|a | 50.00% |" in description(judge(piped, None, "champion", GateConfig()), None)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,40 +24,12 @@ from mlflow_autotts.data.json_io import read_json
 from mlflow_autotts.data.trajectory import Provenance
 from mlflow_autotts.replay.episode import ReplayEpisode, shuffle_order
 from mlflow_autotts.replay.runner import ReplayConfig, evaluate
-from mlflow_autotts.tracking.resolve import spec_from_model_uri
-from tests.helpers import import_source
+from mlflow_autotts.tracking.resolve import logged_model_id, spec_from_model_uri
+from tests.helpers import PROBE_VOTE, import_source
 
 NAME = "autotts-controller"
 SEED = 5
 
-PROBE_VOTE = '''\
-"""A small probing controller: open a few branches, probe each a little, vote."""
-from collections import Counter
-
-from mlflow_autotts.controllers.base import Controller
-
-
-class ProbeVote(Controller):
-    name = "probe_vote"
-
-    def __init__(self, beta: float = 0.5, depth: int = 6):
-        super().__init__(beta, depth=depth)
-        self.depth = int(depth)
-
-    def solve(self, episode):
-        latest = []
-        for _ in range(2 + round(6 * self.beta)):
-            try:
-                answer, i, done = episode.probe_new()
-            except ValueError:
-                break
-            for _ in range(self.depth):
-                if done:
-                    break
-                answer, done = episode.probe_more(i)
-            latest.append(answer)
-        return Counter(latest).most_common(1)[0][0] if latest else None
-'''
 
 # PROBE_VOTE with side effects at import, in __init__ and in solve: each writes a marker file
 MARKED_VOTE = (
@@ -131,9 +104,13 @@ def test_registered_controllers_load_by_alias_in_a_fresh_process(mlflow_store, t
     client = MlflowClient()
     assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()} == {"champion": "1", "challenger": "2"}
     v2 = client.get_model_version(NAME, "2")
-    assert v2.tags["autotts.controller"] == "probe_vote"
-    assert v2.tags["autotts.source_sha256"] == hashlib.sha256(PROBE_VOTE.encode()).hexdigest()
-    assert json.loads(v2.tags["autotts.params"]) == {"depth": 4}
+    # the version shows a few short tags; its logged model keeps the source hash and parameters
+    assert v2.tags == {"autotts.controller": "probe_vote", "autotts.beta": "0.25",
+                       "autotts.model_sha256": v2.tags["autotts.model_sha256"]}
+    logged = client.get_logged_model(logged_model_id(v2.source))
+    assert logged.name == "controller"  # the version's "source model": what it is, not an alias
+    assert logged.tags["autotts.source_sha256"] == hashlib.sha256(PROBE_VOTE.encode()).hexdigest()
+    assert json.loads(logged.tags["autotts.params"]) == {"depth": 4}
     assert client.get_model_version(NAME, "1").tags["autotts.controller"] == "cmc"
 
     for alias, spec in (("champion", ControllerSpec("cmc", 0.5)),
@@ -224,7 +201,7 @@ def test_error_through_the_real_console_entry_is_one_line(mlflow_store, aime_1p7
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-def test_replay_metrics_are_tagged_on_the_logged_model_and_the_version(mlflow_store):
+def test_replay_metrics_are_on_the_run_and_the_logged_model_not_the_version(mlflow_store):
     from mlflow.tracking import MlflowClient
 
     from mlflow_autotts.tracking.model_registry import register
@@ -234,11 +211,46 @@ def test_replay_metrics_are_tagged_on_the_logged_model_and_the_version(mlflow_st
     client = MlflowClient()
     version = client.get_model_version(reg.name, reg.version)
     logged = client.get_logged_model(reg.model_id)
-    for tags in (version.tags, logged.tags):
-        assert tags["autotts.controller"] == "asc" and tags["autotts.registry_name"] == "asc"
-        assert json.loads(tags["autotts.params"]) == {"max_samples": 64, "threshold": 0.9}
-        assert {k: float(tags[f"autotts.metric.{k}"]) for k in metrics} == metrics
+    assert logged.tags["autotts.controller"] == "asc" and logged.tags["autotts.registry_name"] == "asc"
+    assert json.loads(logged.tags["autotts.params"]) == {"max_samples": 64, "threshold": 0.9}
+    assert {k: float(logged.tags[f"autotts.metric.{k}"]) for k in metrics} == metrics
     assert client.get_run(reg.run_id).data.metrics == metrics
+    # asc ignores β: the version says which controller it is, and nothing longer
+    assert set(version.tags) == {"autotts.controller", "autotts.model_sha256"}
+    assert version.tags["autotts.controller"] == "asc"
+
+
+def test_the_registered_model_says_what_it_is_and_how_to_serve_it(mlflow_store):
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.serving.columns import RESPONSE_COLUMNS
+    from mlflow_autotts.tracking.model_card import TITLE
+    from mlflow_autotts.tracking.model_registry import register
+
+    client = MlflowClient()
+    register(ControllerSpec("cmc", 0.5), name="arith", aliases=["champion"])
+    model = client.get_registered_model("arith")
+    assert model.tags == {"autotts.kind": "test-time-scaling controller (pyfunc)",
+                          "autotts.serve": "autotts serve models:/arith@champion"}
+    text = model.description
+    assert text.startswith(TITLE)
+    assert not re.search(r"(^|\s)@\w", text)  # MLflow's UI would render an @name as a link to a GitHub user
+    for needed in ("autotts serve models:/arith@champion",
+                   "mlflow models serve -m models:/arith@champion --env-manager local",
+                   "`@challenger`", "`@candidate`", "`@champion`", "autotts promote --name arith",
+                   *(f"`{c}`" for c in RESPONSE_COLUMNS)):
+        assert needed in text, needed
+
+    # refreshed on every registration; words someone wrote in the UI are kept, the tags refreshed
+    client.update_registered_model("arith", description=text.replace("Serve it.", "Serve it!"))
+    client.delete_registered_model_tag("arith", "autotts.serve")
+    register(ControllerSpec("cmc", 0.75), name="arith")
+    assert client.get_registered_model("arith").description == text
+    client.update_registered_model("arith", description="Ours: ask Ana before serving.")
+    register(ControllerSpec("cmc", 0.25), name="arith")
+    model = client.get_registered_model("arith")
+    assert model.description == "Ours: ask Ana before serving."
+    assert model.tags["autotts.serve"] == "autotts serve models:/arith@champion"
 
 
 def _no_candidate_module_loaded(source: str) -> bool:
@@ -266,7 +278,7 @@ def test_candidate_is_logged_and_registered_without_running_it(mlflow_store, tmp
         info = log_candidate_model(MARKED_VOTE, "MarkedVote", "marked_vote", 0.25, {"depth": 4}, uses_beta=True,
                                    metrics=metrics, tags={"autotts.candidate": "7"})
     reg = register_logged_model(info.model_uri, aliases=["challenger"], description="search winner",
-                                tags={"autotts.validation.accuracy": "70.0"})
+                                tags={"autotts.validation.accuracy": "70.00%"})
     assert list(marks.iterdir()) == [] and _no_candidate_module_loaded(MARKED_VOTE)
     assert sys.path == sys_path  # no model was loaded here (loading prepends its code folder)
 
@@ -275,11 +287,13 @@ def test_candidate_is_logged_and_registered_without_running_it(mlflow_store, tmp
     assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()} == {"challenger": "1"}
     version = client.get_model_version(NAME, "1")
     assert version.description == "search winner"
-    tags = version.tags
-    assert tags["autotts.controller"] == "marked_vote" and tags["autotts.candidate"] == "7"
+    assert {k: v for k, v in version.tags.items() if k != "autotts.model_sha256"} == {
+        "autotts.controller": "marked_vote", "autotts.beta": "0.25", "autotts.validation.accuracy": "70.00%"}
+    tags = client.get_logged_model(info.model_id).tags  # the full record stays on the logged model
+    assert tags["autotts.candidate"] == "7"
     assert tags["autotts.source_sha256"] == hashlib.sha256(MARKED_VOTE.encode()).hexdigest()
-    assert {k: float(tags[f"autotts.metric.{k}"]) for k in metrics} == metrics  # carried over from the logged model
-    assert tags["autotts.validation.accuracy"] == "70.0" and json.loads(tags["autotts.params"]) == {"depth": 4}
+    assert {k: float(tags[f"autotts.metric.{k}"]) for k in metrics} == metrics
+    assert json.loads(tags["autotts.params"]) == {"depth": 4}
     assert reg.config["beta"] == 0.25 and reg.config["registry_name"] is None
 
     # loaded in a fresh process, the candidate is served from the sandbox: its marker writes

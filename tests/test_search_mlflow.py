@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,32 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
             models = client.search_logged_models([run.info.experiment_id],
                                                  filter_string=f"source_run_id = '{run.info.run_id}'")
             assert len(models) == 1
+    # one experiment per kind of work; a run name that says what the run did
+    assert client.get_experiment(parent.info.experiment_id).name == "autotts-search"
+    assert parent.info.run_name == "search-aime24-5"
     version = client.get_model_version_by_alias("autotts-controller", "challenger")
     assert str(version.version) == result.challenger_version
-    assert version.tags["autotts.search_run"] == result.run_id
-    assert float(version.tags["autotts.validation.accuracy"]) == pytest.approx(result.selection.winner_point.accuracy)
-    assert version.tags["autotts.candidate_id"] == result.selection.winner.id
+    assert version.run_id == result.run_id  # the version's source run is the search
+    winner = result.selection.winner_point
+    assert {k: v for k, v in version.tags.items() if k != "autotts.model_sha256"} == {
+        "autotts.controller": version.tags["autotts.controller"], "autotts.beta": f"{winner.beta:g}",
+        "autotts.validation.accuracy": f"{winner.accuracy:.2f}%",
+        "autotts.validation.tokens": f"{winner.mean_tokens:,.0f}",
+        "autotts.validation.vs_sc64": f"{winner.accuracy - result.selection.sc64.accuracy:+.2f} pts, "
+                                      f"{winner.mean_tokens / result.selection.sc64.mean_tokens:.2f}x tokens"}
+    # the description: where it comes from (a link to the search run) and the validation table
+    assert version.description.startswith(
+        f"**Search winner** of [search-aime24-5](#/experiments/{parent.info.experiment_id}/runs/{result.run_id}"
+        f"?workflowType=machine_learning): candidate `{result.selection.winner.id}`")
+    assert f"| **winner** | {winner.accuracy:.2f}% | {winner.mean_tokens:,.0f} |" in version.description
+    assert f"| SC@64 | {result.selection.sc64.accuracy:.2f}% |" in version.description
+    assert not re.search(r"(^|\s)@\w", version.description)  # an @name would render as a GitHub user's link
+    # the logged model ("controller", not the alias) keeps every number of the search
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.name == "controller" and logged.source_run_id == result.run_id
+    assert logged.tags["autotts.search_run"] == result.run_id
+    assert float(logged.tags["autotts.validation.accuracy"]) == pytest.approx(winner.accuracy)
+    assert logged.tags["autotts.candidate_id"] == result.selection.winner.id
     rows = json.loads(client.download_artifacts(result.run_id, "selection.json") and
                       Path(client.download_artifacts(result.run_id, "selection.json")).read_text())
     assert {"sc@64", "cmc", "asc", "esc"} <= {r["controller"] for r in rows}
@@ -58,8 +80,8 @@ def test_offline_search_records_every_candidate_and_leaves_a_challenger(mlflow_s
     assert finalist_rows and all(r["vs_sc64_lcb"] <= r["vs_sc64"] <= r["vs_sc64_ucb"] for r in finalist_rows)
     assert all(r["gain_over_cmc_lcb"] <= r["gain_over_cmc"] for r in finalist_rows)
     assert sum(r["winner"] for r in rows) == 1
-    assert version.tags["autotts.selection.tier"] == str(result.selection.tier)
-    assert version.tags["autotts.validation.gain_over_cmc"].count("[") == 1
+    assert logged.tags["autotts.selection.tier"] == str(result.selection.tier)
+    assert logged.tags["autotts.validation.gain_over_cmc"].count("[") == 1
 
 
 @pytest.mark.slow
@@ -133,3 +155,31 @@ def test_a_candidate_killed_between_ending_its_run_and_tagging_it_scored_is_scor
     assert run.data.tags[STATE] == "scored" and run.info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(run_id, "accuracy.mean")] == [60.0, 65.0, 70.0]
     assert [c.id for c in MlflowRecorder(parent.info.run_id, log_models=False).recorded()] == ["c0000"]
+
+
+def test_a_search_against_a_reference_under_the_minimum_says_why_and_registers_nothing(mlflow_store, data_dir,
+                                                                                       monkeypatch):
+    """The refusal as a user meets it: ``autotts search`` prints why there is no challenger, the
+    search run's tag says it, and no version of the model exists (SC@64 on AIME scores well
+    under 100%, so a 100% minimum refuses on the published data)."""
+    from click.testing import CliRunner
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_autotts.cli import main
+
+    monkeypatch.setenv("AUTOTTS_DATA_DIR", str(data_dir))
+    res = CliRunner().invoke(main, ["search", "--data", "autotts:Qwen3-1.7B/aime24", "--max-candidates", "2",
+                                    "--population", "2", "--search-shuffles", "2", "--final-shuffles", "2",
+                                    "--finalists", "1", "--betas", "0.5", "--workers", "2", "--no-log-models",
+                                    "--min-reference-accuracy", "100", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    reason = re.search(r"^no challenger: (SC@64 scores (\d+\.\d)% on validation, under min_reference_accuracy "
+                       r"\(100%\).*)$", res.output, re.M)
+    assert reason, res.output
+    assert float(reason.group(2)) < 100 and "challenger: models:/" not in res.output
+    run_id = re.search(r"^search run (\w+):", res.output, re.M).group(1)
+    client = MlflowClient()
+    assert client.get_run(run_id).data.tags["autotts.challenger"] == f"none: {reason.group(1)}"
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("autotts-controller", "challenger")

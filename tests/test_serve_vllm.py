@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from mlflow_autotts.live.server import VLLMServer
+from tests.helpers import PROBE_VOTE
 from tests.live_fixtures import TINY_LEN, _require_vllm
 from tests.servers import autotts_served
 
@@ -37,30 +38,6 @@ LONG = {"AUTOTTS_LIVE_INTERVAL_TOKENS": "400", "AUTOTTS_LIVE_MAX_TOKENS_PER_BRAN
 """Branches long enough that an engine call is still running when a test acts on it."""
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
-PROBE_VOTE = '''\
-"""Open 2 + round(6 β) branches, probe each a little, vote: a bill that follows β."""
-from collections import Counter
-
-from mlflow_autotts.controllers.base import Controller
-
-
-class ProbeVote(Controller):
-    name = "probe_vote"
-
-    def solve(self, episode):
-        latest = []
-        for _ in range(2 + round(6 * self.beta)):
-            try:
-                answer, i, done = episode.probe_new()
-            except ValueError:
-                break
-            for _ in range(2):
-                if done:
-                    break
-                answer, done = episode.probe_more(i)
-            latest.append(answer)
-        return Counter(latest).most_common(1)[0][0] if latest else None
-'''
 
 
 def metric(base_url: str, name: str) -> float:
@@ -183,6 +160,36 @@ def test_the_openai_client_gets_answers_plain_and_streamed(endpoints, name):
     assert len(reasoning) >= 3 and "".join(text) == content
     assert usage is not None and usage.completion_tokens == done.usage.completion_tokens
 
+    # the Responses API: the same episode (same seeds), in its own shapes, plain and streamed
+    answer = c.responses.create(model=name, input=QUESTION)
+    assert answer.status == "completed" and answer.output_text == content
+    assert answer.usage.output_tokens == done.usage.completion_tokens
+    kinds, deltas, final = [], [], None
+    for event in c.responses.create(model=name, input=QUESTION, stream=True):
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        elif event.type == "response.completed":
+            final = event.response
+    assert kinds[0] == "response.created" and "response.reasoning_summary_text.delta" in kinds
+    assert "".join(deltas) == content and final is not None and final.usage.output_tokens == answer.usage.output_tokens
+
+    # one trace per request in the store, linked to the served version, with its engine calls
+    import mlflow
+
+    ids = {done.id, answer.id}
+    def traced():
+        found = mlflow.search_traces(locations=[mlflow.get_experiment_by_name("autotts-serve").experiment_id],
+                                     return_type="list")
+        return [t for t in found if t.info.trace_metadata.get("autotts.registered_model") == name]
+    wait_until(lambda: len(traced()) >= 4, 60, "the four requests were not all traced", every=1)
+    mine = {t.data.spans[0].attributes.get("autotts.response_id"): t for t in traced()}
+    assert ids <= set(mine), (ids, set(mine))
+    trace = mine[done.id]
+    llm = [sp for sp in trace.data.spans if sp.parent_id is not None]
+    assert len(llm) == details["engine_calls"]
+    assert trace.info.trace_metadata.get("autotts.model_version") == "1"
+
 
 def test_32_concurrent_requests_are_all_in_flight_at_once(endpoints, models):
     url = endpoints[BUILTIN]
@@ -268,7 +275,8 @@ def test_failover_between_servers_and_a_dead_or_hung_server_is_a_503_within_seco
         list(pool.map(lambda s: s.start(), servers))
     a, b = servers
     env = {**LONG, "AUTOTTS_LIVE_BASE_URL": a.base_url, "AUTOTTS_LIVE_REPLICA_URLS": b.base_url,
-           "AUTOTTS_LIVE_HEALTH_INTERVAL": "2", "AUTOTTS_LIVE_REPLICA_COOLDOWN": "3"}
+           "AUTOTTS_LIVE_HEALTH_INTERVAL": "2", "AUTOTTS_LIVE_HEALTH_TIMEOUT": "2",
+           "AUTOTTS_LIVE_REPLICA_COOLDOWN": "3"}
     body = {"model": BUILTIN, "messages": [{"role": "user", "content": QUESTION}]}
     try:
         with autotts_served(f"models:/{BUILTIN}@champion", tmp_path, env=env) as url:

@@ -75,7 +75,10 @@ def test_sweep_logs_params_metrics_tables_and_plot(mlflow_store, tmp_path):
     client = _client()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert client.get_experiment(run.info.experiment_id).name == "autotts"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "autotts-evaluate"  # one experiment per kind of work
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name == "evaluate-cmc-aime24"  # what the run did, not random words
     assert run.data.params == {"controller": "cmc", "beta": "0.25,0.5,1.0", "shuffles": "2",
                                "data": f"{D4},{D8}", "workers": "1"}
     assert run.data.tags["purpose"] == "test" and run.data.tags["autotts.command"] == "evaluate"
@@ -166,8 +169,11 @@ def test_logs_into_an_already_active_run(mlflow_store):
     assert run.info.run_name == "renamed" and run.data.metrics["after"] == 1.0
     assert run.data.metrics[f"accuracy.{naming.dataset_key(D4)}.beta_0.5"] == pytest.approx(
         next(r.accuracy for r in report.results if r.data == D4))
-    assert client.get_experiment_by_name("autotts") is None  # no new run anywhere else
+    assert client.get_experiment_by_name("autotts-evaluate") is None  # no new run anywhere else
     assert len(client.search_runs([run.info.experiment_id])) == 1
+    with mlflow.start_run(run_name="outer") as outer:  # the caller's run keeps the caller's name
+        log_evaluation(report)
+    assert client.get_run(outer.info.run_id).info.run_name == "outer"
 
 
 def test_resumes_the_mlflow_run_id_run_and_keeps_its_project_params(mlflow_store, monkeypatch):
@@ -184,8 +190,15 @@ def test_resumes_the_mlflow_run_id_run_and_keeps_its_project_params(mlflow_store
     assert got.data.params["data"] == "autotts:Qwen3-4B/aime24 autotts:Qwen3-8B/aime24"
     assert got.data.params["data.resolved"] == f"{D4},{D8}"
     assert got.data.params["controller"] == "cmc" and "controller.resolved" not in got.data.params
-    assert client.get_experiment_by_name("autotts") is None
+    assert got.info.run_name == "evaluate-cmc-aime24"  # the name MLflow made up is replaced
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment_by_name("autotts-evaluate") is None
     assert len(client.search_runs([exp])) == 1
+
+    named = client.create_run(exp, run_name="my-sweep")  # as `mlflow run --run-name my-sweep`
+    monkeypatch.setenv("MLFLOW_RUN_ID", named.info.run_id)
+    log_evaluation(_sweep_report(betas=(0.25,)))
+    assert client.get_run(named.info.run_id).info.run_name == "my-sweep"
 
 
 def test_bad_reports_are_rejected_before_any_run(mlflow_store):
@@ -195,7 +208,7 @@ def test_bad_reports_are_rejected_before_any_run(mlflow_store):
                         (EvaluationReport([r, _result(D8, "asc", None, seed=3)]), "one evaluated controller")):
         with pytest.raises(ValueError, match=msg):
             log_evaluation(report)
-    assert _client().get_experiment_by_name("autotts") is None
+    assert _client().get_experiment_by_name("autotts-evaluate") is None
 
 
 def test_a_failure_while_logging_marks_the_run_failed(mlflow_store, monkeypatch):
@@ -209,7 +222,7 @@ def test_a_failure_while_logging_marks_the_run_failed(mlflow_store, monkeypatch)
 
     assert mlflow.active_run() is None
     client = _client()
-    (run,) = client.search_runs([client.get_experiment_by_name("autotts").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("autotts-evaluate").experiment_id])
     assert run.info.status == "FAILED"
 
 
@@ -269,7 +282,7 @@ def test_warm_up_opens_the_store_creates_nothing_and_never_raises(mlflow_store):
     assert _client().get_experiment_by_name("warm") is None
     assert [e.name for e in _client().search_experiments()] == ["Default"]
     mlflow.set_tracking_uri("sqlite:////nonexistent-folder/x/mlflow.db")
-    warm_up()  # the logging that follows raises the error, where it belongs
+    warm_up("warm")  # the logging that follows raises the error, where it belongs
 
 
 def test_episodes_table_is_every_kept_table_with_its_role_controller_and_beta():

@@ -38,11 +38,15 @@ COMMANDS = {
         "mlflow_autotts.cli.model_registry", "promote_cmd",
         "Replay the --from and --to versions on the gate data; move --to to the candidate only if it keeps "
         "accuracy and tokens within the limits (exit 1 when refused)."),
+    "gatekeeper": LazyCommand(
+        "mlflow_autotts.cli.gatekeeper", "gatekeeper_group",
+        "Promote in the registry UI, behind the replay gate: a webhook receiver that gates @candidate into "
+        "@champion and moves back a @champion the gate did not promote."),
     "serve": LazyCommand(
         "mlflow_autotts.cli.serve", "serve_cmd",
         "Serve MODEL_URI (a registered controller, e.g. models:/autotts-controller@champion) as an "
-        "OpenAI-compatible endpoint: /v1/chat/completions, /v1/models, /health, and /invocations as mlflow "
-        "models serve answers it."),
+        "OpenAI-compatible endpoint: /v1/chat/completions, /v1/responses, /v1/models, /health, and "
+        "/invocations as mlflow models serve answers it; one MLflow trace per request."),
     "live": LazyCommand(
         "mlflow_autotts.cli.live", "live_group",
         "Live generation on vLLM: model folders for serving and collection."),

@@ -19,7 +19,7 @@ from mlflow_autotts.controllers.base import check_beta
 from mlflow_autotts.controllers.loading import ControllerSpec, is_model_uri
 from mlflow_autotts.errors import AutoTTSError
 from mlflow_autotts.live.config import LiveConfig, stored_live_config
-from mlflow_autotts.tracking.mlflow_utils import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
+from mlflow_autotts.tracking.mlflow_utils import DEFAULT_MODEL_NAME, GATE_EXPERIMENT, REGISTER_EXPERIMENT
 from mlflow_autotts.promotion.gate import GateConfig, gate_table
 from mlflow_autotts.tracking.model_registry import promote, register
 from mlflow_autotts.tracking.resolve import spec_from_model_uri
@@ -42,8 +42,8 @@ class RegisterConfig:
     """Registered model name."""
     aliases: tuple[str, ...] = ()
     """Aliases to set on the new version."""
-    experiment: str = DEFAULT_EXPERIMENT
-    """MLflow experiment of the run the model is logged in."""
+    experiment: str = REGISTER_EXPERIMENT
+    """MLflow experiment of the run the model is logged in (each kind of work has its own)."""
     description: str | None = None
     """Description of the new version."""
     live_model: str | None = None
@@ -108,6 +108,9 @@ class PromoteConfig:
     allow_weaker_isolation: bool = False
     """Run controller code that is not built in even where the sandbox cannot give its full
     isolation here (e.g. not root, no network namespace); the weaker isolation is recorded."""
+    experiment: str = GATE_EXPERIMENT
+    """MLflow experiment of the gate's run (its numbers, data and plot; the version's
+    description links to it)."""
 
     def __post_init__(self) -> None:
         if self.shuffles < 1:
@@ -148,8 +151,13 @@ def register_cmd(config: RegisterConfig) -> None:
 def promote_cmd(config: PromoteConfig) -> None:
     """Replay the --from and --to versions on the gate data; move --to to the candidate only if
     it keeps accuracy and tokens within the limits (exit 1 when refused)."""
-    decision = promote(config.name, config.from_alias, config.to_alias, list(config.gate), config.gate_config())
+    promotion = promote(config.name, config.from_alias, config.to_alias, list(config.gate), config.gate_config(),
+                        config.experiment)
+    decision = promotion.decision
     click.echo(gate_table(decision))
+    link = promotion.run.link
+    click.echo(f"gate run: {promotion.run.name} ({promotion.run.run_id}) in experiment {config.experiment}"
+               + (f": {link}" if link.startswith(("http://", "https://")) else ""))
     c = decision.candidate
     if decision.passed:
         click.echo(f"promoted: {config.name} v{c.version} is now @{config.to_alias}: {decision.reason}")

@@ -28,6 +28,10 @@ _FIXED = ("max_branches", "lookahead", "lookahead_depth", "probe_reads")
 """LiveConfig fields collection sets itself (``live/collection.py``)."""
 
 
+COLLECT_EXPERIMENT = "autotts-collect"
+"""The MLflow experiment of collections unless ``--experiment`` names another."""
+
+
 class CollectConfigError(AutoTTSError):
     """A collect setting with a bad value."""
 
@@ -90,10 +94,11 @@ class CollectConfig:
     concurrency and in one batch)."""
     resume: bool = False
     """Continue an interrupted collection into the same output with the same settings."""
-    experiment: str = "autotts"
-    """MLflow experiment of the run."""
+    experiment: str = COLLECT_EXPERIMENT
+    """MLflow experiment of the run (each kind of work has its own)."""
     run_name: str | None = None
-    """MLflow run name."""
+    """MLflow run name; unset means one that says what was collected, e.g.
+    collect-SmolLM2-135M-Instruct-40 (the model and the number of questions)."""
     mlflow: bool = True
     """Log the collection to MLflow (MLFLOW_TRACKING_URI)."""
     progress: bool = True

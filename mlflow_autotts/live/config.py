@@ -58,8 +58,12 @@ class LiveConfig:
     """Seconds a failed server stays out of rotation before it is tried again."""
     health_interval: float = bounded(5.0, gt=0)
     """Seconds between health checks (``GET /health``) of a server while engine calls wait
-    for it; one unanswered within as long, or answered 5xx, fails them (HTTP 503 when
-    serving) instead of their waiting out ``request_timeout``."""
+    for it; one unanswered within ``health_timeout``, or answered 5xx, fails them (HTTP 503
+    when serving) instead of their waiting out ``request_timeout``."""
+    health_timeout: float = bounded(10.0, gt=0)
+    """Seconds a health check may take before its server counts as down: generous, since a
+    CPU server busy with a large batch answers slowly and a false alarm fails every request
+    waiting on it (a dead or stopped server is noticed within ``health_interval`` + this)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the server's API key (a keyless vLLM server accepts
     any; ``EMPTY`` is sent when the variable is unset)."""
@@ -139,7 +143,7 @@ class LiveConfig:
         """The settings a recording stores as its provenance's sampling."""
         out = asdict(self)
         for k in ("api_key_env", "request_timeout", "overall_timeout", "max_retries", "replica_urls",
-                  "replica_cooldown", "health_interval"):
+                  "replica_cooldown", "health_interval", "health_timeout"):
             out.pop(k)
         return out
 

@@ -3,9 +3,12 @@
 The gate replays the candidate and the incumbent (the version holding the target alias,
 if any) on the same data in one process pool and passes when the candidate keeps
 accuracy (within ``max_accuracy_drop`` points) and spends no more than
-``max_token_ratio`` times the incumbent's tokens. The texts that say why (``autotts.gate.*``
-tag values, the version description, the side-by-side table) are made here too, so the
-registry adapter (``tracking.model_registry``) only reads versions and writes results.
+``max_token_ratio`` times the incumbent's tokens. The texts that say why are made here too,
+so the registry adapter (``tracking.model_registry``) only reads versions and writes results:
+a few short, rounded ``autotts.gate.*`` tags (the registry lists a version's tags in one
+narrow column), the full report as the candidate's description (a markdown table of both
+versions, the rule, the decision, a link to the gate's run and its plot) and the
+side-by-side table the command line prints.
 
 To add a rule: declare its setting on ``GateConfig`` (bounded where it has a range, with
 a field docstring), add its condition and sentence to ``decide``, and name it in
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from mlflow_autotts import settings
 from mlflow_autotts.controllers.loading import ControllerSpec
@@ -150,6 +153,8 @@ class GateDecision:
     datasets: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
     """Content digests of the gate data (``data/digest.py``, as the runs' dataset inputs show them)."""
+    trajectories: list[TrajectorySet] = field(default_factory=list, repr=False)
+    """The gate data itself, for the gate run's dataset inputs (empty when not kept)."""
 
 
 def decide(candidate: GateSide, incumbent: GateSide | None, config: GateConfig) -> tuple[bool, str]:
@@ -171,10 +176,12 @@ def decide(candidate: GateSide, incumbent: GateSide | None, config: GateConfig) 
 
 
 def judge(candidate: GateSide, incumbent: GateSide | None, target_alias: str, config: GateConfig,
-          datasets: Sequence[str] = (), digests: Sequence[str] = ()) -> GateDecision:
+          datasets: Sequence[str] = (), digests: Sequence[str] = (),
+          trajectories: Sequence[TrajectorySet] = ()) -> GateDecision:
     """The decision on two replayed sides, with what it was decided on."""
     passed, reason = decide(candidate, incumbent, config)
-    return GateDecision(passed, reason, candidate, incumbent, target_alias, config, list(datasets), list(digests))
+    return GateDecision(passed, reason, candidate, incumbent, target_alias, config, list(datasets), list(digests),
+                        list(trajectories))
 
 
 def gate(name: str, candidate: GateEntry, incumbent: GateEntry | None, target_alias: str,
@@ -182,40 +189,61 @@ def gate(name: str, candidate: GateEntry, incumbent: GateEntry | None, target_al
     """Replay both versions on ``datasets`` and decide whether ``candidate`` takes ``target_alias``
     (``digests``: the data's content digests as the caller records lineage)."""
     cand, inc = replay_sides(name, candidate, incumbent, datasets, config)
-    return judge(cand, inc, target_alias, config, [d.name for d in datasets], digests)
+    return judge(cand, inc, target_alias, config, [d.name for d in datasets], digests, datasets)
 
 
 # ------------------------------------------------------------------------ report
-def _fmt(x: float) -> str:
-    return repr(round(float(x), 6))
+REPORT_END = "<!-- end of the autotts gate's report -->"
+"""Where the gate's report ends in a version's description (MLflow's UI does not show it):
+what follows is the description the version had before (its registration's), kept when
+the report is written again."""
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def gate_tags(side: GateSide, other: GateSide | None, decision: GateDecision, role: str,
-              keys: Mapping[str, str]) -> dict[str, str]:
-    """``autotts.gate.*`` tags: the latest gate this version took part in. ``keys`` maps each
-    dataset name to its key part (the registry's naming, e.g. ``Qwen3-4B.aime24``)."""
-    tags = {
-        f"{GATE_TAG}.role": role,
-        f"{GATE_TAG}.decision": "promoted" if decision.passed else "refused",
-        f"{GATE_TAG}.target": decision.target_alias,
-        f"{GATE_TAG}.against": f"v{other.version}" if other is not None else "none",
-        f"{GATE_TAG}.rule": decision.config.rule,
-        f"{GATE_TAG}.reason": decision.reason[:5000],
-        f"{GATE_TAG}.data": ",".join(decision.datasets),
-        f"{GATE_TAG}.digests": ",".join(decision.digests),
-        f"{GATE_TAG}.shuffles": str(decision.config.shuffles),
-        f"{GATE_TAG}.time": _now(),
-        f"{GATE_TAG}.accuracy": _fmt(side.accuracy),
-        f"{GATE_TAG}.mean_tokens": _fmt(side.mean_tokens),
+def accuracy_text(x: float) -> str:
+    return f"{x:.2f}%"
+
+
+def tokens_text(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def gain_text(side: GateSide, other: GateSide | None) -> str:
+    """``+1.25 pts, 0.88x tokens vs v1``: ``side`` against the other version of its gate."""
+    if other is None or other is side:
+        return "first promotion"
+    ratio = f"{side.mean_tokens / other.mean_tokens:.2f}x" if other.mean_tokens else "n/a"
+    return f"{side.accuracy - other.accuracy:+.2f} pts, {ratio} tokens vs v{other.version}"
+
+
+def gate_tags(side: GateSide, other: GateSide | None, decision: GateDecision, role: str) -> dict[str, str]:
+    """The ``autotts.gate.*`` tags of a version after a gate: four short, rounded values (the
+    full numbers are the gate run's metrics and the description's table). ``role`` is
+    ``candidate`` (decision: promoted or refused) or ``incumbent`` (kept or replaced)."""
+    if role == "candidate":
+        verdict = "promoted" if decision.passed else "refused"
+    elif role == "incumbent":
+        verdict = "replaced" if decision.passed else "kept"
+    else:
+        raise ValueError(f"role must be candidate or incumbent, got {role!r}")
+    return {
+        f"{GATE_TAG}.decision": verdict,
+        f"{GATE_TAG}.accuracy": accuracy_text(side.accuracy),
+        f"{GATE_TAG}.tokens": tokens_text(side.mean_tokens),
+        f"{GATE_TAG}.gain": gain_text(side, other),
     }
-    for r in side.results:
-        tags[f"{GATE_TAG}.accuracy.{keys[r.data]}"] = _fmt(r.accuracy)
-        tags[f"{GATE_TAG}.mean_tokens.{keys[r.data]}"] = _fmt(r.mean_tokens)
-    return tags
+
+
+def _rows(decision: GateDecision) -> tuple[list[str], list[tuple[float, float]], list[tuple[float, float]]]:
+    """(row names, candidate's (accuracy, tokens) per row, incumbent's or none): each dataset, then the mean."""
+    c, i = decision.candidate, decision.incumbent
+    names = [r.data for r in c.results] + ["mean"]
+    c_vals = [(r.accuracy, r.mean_tokens) for r in c.results] + [(c.accuracy, c.mean_tokens)]
+    i_vals = ([(r.accuracy, r.mean_tokens) for r in i.results] + [(i.accuracy, i.mean_tokens)]) if i else []
+    return names, c_vals, i_vals
 
 
 def gate_table(decision: GateDecision) -> str:
@@ -225,9 +253,7 @@ def gate_table(decision: GateDecision) -> str:
     if i is not None:
         head += [f"incumbent {i.label} acc %", "tokens", "Δacc", "token ratio"]
     rows = []
-    names = [r.data for r in c.results] + ["mean"]
-    c_vals = [(r.accuracy, r.mean_tokens) for r in c.results] + [(c.accuracy, c.mean_tokens)]
-    i_vals = ([(r.accuracy, r.mean_tokens) for r in i.results] + [(i.accuracy, i.mean_tokens)]) if i else []
+    names, c_vals, i_vals = _rows(decision)
     for k, name in enumerate(names):
         row = [name, f"{c_vals[k][0]:.2f}", f"{c_vals[k][1]:,.0f}"]
         if i is not None:
@@ -243,9 +269,73 @@ def gate_table(decision: GateDecision) -> str:
     return "\n".join(lines)
 
 
-def description(decision: GateDecision) -> str:
-    """The promoted version's description: when, the rule, the data, why, and the table."""
-    return (f"Promoted to @{decision.target_alias} by the autotts gate on {_now()}.\n\n"
-            f"Rule: {decision.config.rule}. Data: {', '.join(decision.datasets)}; "
-            f"{decision.config.shuffles} shuffles.\n\n"
-            f"Decision: {decision.reason}.\n\n```\n{gate_table(decision)}\n```\n")
+def _cell(text: str) -> str:
+    """Text as one markdown table cell (a ``|`` would end it)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(decision: GateDecision) -> str:
+    """``gate_table`` as a markdown table: a row per dataset and the mean (in bold), the
+    candidate's and the incumbent's accuracy and tokens, the accuracy change and token ratio."""
+    c, i = decision.candidate, decision.incumbent
+    head = ["data", f"candidate v{c.version} accuracy", "tokens"]
+    align = ["---", "--:", "--:"]
+    if i is not None:
+        head += [f"incumbent v{i.version} accuracy", "tokens", "Δ accuracy", "token ratio"]
+        align += ["--:"] * 4
+    lines = ["| " + " | ".join(map(_cell, head)) + " |", "|" + "|".join(align) + "|"]
+    names, c_vals, i_vals = _rows(decision)
+    for k, name in enumerate(names):
+        row = [f"**{name}**" if k == len(names) - 1 else _cell(name), accuracy_text(c_vals[k][0]),
+               tokens_text(c_vals[k][1])]
+        if i is not None:
+            ia, it = i_vals[k]
+            row += [accuracy_text(ia), tokens_text(it), f"{c_vals[k][0] - ia:+.2f} pts",
+                    f"{c_vals[k][1] / it:.3f}" if it else "n/a"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def headline(decision: GateDecision) -> str:
+    """What happened, in a line: promoted (replacing whom) or refused (the alias stays where).
+    The alias is code: MLflow's UI renders markdown GitHub's way, where ``@name`` links to a user."""
+    c, i, alias = decision.candidate, decision.incumbent, f"`@{decision.target_alias}`"
+    if decision.passed:
+        replaced = f", replacing v{i.version}" if i is not None and i.version != c.version else ""
+        return f"Gate: v{c.version} promoted to {alias}{replaced}"
+    stays = f"{alias} stays on v{i.version}" if i is not None else f"{alias} stays unset"
+    return f"Gate: v{c.version} refused; {stays}"
+
+
+def report(decision: GateDecision, run: tuple[str, str] | None = None, plot: str | None = None,
+           when: str | None = None) -> str:
+    """The gate's full report as markdown, for the candidate's description: what happened, the
+    table of both versions, the rule, why, the data, and ``run`` (its name and link: the gate's
+    MLflow run with every number as a metric) with its ``plot`` (an image URL) shown below."""
+    c, i = decision.candidate, decision.incumbent
+    data = ", ".join(f"{name} (`{digest}`)" if digest else name
+                     for name, digest in zip(decision.datasets, decision.digests or [""] * len(decision.datasets)))
+    versions = f"v{c.version} `{c.controller}`" + (f" against v{i.version} `{i.controller}`"
+                                                   if i is not None and i is not c else "")
+    lines = [f"### {headline(decision)}", "", markdown_table(decision), "",
+             f"- **Versions:** {versions}",
+             f"- **Rule:** {decision.config.rule}",
+             f"- **Decision:** {decision.reason}",
+             f"- **Data:** {data or 'none'}; {decision.config.shuffles} shuffles"]
+    if run is not None:
+        lines.append(f"- **Gate run:** [{run[0]}]({run[1]}): every number as a metric, the data as inputs, "
+                     "the plot below")
+    lines.append(f"- **Decided:** {when or _now()} by the autotts gate")
+    if plot is not None:
+        lines += ["", f"![accuracy against tokens, both versions, with the rule's limits]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def description(decision: GateDecision, previous: str | None = None, run: tuple[str, str] | None = None,
+                plot: str | None = None, when: str | None = None) -> str:
+    """The candidate's new description: the gate's ``report``, then what the description said
+    before (its registration's words, without an earlier gate's report)."""
+    rest = (previous or "").split(REPORT_END, 1)[-1].strip()
+    rest = rest.removeprefix("---").strip()
+    text = report(decision, run, plot, when) + f"\n{REPORT_END}\n"
+    return text + (f"\n---\n\n{rest}\n" if rest else "")

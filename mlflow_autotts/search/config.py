@@ -19,6 +19,8 @@ from mlflow_autotts.cluster.choice import check_executor
 from mlflow_autotts.search.explorers import ExplorerConfig, search_config_error
 
 PUBLISHED_AIME24 = tuple(f"autotts:Qwen3-{m}/aime24" for m in ("0.6B", "1.7B", "4B", "8B"))
+SEARCH_EXPERIMENT = "autotts-search"
+"""The MLflow experiment of searches unless ``--experiment`` names another."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ class SearchConfig:
     """β sweep each candidate is scored over."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     """How a candidate is scored."""
-    experiment: str = "autotts"
-    """MLflow experiment."""
+    experiment: str = SEARCH_EXPERIMENT
+    """MLflow experiment (each kind of work has its own)."""
     model_name: str = "autotts-controller"
     """Registered model the winner becomes a version of."""
     alias: str = "challenger"

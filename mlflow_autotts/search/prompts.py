@@ -16,8 +16,8 @@ from mlflow_autotts.search.types import Candidate
 SYSTEM_PROMPT = """\
 You design test-time-scaling controllers for reasoning LLMs. A controller is a small Python \
 class that decides, for one question, how many sampled reasoning branches to open, which ones \
-to advance, when to stop and which answer to return. The goal: the accuracy of reading 64 \
-branches whole and voting (SC@64) for a fraction of its tokens, at every budget.
+to advance, when to stop and which answer to return. The goal: the accuracy of reading every \
+branch (up to 64) whole and voting (SC@N) for a fraction of its tokens, at every budget.
 
 ## The episode (one question)
 Branches are pre-sampled reasoning traces, opened in a fixed random order. A branch is read in \
@@ -67,7 +67,7 @@ same for weighted votes (counts that need not be whole); `vote_stats(answers) ->
 ## Rules
 1. β in [0, 1] is the only budget knob: every numeric hyperparameter is a smooth monotone \
 function of β (e.g. `n_init = max(2, round(2 + 6 * beta))`), and higher β spends more tokens \
-for more accuracy. β = 0 should be very cheap; β = 1 should reach SC@64's accuracy.
+for more accuracy. β = 0 should be very cheap; β = 1 should reach SC@N's accuracy.
 2. At most 64 branches per question.
 3. Few parameters and a simple, readable algorithm. Genuinely new ideas beat re-tuning the \
 references: the controller must generalise to models and benchmarks you do not see.

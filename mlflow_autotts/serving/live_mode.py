@@ -31,14 +31,13 @@ from mlflow_autotts.errors import AutoTTSError, safe_text
 from mlflow_autotts.live.backends.base import BackendError
 from mlflow_autotts.live.config import ENV_PREFIX, LiveConfig, LiveConfigError, stored_live_config
 from mlflow_autotts.live.episode import LiveRunner, QuestionTooLong
+from mlflow_autotts.serving.columns import LIVE_COLUMNS
 from mlflow_autotts.serving.modes import RowResult, register_mode
 from mlflow_autotts.serving.payload import RequestParams, Row, TrajectoryError, parse_question
 from mlflow_autotts.serving.replay_mode import answer_text
 from mlflow_autotts.serving.runners import BoundController, ControllerFailed
 
 CONCURRENCY_ENV = "AUTOTTS_LIVE_CONCURRENCY"
-LIVE_COLUMNS = ("generated_tokens", "probe_tokens", "engine_calls", "cached_prompt_tokens", "wall_seconds")
-"""Columns a live row adds to the response, beside the billed ``tokens``."""
 
 
 def unavailable(message: str) -> MlflowException:
@@ -108,7 +107,8 @@ class LiveMode:
         except LiveConfigError as exc:  # the served model's settings: the operator's to mend
             raise unavailable(f"the live backend is misconfigured: {exc}") from None
         s = result.stats
+        values = {"generated_tokens": s.generated_tokens, "probe_tokens": s.probe_tokens,
+                  "engine_calls": s.engine_calls, "cached_prompt_tokens": s.cached_prompt_tokens,
+                  "wall_seconds": round(s.wall_seconds, 3)}
         return RowResult(answer_text(result.answer), s.billed_tokens, s.branches_opened, result.episode.intervals,
-                         extra={"generated_tokens": s.generated_tokens, "probe_tokens": s.probe_tokens,
-                                "engine_calls": s.engine_calls, "cached_prompt_tokens": s.cached_prompt_tokens,
-                                "wall_seconds": round(s.wall_seconds, 3)})
+                         extra={k: values[k] for k in LIVE_COLUMNS})  # the columns the signature lists

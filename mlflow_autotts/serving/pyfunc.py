@@ -16,7 +16,8 @@ boundary".
 
 ``predict`` takes one row per question and returns one row per question: ``answer``,
 ``tokens`` (billed), ``branches_opened``, ``intervals``, ``error``, ``actions`` when asked
-for, and any mode-specific columns. Bad input in a row is reported in that row's
+for, and any mode-specific columns (all declared in ``serving/columns.py``, which the logged
+signature lists). Bad input in a row is reported in that row's
 ``error``; only when *every* row is bad, or the request itself is (a missing column, an
 unknown mode, a bad param), the call fails with ``MlflowException(INVALID_PARAMETER_VALUE)``,
 which the scoring server turns into HTTP 400 with the message.
@@ -41,6 +42,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_autotts.errors import first_line
 from mlflow_autotts.serving import live_mode, replay_mode  # noqa: F401  (register "live" and "replay")
+from mlflow_autotts.serving.columns import ACTIONS_COLUMN
 from mlflow_autotts.serving.modes import RowResult, ServingMode, build_modes
 from mlflow_autotts.serving.integrity import EXPECTED_DIGEST_ENV, LOCAL_ONLY, MODEL_DIGEST_TAG, verify
 from mlflow_autotts.serving.live_policy import check_api_key_env
@@ -60,9 +62,6 @@ from mlflow_autotts.serving.shipping import is_loading_refused
 _log = logging.getLogger(__name__)
 REGISTERED_META = next(iter(LOCAL_ONLY))
 """What MLflow writes into a model it downloads from the registry: the name and version."""
-
-OUTPUT_COLUMNS = ("answer", "tokens", "branches_opened", "intervals", "error")
-"""The response's columns, in order (then ``actions`` when asked for, then extras)."""
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -198,7 +197,7 @@ def _response(rows: list[RowResult], record: bool) -> pd.DataFrame:
         raise _bad_request(f"no row could be answered: {shown}{more}")
     failed = any(r.error is not None for r in rows)
     ints = (lambda v: pd.array(v, dtype="Int64")) if failed else (lambda v: np.array(v, dtype=np.int64))
-    data: dict[str, Any] = {
+    data: dict[str, Any] = {  # the order of columns.ROW_COLUMNS
         "answer": _texts([r.answer for r in rows]),
         "tokens": ints([r.tokens for r in rows]),
         "branches_opened": ints([r.branches_opened for r in rows]),
@@ -206,7 +205,7 @@ def _response(rows: list[RowResult], record: bool) -> pd.DataFrame:
         "error": _texts([r.error for r in rows]),
     }
     if record:
-        data["actions"] = _texts([r.actions for r in rows])
+        data[ACTIONS_COLUMN] = _texts([r.actions for r in rows])
     for key in dict.fromkeys(k for r in rows for k in r.extra):
         data[key] = pd.Series([r.extra.get(key) for r in rows], dtype=object)
     return pd.DataFrame(data, index=pd.RangeIndex(len(rows)), copy=False)  # fresh arrays: nothing to copy

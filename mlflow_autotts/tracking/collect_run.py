@@ -22,6 +22,7 @@ from mlflow_autotts.collect.run import CollectReport
 from mlflow_autotts.settings import flat, to_dict
 from mlflow_autotts.tracking.datasets import log_collected_dataset
 from mlflow_autotts.tracking.mlflow_utils import client, param_value, params_beside, target_run
+from mlflow_autotts.tracking.naming import run_name
 
 COMMAND_TAG = "autotts.command"
 VALIDATION_FILE = "validation.json"
@@ -44,12 +45,17 @@ def collect_params(config: CollectConfig, report: CollectReport) -> dict[str, st
     return {k: param_value(v) for k, v in out.items() if v is not None}
 
 
+def default_run_name(config: CollectConfig, report: CollectReport) -> str:
+    """``collect-SmolLM2-135M-Instruct-40``: the model that generated and the number of questions."""
+    return run_name("collect", report.dataset.provenance.model or config.model, len(report.dataset))
+
+
 def log_collection(config: CollectConfig, report: CollectReport) -> str:
     """Log ``report`` to the active run, ``mlflow run``'s run, or a new run; its id."""
     from mlflow.entities import Metric, Param, RunTag  # lazy: the CLI imports this module at start-up
 
     c = client()
-    with target_run(c, config.experiment, config.run_name) as run_id:
+    with target_run(c, config.experiment, config.run_name, default_run_name(config, report)) as run_id:
         existing = c.get_run(run_id).data.params
         params = params_beside(existing, collect_params(config, report))
         now = int(time.time() * 1000)

@@ -3,7 +3,8 @@
 Every run that reads or writes trajectories logs each set as a dataset input with a
 context tag (``mlflow.data.context``): ``evaluation`` (an evaluate run's data), ``search``
 and ``validation`` (a search's split: what candidates were scored on and what the winner
-was picked and gated on), ``collect`` (a collection's output). See docs/architecture.md,
+was picked on), ``collect`` (a collection's output), ``gate`` (what the promotion gate
+replayed both versions on). See docs/architecture.md,
 "MLflow conventions".
 
 A dataset input is metadata only, never a copy of the rows (no pandas frame is built):
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from mlflow.data.dataset_source import DatasetSource
     from mlflow.entities import Dataset, DatasetInput
 
-CONTEXTS = ("evaluation", "search", "validation", "collect")
+CONTEXTS = ("evaluation", "search", "validation", "collect", "gate")
 """The ``mlflow.data.context`` values this project logs."""
 DIGEST_CHARS = 12
 """Hex digits of the content digest used as the MLflow digest (MLflow allows 36)."""

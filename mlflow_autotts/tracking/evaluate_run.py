@@ -42,15 +42,9 @@ from mlflow_autotts.replay.report import EvaluationReport, token_reduction
 from mlflow_autotts.replay.results import EvalResult, mean_over_datasets
 from mlflow_autotts.tracking import plots
 from mlflow_autotts.tracking.datasets import log_datasets
-from mlflow_autotts.tracking.mlflow_utils import (
-    target_run,
-    DEFAULT_EXPERIMENT,
-    client,
-    experiment_id,
-    param_value,
-    params_beside,
-)
-from mlflow_autotts.tracking.naming import MEAN_KEY, dataset_keys, metric_key
+from mlflow_autotts.evaluation import EVALUATE_EXPERIMENT
+from mlflow_autotts.tracking.mlflow_utils import client, param_value, params_beside, target_run
+from mlflow_autotts.tracking.naming import MEAN_KEY, benchmarks, dataset_keys, metric_key, run_name as make_run_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -65,7 +59,7 @@ COMMAND_TAG = "autotts.command"
 def log_evaluation(
     report: EvaluationReport,
     *,
-    experiment: str = DEFAULT_EXPERIMENT,
+    experiment: str = EVALUATE_EXPERIMENT,
     run_name: str | None = None,
     params: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
@@ -79,7 +73,7 @@ def log_evaluation(
     """
     betas = _check(report)
     c = client()
-    with target_run(c, experiment, run_name) as run_id:
+    with target_run(c, experiment, run_name, default_run_name(report)) as run_id:
         _log_params_and_tags(c, run_id, report, betas, params or {}, tags or {})
         log_datasets(run_id, report.trajectories, "evaluation", client=c)
         _log_metrics(c, run_id, report, betas)
@@ -90,6 +84,12 @@ def log_evaluation(
 
 
 # ---------------------------------------------------------------------------- the run
+def default_run_name(report: EvaluationReport) -> str:
+    """``evaluate-cmc-aime24``: the controller evaluated and the benchmarks it was evaluated on."""
+    return make_run_name("evaluate", report.results[0].controller if report.results else None,
+                         benchmarks(report.datasets))
+
+
 def _check(report: EvaluationReport) -> list[float | None]:
     """β levels in ascending order (None first); rejects reports the run layout cannot hold."""
     if not report.results:

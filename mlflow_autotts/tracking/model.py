@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.errors import ControllerError, first_line
+from mlflow_autotts.serving.columns import RESPONSE_COLUMNS
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG, model_digest
 from mlflow_autotts.serving.model_config import MODEL_FORMAT, SOURCE_ARTIFACT, candidate_config, model_config_for
 from mlflow_autotts.serving.payload import DEFAULT_INTERVAL, DEFAULT_MODE, INTERVAL, LEGACY_MODE_PARAM, QUESTION, TRAJECTORY
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 # ------------------------------------------------------------------- signature, example
 def model_signature(beta: float) -> "ModelSignature":
     """Inputs, outputs and params; ``trajectory`` is optional so that live backends (which
-    generate instead of replaying) fit the same schema."""
+    generate instead of replaying) fit the same schema, and the outputs are every column a
+    response can hold (``serving/columns.py``), each optional."""
     from mlflow.models import ModelSignature  # lazy: see the module docstring
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -51,14 +53,8 @@ def model_signature(beta: float) -> "ModelSignature":
         ColSpec(AnyType(), TRAJECTORY, required=False),
         ColSpec("long", INTERVAL, required=False),
     ])
-    outputs = Schema([
-        ColSpec("string", "answer", required=False),
-        ColSpec("long", "tokens", required=False),
-        ColSpec("long", "branches_opened", required=False),
-        ColSpec("long", "intervals", required=False),
-        ColSpec("string", "error", required=False),
-        ColSpec("string", "actions", required=False),
-    ])
+    # what `mlflow models serve` returns: every row's columns, then actions and the live ones
+    outputs = Schema([ColSpec(kind, name, required=False) for name, kind in RESPONSE_COLUMNS.items()])
     params = ParamSchema([
         ParamSpec("beta", "double", float(beta)),
         ParamSpec("mode", "string", DEFAULT_MODE),
@@ -106,6 +102,17 @@ def controller_tags(config: Mapping[str, Any], metrics: Mapping[str, float] | No
         tags["autotts.registry_name"] = str(config["registry_name"])
     for key, value in (metrics or {}).items():
         tags[f"autotts.metric.{key}"] = _tag_value(value)
+    return tags
+
+
+def version_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """The few tags a registered version carries from its model: the controller and, when it
+    uses one, its β. The source hash, parameters and replay metrics stay on the logged model
+    (``controller_tags``), which the version's page links to: the registry's list of versions
+    shows a version's tags in one narrow column."""
+    tags = {"autotts.controller": str(config["controller"])}
+    if config.get("uses_beta", True) and config.get("beta") is not None:
+        tags["autotts.beta"] = f"{float(config['beta']):g}"
     return tags
 
 
@@ -252,6 +259,7 @@ def load_controller_model(model_uri: str):
 
 __all__ = [
     "controller_tags",
+    "version_tags",
     "input_example",
     "load_controller_model",
     "log_candidate_model",

@@ -3,10 +3,16 @@
 Names (``docs/architecture.md``, "MLflow conventions"): registered model
 ``autotts-controller``; alias ``challenger`` for the best candidate of a search,
 ``champion`` for the one promoted behind the gate. What the gate decides and how
-(``GateConfig``, the replay, ``decide``, the report) is ``promotion.gate``, free of MLflow;
-``promote`` here finds the aliased versions and what they hold, calls it, and writes its
-result: ``autotts.gate.*`` tags on both versions (so the registry UI shows why a version
-holds its alias) and, when it passes, the alias move and the version's description.
+(``GateConfig``, the replay, ``decide``, the report's texts) is ``promotion.gate``, free of
+MLflow; ``promote`` here finds the aliased versions and what they hold, calls it, and
+records its result (``record_gate``): the gate's run (``tracking.gate_run``), four short
+``autotts.gate.*`` tags on both versions, the report as the candidate's description; when
+it passes, the alias moves (``apply_promotion``).
+
+The registry page stays readable: a version carries a few short tags (``version_tags``:
+the controller and β; a search's winner adds its validation numbers; a gate its decision,
+accuracy, tokens and gain), the registered model a description of what it is and how to
+serve it (``tracking.model_card``); the full numbers live in the runs the pages link to.
 
 Every version carries ``autotts.model_sha256``, the digest of its model folder: checked
 against the logged model's record when it is registered (``tracking.resolve.fetch_model``)
@@ -24,21 +30,24 @@ from typing import Any, Mapping, Sequence
 from mlflow_autotts.controllers.loading import ControllerSpec
 from mlflow_autotts.data.digest import content_digest
 from mlflow_autotts.errors import AutoTTSError, ControllerError, first_line
-from mlflow_autotts.promotion.gate import (GateConfig, GateDecision, GateEntry, description, gate, gate_tags,
-                                           load_gate_data)
+from mlflow_autotts.promotion.gate import (GATE_TAG, GateConfig, GateDecision, GateEntry, description, gate,
+                                           gate_tags, load_gate_data)
 from mlflow_autotts.sandbox.session import SandboxedController
 from mlflow_autotts.serving.integrity import MODEL_DIGEST_TAG
 from mlflow_autotts.serving.model_config import candidate_config, model_config_for
 from mlflow_autotts.tracking.mlflow_utils import (
-    DEFAULT_EXPERIMENT,
     DEFAULT_MODEL_NAME,
+    GATE_EXPERIMENT,
+    REGISTER_EXPERIMENT,
     client,
     experiment_id,
     is_not_found,
 )
 from mlflow_autotts.tracking.datasets import DIGEST_CHARS
-from mlflow_autotts.tracking.model import controller_tags, log_candidate_model, log_controller_model
-from mlflow_autotts.tracking.naming import dataset_keys
+from mlflow_autotts.tracking.gate_run import GateRun, log_gate_run
+from mlflow_autotts.tracking.model import log_candidate_model, log_controller_model, version_tags
+from mlflow_autotts.tracking.model_card import is_autotts_description, model_description, model_tags
+from mlflow_autotts.tracking.naming import run_name as make_run_name
 from mlflow_autotts.tracking.resolve import fetch_model, logged_model_id, spec_from_model_uri
 
 
@@ -67,18 +76,19 @@ class RegisteredController:
         return f"models:/{self.name}/{self.version}"
 
 
-def _check_name(kind: str, value: str) -> str:
+def check_name(kind: str, value: str) -> str:
     if not value or not value.strip() or "/" in value or "@" in value:
         raise AutoTTSError(f"invalid {kind} {value!r}: must be non-empty, without '/' or '@'")
     return value
 
 
 def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequence[str] = (),
-             experiment: str = DEFAULT_EXPERIMENT, metrics: Mapping[str, float] | None = None,
+             experiment: str = REGISTER_EXPERIMENT, metrics: Mapping[str, float] | None = None,
              run_name: str | None = None, description: str | None = None,
              live: Mapping[str, Any] | None = None) -> RegisteredController:
     """Log ``spec`` as a controller model in a new run (nested when a run is active) and
     register it as a new version of ``name``, with the controller's tags; set ``aliases``.
+    ``metrics`` go to the run and the logged model, not to the version's tags.
 
     A built-in is imported and built here; any other code (a source file) is never imported
     in this process: the sandbox builds it and reports its name, class, β and parameters,
@@ -91,7 +101,7 @@ def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequ
     label = config["controller"]
     active = mlflow.active_run()
     run_kwargs: dict[str, Any] = {"nested": True} if active else {"experiment_id": experiment_id(experiment)}
-    with mlflow.start_run(run_name=run_name or f"register-{label}", **run_kwargs):
+    with mlflow.start_run(run_name=run_name or make_run_name("register", label), **run_kwargs):
         mlflow.log_params({"controller": label, "beta": config["beta"],
                            **{f"param.{k}": v for k, v in config["params"].items()}})
         if metrics:
@@ -101,7 +111,7 @@ def register(spec: ControllerSpec, name: str = DEFAULT_MODEL_NAME, aliases: Sequ
         else:
             info = log_candidate_model(source_text, config["class_name"], label, config["beta"], config["params"],
                                        config["uses_beta"], metrics=metrics, live=live)
-        return _register(info.model_uri, name, aliases, description, metrics, {})
+        return _register(info.model_uri, name, aliases, description, {})
 
 
 def _checked_config(spec: ControllerSpec) -> tuple[dict[str, Any], str]:
@@ -118,59 +128,56 @@ def _checked_config(spec: ControllerSpec) -> tuple[dict[str, Any], str]:
 
 
 def register_logged_model(model_uri: str, name: str = DEFAULT_MODEL_NAME, aliases: Sequence[str] = (),
-                          description: str | None = None, tags: Mapping[str, str] | None = None,
-                          metrics: Mapping[str, float] | None = None) -> RegisteredController:
+                          description: str | None = None, tags: Mapping[str, str] | None = None
+                          ) -> RegisteredController:
     """Register an already logged controller model as a new version of ``name``; set ``aliases``.
 
     ``model_uri`` is typically ``ModelInfo.model_uri`` (``models:/<model id>``) of a
     ``log_candidate_model`` call. Nothing is loaded or executed: the model's files are checked
     against the digest recorded when it was logged, then its ``MLmodel`` is read, to check
     that it is an autotts controller (else a one-line ``ControllerError``) and to take its
-    ``model_config``; the checked digest becomes the version's ``autotts.model_sha256``. The version's tags are the logged
-    model's ``autotts.*`` tags (controller, source hash, β, parameters, the metrics it was
-    logged with), then ``controller_tags(config, metrics)``, then ``tags``, later ones winning."""
+    ``model_config``; the checked digest becomes the version's ``autotts.model_sha256``. The
+    version's tags are ``version_tags(config)`` then ``tags`` (a few short ones: the logged
+    model keeps the full record, its source hash, parameters and metrics)."""
     _check_names(name, aliases)
-    return _register(model_uri, name, aliases, description, metrics, tags or {})
+    return _register(model_uri, name, aliases, description, tags or {})
 
 
 def _check_names(name: str, aliases: Sequence[str]) -> None:
-    _check_name("registered model name", name)
+    check_name("registered model name", name)
     for a in aliases:
-        _check_name("alias", a)
-
-
-def _logged_model_tags(model_id: str | None) -> dict[str, str]:
-    """The ``autotts.*`` tags of a logged model (none without one)."""
-    from mlflow.exceptions import MlflowException  # lazy: see the module docstring
-
-    if model_id is None:
-        return {}
-    try:
-        tags = client().get_logged_model(model_id).tags
-    except MlflowException:
-        return {}
-    return {k: v for k, v in tags.items() if k.startswith("autotts.")}
+        check_name("alias", a)
 
 
 def _register(model_uri: str, name: str, aliases: Sequence[str], description: str | None,
-              metrics: Mapping[str, float] | None, tags: Mapping[str, str]) -> RegisteredController:
+              tags: Mapping[str, str]) -> RegisteredController:
     """Register the logged model at ``model_uri`` after checking its files against the digest
-    recorded at logging; the version records that digest (the caller's tags cannot change it)."""
+    recorded at logging; the version records that digest (the caller's tags cannot change it).
+    The registered model's description and tags are written or refreshed (``describe_model``)."""
     import mlflow  # lazy: see the module docstring
 
     fetched = fetch_model(model_uri)
     config = fetched.config
     model_id = logged_model_id(model_uri)
-    version_tags = {**_logged_model_tags(model_id), **controller_tags(config, metrics), **dict(tags),
-                    MODEL_DIGEST_TAG: fetched.digest}
-    version = mlflow.register_model(model_uri, name, tags=version_tags)
+    tags = {**version_tags(config), **dict(tags), MODEL_DIGEST_TAG: fetched.digest}
+    version = mlflow.register_model(model_uri, name, tags=tags)
     c = client()
+    describe_model(c, name)
     if description:
         c.update_model_version(name, version.version, description=description)
     for a in aliases:
         c.set_registered_model_alias(name, a, version.version)
     return RegisteredController(name, str(version.version), version.run_id, str(config["controller"]), dict(config),
                                 tuple(aliases), getattr(version, "model_id", None) or model_id)
+
+
+def describe_model(c: Any, name: str) -> None:
+    """The registered model's tags and description (``tracking.model_card``), written with
+    client ``c``: the tags always, the description unless someone wrote their own in the UI."""
+    for key, value in model_tags(name).items():
+        c.set_registered_model_tag(name, key, value)
+    if is_autotts_description(c.get_registered_model(name).description):
+        c.update_registered_model(name, description=model_description(name))
 
 
 def version_by_alias(name: str, alias: str):
@@ -192,44 +199,83 @@ def version_by_alias(name: str, alias: str):
 
 
 # ---------------------------------------------------------------------------- gate
+@dataclass(frozen=True)
+class Promotion:
+    """What ``promote`` decided and where it was logged."""
+
+    decision: GateDecision
+    run: GateRun
+
+
 def promote(name: str = DEFAULT_MODEL_NAME, from_alias: str = "challenger", to_alias: str = "champion",
-            gate_data: Sequence[Any] = (), config: GateConfig = GateConfig()) -> GateDecision:
+            gate_data: Sequence[Any] = (), config: GateConfig = GateConfig(),
+            experiment: str = GATE_EXPERIMENT) -> Promotion:
     """Replay the ``from_alias`` version (and the ``to_alias`` one, if set) on ``gate_data``
-    and move ``to_alias`` when the rule passes. Tags go on both versions either way.
+    and move ``to_alias`` when the rule passes; the gate is recorded either way (``record_gate``:
+    its run in ``experiment``, the tags, the candidate's description).
 
     The registry's part only: which versions hold the aliases and what they hold; the
     replay and the decision are ``promotion.gate``'s."""
     if not gate_data:
         raise AutoTTSError("the gate needs data: pass at least one dataset URI with --gate")
-    _check_name("alias", to_alias)
+    check_name("alias", to_alias)
     cand_v = version_by_alias(name, from_alias)
-    c = client()
-    registered = c.get_registered_model(name)
-    inc_version = registered.aliases.get(to_alias)
-    inc_v = c.get_model_version(name, str(inc_version)) if inc_version is not None else None
-
-    candidate = GateEntry(str(cand_v.version), from_alias, spec_from_model_uri(f"models:/{name}/{cand_v.version}"))
-    incumbent = None
-    if inc_v is not None:  # the candidate's own version is not loaded twice
-        incumbent = candidate if str(inc_v.version) == candidate.version else \
-            GateEntry(str(inc_v.version), to_alias, spec_from_model_uri(f"models:/{name}/{inc_v.version}"))
-    datasets = load_gate_data(gate_data)
-    decision = gate(name, candidate, incumbent, to_alias, datasets, config,
-                    [content_digest(d)[:DIGEST_CHARS] for d in datasets])
-    _record(c, decision)
-    return decision
-
-
-def _record(c: Any, decision: GateDecision) -> None:
-    """Write what the gate decided with client ``c``: tags on both versions, and when it passed
-    the alias move and the candidate's description."""
-    cand, inc = decision.candidate, decision.incumbent
-    keys = dataset_keys([r.data for r in cand.results])
-    for key, value in gate_tags(cand, inc, decision, "candidate", keys).items():
-        c.set_model_version_tag(cand.name, cand.version, key, value)
-    if inc is not None and inc.version != cand.version:
-        for key, value in gate_tags(inc, cand, decision, "incumbent", keys).items():
-            c.set_model_version_tag(inc.name, inc.version, key, value)
+    inc_version = client().get_registered_model(name).aliases.get(to_alias)
+    decision = gate_versions(name, str(cand_v.version), from_alias,
+                             str(inc_version) if inc_version is not None else None, to_alias, gate_data, config)
+    run = record_gate(decision, experiment)
     if decision.passed:
-        c.set_registered_model_alias(cand.name, decision.target_alias, cand.version)
-        c.update_model_version(cand.name, cand.version, description=description(decision))
+        apply_promotion(decision)
+    return Promotion(decision, run)
+
+
+def gate_versions(name: str, candidate: str, from_alias: str, incumbent: str | None, to_alias: str,
+                  gate_data: Sequence[Any], config: GateConfig) -> GateDecision:
+    """The gate's decision on version ``candidate`` of ``name`` against version ``incumbent``
+    (None: a first promotion) for ``to_alias``; nothing is written. Each version's model is
+    fetched and checked against its recorded digest; the candidate's code runs only in the
+    sandbox (``promotion.gate.replay_sides``)."""
+    cand = GateEntry(candidate, from_alias, spec_from_model_uri(f"models:/{name}/{candidate}"))
+    inc = None
+    if incumbent is not None:  # the candidate's own version is not loaded twice
+        inc = cand if incumbent == candidate else \
+            GateEntry(incumbent, to_alias, spec_from_model_uri(f"models:/{name}/{incumbent}"))
+    datasets = load_gate_data(gate_data)
+    return gate(name, cand, inc, to_alias, datasets, config, [content_digest(d)[:DIGEST_CHARS] for d in datasets])
+
+
+def record_gate(decision: GateDecision, experiment: str = GATE_EXPERIMENT) -> GateRun:
+    """Write what the gate decided, whichever way: its run (``tracking.gate_run``: every
+    number, the data, the plot) in ``experiment``; on both versions the four short
+    ``autotts.gate.*`` tags, any other ``autotts.gate.*`` tag (an earlier autotts wrote dozens)
+    removed; on the candidate the report as its description, linking to the run and showing
+    its plot, above the description it had. The alias is ``apply_promotion``'s."""
+    c = client()
+    cand, inc = decision.candidate, decision.incumbent
+    versions = {cand.version: c.get_model_version(cand.name, cand.version)}
+    if inc is not None and inc.version != cand.version:
+        versions[inc.version] = c.get_model_version(inc.name, inc.version)
+    run = log_gate_run(decision, experiment, {v: version_model_id(mv) for v, mv in versions.items()})
+    sides = [(cand, inc, "candidate")] + ([(inc, cand, "incumbent")] if inc is not None and inc.version != cand.version
+                                          else [])
+    for side, other, role in sides:
+        tags = gate_tags(side, other, decision, role)
+        for key in versions[side.version].tags:
+            if key.startswith(f"{GATE_TAG}.") and key not in tags:
+                c.delete_model_version_tag(side.name, side.version, key)
+        for key, value in tags.items():
+            c.set_model_version_tag(side.name, side.version, key, value)
+    c.update_model_version(cand.name, cand.version, description=description(
+        decision, versions[cand.version].description, (run.name, run.link), run.plot))
+    return run
+
+
+def version_model_id(version: Any) -> str | None:
+    """The logged model behind a ``ModelVersion``: its ``model_id``, else the id its source
+    (``models:/<model id>``) names."""
+    return getattr(version, "model_id", None) or logged_model_id(version.source or "")
+
+
+def apply_promotion(decision: GateDecision) -> None:
+    """A passed gate's effect: the target alias moves to the candidate."""
+    client().set_registered_model_alias(decision.candidate.name, decision.target_alias, decision.candidate.version)

@@ -67,3 +67,32 @@ def metric_key(metric: str, data_key: str, beta: float | None = None) -> str:
     """``accuracy.Qwen3-4B.aime24`` or, for one β of several, ``accuracy.Qwen3-4B.aime24.beta_0.5``."""
     key = f"{metric}.{data_key}"
     return key if beta is None else f"{key}.{beta_label(beta)}"
+
+
+# ------------------------------------------------------------------------------ run names
+MAX_RUN_NAME = 120
+"""Longest run name written (MLflow allows more; the UI's run list shows far less)."""
+_RUN_BAD = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+def run_name(*parts: object) -> str:
+    """A run name that says what the run did, from its parts: ``search-arithmetic-24``.
+    Each part is made of letters, digits and ``_ . + -`` (anything else becomes ``_``);
+    empty parts are left out; a long name is cut with a short hash of the whole."""
+    clean = [_RUN_BAD.sub("_", str(p)).strip("_") for p in parts if p is not None and str(p).strip()]
+    name = "-".join(p for p in clean if p)
+    if len(name) <= MAX_RUN_NAME:
+        return name
+    return name[: MAX_RUN_NAME - 9].rstrip("-_.") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def benchmarks(names: Iterable[str]) -> str:
+    """The benchmarks of dataset names, once each and joined with ``+``: ``Qwen3-4B/aime24`` and
+    ``Qwen3-8B/aime24`` give ``aime24``; a name without a model part is its file stem
+    (``collected/arithmetic.parquet`` gives ``arithmetic``); a split's ``:search`` suffix is dropped."""
+    out = []
+    for name in names:
+        base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].split(":", 1)[0]
+        stem = base.rsplit(".", 1)[0] if base.endswith((".json", ".parquet")) else base
+        out.append(stem or name)
+    return "+".join(dict.fromkeys(out))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:  # matplotlib is imported lazily: it costs ~0.5 s
     from matplotlib.figure import Figure
 
+    from mlflow_autotts.promotion.gate import GateDecision
     from mlflow_autotts.replay.report import EvaluationReport
     from mlflow_autotts.replay.results import EvalResult
 
@@ -137,6 +138,39 @@ def accuracy_tokens_figure(report: "EvaluationReport") -> "Figure":
     # the legend names each reference's marker shape; text beside every point would overlap
     return tradeoff_figure(curves, points, label_points=False,
                            title=f"{controllers} across β (lines) and reference controllers (points)")
+
+
+def gate_figure(decision: "GateDecision") -> "Figure":
+    """The gate on accuracy-against-tokens axes: each version on each dataset (colour and text:
+    the dataset, shape: the version) and their means, with the rule's limits drawn from the
+    incumbent's mean (the candidate's mean must lie above the floor and left of the ceiling)."""
+    c, i = decision.candidate, decision.incumbent
+    sides = [(f"candidate v{c.version} ({c.controller})", c)]
+    if i is not None and i is not c:
+        sides.append((f"incumbent v{i.version} ({i.controller})", i))
+    points = [Point(r.data, r.mean_tokens, r.accuracy, group=r.data, kind=label)
+              for label, side in sides for r in side.results]
+    if len(c.results) > 1:
+        points += [Point("mean", side.mean_tokens, side.accuracy, group="mean", kind=label) for label, side in sides]
+    verdict = "promoted" if decision.passed else "refused"
+    fig = tradeoff_figure([], points, title=f"gate for @{decision.target_alias}: v{c.version} {verdict}\n"
+                                            f"rule: {decision.config.rule}")
+    fig.axes[0].title.set_fontsize("medium")
+    if i is not None and i is not c:
+        ax = fig.axes[0]
+        floor = i.accuracy - decision.config.max_accuracy_drop
+        ceiling = decision.config.max_token_ratio * i.mean_tokens
+        xs = [p.tokens for p in points if p.tokens > 0] + [ceiling]
+        if ceiling > 0 and ax.get_xscale() == "log":
+            ax.set_xlim(min(xs) / 1.2, max(xs) * 1.2)
+        ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"floor of the mean accuracy {floor:.2f}%")
+        ax.axvline(ceiling, color="tab:red", linestyle=":", linewidth=1,
+                   label=f"ceiling of the mean tokens {ceiling:,.0f}")
+        handles = ax.get_legend().legend_handles if ax.get_legend() else []
+        ax.legend(handles=[*handles, *ax.get_lines()[-2:]], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  fontsize="small", frameon=False)
+    return fig
 
 
 def progress_figure(steps: Sequence[int], values: Sequence[float], *, ylabel: str, title: str = "",

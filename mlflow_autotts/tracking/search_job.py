@@ -29,11 +29,17 @@ from mlflow_autotts.search.split import SEARCH_SUFFIX, VALIDATION_SUFFIX
 from mlflow_autotts.search.types import Explorer
 from mlflow_autotts.tracking.challenger import register_challenger
 from mlflow_autotts.tracking.datasets import log_datasets
-from mlflow_autotts.tracking.mlflow_utils import experiment_id, param_value, params_beside
+from mlflow_autotts.tracking.mlflow_utils import (experiment_id, is_generated_name, mark_model_training, param_value,
+                                                  params_beside)
+from mlflow_autotts.tracking.naming import benchmarks, run_name
 from mlflow_autotts.tracking.search_run import CONFIG_FILE, MlflowRecorder, isolation_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+
+RUN_NAME_PREFIX = "search"
+"""A search run's name until its data is known, and the first part of its name after."""
 
 
 class MlflowJobRecorder:
@@ -45,6 +51,7 @@ class MlflowJobRecorder:
         self.config: SearchConfig | None = None
         self.run_id = ""
         self._client: "MlflowClient | None" = None
+        self._benchmarks = ""
 
     @property
     def client(self) -> "MlflowClient":
@@ -69,6 +76,8 @@ class MlflowJobRecorder:
 
     def data(self, search_sets: Sequence[TrajectorySet], validation_sets: Sequence[TrajectorySet]) -> None:
         _log_data(self.client, self.run_id, search_sets, validation_sets)
+        self._benchmarks = benchmarks(ts.provenance.benchmark or ts.name for ts in search_sets)
+        self._name(self.config.budget.max_candidates)
 
     def references(self, references: References) -> None:
         self.client.log_batch(self.run_id, metrics=_metrics({
@@ -90,6 +99,15 @@ class MlflowJobRecorder:
         mlflow.set_tag("autotts.stop_reason", outcome.stop_reason)
         if outcome.isolation is not None:
             self.client.log_batch(self.run_id, tags=isolation_tags(outcome.isolation))
+        self._name(len(outcome.candidates))
+
+    def _name(self, candidates: int | None) -> None:
+        """Name the run after what it does: ``search-<benchmarks>-<candidates>`` (up to
+        ``max_candidates`` while it runs, the number scored once it has); a name given to
+        ``mlflow run --run-name`` is kept."""
+        current = self.client.get_run(self.run_id).info.run_name
+        if is_generated_name(current) or current.startswith(RUN_NAME_PREFIX):
+            self.client.update_run(self.run_id, name=run_name(RUN_NAME_PREFIX, self._benchmarks, candidates))
 
     def selected(self, outcome: SearchOutcome, selection: Selection, references: References) -> str | None:
         return _log_selection(self.config, outcome, selection, references, self.run_id)
@@ -104,9 +122,12 @@ def _start_parent(config: SearchConfig, resume: str | None):
         except Exception as exc:
             raise AutoTTSError(f"cannot resume search run {resume!r}: {first_line(exc)}") from None
         return run
-    if os.environ.get("MLFLOW_RUN_ID"):
-        return mlflow.start_run()  # under `mlflow run`
-    return mlflow.start_run(experiment_id=experiment_id(config.experiment), run_name="search")
+    if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run`, in the experiment it chose
+        run = mlflow.start_run()
+        c = mlflow.tracking.MlflowClient()
+        mark_model_training(c, c.get_experiment(run.info.experiment_id))
+        return run
+    return mlflow.start_run(experiment_id=experiment_id(config.experiment), run_name=RUN_NAME_PREFIX)
 
 
 def stored_config(run_id: str) -> SearchConfig:

@@ -26,7 +26,8 @@ GENERATION_BACKENDS: Registry[Callable[[LiveConfig], GenerationBackend]] = Regis
 @GENERATION_BACKENDS.register("openai")
 def _openai_server(config: LiveConfig) -> GenerationBackend:
     servers = [OpenAIServerBackend(url, config.model, os.environ.get(config.api_key_env), timeout=config.request_timeout,
-                                   max_retries=config.max_retries, health_interval=config.health_interval)
+                                   max_retries=config.max_retries, health_interval=config.health_interval,
+                                   health_timeout=config.health_timeout)
                for url in (config.base_url or "", *config.replica_urls)]
     return servers[0] if len(servers) == 1 else ReplicaBackend(servers, config.replica_cooldown)
 

@@ -13,7 +13,8 @@ its connections, and vLLM then aborts those requests.
 A server that dies mid-batch is noticed by its connections (refused or reset) within the
 client's retries; one that hangs (stopped, swapping, an engine stuck) keeps them open. So
 while a batch waits, the server's ``/health`` is asked every ``health_interval`` seconds
-(one check shared by every waiting batch): no answer within ``health_interval`` seconds, or
+(one check shared by every waiting batch): no answer within ``health_timeout`` seconds (generous:
+a CPU server deep in a large batch answers slowly, and a false alarm fails every request), or
 a 5xx, fails every waiting batch with ``BackendUnavailable`` (serving answers 503), instead
 of letting them wait out ``request_timeout``. Any other answer (404 from a server without
 ``/health``) counts as alive.
@@ -45,7 +46,7 @@ class OpenAIServerBackend(GenerationBackend):
     """A completions endpoint (``base_url`` ends in ``/v1``) serving ``model``."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 300.0,
-                 max_retries: int = 2, health_interval: float = 5.0):
+                 max_retries: int = 2, health_interval: float = 5.0, health_timeout: float = 10.0):
         # openai is imported here, with the backend, so importing live/ stays light
         import openai
 
@@ -59,6 +60,7 @@ class OpenAIServerBackend(GenerationBackend):
         self._thread.start()
         self._closed = False
         self.health_interval = health_interval
+        self.health_timeout = health_timeout
         self._health: asyncio.Future | None = None  # the check in flight or last done (loop only)
         self._health_at = 0.0
         self._http: Any = None  # an httpx client for /health, made on the loop
@@ -131,13 +133,13 @@ class OpenAIServerBackend(GenerationBackend):
         import httpx  # openai's own HTTP client, loaded with it
 
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.health_interval)
+            self._http = httpx.AsyncClient(timeout=self.health_timeout)
         url = f"{self._root}/health"
         try:
             resp = await self._http.get(url)
         except httpx.TimeoutException:
             raise BackendUnavailable(f"{self.base_url}: the server stopped answering (GET /health: no answer "
-                                     f"within {self.health_interval:g} s)") from None
+                                     f"within {self.health_timeout:g} s)") from None
         except httpx.HTTPError as exc:
             raise BackendUnavailable(f"{self.base_url}: the server is gone (GET /health: {exc or type(exc).__name__})"
                                      ) from None

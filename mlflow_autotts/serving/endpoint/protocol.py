@@ -331,6 +331,17 @@ def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
     return True, bool(options.get("include_usage", False))
 
 
+def served_model(body: Mapping[str, Any], model_ids: Sequence[str]) -> str:
+    """The body's ``model``, one of the served ids: 400 when missing, 404 when unknown (both routes)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model is required: one of " + ", ".join(model_ids), "model")
+    if model not in model_ids:
+        raise ApiError(404, f"the model {_show(model)} does not exist on this server; it serves "
+                            f"{', '.join(model_ids)}", "invalid_request_error", "model_not_found", "model")
+    return model
+
+
 def parse_chat_request(body: Any, limits: RequestLimits, model_ids: Sequence[str]) -> ChatRequest:
     """The ``ChatRequest`` of a chat-completions body naming one of ``model_ids``; ``ApiError``
     (400, or 404 for an unknown model) for anything else, never another exception (see the
@@ -349,12 +360,7 @@ def parse_chat_request(body: Any, limits: RequestLimits, model_ids: Sequence[str
                               "sampling", name)
     if body.get("n") not in (None, 1):
         raise bad_request(f"n must be 1, got {_show(body.get('n'))}", "n")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("model is required: one of " + ", ".join(model_ids), "model")
-    if model not in model_ids:
-        raise ApiError(404, f"the model {model!r} does not exist on this server; it serves "
-                            f"{', '.join(model_ids)}", "invalid_request_error", "model_not_found", "model")
+    model = served_model(body, model_ids)
     messages = _messages(body.get("messages"), limits)
     metadata = _metadata(body)
     stream, include_usage = _streaming(body)

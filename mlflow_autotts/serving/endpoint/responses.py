@@ -90,6 +90,7 @@ from mlflow_autotts.serving.endpoint.protocol import (
     _deadline,
     _metadata,
     _show,
+    served_model,
     bad_request,
     extension,
     usage,
@@ -124,16 +125,6 @@ class ResponsesRequest:
     instructions: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     user: str | None = None
-
-
-def _model(body: Mapping[str, Any], model_ids: Sequence[str]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("model is required: one of " + ", ".join(model_ids), "model")
-    if model not in model_ids:
-        raise ApiError(404, f"the model {_show(model)} does not exist on this server; it serves "
-                            f"{', '.join(model_ids)}", "invalid_request_error", "model_not_found", "model")
-    return model
 
 
 def _content(content: Any, where: str) -> str:
@@ -263,7 +254,7 @@ def parse_responses_request(body: Any, limits: RequestLimits, model_ids: Sequenc
             raise bad_request(f"{name} cannot be set per request: the served model's live settings decide "
                               "sampling", name)
     _unused(body)
-    model = _model(body, model_ids)
+    model = served_model(body, model_ids)
     messages = _messages(body, limits)
     metadata = _metadata(body)
     chat = ChatRequest(model, messages, _beta(body, metadata, limits), _cap(body, limits),
