@@ -28,7 +28,7 @@ from mlflow_autotts.live.server import free_port
 from mlflow_autotts.serving.endpoint.app import ServedModel, build_app
 from mlflow_autotts.serving.endpoint.config import ServeConfig
 from mlflow_autotts.serving.endpoint.protocol import RequestLimits
-from mlflow_autotts.serving.endpoint.tracing import TraceSettings
+from mlflow_autotts.serving.endpoint.tracing import MLFLOW_TRACE_EXPORT, TraceSettings
 from mlflow_autotts.serving.model_config import model_config_for
 from tests.endpoint_fixtures import LENGTHS, MODEL, QUESTION, Uvicorn, client_of, gated, scripted_runner, \
     wait_cancelled
@@ -58,26 +58,34 @@ def config(serve: dict[str, Any] | None = None, **traces) -> ServeConfig:
                        traces=TraceSettings(**traces), **(serve or {}))
 
 
-def mlflow_export(monkeypatch, asynchronous: bool) -> None:
-    """MLflow's own trace export: synchronous in the writer's thread (what the tracing module
-    advises for ``autotts serve``), or through MLflow's async queue (its default)."""
+MLFLOW_EXPORTS = {"as served": MLFLOW_TRACE_EXPORT,
+                  "mlflow's default": {"MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "true",
+                                       "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "5",
+                                       "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS": "10"},
+                  "synchronous": {"MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}}
+"""MLflow's own trace export: as ``autotts serve`` sets it up (batched, one thread), MLflow's
+default (a store call per 5 spans, 10 threads), or synchronous (in the writer's thread)."""
+
+
+def mlflow_export(monkeypatch, mode: str) -> None:
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", str(asynchronous).lower())
-    mlflow.tracing.reset()  # the exporter reads the variable when it is built
+    for name, value in MLFLOW_EXPORTS[mode].items():
+        monkeypatch.setenv(name, value)
+    mlflow.tracing.reset()  # the exporter reads the variables when it is built
 
 
 @pytest.fixture
 def registered(mlflow_store, monkeypatch):
     """CMC registered as autotts-controller@champion, loaded as ``autotts serve`` loads it,
-    generating on the scripted backend; MLflow exports synchronously."""
+    generating on the scripted backend; MLflow exports as ``autotts serve`` sets it up."""
     from mlflow_autotts.cli.serve import load_served
     from mlflow_autotts.tracking.model_registry import register
 
     reg = register(ControllerSpec("cmc", 0.5), aliases=["champion"], live={"model": "scripted"})
     served = load_served(ServeConfig(model_uri=URI))
     served.model.mode("live")._runner = scripted_runner()
-    mlflow_export(monkeypatch, asynchronous=False)
+    mlflow_export(monkeypatch, "as served")
     return reg, served
 
 
@@ -248,10 +256,11 @@ def test_a_request_whose_client_went_away_or_that_found_the_server_full_is_trace
     assert {root(t).attributes["autotts.stream"] for t in traces} == {True, False}
 
 
-def test_the_last_traces_are_written_before_the_server_exits_also_through_mlflows_async_export(
-        registered, monkeypatch):
+@pytest.mark.parametrize("mode", ["as served", "mlflow's default", "synchronous"])
+def test_the_last_traces_are_written_before_the_server_exits_whatever_mlflows_export(registered, monkeypatch,
+                                                                                     mode):
     reg, served = registered
-    mlflow_export(monkeypatch, asynchronous=True)
+    mlflow_export(monkeypatch, mode)
     with Uvicorn(build_app(served, config())) as server:
         client = client_of(server)
         ids = [client.chat.completions.create(model=MODEL, messages=QUESTION).id for _ in range(3)]
@@ -274,6 +283,7 @@ def test_tracing_off_writes_nothing(registered):
     ({"trace_flush_seconds": "-1"}, "trace_flush_seconds must be >= 0"),
     ({"trace_flush_seconds": "601"}, "trace_flush_seconds must be <= 600"),
     ({"trace_experiment": "  "}, "trace_experiment is empty"),
+    ({"trace_idle_wait": "-1"}, "trace_idle_wait must be >= 0"),
 ])
 def test_bad_trace_settings_are_refused_naming_the_setting(values, words):
     with pytest.raises(AutoTTSError, match=words):
@@ -391,6 +401,54 @@ def test_the_request_path_never_waits_for_the_writer():
     assert writer.batches == [["r0"], ["r1", "r2"]] and writer.counts()["traces_written"] == 3
     writer.submit(RequestRecord("late", 0.0, 1.0))  # after close: dropped, counted
     assert writer.counts()["traces_dropped"] == 4
+
+
+def test_traces_wait_for_a_moment_with_no_request_in_flight_but_not_longer_than_trace_idle_wait():
+    """While requests run, finished ones' traces wait (their writing would take CPU from the
+    running ones): written as soon as none is in flight, after ``trace_idle_wait`` however busy
+    the server stays, and at once when the queue is half full or the server shuts down."""
+    from mlflow_autotts.serving.endpoint.tracing import RequestRecord, TraceWriter
+
+    class Recorded(TraceWriter):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.times: dict[str, float] = {}
+
+        def _write(self, batch):
+            self.times.update({r.response_id: time.monotonic() for r in batch})
+            return len(batch), []
+
+    def written(w: Recorded, ids: set[str], timeout: float) -> float:
+        t0 = time.monotonic()
+        while not ids <= set(w.times):
+            assert time.monotonic() - t0 < timeout, f"{ids - set(w.times)} not written within {timeout} s"
+            time.sleep(0.02)
+        return max(w.times[i] for i in ids)
+
+    busy = threading.Event()
+    busy.set()
+    writer = Recorded(TraceSettings(trace_queue=8, trace_idle_wait=60), {}, busy=busy.is_set)
+    queued = time.monotonic()
+    writer.submit(RequestRecord("a", 0.0, 1.0))
+    time.sleep(1.0)
+    assert writer.times == {} and writer.counts()["traces_queued"] == 1  # held while a request runs
+    busy.clear()
+    assert written(writer, {"a"}, 5) - queued < 1.0 + 0.5  # idle: written within a poll
+    busy.set()
+    for k in range(4):  # 4 of 8: half full, written at once although busy
+        writer.submit(RequestRecord(f"h{k}", 0.0, 1.0))
+    assert written(writer, {f"h{k}" for k in range(4)}, 5) - queued < 1.0 + 1.0
+    writer.submit(RequestRecord("closing", 0.0, 1.0))
+    t0 = time.monotonic()
+    writer.close(10)  # shutting down: written although busy
+    assert "closing" in writer.times and time.monotonic() - t0 < 1.0
+
+    patient = Recorded(TraceSettings(trace_idle_wait=1.0), {}, busy=lambda: True)
+    queued = time.monotonic()
+    patient.submit(RequestRecord("b", 0.0, 1.0))
+    waited = written(patient, {"b"}, 5) - queued
+    assert 1.0 <= waited < 1.6  # busy all along: written after trace_idle_wait
+    patient.close(5)
 
 
 def test_an_action_that_revealed_nothing_is_an_event_at_the_time_of_the_next():

@@ -1,5 +1,5 @@
-"""``autotts serve`` on real vLLM servers (the tiny model, CPU build), driven by the real
-``openai`` client: the acceptance of the OpenAI-compatible endpoint.
+"""``autotts serve`` on real vLLM servers (the demo model, SmolLM2-135M-Instruct, on the CPU
+build), driven by the real ``openai`` client: the acceptance of the OpenAI-compatible endpoint.
 
 Two registered controllers: the built-in CMC and a source file (``ProbeVote``, run only in
 sandbox children), both generating on the session's vLLM server. Failures (a server killed
@@ -25,7 +25,7 @@ import requests
 
 from mlflow_autotts.live.server import VLLMServer
 from tests.helpers import PROBE_VOTE
-from tests.live_fixtures import TINY_LEN, _require_vllm
+from tests.live_fixtures import _require_vllm
 from tests.servers import autotts_served
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -37,6 +37,8 @@ LONG = {"AUTOTTS_LIVE_INTERVAL_TOKENS": "400", "AUTOTTS_LIVE_MAX_TOKENS_PER_BRAN
         "AUTOTTS_LIVE_LOOKAHEAD": "8"}
 """Branches long enough that an engine call is still running when a test acts on it."""
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+CONTEXT = 1024
+"""The servers' context: the question and a branch of at most ``LONG``'s 800 tokens."""
 
 
 
@@ -83,13 +85,13 @@ def store(mlflow_template_db, tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = old
 
 
-def register(controller: str, name: str, tiny_model: str, base_url: str, cwd: Path) -> None:
+def register(controller: str, name: str, model: str, base_url: str, cwd: Path) -> None:
     from click.testing import CliRunner
 
     from mlflow_autotts.cli.main import main
 
     args = ["register", controller, "--name", name, "--beta", "0.5", "--alias", "champion", "--live-model",
-            tiny_model, "--live-base-url", base_url] + [a for k, v in LIVE.items() for a in ("--live", f"{k}={v}")]
+            model, "--live-base-url", base_url] + [a for k, v in LIVE.items() for a in ("--live", f"{k}={v}")]
     old = os.getcwd()
     os.chdir(cwd)  # the run's artifacts land beside the store, not in the repository
     try:
@@ -100,15 +102,24 @@ def register(controller: str, name: str, tiny_model: str, base_url: str, cwd: Pa
 
 
 @pytest.fixture(scope="module")
-def models(store, tiny_model, vllm_server, tmp_path_factory):
-    """Both controllers registered, generating on the session's vLLM server."""
+def demo_server(demo_model, tmp_path_factory):
+    """vLLM's OpenAI-compatible server on the demo model, on a free loopback port."""
     _require_vllm()
+    server = VLLMServer(demo_model, tmp_path_factory.mktemp("vllm-demo") / "server.log", max_model_len=CONTEXT)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def models(store, demo_model, demo_server, tmp_path_factory):
+    """Both controllers registered, generating on the module's vLLM server."""
     where = tmp_path_factory.mktemp("serve-vllm-models")
     source = where / "probe_vote.py"
     source.write_text(PROBE_VOTE)
-    register("cmc", BUILTIN, tiny_model, vllm_server.base_url, where)
-    register(f"{source}:ProbeVote", SOURCE, tiny_model, vllm_server.base_url, where)
-    return vllm_server
+    register("cmc", BUILTIN, demo_model, demo_server.base_url, where)
+    register(f"{source}:ProbeVote", SOURCE, demo_model, demo_server.base_url, where)
+    return demo_server
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +280,8 @@ def post_in_background(url: str, body: dict) -> tuple[dict, threading.Thread]:
     return out, thread
 
 
-def test_failover_between_servers_and_a_dead_or_hung_server_is_a_503_within_seconds(models, tiny_model, tmp_path):
-    servers = [VLLMServer(tiny_model, tmp_path / f"vllm-{k}.log", max_model_len=TINY_LEN) for k in range(2)]
+def test_failover_between_servers_and_a_dead_or_hung_server_is_a_503_within_seconds(models, demo_model, tmp_path):
+    servers = [VLLMServer(demo_model, tmp_path / f"vllm-{k}.log", max_model_len=CONTEXT) for k in range(2)]
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda s: s.start(), servers))
     a, b = servers

@@ -16,6 +16,7 @@ import click
 
 from mlflow_autotts.cli.options import settings_options
 from mlflow_autotts.serving.endpoint.config import ServeConfig
+from mlflow_autotts.serving.endpoint.tracing import MLFLOW_TRACE_EXPORT
 
 
 def load_served(config: ServeConfig):
@@ -42,9 +43,8 @@ def serve_cmd(config: ServeConfig) -> None:
     /invocations as mlflow models serve answers it; one MLflow trace per request."""
     from mlflow_autotts.serving.endpoint.app import build_app, serve
 
-    # traces are written by the endpoint's own background thread (serving/endpoint/tracing.py);
-    # MLflow's async export would only queue them a second time before the writer can check them
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    for name, value in MLFLOW_TRACE_EXPORT.items():  # MLflow's export of the endpoint's traces
+        os.environ.setdefault(name, value)
     served = load_served(config)
     app = build_app(served, config)
     click.echo(f"serving {config.model_uri} as model {served.model_ids[0]!r} ({served.info['controller']}, "

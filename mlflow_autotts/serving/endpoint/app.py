@@ -333,7 +333,8 @@ def build_app(served: ServedModel, config: ServeConfig) -> Any:
     pyfunc = served.pyfunc()
     input_schema = pyfunc.metadata.get_input_schema()
     created = int(time.time())
-    traces = TraceWriter(config.traces, served.info, getattr(served.metadata, "model_id", None))
+    traces = TraceWriter(config.traces, served.info, getattr(served.metadata, "model_id", None),
+                         busy=lambda: admission.admitted > 0)
 
     @asynccontextmanager
     async def lifespan(app: Any):
