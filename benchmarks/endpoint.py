@@ -472,10 +472,9 @@ def main() -> None:
                     "more generates intervals ahead that may never be billed")
     ap.add_argument("--kv-cache-gib", default="4", help="VLLM_CPU_KVCACHE_SPACE of the vLLM server: 64 "
                     "questions' branches need more than the project's default 1 GiB")
-    ap.add_argument("--vllm-args", default="--no-enable-chunked-prefill",
-                    help="extra vLLM server arguments. The default works around a crash of vLLM 0.32's CPU "
-                         "engine: a seeded request whose prefill is chunked (many prompts arriving at once "
-                         "exceed the step's token budget) kills the engine ('CPU Generator does not use offset')")
+    ap.add_argument("--vllm-args", default="",
+                    help="extra vLLM server arguments (VLLMServer already turns chunked prefill off: "
+                         "live.backends.vllm_engine.NO_CHUNKED_PREFILL)")
     ap.add_argument("--serve-args", default="",
                     help="extra autotts serve arguments, e.g. --no-tracing to measure what tracing costs")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds one request or engine call may take")
