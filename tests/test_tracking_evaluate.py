@@ -318,3 +318,19 @@ def test_warm_up_queries_a_database_store_but_sends_no_request_to_a_server(mlflo
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens there
     warm_up("x")
     assert calls == ["x"]
+
+
+def test_the_plot_names_sc_with_the_branches_each_dataset_has():
+    """SC64 reads every branch a question has, at most 64: on a 16-branch collection the
+    plot's point and legend say SC@16, on the published 128-branch sets SC@64."""
+    from tests.helpers import random_set
+
+    small, large = random_set(3, 16, seed=1, name="Synth/sixteen"), random_set(3, 70, seed=2, name="Synth/seventy")
+    sc = {"n": 64}
+    report = EvaluationReport(
+        results=[EvalResult(ts.name, 0.5, 50.0, 100.0, "cmc") for ts in (small, large)],
+        sc64={ts.name: EvalResult(ts.name, None, 60.0, 900.0, "sc", sc) for ts in (small, large)},
+        references=[EvalResult(small.name, None, 55.0, 300.0, "asc")], trajectories=[small, large])
+    fig = plots.accuracy_tokens_figure(report)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "sc@16" in legend and "sc@64" in legend and "asc" in legend

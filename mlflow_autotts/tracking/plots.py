@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
+from mlflow_autotts.controllers.reference import sc_label
+
 if TYPE_CHECKING:  # matplotlib is imported lazily: it costs ~0.5 s
     from matplotlib.figure import Figure
 
@@ -121,8 +123,9 @@ def result_label(result: "EvalResult") -> str:
 
 
 def accuracy_tokens_figure(report: "EvaluationReport") -> "Figure":
-    """The evaluated controller across β, one line per dataset, with SC@64 and the other
-    reference controllers as points in that dataset's colour."""
+    """The evaluated controller across β, one line per dataset, with SC@N (N: the branches
+    the dataset has, at most 64) and the other reference controllers as points in that
+    dataset's colour."""
     curves = []
     for data in report.datasets:
         rs = [r for r in report.results if r.data == data]
@@ -130,10 +133,11 @@ def accuracy_tokens_figure(report: "EvaluationReport") -> "Figure":
         curves.append(Curve(
             label=data, group=data, points=[(r.mean_tokens, r.accuracy) for r in rs],
             point_labels=[f"β={r.beta:g}" if r.beta is not None else "" for r in rs]))
-    points = []
-    for r in [*report.sc64.values(), *report.references]:
-        label = result_label(r)
-        points.append(Point(label=label, tokens=r.mean_tokens, accuracy=r.accuracy, group=r.data, kind=label))
+    sets = {ts.name: ts for ts in report.trajectories}
+    labelled = [(sc_label([sets[r.data]]) if r.data in sets else result_label(r), r) for r in report.sc64.values()]
+    labelled += [(result_label(r), r) for r in report.references]
+    points = [Point(label=label, tokens=r.mean_tokens, accuracy=r.accuracy, group=r.data, kind=label)
+              for label, r in labelled]
     controllers = ", ".join(dict.fromkeys(r.controller for r in report.results))
     # the legend names each reference's marker shape; text beside every point would overlap
     return tradeoff_figure(curves, points, label_points=False,
