@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import threading
@@ -23,10 +24,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlflow_autotts.live.server import VLLMServer
+from mlflow_autotts.live.server import VLLMServer, free_port
 from tests.helpers import PROBE_VOTE
 from tests.live_fixtures import _require_vllm
-from tests.servers import autotts_served
+from tests.servers import autotts_served, server_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -344,14 +345,29 @@ def readme_snippets() -> list[str]:
     return blocks
 
 
-def test_the_readmes_python_snippets_run_as_written(endpoints):
+def readme_serve_command() -> list[str]:
+    """The ``autotts serve`` command of the README's "Use it from any OpenAI client" section."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Use it from any OpenAI client", 1)[1].split("\n## ", 1)[0]
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()
+                if line.startswith("autotts serve ")]
+    assert len(commands) == 1, "the README's OpenAI-client section must start the endpoint with one command"
+    return shlex.split(commands[0].removesuffix("&").strip())
+
+
+def test_the_readmes_serve_command_and_python_snippets_run_as_written(models, tmp_path):
     import subprocess
     import sys
 
-    url = endpoints[BUILTIN]
-    code = "\n".join(readme_snippets()).replace("http://127.0.0.1:5005", url)  # the test's port, not 5005
-    assert code.count(url) == 1, "the snippets must name the README's address once"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    argv = readme_serve_command()
+    assert argv[:3] == ["autotts", "serve", f"models:/{BUILTIN}@champion"] and "5005" in argv
+    port = free_port()  # the README's command, on a free port instead of 5005
+    argv = [sys.executable, "-m", "mlflow_autotts.cli", *(str(port) if a == "5005" else a for a in argv[1:])]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with server_running(argv, tmp_path, "readme-serve.log", port, env, ready_path="/health") as url:
+        code = "\n".join(readme_snippets()).replace("http://127.0.0.1:5005", url)  # the same port
+        assert code.count(url) == 1, "the snippets must name the README's address once"
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
     assert "'answer':" in out and "completion_tokens=" in out  # the extension and the usage were printed
