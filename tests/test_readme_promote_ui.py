@@ -44,9 +44,11 @@ def test_the_readmes_promote_in_the_ui_block_runs_as_written(data_dir, tmp_path)
     env.pop("MLFLOW_TRACKING_URI")  # the block points its commands at the server it starts
     proc = subprocess.Popen(["bash", "-euo", "pipefail", str(script)], cwd=work, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    server = f"http://127.0.0.1:{mlflow_port}"  # the registry too: this process may have another set
     try:
         out, err = proc.communicate(timeout=600)
-        client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
+        assert proc.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}"
+        client = MlflowClient(tracking_uri=server, registry_uri=server)
         champion = client.get_model_version_by_alias("autotts-controller", "champion").version
         refused = client.get_model_version("autotts-controller", "2").tags
     except subprocess.TimeoutExpired:
@@ -60,7 +62,6 @@ def test_the_readmes_promote_in_the_ui_block_runs_as_written(data_dir, tmp_path)
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert proc.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}"
     # the block's last line prints the gatekeeper's decisions: v1 promoted, v2 refused (and the
     # gatekeeper's own move of @champion, a delivery too, kept as it is)
     decided = re.findall(r"decided \S+: (\w+) v(\d+):", out)
