@@ -65,8 +65,12 @@ def mlflow_store(mlflow_template_db, tmp_path, monkeypatch) -> str:
     shutil.copy(mlflow_template_db, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # set_registry_uri exports MLFLOW_REGISTRY_URI and nothing takes it back: the monkeypatch
+    # does, or every child process of later tests would use this (deleted) store's registry
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)

@@ -119,6 +119,7 @@ def gatekeeper_served(tmp: Path, gate_data: str, specs: Sequence[ControllerSpec]
 
     with tracking_server(tmp) as server, pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", server)
+        mp.setenv("MLFLOW_REGISTRY_URI", server)  # set_registry_uri exports it; the context takes it back
         mp.delenv(SECRET_ENV, raising=False)
         mp.chdir(tmp)
         mlflow.set_tracking_uri(server)

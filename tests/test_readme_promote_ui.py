@@ -41,7 +41,8 @@ def test_the_readmes_promote_in_the_ui_block_runs_as_written(data_dir, tmp_path)
     work = tmp_path / "empty"
     work.mkdir()
     env = mlflow_env("unused", data_dir)
-    env.pop("MLFLOW_TRACKING_URI")  # the block points its commands at the server it starts
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # a fresh shell: the block sets its own
+        env.pop(name, None)
     proc = subprocess.Popen(["bash", "-euo", "pipefail", str(script)], cwd=work, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     server = f"http://127.0.0.1:{mlflow_port}"  # the registry too: this process may have another set

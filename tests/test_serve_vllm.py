@@ -74,16 +74,14 @@ def store(mlflow_template_db, tmp_path_factory):
     db = tmp_path_factory.mktemp("serve-vllm-store") / "mlflow.db"
     shutil.copy(mlflow_template_db, db)
     uri = f"sqlite:///{db}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with pytest.MonkeyPatch.context() as mp:  # set_registry_uri exports MLFLOW_REGISTRY_URI: taken back after
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield uri
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def register(controller: str, name: str, model: str, base_url: str, cwd: Path) -> None:
