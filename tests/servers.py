@@ -88,7 +88,7 @@ def start_server(argv: list[str], tmp_path: Path, log_name: str, port: int, env:
 
 @contextmanager
 def server_running(argv: list[str], tmp_path: Path, log_name: str, port: int, env: dict[str, str],
-            ready_path: str = "/ping") -> Iterator[str]:
+                   ready_path: str = "/ping") -> Iterator[str]:
     """``start_server``, yielding ``http://127.0.0.1:PORT``, and the group stopped after."""
     proc = start_server(argv, tmp_path, log_name, port, env, ready_path)
     try:
@@ -105,8 +105,8 @@ def served_model(uri: str, tmp_path: Path, env: dict[str, str] | None = None, wo
     full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
                 "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "900", **(env or {})}
     with server_running([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-                  "-p", str(port), "-h", "127.0.0.1", "-w", str(workers)],
-                 tmp_path, f"serve-{port}.log", port, full_env) as url:
+                         "-p", str(port), "-h", "127.0.0.1", "-w", str(workers)],
+                        tmp_path, f"serve-{port}.log", port, full_env) as url:
         yield url
 
 
@@ -115,9 +115,9 @@ def autotts_served(uri: str, tmp_path: Path, *options: str, env: dict[str, str] 
     """``autotts serve URI`` on a free loopback port; yields its base URL."""
     port = free_port()
     with server_running([sys.executable, "-m", "mlflow_autotts.cli", "serve", uri, "--host", "127.0.0.1", "--port", str(port),
-                  "--log-level", "warning", *options],
-                 tmp_path, f"autotts-serve-{port}.log", port,
-                 {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}) as url:
+                         "--log-level", "warning", *options],
+                        tmp_path, f"autotts-serve-{port}.log", port,
+                        {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}) as url:
         yield url
 
 
@@ -136,7 +136,7 @@ def tracking_server(tmp_path: Path, env: dict[str, str] | None = None) -> Iterat
     full_env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
                 "MLFLOW_DISABLE_TELEMETRY": "true", **TRACKING_SERVER_ENV, **(env or {})}
     with server_running([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                  f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
-                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                 tmp_path, f"mlflow-server-{port}.log", port, full_env, ready_path="/health") as url:
+                         f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+                         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                        tmp_path, f"mlflow-server-{port}.log", port, full_env, ready_path="/health") as url:
         yield url
